@@ -1,0 +1,44 @@
+//! Buffer: holds encoded spans between encode and ship.
+//!
+//! This issue's buffer is in memory: [`memory::Batcher`] gathers
+//! [`EncodedSpan`]s from the tailers into [`Batch`]es bounded by bytes,
+//! events and a timeout, and hands them to the sink over a bounded channel.
+//! Every channel is bounded, so when the sink is slow the batcher blocks, the
+//! tailers' sends block, and the tailers stop reading: the files hold the
+//! backlog. The disk queue (a later issue) slots in at the same seam.
+
+pub mod memory;
+
+use crate::event::{EncodedSpan, SpanOrigin};
+
+/// Spans to be sent in one bulk request.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub spans: Vec<EncodedSpan>,
+    /// Sum of the spans' body lengths (the uncompressed bulk body size).
+    pub body_bytes: usize,
+    /// Number of bulk items.
+    pub events: usize,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+    pub fn push(&mut self, span: EncodedSpan) {
+        self.body_bytes += span.body.len();
+        self.events += span.items.len();
+        self.spans.push(span);
+    }
+    /// Origins of the spans in this batch, for acknowledgement.
+    pub fn origins(&self) -> Vec<SpanOrigin> {
+        self.spans.iter().filter_map(|s| s.origin).collect()
+    }
+}
+
+/// Told when spans are durably owned downstream: every item in them was
+/// acknowledged by Elasticsearch (2xx or 409) or written to the dead-letter
+/// file. Implemented by the checkpoint store.
+pub trait Acknowledger: Send + Sync {
+    fn delivered(&self, spans: &[SpanOrigin]);
+}

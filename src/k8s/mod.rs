@@ -1,0 +1,1 @@
+//! Kubernetes metadata (a later issue). Nothing here yet.

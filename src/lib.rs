@@ -1,0 +1,10 @@
+pub mod app;
+pub mod buffer;
+pub mod config;
+pub mod decode;
+pub mod encode;
+pub mod event;
+pub mod k8s;
+pub mod sink;
+pub mod tail;
+pub mod telemetry;
