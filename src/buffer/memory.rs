@@ -134,6 +134,6 @@ mod tests {
         drop(stx);
         let b = brx.recv().await.unwrap();
         assert_eq!(b.events, 1);
-        assert!(brx.recv().await.is_none());
+        assert!(brx.recv().await.is_none(), "output closed");
     }
 }
