@@ -3,6 +3,9 @@
 //! TODO(tail helper).
 
 pub mod checkpoint;
+pub mod identity;
+pub mod reader;
+pub mod watermark;
 
 use std::sync::Arc;
 
@@ -20,7 +23,11 @@ pub struct FileServer {
 }
 
 impl FileServer {
-    pub fn new(config: &Config, checkpointer: Arc<Checkpointer>, metrics: Arc<Metrics>) -> Result<Self, crate::encode::IndexTemplateError> {
+    pub fn new(
+        config: &Config,
+        checkpointer: Arc<Checkpointer>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, crate::encode::IndexTemplateError> {
         let _ = (config, checkpointer, metrics);
         todo!()
     }
