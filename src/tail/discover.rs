@@ -1,0 +1,386 @@
+//! Discovery: which files the sources match, and which directories to watch.
+//!
+//! A scan expands every source's include globs (`glob` crate), drops paths an
+//! exclude glob (`globset`) matches, skips compressed files (`.gz .zip .bz2
+//! .xz .zst`) unless the source includes them, resolves symlinks
+//! (`/var/log/containers/*.log` → `/var/log/pods/...`) and keeps regular
+//! files only, deduplicated by `(dev, ino)`: the first source that matches a
+//! file owns it.
+//!
+//! A scan also lists the directories worth an inotify watch: the literal
+//! (glob-free) directory of every pattern, every directory its directory
+//! components match (so new pod and container directories are noticed), and
+//! the directory of every resolved file (so writes to a symlink's target
+//! wake its follower). [`Watcher`] forwards `notify` events from those
+//! directories into a bounded channel without ever blocking notify's thread:
+//! on overflow it only raises a flag that asks for a rescan.
+//!
+//! Scans are blocking (directory walks) and run on a blocking thread. This
+//! module opens no file for reading.
+
+use std::collections::{BTreeSet, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+
+use crate::config::SourceConfig;
+
+const COMPRESSED_SUFFIXES: [&str; 5] = [".gz", ".zip", ".bz2", ".xz", ".zst"];
+
+/// A source's patterns, compiled.
+#[derive(Debug)]
+pub struct SourceMatcher {
+    include: Vec<String>,
+    exclude: GlobSet,
+    include_compressed: bool,
+}
+
+impl SourceMatcher {
+    pub fn new(source: &SourceConfig) -> Self {
+        let mut exclude = GlobSetBuilder::new();
+        for pattern in &source.exclude {
+            match GlobBuilder::new(pattern).literal_separator(true).build() {
+                Ok(g) => {
+                    exclude.add(g);
+                }
+                // Config validation rejects bad globs; this is a safety net.
+                Err(e) => {
+                    tracing::error!(source = %source.name, %pattern, error = %e, "ignoring invalid exclude glob")
+                }
+            }
+        }
+        let exclude = exclude.build().unwrap_or_else(|e| {
+            tracing::error!(source = %source.name, error = %e, "ignoring exclude globs");
+            GlobSet::empty()
+        });
+        SourceMatcher {
+            include: source.include.clone(),
+            exclude,
+            include_compressed: source.include_compressed,
+        }
+    }
+
+    fn accepts(&self, path: &Path) -> bool {
+        if self.exclude.is_match(path) {
+            return false;
+        }
+        if self.include_compressed {
+            return true;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        !COMPRESSED_SUFFIXES.iter().any(|s| name.ends_with(s))
+    }
+}
+
+/// A file a scan found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Index of the source that owns it.
+    pub source: usize,
+    /// The path with symlinks resolved.
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// What one scan found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub files: Vec<Found>,
+    /// Directories to watch.
+    pub dirs: BTreeSet<PathBuf>,
+}
+
+/// Scans all sources (blocking).
+pub fn scan(sources: &[SourceMatcher]) -> Scan {
+    let mut out = Scan::default();
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    for (index, source) in sources.iter().enumerate() {
+        for pattern in &source.include {
+            watch_dirs_of_pattern(pattern, &mut out.dirs);
+            let paths = match glob::glob(pattern) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(%pattern, error = %e, "invalid include glob");
+                    continue;
+                }
+            };
+            for entry in paths {
+                let Ok(path) = entry else { continue };
+                if !source.accepts(&path) {
+                    continue;
+                }
+                // Resolve symlinks; a dangling link or a vanished file is skipped.
+                let Ok(resolved) = std::fs::canonicalize(&path) else {
+                    continue;
+                };
+                if resolved != path && !source.accepts(&resolved) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(&resolved) else {
+                    continue;
+                };
+                if !meta.is_file() || !seen.insert((meta.dev(), meta.ino())) {
+                    continue;
+                }
+                if let Some(parent) = resolved.parent() {
+                    out.dirs.insert(parent.to_path_buf());
+                }
+                out.files.push(Found {
+                    source: index,
+                    path: resolved,
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn has_glob_chars(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// The directories a pattern's matches can appear in: its literal prefix
+/// directory and every directory its directory components match.
+fn watch_dirs_of_pattern(pattern: &str, dirs: &mut BTreeSet<PathBuf>) {
+    let path = Path::new(pattern);
+    let Some(parent) = path.parent() else { return };
+    let mut prefix = PathBuf::new();
+    let mut components = parent.components().peekable();
+    while let Some(c) = components.peek() {
+        let literal = match c {
+            Component::Normal(s) => !has_glob_chars(&s.to_string_lossy()),
+            _ => true,
+        };
+        if !literal {
+            break;
+        }
+        prefix.push(c.as_os_str());
+        components.next();
+    }
+    if prefix.is_dir() {
+        dirs.insert(prefix.clone());
+    }
+    let mut level = prefix;
+    for c in components {
+        level.push(c.as_os_str());
+        let Some(pattern) = level.to_str() else {
+            return;
+        };
+        let Ok(paths) = glob::glob(pattern) else {
+            return;
+        };
+        for p in paths.flatten() {
+            if p.is_dir() {
+                dirs.insert(p);
+            }
+        }
+    }
+}
+
+/// What a filesystem event means for us.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Something was created or renamed: run a scan now.
+    Rescan,
+    /// These paths changed: wake their followers.
+    Changed(Vec<PathBuf>),
+    /// Changed paths that were also renamed or removed: wake and rescan.
+    ChangedAndRescan(Vec<PathBuf>),
+}
+
+/// Maps a notify event to what the file server should do, if anything.
+pub fn classify(event: notify::Event) -> Option<Notice> {
+    if event.need_rescan() {
+        return Some(Notice::Rescan);
+    }
+    match event.kind {
+        EventKind::Create(_) => Some(Notice::Rescan),
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => {
+            Some(Notice::ChangedAndRescan(event.paths))
+        }
+        EventKind::Modify(_) | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+            Some(Notice::Changed(event.paths))
+        }
+        // Opens and reads (including our own) mean nothing.
+        EventKind::Access(_) => None,
+        EventKind::Any | EventKind::Other => Some(Notice::Rescan),
+    }
+}
+
+/// inotify watches on directories, forwarding events into a bounded channel.
+pub struct Watcher {
+    inner: Option<notify::RecommendedWatcher>,
+    watched: BTreeSet<PathBuf>,
+}
+
+impl Watcher {
+    /// Starts the watcher; events go to `events`; when it is full (or notify
+    /// reports an error) `overflow` is raised instead. Without inotify (an
+    /// error here) discovery falls back to rescans and followers to polling.
+    pub fn new(
+        events: mpsc::Sender<Notice>,
+        overflow: Arc<AtomicBool>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        let handler = move |res: notify::Result<notify::Event>| {
+            let notice = match res {
+                Ok(event) => match classify(event) {
+                    Some(n) => n,
+                    None => return,
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "inotify error; rescanning");
+                    Notice::Rescan
+                }
+            };
+            if events.try_send(notice).is_err() {
+                overflow.store(true, Ordering::Release);
+                wake.notify_one();
+            }
+        };
+        let inner = match notify::RecommendedWatcher::new(handler, notify::Config::default()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "inotify unavailable: new lines are found by polling about once a second");
+                None
+            }
+        };
+        Watcher {
+            inner,
+            watched: BTreeSet::new(),
+        }
+    }
+
+    /// Watches exactly `dirs` (non-recursively) from now on.
+    pub fn update(&mut self, dirs: &BTreeSet<PathBuf>) {
+        let Some(inner) = self.inner.as_mut() else {
+            return;
+        };
+        for gone in self.watched.difference(dirs) {
+            // The directory may be gone already; inotify dropped the watch then.
+            let _ = inner.unwatch(gone);
+        }
+        let mut watched = BTreeSet::new();
+        for dir in dirs {
+            if self.watched.contains(dir) {
+                watched.insert(dir.clone());
+                continue;
+            }
+            match inner.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched.insert(dir.clone());
+                }
+                Err(e) => {
+                    tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory")
+                }
+            }
+        }
+        self.watched = watched;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ReadFrom, SourceFormat};
+    use std::time::Duration;
+
+    fn source(include: Vec<String>, exclude: Vec<String>) -> SourceConfig {
+        SourceConfig {
+            name: "s".into(),
+            include,
+            exclude,
+            format: SourceFormat::Plain,
+            read_from: ReadFrom::Beginning,
+            max_line_bytes: 1024,
+            include_compressed: false,
+            rescan_interval: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn globs_excludes_compressed_symlinks_and_dedup() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let pods = root.join("pods/ns_pod_uid/c");
+        std::fs::create_dir_all(&pods).unwrap();
+        let containers = root.join("containers");
+        std::fs::create_dir_all(&containers).unwrap();
+        std::fs::write(pods.join("0.log"), "a\n").unwrap();
+        std::fs::write(pods.join("0.log.20240101.gz"), "x").unwrap();
+        std::os::unix::fs::symlink(pods.join("0.log"), containers.join("pod_ns_c-1.log")).unwrap();
+        std::os::unix::fs::symlink(pods.join("missing.log"), containers.join("dangling.log"))
+            .unwrap();
+        std::fs::write(containers.join("skip.log"), "b\n").unwrap();
+        std::fs::write(containers.join("old.log.gz"), "x").unwrap();
+
+        let root_s = root.to_str().unwrap();
+        let sources = [
+            SourceMatcher::new(&source(
+                vec![format!("{root_s}/containers/*")],
+                vec![format!("{root_s}/containers/skip.*")],
+            )),
+            // The same file again through another source: first source wins.
+            SourceMatcher::new(&source(vec![format!("{root_s}/pods/*/*/*")], vec![])),
+        ];
+        let scan = scan(&sources);
+        let files: Vec<(usize, PathBuf)> = scan
+            .files
+            .iter()
+            .map(|f| (f.source, f.path.clone()))
+            .collect();
+        assert_eq!(files, vec![(0, pods.join("0.log"))]);
+        // The literal directories, the pattern levels and the target's directory.
+        for d in [
+            containers.clone(),
+            root.join("pods"),
+            root.join("pods/ns_pod_uid"),
+            pods.clone(),
+        ] {
+            assert!(
+                scan.dirs.contains(&d),
+                "{} not watched: {:?}",
+                d.display(),
+                scan.dirs
+            );
+        }
+    }
+
+    #[test]
+    fn compressed_files_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::write(root.join("a.log.gz"), "x").unwrap();
+        let mut s = source(vec![format!("{}/*", root.display())], vec![]);
+        s.include_compressed = true;
+        assert_eq!(scan(&[SourceMatcher::new(&s)]).files.len(), 1);
+    }
+
+    #[test]
+    fn our_own_reads_do_not_wake_anyone() {
+        let open = notify::Event::new(EventKind::Access(AccessKind::Open(AccessMode::Read)));
+        assert_eq!(classify(open), None);
+        let create = notify::Event::new(EventKind::Create(notify::event::CreateKind::File));
+        assert_eq!(classify(create), Some(Notice::Rescan));
+        let write = notify::Event::new(EventKind::Modify(ModifyKind::Data(
+            notify::event::DataChange::Any,
+        )))
+        .add_path(PathBuf::from("/a"));
+        assert_eq!(
+            classify(write),
+            Some(Notice::Changed(vec![PathBuf::from("/a")]))
+        );
+    }
+}

@@ -1,0 +1,655 @@
+//! One followed file: read, decode, encode, send; notice truncation,
+//! rotation and deletion.
+//!
+//! A [`Follower`] is one tokio task that owns the open `File`. It reads in
+//! large chunks on a blocking thread ([`LineReader`]), decodes every complete
+//! physical line and encodes the logical lines into the current
+//! [`EncodedSpan`], which holds lines of one file generation only. A span is
+//! sent (after the [`Checkpointer`] issued its origin) when it is full and
+//! whenever the file is read to its end. Sending waits on the bounded span
+//! channel: that is backpressure, the follower stops reading.
+//!
+//! At end of file the follower waits for a wake-up (an inotify event routed
+//! by the file server, a fallback timer of [`IDLE_RECHECK`], or shutdown),
+//! then checks the file:
+//!
+//! * the open file is shorter than the read offset, or its first line
+//!   changed: **copytruncate**. The generation goes up, reading restarts at
+//!   0, the decoder forgets its partial line, and the file gets a fresh
+//!   identity (its fingerprint changed) so a later restart finds its
+//!   checkpoint;
+//! * the path is gone or names another inode: **rotated or deleted**. The
+//!   open file is read to its end, again after [`ROTATION_GRACE`], the last
+//!   unterminated line and the decoder's held partial are shipped, and the
+//!   file is closed (which releases a deleted file's disk space).
+//!
+//! On shutdown the follower stops reading, sends the span it holds (without
+//! finishing partial lines: they are read again on the next start) and
+//! returns.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::checkpoint::{Checkpoint, Checkpointer};
+use super::identity;
+use super::reader::{LineReader, RawLine};
+use crate::config::SourceFormat;
+use crate::decode::LineDecoder;
+use crate::encode::{Encoder, FileContext};
+use crate::event::{DecodedLine, EncodedSpan, FileIdentity, FileKey, Generation, Timestamp};
+use crate::telemetry::Metrics;
+
+/// An idle follower re-checks its file this often even without an event.
+pub const IDLE_RECHECK: Duration = Duration::from_secs(1);
+/// After a rotation or deletion, the old file is read to its end once more
+/// after this long, for writers that had it open.
+pub const ROTATION_GRACE: Duration = Duration::from_millis(500);
+/// The reader cuts a physical line this far past `max_line_bytes` (the
+/// decoder cuts logical lines at `max_line_bytes` itself).
+pub const READ_LINE_SLACK: usize = 4096;
+/// A span is sent at the latest when its body reaches this size.
+const MAX_SPAN_BYTES: usize = 1024 * 1024;
+
+/// Settings and handles every follower shares.
+pub struct Shared {
+    pub checkpointer: Arc<Checkpointer>,
+    pub metrics: Arc<Metrics>,
+    pub node_name: String,
+    pub index_template: String,
+    /// Send a span when its body reaches this many bytes...
+    pub span_max_bytes: usize,
+    /// ...or it holds this many items.
+    pub span_max_items: usize,
+}
+
+impl Shared {
+    pub fn span_limits(batch_max_bytes: usize, batch_max_events: usize) -> (usize, usize) {
+        (
+            MAX_SPAN_BYTES.min(batch_max_bytes / 4).max(1),
+            (batch_max_events / 4).max(1),
+        )
+    }
+}
+
+/// Where a follower starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    At(Checkpoint),
+    /// Just after the last `\n` (`read_from: end` for a file without checkpoint).
+    EndOfLastLine,
+}
+
+/// Everything a follower needs to start.
+pub struct FollowerSpec {
+    pub key: FileKey,
+    pub path: PathBuf,
+    pub file: File,
+    pub identity: FileIdentity,
+    pub start: StartAt,
+    pub format: SourceFormat,
+    pub max_line_bytes: usize,
+    pub wake: Arc<Notify>,
+}
+
+/// Why a follower ended, and where.
+#[derive(Debug)]
+pub struct FollowerExit {
+    pub key: FileKey,
+    pub dev: u64,
+    pub ino: u64,
+    pub identity: FileIdentity,
+    pub generation: Generation,
+    /// Offset up to which the file was read.
+    pub offset: u64,
+    /// The file was read to its end after rotation or deletion and closed.
+    pub closed: bool,
+}
+
+/// The downstream channel is closed or shutdown began: stop.
+#[derive(Debug)]
+enum Stop {
+    Shutdown,
+    Closed,
+}
+
+/// What the file looked like at end of file.
+#[derive(Debug)]
+enum FileState {
+    /// Nothing new.
+    Idle,
+    /// More bytes arrived since the read.
+    Grew,
+    /// Shorter than what we read, or the first line changed. The new
+    /// fingerprint, if the file has a first line again.
+    Truncated(Option<u64>),
+    /// The path is gone (`rotated == false`) or names another file.
+    Gone { rotated: bool },
+}
+
+/// One followed file (see module doc).
+pub struct Follower {
+    key: FileKey,
+    path: PathBuf,
+    file: Arc<File>,
+    dev: u64,
+    ino: u64,
+    identity: FileIdentity,
+    /// The file was truncated and has no first line yet: do not read.
+    identity_pending: bool,
+    generation: Generation,
+    reader: LineReader,
+    /// The reader's physical line limit.
+    read_limit: usize,
+    decoder: LineDecoder,
+    encoder: Encoder,
+    ctx: FileContext,
+    span: EncodedSpan,
+    span_end: u64,
+    lines_read: u64,
+    events: u64,
+    invalid_utf8: u64,
+    shared: Arc<Shared>,
+    spans: mpsc::Sender<EncodedSpan>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+}
+
+impl Follower {
+    /// Resolves the start position (blocking for `read_from: end`), registers
+    /// the file with the checkpointer and runs until the file is closed or
+    /// shutdown.
+    pub async fn follow(
+        spec: FollowerSpec,
+        shared: Arc<Shared>,
+        spans: mpsc::Sender<EncodedSpan>,
+        shutdown: CancellationToken,
+    ) -> FollowerExit {
+        let file = Arc::new(spec.file);
+        let identity = spec.identity;
+        let start = match spec.start {
+            StartAt::At(cp) => Ok(cp),
+            StartAt::EndOfLastLine => {
+                let f = file.clone();
+                tokio::task::spawn_blocking(move || end_of_last_line(&f))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)))
+                    .map(|offset| Checkpoint {
+                        generation: 0,
+                        offset,
+                    })
+            }
+        };
+        let start = start.unwrap_or_else(|e| {
+            tracing::warn!(path = %spec.path.display(), error = %e, "cannot find the end of the file; reading it from the start");
+            Checkpoint { generation: 0, offset: 0 }
+        });
+        let encoder = match Encoder::new(&shared.node_name, &shared.index_template) {
+            Ok(e) => e,
+            Err(e) => {
+                // FileServer::new validated the template; this cannot happen.
+                tracing::error!(error = %e, "cannot create encoder");
+                return FollowerExit {
+                    key: spec.key,
+                    dev: identity.dev,
+                    ino: identity.ino,
+                    identity,
+                    generation: start.generation,
+                    offset: start.offset,
+                    closed: false,
+                };
+            }
+        };
+        shared.checkpointer.follow(
+            spec.key,
+            identity,
+            &spec.path,
+            start.generation,
+            start.offset,
+        );
+        Metrics::add(&shared.metrics.files_opened, 1);
+        tracing::info!(path = %spec.path.display(), %identity, generation = start.generation, offset = start.offset, "following file");
+        let ctx = encoder.file_context(&spec.path, identity, start.generation);
+        let read_limit = spec.max_line_bytes.saturating_add(READ_LINE_SLACK);
+        let follower = Follower {
+            key: spec.key,
+            dev: identity.dev,
+            ino: identity.ino,
+            identity,
+            identity_pending: false,
+            generation: start.generation,
+            reader: LineReader::new(start.offset, read_limit),
+            read_limit,
+            decoder: LineDecoder::new(spec.format, spec.max_line_bytes),
+            encoder,
+            ctx,
+            span: EncodedSpan::default(),
+            span_end: start.offset,
+            lines_read: 0,
+            events: 0,
+            invalid_utf8: 0,
+            path: spec.path,
+            file,
+            shared,
+            spans,
+            wake: spec.wake,
+            shutdown,
+        };
+        follower.run().await
+    }
+
+    async fn run(mut self) -> FollowerExit {
+        let closed = loop {
+            match self.step().await {
+                Ok(true) => continue,
+                Ok(false) => break true,
+                Err(Stop::Shutdown) => {
+                    // Lines already encoded are shipped; held partials are
+                    // read again on the next start.
+                    let _ = self.send().await;
+                    break false;
+                }
+                Err(Stop::Closed) => break false,
+            }
+        };
+        self.shared.checkpointer.unfollow(self.key);
+        if closed {
+            Metrics::add(&self.shared.metrics.files_closed, 1);
+            tracing::info!(path = %self.path.display(), identity = %self.identity, "file read to its end and closed");
+        }
+        FollowerExit {
+            key: self.key,
+            dev: self.dev,
+            ino: self.ino,
+            identity: self.identity,
+            generation: self.generation,
+            offset: self.reader.read_offset(),
+            closed,
+        }
+    }
+
+    /// Reads what is there, then handles end of file. `Ok(false)`: the file
+    /// is done and closed.
+    async fn step(&mut self) -> Result<bool, Stop> {
+        if self.identity_pending {
+            self.try_reidentify().await;
+            if self.identity_pending {
+                self.idle().await?;
+                return Ok(true);
+            }
+        }
+        self.read_to_end().await?;
+        // At end of file: ship what we have, then look at the file.
+        self.send().await?;
+        match self.check().await {
+            FileState::Grew => Ok(true),
+            FileState::Idle => {
+                self.idle().await?;
+                Ok(true)
+            }
+            FileState::Truncated(fingerprint) => {
+                self.truncated(fingerprint);
+                Ok(true)
+            }
+            FileState::Gone { rotated } => {
+                if rotated {
+                    Metrics::add(&self.shared.metrics.rotations, 1);
+                }
+                tracing::info!(path = %self.path.display(), rotated, "file rotated or deleted; reading it to its end");
+                self.drain().await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn idle(&mut self) -> Result<(), Stop> {
+        tokio::select! {
+            _ = self.wake.notified() => {}
+            _ = tokio::time::sleep(IDLE_RECHECK) => {}
+            _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
+        }
+        Ok(())
+    }
+
+    /// Reads, decodes and encodes until end of file.
+    async fn read_to_end(&mut self) -> Result<(), Stop> {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(Stop::Shutdown);
+            }
+            let n = self.fill().await;
+            if n == 0 {
+                return Ok(());
+            }
+            Metrics::add(&self.shared.metrics.bytes_read, n as u64);
+            self.process().await?;
+        }
+    }
+
+    /// One blocking read; 0 at end of file or on a read error (logged; the
+    /// next wake-up tries again).
+    async fn fill(&mut self) -> usize {
+        let mut reader = std::mem::take(&mut self.reader);
+        let file = self.file.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let r = reader.fill(&file);
+            (reader, r)
+        })
+        .await;
+        match result {
+            Ok((reader, r)) => {
+                self.reader = reader;
+                r.unwrap_or_else(|e| {
+                    tracing::warn!(path = %self.path.display(), error = %e, "read failed; retrying later");
+                    0
+                })
+            }
+            Err(e) => {
+                // The blocking task panicked or was cancelled at runtime
+                // shutdown; the reader state is lost. Resume just after the
+                // last line encoded (a held partial line is read again).
+                tracing::error!(path = %self.path.display(), error = %e, "read task failed");
+                self.reader = LineReader::new(self.span_end, self.read_limit);
+                self.decoder.reset();
+                0
+            }
+        }
+    }
+
+    /// Decodes every complete line read, sending spans as they fill up.
+    async fn process(&mut self) -> Result<(), Stop> {
+        let now = Timestamp::now();
+        while self.decode_until_full(now) {
+            self.send().await?;
+        }
+        self.flush_counters();
+        Ok(())
+    }
+
+    /// Decodes complete lines until none is left (false) or the span is full (true).
+    fn decode_until_full(&mut self, now: Timestamp) -> bool {
+        let Follower {
+            reader,
+            decoder,
+            encoder,
+            ctx,
+            span,
+            span_end,
+            lines_read,
+            events,
+            invalid_utf8,
+            shared,
+            ..
+        } = self;
+        while let Some(line) = reader.next_line() {
+            *lines_read += 1;
+            decode_line(decoder, reader.line(&line), &line, now, &mut |d| {
+                encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
+            });
+            if span.body.len() >= shared.span_max_bytes || span.items.len() >= shared.span_max_items
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn flush_counters(&mut self) {
+        let m = &self.shared.metrics;
+        Metrics::add(&m.lines_read, std::mem::take(&mut self.lines_read));
+        Metrics::add(&m.events_encoded, std::mem::take(&mut self.events));
+        Metrics::add(
+            &m.invalid_utf8_lines,
+            std::mem::take(&mut self.invalid_utf8),
+        );
+        let stats = self.decoder.take_stats();
+        Metrics::add(&m.unparsed_lines, stats.unparsed_lines);
+        Metrics::add(&m.truncated_lines, stats.truncated_lines);
+        Metrics::add(
+            &m.truncated_bytes,
+            stats.dropped_bytes + self.reader.take_dropped(),
+        );
+    }
+
+    /// Sends the current span, if it holds anything.
+    async fn send(&mut self) -> Result<(), Stop> {
+        if self.span.is_empty() {
+            return Ok(());
+        }
+        let mut span = std::mem::take(&mut self.span);
+        span.origin = Some(self.shared.checkpointer.issue(
+            self.key,
+            self.generation,
+            self.span_end,
+        ));
+        self.spans.send(span).await.map_err(|_| Stop::Closed)
+    }
+
+    /// Looks at the open file and its path (blocking syscalls, off the runtime).
+    async fn check(&mut self) -> FileState {
+        let file = self.file.clone();
+        let path = self.path.clone();
+        let read_offset = self.reader.read_offset();
+        let fingerprint = self.identity.fingerprint;
+        tokio::task::spawn_blocking(move || check_file(&file, &path, read_offset, fingerprint))
+            .await
+            .unwrap_or(FileState::Idle)
+    }
+
+    fn truncated(&mut self, fingerprint: Option<u64>) {
+        Metrics::add(&self.shared.metrics.truncations, 1);
+        self.generation = self.generation.wrapping_add(1);
+        tracing::info!(path = %self.path.display(), generation = self.generation, "file truncated; reading it again from the start");
+        self.reader.reset(0);
+        self.decoder.reset();
+        self.span_end = 0;
+        match fingerprint {
+            Some(fp) => self.set_identity(fp),
+            None => {
+                // No first line yet: wait for one before reading, so the
+                // checkpoint is stored under the identity a restart will see.
+                self.identity_pending = true;
+                self.shared.checkpointer.truncated(
+                    self.key,
+                    self.identity,
+                    &self.path,
+                    self.generation,
+                );
+            }
+        }
+    }
+
+    fn set_identity(&mut self, fingerprint: u64) {
+        self.identity_pending = false;
+        self.identity = FileIdentity {
+            dev: self.dev,
+            ino: self.ino,
+            fingerprint,
+        };
+        self.ctx = self
+            .encoder
+            .file_context(&self.path, self.identity, self.generation);
+        self.shared
+            .checkpointer
+            .truncated(self.key, self.identity, &self.path, self.generation);
+    }
+
+    async fn try_reidentify(&mut self) {
+        let file = self.file.clone();
+        let fp = tokio::task::spawn_blocking(move || identity::fingerprint(&file))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .flatten();
+        if let Some(fp) = fp {
+            self.set_identity(fp);
+        }
+    }
+
+    /// The file was rotated or deleted: read it to its end (twice, with a
+    /// grace period for late writers), ship the rest, close it.
+    async fn drain(&mut self) -> Result<(), Stop> {
+        self.read_to_end().await?;
+        self.send().await?;
+        tokio::select! {
+            _ = tokio::time::sleep(ROTATION_GRACE) => {}
+            _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
+        }
+        self.read_to_end().await?;
+        let now = Timestamp::now();
+        let Follower {
+            reader,
+            decoder,
+            encoder,
+            ctx,
+            span,
+            span_end,
+            lines_read,
+            events,
+            invalid_utf8,
+            ..
+        } = self;
+        if let Some(line) = reader.take_rest() {
+            *lines_read += 1;
+            decode_line(decoder, reader.line(&line), &line, now, &mut |d| {
+                encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
+            });
+        }
+        decoder.finish(now, &mut |d| {
+            encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
+        });
+        self.flush_counters();
+        self.send().await
+    }
+}
+
+fn decode_line(
+    decoder: &mut LineDecoder,
+    bytes: &[u8],
+    line: &RawLine,
+    now: Timestamp,
+    emit: &mut dyn FnMut(&DecodedLine<'_>),
+) {
+    decoder.decode(bytes, line.offset, line.next, line.cut, now, emit);
+}
+
+fn encode_line(
+    encoder: &mut Encoder,
+    ctx: &FileContext,
+    span: &mut EncodedSpan,
+    span_end: &mut u64,
+    events: &mut u64,
+    invalid_utf8: &mut u64,
+    line: &DecodedLine<'_>,
+) {
+    let outcome = encoder.encode(ctx, line, span);
+    *span_end = line.end;
+    *events += 1;
+    if outcome.invalid_utf8 {
+        *invalid_utf8 += 1;
+    }
+}
+
+/// What happened to a file we read to `read_offset` (blocking).
+fn check_file(file: &File, path: &Path, read_offset: u64, fingerprint: u64) -> FileState {
+    let Ok(meta) = file.metadata() else {
+        return FileState::Idle;
+    };
+    let size = meta.len();
+    if size < read_offset {
+        return FileState::Truncated(identity::fingerprint(file).ok().flatten());
+    }
+    if read_offset > 0 {
+        match identity::fingerprint(file) {
+            Ok(Some(fp)) if fp == fingerprint => {}
+            // Rewritten in place past our offset: a truncation we did not see.
+            Ok(other) => return FileState::Truncated(other),
+            Err(_) => {}
+        }
+    }
+    if size > read_offset {
+        return FileState::Grew;
+    }
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => FileState::Gone { rotated: false },
+        Ok(m) if (m.dev(), m.ino()) != (meta.dev(), meta.ino()) => {
+            FileState::Gone { rotated: true }
+        }
+        // Unchanged, or a transient error: look again later.
+        _ => FileState::Idle,
+    }
+}
+
+/// Offset just past the last `\n` of `file` (0 if it has none).
+fn end_of_last_line(file: &File) -> io::Result<u64> {
+    const STEP: u64 = 64 * 1024;
+    let mut end = file.metadata()?.len();
+    let mut buf = vec![0u8; STEP as usize];
+    while end > 0 {
+        let start = end.saturating_sub(STEP);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_of_last_line_skips_an_unterminated_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"a\nbb\nccc").unwrap();
+        assert_eq!(end_of_last_line(&File::open(&p).unwrap()).unwrap(), 5);
+        std::fs::write(&p, b"no newline").unwrap();
+        assert_eq!(end_of_last_line(&File::open(&p).unwrap()).unwrap(), 0);
+        let mut big = vec![b'x'; 200_000];
+        big[10] = b'\n';
+        std::fs::write(&p, &big).unwrap();
+        assert_eq!(end_of_last_line(&File::open(&p).unwrap()).unwrap(), 11);
+    }
+
+    #[test]
+    fn check_sees_truncation_rotation_and_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.log");
+        std::fs::write(&p, b"first\nsecond\n").unwrap();
+        let f = File::open(&p).unwrap();
+        let fp = identity::fingerprint(&f).unwrap().unwrap();
+        assert!(matches!(check_file(&f, &p, 13, fp), FileState::Idle));
+        assert!(matches!(check_file(&f, &p, 6, fp), FileState::Grew));
+        // Truncated and rewritten beyond our offset with another first line.
+        std::fs::write(&p, b"other first line\nand more\n").unwrap();
+        assert!(matches!(check_file(&f, &p, 13, fp), FileState::Truncated(Some(n)) if n != fp));
+        std::fs::write(&p, b"").unwrap();
+        assert!(matches!(
+            check_file(&f, &p, 13, fp),
+            FileState::Truncated(None)
+        ));
+        // Rotation: the path names a new file.
+        std::fs::write(&p, b"first\nsecond\n").unwrap();
+        std::fs::rename(&p, dir.path().join("0.log.1")).unwrap();
+        std::fs::write(&p, b"new\n").unwrap();
+        assert!(matches!(
+            check_file(&f, &p, 13, fp),
+            FileState::Gone { rotated: true }
+        ));
+        std::fs::remove_file(&p).unwrap();
+        assert!(matches!(
+            check_file(&f, &p, 13, fp),
+            FileState::Gone { rotated: false }
+        ));
+    }
+}
