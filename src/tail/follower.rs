@@ -285,25 +285,26 @@ impl Follower {
             }
         }
         self.read_to_end().await?;
-        // At end of file: ship what we have, then look at the file.
+        // At end of file: ship what we have, then look at the file before
+        // reading again (so a truncation is seen before new bytes are read
+        // at the old offset).
         self.send().await?;
-        match self.check().await {
-            FileState::Grew => Ok(true),
-            FileState::Idle => {
-                self.idle().await?;
-                Ok(true)
-            }
-            FileState::Truncated(fingerprint) => {
-                self.truncated(fingerprint);
-                Ok(true)
-            }
-            FileState::Gone { rotated } => {
-                if rotated {
-                    Metrics::add(&self.shared.metrics.rotations, 1);
+        loop {
+            match self.check().await {
+                FileState::Grew => return Ok(true),
+                FileState::Idle => self.idle().await?,
+                FileState::Truncated(fingerprint) => {
+                    self.truncated(fingerprint);
+                    return Ok(true);
                 }
-                tracing::info!(path = %self.path.display(), rotated, "file rotated or deleted; reading it to its end");
-                self.drain().await?;
-                Ok(false)
+                FileState::Gone { rotated } => {
+                    if rotated {
+                        Metrics::add(&self.shared.metrics.rotations, 1);
+                    }
+                    tracing::info!(path = %self.path.display(), rotated, "file rotated or deleted; reading it to its end");
+                    self.drain().await?;
+                    return Ok(false);
+                }
             }
         }
     }

@@ -198,10 +198,12 @@ impl ServerState<'_> {
             Notice::Changed(paths) => {
                 let mut rescan = false;
                 for path in paths {
-                    match self.by_path.get(&path) {
-                        Some((_, wake)) => wake.notify_one(),
-                        None => rescan |= self.pending.contains(&path),
+                    if let Some((_, wake)) = self.by_path.get(&path) {
+                        wake.notify_one();
                     }
+                    // The path may also name a new file that had no first line
+                    // at the last scan (the old one still draining).
+                    rescan |= self.pending.contains(&path);
                 }
                 rescan
             }
