@@ -17,7 +17,10 @@ pub enum SinkError {
     #[error("invalid Elasticsearch host {host:?}: {reason}")]
     InvalidHost { host: String, reason: String },
     #[error("cannot open dead-letter file {path}: {source}")]
-    DeadLetter { path: PathBuf, source: std::io::Error },
+    DeadLetter {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot build HTTP client: {0}")]
     Client(String),
 }
@@ -28,7 +31,11 @@ pub struct ElasticsearchSink {
 
 impl ElasticsearchSink {
     /// `data_dir` holds the dead-letter file.
-    pub fn new(cfg: &ElasticsearchConfig, data_dir: &std::path::Path, metrics: Arc<Metrics>) -> Result<Self, SinkError> {
+    pub fn new(
+        cfg: &ElasticsearchConfig,
+        data_dir: &std::path::Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SinkError> {
         let _ = (cfg, data_dir, metrics);
         todo!()
     }
