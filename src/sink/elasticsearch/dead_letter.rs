@@ -75,7 +75,11 @@ impl DeadLetterFile {
             source,
         };
         std::fs::create_dir_all(data_dir).map_err(err)?;
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(err)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(err)?;
         Ok(DeadLetterFile {
             path,
             file: Arc::new(Mutex::new(file)),
@@ -89,7 +93,10 @@ impl DeadLetterFile {
     /// Appends the already-serialised `records` and makes them durable.
     /// Blocking: call from the blocking pool.
     pub fn append_durably(&self, records: &[u8]) -> std::io::Result<()> {
-        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let before = file.metadata()?.len();
         let result = file
             .write_all(records)
@@ -146,7 +153,9 @@ mod tests {
             error: ItemError {
                 kind: Some("document_parsing_exception".into()),
                 reason: Some("failed to parse field [message]".into()),
-                caused_by: Some(serde_json::json!({"type":"illegal_argument_exception","reason":"r"})),
+                caused_by: Some(
+                    serde_json::json!({"type":"illegal_argument_exception","reason":"r"}),
+                ),
             },
             document,
         }
@@ -158,7 +167,10 @@ mod tests {
         serialize(&letter(br#"{"message":"hi","n":1}"#), &mut out);
         serialize(&letter(b"not json \"quoted\""), &mut out);
         let text = std::str::from_utf8(&out).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         let first = &lines[0];
         assert_eq!(first["index"], "logs-x");
@@ -166,7 +178,10 @@ mod tests {
         assert_eq!(first["status"], 400);
         assert_eq!(first["error"]["type"], "document_parsing_exception");
         assert_eq!(first["error"]["reason"], "failed to parse field [message]");
-        assert_eq!(first["error"]["caused_by"]["type"], "illegal_argument_exception");
+        assert_eq!(
+            first["error"]["caused_by"]["type"],
+            "illegal_argument_exception"
+        );
         assert_eq!(first["document"], serde_json::json!({"message":"hi","n":1}));
         assert!(
             chrono::DateTime::parse_from_rfc3339(first["time"].as_str().unwrap()).is_ok(),

@@ -108,14 +108,16 @@ impl Delivery {
         loop {
             let current = match &body {
                 Some(b) => b.clone(),
-                None => match request::build_body(batch.clone(), items.clone(), self.gzip_level).await {
-                    Ok(b) => body.insert(b).clone(),
-                    Err(e) => {
-                        error!(error = %e, "cannot build bulk request body; retrying");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                        continue;
+                None => {
+                    match request::build_body(batch.clone(), items.clone(), self.gzip_level).await {
+                        Ok(b) => body.insert(b).clone(),
+                        Err(e) => {
+                            error!(error = %e, "cannot build bulk request body; retrying");
+                            tokio::time::sleep(backoff.next_delay()).await;
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let (host, attempt) = self.requester.send(&current, items.len()).await;
             match attempt {
@@ -275,7 +277,9 @@ impl Delivery {
         Metrics::add(&self.metrics.items_dead_lettered, rejected.len() as u64);
         let summary: Vec<String> = why
             .iter()
-            .map(|((status, kind), (count, reason))| format!("{count}× {status} {kind} (e.g. {reason:?})"))
+            .map(|((status, kind), (count, reason))| {
+                format!("{count}× {status} {kind} (e.g. {reason:?})")
+            })
             .collect();
         warn!(
             path = %self.dead_letters.path().display(),
@@ -305,6 +309,9 @@ mod tests {
             split_item(b"{\"create\":{}}\n{\"m\":1}\n"),
             (&b"{\"create\":{}}"[..], &b"{\"m\":1}"[..])
         );
-        assert_eq!(split_item(b"{\"create\":{}}"), (&b"{\"create\":{}}"[..], &b""[..]));
+        assert_eq!(
+            split_item(b"{\"create\":{}}"),
+            (&b"{\"create\":{}}"[..], &b""[..])
+        );
     }
 }

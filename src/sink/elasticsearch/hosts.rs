@@ -61,7 +61,10 @@ fn parse_host(host: &str) -> Result<Host, SinkError> {
     };
     let mut url = Url::parse(host).map_err(|e| invalid(e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!("scheme must be http or https, not {:?}", url.scheme())));
+        return Err(invalid(format!(
+            "scheme must be http or https, not {:?}",
+            url.scheme()
+        )));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("no host name".into()));
@@ -112,7 +115,12 @@ mod tests {
 
     #[test]
     fn invalid_hosts_are_named() {
-        for bad in ["127.0.0.1:9200", "ftp://es", "http://es:9200/?x=1", "not a url"] {
+        for bad in [
+            "127.0.0.1:9200",
+            "ftp://es",
+            "http://es:9200/?x=1",
+            "not a url",
+        ] {
             match Hosts::new(&[bad.to_string()]) {
                 Err(SinkError::InvalidHost { host, .. }) => assert_eq!(host, bad),
                 other => panic!("{bad}: {other:?}"),

@@ -23,16 +23,17 @@
 //! which aborts every batch task; unacknowledged lines are read again after
 //! restart.
 //!
-//! Parts: [`hosts`] (URLs, round-robin), [`request`] (body, gzip, one
-//! attempt), [`response`] (bulk response parsing), [`retry`] (backoff, log
-//! rate limits), [`delivery`] (one batch to the end), [`dead_letter`].
+//! Parts: `hosts` (URLs, round-robin), `request` (body, gzip, one
+//! attempt), [`response`] (bulk response parsing), `retry` (backoff, log
+//! rate limits), `delivery` (one batch to the end), [`dead_letter`] (the
+//! file format).
 
 pub mod dead_letter;
-pub mod delivery;
-pub mod hosts;
-pub mod request;
+mod delivery;
+mod hosts;
+mod request;
 pub mod response;
-pub mod retry;
+mod retry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,7 +52,10 @@ pub enum SinkError {
     #[error("invalid Elasticsearch host {host:?}: {reason}")]
     InvalidHost { host: String, reason: String },
     #[error("cannot open dead-letter file {path}: {source}")]
-    DeadLetter { path: PathBuf, source: std::io::Error },
+    DeadLetter {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot build HTTP client: {0}")]
     Client(String),
 }
@@ -63,7 +67,11 @@ pub struct ElasticsearchSink {
 
 impl ElasticsearchSink {
     /// `data_dir` holds the dead-letter file.
-    pub fn new(cfg: &ElasticsearchConfig, data_dir: &std::path::Path, metrics: Arc<Metrics>) -> Result<Self, SinkError> {
+    pub fn new(
+        cfg: &ElasticsearchConfig,
+        data_dir: &std::path::Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SinkError> {
         let hosts = hosts::Hosts::new(&cfg.hosts)?;
         let timeout = if cfg.request_timeout.is_zero() {
             request::DEFAULT_REQUEST_TIMEOUT

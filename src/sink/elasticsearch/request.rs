@@ -73,7 +73,8 @@ fn body_slices<'a>(batch: &'a Batch, items: &[ItemRef]) -> impl Iterator<Item = 
             _ => runs.push((r.span as usize, start..end)),
         }
     }
-    runs.into_iter().map(move |(s, range)| &batch.spans[s].body[range])
+    runs.into_iter()
+        .map(move |(s, range)| &batch.spans[s].body[range])
 }
 
 /// A request body ready to send (and to resend unchanged).
@@ -84,11 +85,17 @@ pub struct BulkBody {
 }
 
 /// Builds the body of `items` on the blocking pool.
-pub async fn build_body(batch: Arc<Batch>, items: Arc<[ItemRef]>, gzip_level: u32) -> std::io::Result<BulkBody> {
+pub async fn build_body(
+    batch: Arc<Batch>,
+    items: Arc<[ItemRef]>,
+    gzip_level: u32,
+) -> std::io::Result<BulkBody> {
     let joined = tokio::task::spawn_blocking(move || encode_body(&batch, &items, gzip_level)).await;
     match joined {
         Ok(result) => result,
-        Err(e) => Err(std::io::Error::other(format!("body encoder task failed: {e}"))),
+        Err(e) => Err(std::io::Error::other(format!(
+            "body encoder task failed: {e}"
+        ))),
     }
 }
 
@@ -103,7 +110,10 @@ fn encode_body(batch: &Batch, items: &[ItemRef], gzip_level: u32) -> std::io::Re
         });
     }
     // NDJSON logs compress ~8-10x at level 1; start at a quarter to rarely regrow.
-    let mut encoder = GzEncoder::new(Vec::with_capacity(raw_len / 4 + 64), Compression::new(gzip_level.min(9)));
+    let mut encoder = GzEncoder::new(
+        Vec::with_capacity(raw_len / 4 + 64),
+        Compression::new(gzip_level.min(9)),
+    );
     for slice in body_slices(batch, items) {
         encoder.write_all(slice)?;
     }
@@ -130,7 +140,10 @@ pub enum RequestFailure {
     /// No HTTP response: connect error, timeout, broken connection.
     Transport { error: String, timeout: bool },
     /// 429 or 5xx (Elasticsearch or a proxy in front of it is overloaded or down).
-    Unavailable { status: StatusCode, error: Option<ItemError> },
+    Unavailable {
+        status: StatusCode,
+        error: Option<ItemError>,
+    },
     /// Another 4xx: a configuration problem (auth, URL, proxy) the operator
     /// must fix. Retried so that no data is lost meanwhile.
     Rejected {
@@ -167,12 +180,10 @@ impl RequestFailure {
         match self {
             RequestFailure::Transport { timeout: true, .. } => "timeout",
             RequestFailure::Transport { .. } => "transport",
-            RequestFailure::Unavailable { error: Some(e), .. } | RequestFailure::Rejected { error: Some(e), .. } => {
-                e.kind_or_unknown()
-            }
-            RequestFailure::Unavailable { error: None, .. } | RequestFailure::Rejected { error: None, .. } => {
-                "no_elasticsearch_error"
-            }
+            RequestFailure::Unavailable { error: Some(e), .. }
+            | RequestFailure::Rejected { error: Some(e), .. } => e.kind_or_unknown(),
+            RequestFailure::Unavailable { error: None, .. }
+            | RequestFailure::Rejected { error: None, .. } => "no_elasticsearch_error",
             RequestFailure::NotBulk { .. } => "not_a_bulk_response",
         }
     }
@@ -186,15 +197,26 @@ impl std::fmt::Display for RequestFailure {
                 .unwrap_or_else(|| "(no reason given)".to_string())
         };
         match self {
-            RequestFailure::Transport { error, timeout: true } => write!(f, "request timed out: {error}"),
+            RequestFailure::Transport {
+                error,
+                timeout: true,
+            } => write!(f, "request timed out: {error}"),
             RequestFailure::Transport { error, .. } => write!(f, "{error}"),
-            RequestFailure::Unavailable { status, error } => write!(f, "HTTP {status}: {}", reason(error)),
-            RequestFailure::Rejected { status, error, body } => write!(
+            RequestFailure::Unavailable { status, error } => {
+                write!(f, "HTTP {status}: {}", reason(error))
+            }
+            RequestFailure::Rejected {
+                status,
+                error,
+                body,
+            } => write!(
                 f,
                 "HTTP {status}: {} (body: {body:?}); check the hosts, credentials and permissions",
                 reason(error)
             ),
-            RequestFailure::NotBulk { status, why, body } => write!(f, "HTTP {status}: {why} (body: {body:?})"),
+            RequestFailure::NotBulk { status, why, body } => {
+                write!(f, "HTTP {status}: {why} (body: {body:?})")
+            }
         }
     }
 }
@@ -214,7 +236,10 @@ impl BulkRequester {
     /// host; returns that host (for logs) and what happened.
     pub async fn send(&self, body: &BulkBody, sent: usize) -> (&str, Attempt) {
         let host = self.hosts.pick();
-        (&host.display, self.send_to(&host.bulk_url, body, sent).await)
+        (
+            &host.display,
+            self.send_to(&host.bulk_url, body, sent).await,
+        )
     }
 
     async fn send_to(&self, url: &reqwest::Url, body: &BulkBody, sent: usize) -> Attempt {
@@ -276,7 +301,11 @@ fn transport_failure(e: &reqwest::Error) -> RequestFailure {
 fn excerpt(body: &[u8]) -> String {
     const MAX: usize = 512;
     let s = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
-    if body.len() > MAX { format!("{s}…") } else { s.into_owned() }
+    if body.len() > MAX {
+        format!("{s}…")
+    } else {
+        s.into_owned()
+    }
 }
 
 /// What a response with `status` and `body` to a request of `sent` items means.
@@ -320,8 +349,9 @@ mod tests {
         let mut s = EncodedSpan::default();
         for id in items {
             s.items.push(s.body.len() as u32);
-            s.body
-                .extend_from_slice(format!("{{\"create\":{{\"_id\":\"{id}\"}}}}\n{{\"m\":\"{id}\"}}\n").as_bytes());
+            s.body.extend_from_slice(
+                format!("{{\"create\":{{\"_id\":\"{id}\"}}}}\n{{\"m\":\"{id}\"}}\n").as_bytes(),
+            );
         }
         s
     }
@@ -335,7 +365,9 @@ mod tests {
 
     fn expected(ids: &[&str]) -> Vec<u8> {
         ids.iter()
-            .flat_map(|id| format!("{{\"create\":{{\"_id\":\"{id}\"}}}}\n{{\"m\":\"{id}\"}}\n").into_bytes())
+            .flat_map(|id| {
+                format!("{{\"create\":{{\"_id\":\"{id}\"}}}}\n{{\"m\":\"{id}\"}}\n").into_bytes()
+            })
             .collect()
     }
 
@@ -361,7 +393,9 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         let ok = br#"{"errors":false,"items":[{"create":{"status":201}}]}"#;
-        assert!(matches!(classify(StatusCode::OK, ok, 1), Ok(Attempt::Bulk(items)) if items.len() == 1));
+        assert!(
+            matches!(classify(StatusCode::OK, ok, 1), Ok(Attempt::Bulk(items)) if items.len() == 1)
+        );
         assert!(matches!(
             classify(StatusCode::OK, ok, 2),
             Err(RequestFailure::NotBulk { .. })

@@ -217,7 +217,10 @@ mod tests {
         assert_eq!(items[0].error, None);
         let rejected = items[2].error.as_ref().unwrap();
         assert_eq!(rejected.kind.as_deref(), Some("document_parsing_exception"));
-        assert_eq!(rejected.reason.as_deref(), Some("[1:44] failed to parse field [message]"));
+        assert_eq!(
+            rejected.reason.as_deref(),
+            Some("[1:44] failed to parse field [message]")
+        );
         assert_eq!(
             rejected.caused_by,
             Some(serde_json::json!({"type":"illegal_argument_exception","reason":"bad"}))
@@ -226,9 +229,13 @@ mod tests {
 
     #[test]
     fn filter_path_response_parses() {
-        let body = br#"{"errors":false,"items":[{"create":{"status":201}},{"index":{"status":200}}]}"#;
+        let body =
+            br#"{"errors":false,"items":[{"create":{"status":201}},{"index":{"status":200}}]}"#;
         let items = parse_bulk_response(body, 2).unwrap();
-        assert_eq!(items.iter().map(|i| i.status).collect::<Vec<_>>(), [201, 200]);
+        assert_eq!(
+            items.iter().map(|i| i.status).collect::<Vec<_>>(),
+            [201, 200]
+        );
     }
 
     #[test]

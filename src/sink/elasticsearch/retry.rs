@@ -74,7 +74,10 @@ impl LogLimiter {
     /// suppressed since the last one logged; `None` to stay quiet.
     pub fn check(&self) -> Option<u64> {
         let now = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match state.last {
             Some(last) if now.duration_since(last) < self.interval => {
                 state.suppressed += 1;
