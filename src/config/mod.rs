@@ -60,14 +60,14 @@ pub enum LogFormat {
 pub struct Config {
     pub node_name: String,
     pub data_dir: PathBuf,
+    /// Drain deadline on SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_timeout: Duration,
     pub log: LogConfig,
     pub sources: Vec<SourceConfig>,
     /// Written as `sink: {elasticsearch: …}` in the file.
     #[serde(serialize_with = "serialize_under_elasticsearch")]
     pub sink: ElasticsearchConfig,
-    /// Drain deadline on SIGTERM/SIGINT.
-    #[serde(with = "humantime_serde_compat")]
-    pub shutdown_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -351,8 +351,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -214,10 +214,15 @@ fn validate_elasticsearch(es: RawElasticsearch) -> Result<ElasticsearchConfig, I
 /// An `http`/`https` URL with a host; returned without trailing `/` so that
 /// `{host}/_bulk` is always well-formed.
 fn validate_host(host: &str) -> Result<String, String> {
-    let url = reqwest::Url::parse(host).map_err(|e| format!("invalid URL {host:?}: {e}"))?;
+    let hint = if host.contains("://") {
+        String::new()
+    } else {
+        format!(" (write \"http://{host}\" or \"https://{host}\")")
+    };
+    let url = reqwest::Url::parse(host).map_err(|e| format!("invalid URL {host:?}: {e}{hint}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "URL {host:?} has scheme {:?}: expected http or https",
+            "URL {host:?} has scheme {:?}: expected http or https{hint}",
             url.scheme()
         ));
     }
