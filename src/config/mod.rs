@@ -713,6 +713,13 @@ sink:
     }
 
     #[test]
+    fn bad_index_template_names_the_key() {
+        let err = load_err(&with_sink_keys("    index: \"Logs/%Y\"\n"));
+        assert_points_at(&err, "sink.elasticsearch.index", 7);
+        assert!(err.to_string().contains("Logs/%Y"), "{err}");
+    }
+
+    #[test]
     fn unreadable_file_names_the_file() {
         let err = load(Path::new("/nonexistent/logship.yaml")).unwrap_err();
         assert!(
