@@ -284,6 +284,19 @@ async fn rotation_by_rename_while_writing_loses_and_duplicates_nothing() {
     let writer = {
         let path = path.clone();
         let logs = logs.clone();
+        let received = p.received.clone();
+        // Real files live far longer than discovery takes; a file renamed out
+        // of the glob before it was ever seen cannot be followed. So rotate
+        // only once the tailer has seen the current file's first line.
+        let seen = move |first: &str| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if received.lock().unwrap().iter().any(|r| r.message == first) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
         tokio::task::spawn_blocking(move || {
             let mut expected = Vec::new();
             let mut f = OpenOptions::new()
@@ -299,6 +312,7 @@ async fn rotation_by_rename_while_writing_loses_and_duplicates_nothing() {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                 }
+                seen(&format!("r{r} line 000000"));
                 // kubelet: rename, and the runtime writes a little more to
                 // the old file before it reopens the path.
                 std::fs::rename(&path, logs.join(format!("0.log.{r}"))).unwrap();

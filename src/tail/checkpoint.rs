@@ -612,6 +612,38 @@ mod tests {
         }
     }
 
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn corrupt_file_is_reported_with_its_path_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FILE_NAME), b"{\"version\":7}").unwrap();
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || Checkpointer::open(dir.path()).unwrap());
+        let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("ERROR"), "{log}");
+        assert!(
+            log.contains(&dir.path().join(FILE_NAME).display().to_string()),
+            "{log}"
+        );
+        assert!(log.contains("unknown version 7"), "{log}");
+    }
+
     #[test]
     fn unreadable_data_dir_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();

@@ -284,7 +284,11 @@ impl Follower {
                 return Ok(true);
             }
         }
-        self.read_to_end().await?;
+        if !self.read_to_end().await? {
+            self.send().await?;
+            self.idle().await?;
+            return Ok(true);
+        }
         // At end of file: ship what we have, then look at the file before
         // reading again (so a truncation is seen before new bytes are read
         // at the old offset).
@@ -319,23 +323,25 @@ impl Follower {
     }
 
     /// Reads, decodes and encodes until end of file.
-    async fn read_to_end(&mut self) -> Result<(), Stop> {
+    /// `Ok(false)` if a read failed (logged): the caller waits before retrying.
+    async fn read_to_end(&mut self) -> Result<bool, Stop> {
         loop {
             if self.shutdown.is_cancelled() {
                 return Err(Stop::Shutdown);
             }
-            let n = self.fill().await;
+            let Some(n) = self.fill().await else {
+                return Ok(false);
+            };
             if n == 0 {
-                return Ok(());
+                return Ok(true);
             }
             Metrics::add(&self.shared.metrics.bytes_read, n as u64);
             self.process().await?;
         }
     }
 
-    /// One blocking read; 0 at end of file or on a read error (logged; the
-    /// next wake-up tries again).
-    async fn fill(&mut self) -> usize {
+    /// One blocking read: `Some(0)` at end of file, `None` if it failed (logged).
+    async fn fill(&mut self) -> Option<usize> {
         let mut reader = std::mem::take(&mut self.reader);
         let file = self.file.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -346,10 +352,8 @@ impl Follower {
         match result {
             Ok((reader, r)) => {
                 self.reader = reader;
-                r.unwrap_or_else(|e| {
-                    tracing::warn!(path = %self.path.display(), error = %e, "read failed; retrying later");
-                    0
-                })
+                r.map_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "read failed; retrying later"))
+                    .ok()
             }
             Err(e) => {
                 // The blocking task panicked or was cancelled at runtime
@@ -358,7 +362,7 @@ impl Follower {
                 tracing::error!(path = %self.path.display(), error = %e, "read task failed");
                 self.reader = LineReader::new(self.span_end, self.read_limit);
                 self.decoder.reset();
-                0
+                None
             }
         }
     }
