@@ -562,3 +562,20 @@ async fn read_from_end_skips_old_content_of_files_present_at_start() {
     assert!(got.len() >= 13);
     assert_exactly_once(&all, &expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stops_when_downstream_is_gone() {
+    let (_d, logs, data) = dirs();
+    append(&logs.join("app.log"), lines("x", 0..10));
+    let config = config(&logs, &data, ReadFrom::Beginning, 1 << 20);
+    let checkpointer = Arc::new(Checkpointer::open(&data).unwrap());
+    let server = FileServer::new(&config, checkpointer, Arc::new(Metrics::default())).unwrap();
+    let (tx, rx) = mpsc::channel::<EncodedSpan>(1);
+    let run = tokio::spawn(server.run(tx, CancellationToken::new()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(rx);
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("run returns once the span receiver is dropped")
+        .unwrap();
+}

@@ -20,9 +20,14 @@
 //!   (`end`: just after its last complete line);
 //! * any file first seen later: at its start.
 //!
+//! After a copytruncate a follower waits for the file's new first line and
+//! takes the identity it gives (same `(dev, ino)`, new fingerprint), so that
+//! after a restart the checkpoint of the new content is found.
+//!
 //! Checkpoints advance only to the ack watermark ([`checkpoint`],
 //! [`watermark`]); what was not acknowledged is read again after a restart.
-//! The server does not decode or encode itself and never blocks the runtime
+//! `run` returns after shutdown, or when the span receiver is dropped, once
+//! every follower returned. The server does not decode or encode itself and never blocks the runtime
 //! on directory walks (they run on blocking threads).
 
 pub mod checkpoint;
@@ -120,10 +125,12 @@ impl FileServer {
         let overflow = Arc::new(AtomicBool::new(false));
         let overflow_wake = Arc::new(Notify::new());
         let mut watcher = Watcher::new(notice_tx, overflow.clone(), overflow_wake.clone());
+        // Cancelled with `shutdown`, or when downstream is gone.
+        let followers_stop = shutdown.child_token();
         let mut state = ServerState {
             server: &self,
             spans,
-            shutdown: shutdown.clone(),
+            shutdown: followers_stop.clone(),
             followers: JoinSet::new(),
             active: HashMap::new(),
             by_path: HashMap::new(),
@@ -142,6 +149,8 @@ impl FileServer {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                // Downstream is gone (the pipeline failed): stop following.
+                _ = state.spans.closed() => break,
                 Some(notice) = notices.recv() => {
                     rescan |= state.on_notice(notice);
                     while let Ok(notice) = notices.try_recv() {
@@ -165,7 +174,8 @@ impl FileServer {
                 }
             }
         }
-        // Followers see the same token: wait until each sent what it holds.
+        // Wait until each follower sent what it holds.
+        followers_stop.cancel();
         while let Some(exit) = state.followers.join_next().await {
             if let Err(e) = exit {
                 tracing::error!(error = %e, "file follower failed");
