@@ -91,7 +91,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let _ = (&mut sink_task).await;
     };
     if tokio::time::timeout_at(deadline, drained).await.is_err() {
-        tracing::warn!("drain deadline passed; unacknowledged lines will be read again on the next start");
+        tracing::warn!(
+            "drain deadline passed; unacknowledged lines will be read again on the next start"
+        );
         sink_task.abort();
     }
     persist_stop.cancel();

@@ -1,1 +1,157 @@
-fn main() {}
+//! The `logship` binary: command line, exit codes, signals. All the work is in
+//! the library; this file only turns its results into a process outcome.
+//!
+//! Exit codes: 0 success (also after a signal-initiated drain); 64 the
+//! configuration is unusable (the message names file, line and key); 70 a
+//! runtime failure; 130 a second SIGTERM/SIGINT arrived during the drain;
+//! 2 a command-line usage error (clap's own).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use logship::config;
+use logship::telemetry::logging;
+
+const EXIT_CONFIG: u8 = 64;
+const EXIT_RUNTIME: u8 = 70;
+const EXIT_SECOND_SIGNAL: i32 = 130;
+
+/// Node-level log shipper: tails container and host log files and bulk-ships
+/// them to Elasticsearch without losing or duplicating a line.
+#[derive(Parser)]
+#[command(name = "logship", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tail the configured files and ship them until SIGTERM or SIGINT.
+    Run {
+        /// YAML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print the effective configuration, defaults
+    /// included, as YAML (exit 0, or 64 with the error).
+    CheckConfig {
+        /// YAML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Version => {
+            println!("logship {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("logship: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match serde_yaml_ng::to_string(&config) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("logship: cannot print the effective config: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("logship: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = logging::init(&config.log) {
+        eprintln!("logship: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match run_pipeline(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "logship stopped on an error");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn run_pipeline(config: config::Config) -> anyhow::Result<()> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("logship-worker")
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_name = %config.node_name,
+        sources = config.sources.len(),
+        worker_threads = workers,
+        "logship starting"
+    );
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let terminate =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        tokio::spawn(watch_signals(terminate, interrupt, shutdown.clone()));
+        logship::app::run(config, shutdown).await
+    });
+    // `app::run` has drained and written checkpoints; do not wait long for
+    // blocking reads that are still parked.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// First SIGTERM/SIGINT: start the drain. Second: exit at once.
+async fn watch_signals(mut terminate: Signal, mut interrupt: Signal, shutdown: CancellationToken) {
+    let first = next_signal(&mut terminate, &mut interrupt).await;
+    tracing::info!(
+        signal = first,
+        "shutting down; send it again to exit at once without draining"
+    );
+    shutdown.cancel();
+    let second = next_signal(&mut terminate, &mut interrupt).await;
+    tracing::warn!(
+        signal = second,
+        "second signal: exiting now; unacknowledged lines will be read again on the next start"
+    );
+    std::process::exit(EXIT_SECOND_SIGNAL);
+}
+
+async fn next_signal(terminate: &mut Signal, interrupt: &mut Signal) -> &'static str {
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
+}

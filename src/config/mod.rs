@@ -2,15 +2,37 @@
 //! (`raw`), then validated into [`Config`], the typed value the rest of the
 //! program trusts.
 //!
-//! TODO(config helper): raw model with `deny_unknown_fields`, `${ENV}`
-//! interpolation, defaults as named functions, validation with errors that
-//! name the key and its line.
+//! Loading is four steps, each in its own submodule:
+//! 1. [`interpolate`]: `${VAR}` / `${VAR:-default}` / `$$` on the raw text;
+//! 2. [`raw`]: serde into a model that mirrors the YAML (`deny_unknown_fields`,
+//!    defaults as named functions, sizes and durations with units);
+//! 3. [`position`]: an index of key path → line, built from the parser's
+//!    marked events, so that errors found after deserialisation still point
+//!    at a line;
+//! 4. `validate`: raw model → [`Config`] (globs compile and are absolute,
+//!    hosts are http(s) URLs, limits in range, source names unique).
+//!
+//! Every error is a [`ConfigError`] whose `Display` reads
+//! `config FILE: line N: KEY.PATH: what is wrong`. Loading has no side
+//! effects besides reading the file and the environment; it does not touch
+//! `data_dir` or check that included files exist (they may appear later).
+//! `Config` serialises (for `check-config`) to YAML that loads back to the
+//! same `Config`.
 
-use std::path::PathBuf;
+pub mod interpolate;
+pub mod position;
+pub mod raw;
+pub mod size;
+mod validate;
+
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use self::interpolate::InterpolationError;
+use self::position::{KeyPositions, join_key};
+
 /// How lines of a source are decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceFormat {
     Auto,
@@ -20,40 +42,42 @@ pub enum SourceFormat {
 }
 
 /// Where to start in a file that has no checkpoint and was present at start-up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadFrom {
     Beginning,
     End,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Config {
     pub node_name: String,
     pub data_dir: PathBuf,
-    pub log: LogConfig,
-    pub sources: Vec<SourceConfig>,
-    pub sink: ElasticsearchConfig,
     /// Drain deadline on SIGTERM/SIGINT.
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_timeout: Duration,
+    pub log: LogConfig,
+    pub sources: Vec<SourceConfig>,
+    /// Written as `sink: {elasticsearch: …}` in the file.
+    #[serde(serialize_with = "serialize_under_elasticsearch")]
+    pub sink: ElasticsearchConfig,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LogConfig {
     pub format: LogFormat,
     /// `tracing_subscriber::EnvFilter` directive, e.g. `info` or `logship=debug`.
     pub level: String,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SourceConfig {
     pub name: String,
     /// Glob patterns (absolute paths). Validated to compile.
@@ -69,7 +93,7 @@ pub struct SourceConfig {
     pub rescan_interval: Duration,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ElasticsearchConfig {
     /// Base URLs, e.g. `http://127.0.0.1:9200`. At least one.
     pub hosts: Vec<String>,
@@ -77,7 +101,9 @@ pub struct ElasticsearchConfig {
     /// event's `@timestamp` in UTC.
     pub index: String,
     pub batch: BatchConfig,
-    /// gzip level 0–9; 0 sends the body uncompressed.
+    /// gzip level 0–9; 0 sends the body uncompressed. Written as
+    /// `compression: {gzip: N}` in the file.
+    #[serde(rename = "compression", serialize_with = "serialize_gzip_level")]
     pub gzip_level: u32,
     /// Bulk requests in flight at once.
     pub concurrency: usize,
@@ -86,7 +112,7 @@ pub struct ElasticsearchConfig {
     pub retry: RetryConfig,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BatchConfig {
     /// Uncompressed bulk body size at which a batch is sent.
     pub max_bytes: usize,
@@ -96,7 +122,7 @@ pub struct BatchConfig {
     pub timeout: Duration,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RetryConfig {
     #[serde(with = "humantime_serde_compat")]
     pub initial_backoff: Duration,
@@ -112,14 +138,594 @@ pub mod humantime_serde_compat {
     }
 }
 
-/// A configuration that cannot be used. `Display` names the file, the key and
-/// (where known) its line; `main` turns it into exit code 64.
+fn serialize_under_elasticsearch<S: serde::Serializer>(
+    sink: &ElasticsearchConfig,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(1))?;
+    map.serialize_entry("elasticsearch", sink)?;
+    map.end()
+}
+
+fn serialize_gzip_level<S: serde::Serializer>(level: &u32, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(1))?;
+    map.serialize_entry("gzip", level)?;
+    map.end()
+}
+
+/// A configuration that cannot be used. `Display` names the file, the line
+/// (where known) and the key path; `main` turns it into exit code 64.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {}: cannot read: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `${VAR}` placeholder could not be expanded.
+    #[error("config {}: {}", file.display(), located(Some(source.line()), key.as_deref(), source))]
+    Interpolation {
+        file: PathBuf,
+        /// The key whose value holds the placeholder, when it could be found.
+        key: Option<String>,
+        #[source]
+        source: InterpolationError,
+    },
+    /// Not valid YAML, or not the expected shape: an unknown or missing key,
+    /// a value of the wrong type.
+    #[error("config {}: {}", file.display(), located(*line, key.as_deref(), message))]
+    Parse {
+        file: PathBuf,
+        line: Option<usize>,
+        key: Option<String>,
+        message: String,
+    },
+    /// Well-formed, but a value is not acceptable.
+    #[error("config {}: {}", file.display(), located(*line, Some(key), message))]
+    Invalid {
+        file: PathBuf,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The 1-based line the error points at, if known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Interpolation { source, .. } => Some(source.line()),
+            Self::Parse { line, .. } | Self::Invalid { line, .. } => *line,
+        }
+    }
+
+    /// The key path (`sources[0].include`) the error is about, if known.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Interpolation { key, .. } | Self::Parse { key, .. } => key.as_deref(),
+            Self::Invalid { key, .. } => Some(key),
+        }
+    }
+}
+
+fn located(line: Option<usize>, key: Option<&str>, message: &dyn std::fmt::Display) -> String {
+    let mut out = String::new();
+    if let Some(line) = line {
+        out.push_str(&format!("line {line}: "));
+    }
+    if let Some(key) = key {
+        out.push_str(&format!("{key}: "));
+    }
+    out.push_str(&message.to_string());
+    out
+}
 
 /// Reads, interpolates (`${VAR}`), parses and validates a config file.
-pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-    let _ = path;
-    todo!()
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_owned(),
+        source,
+    })?;
+    load_str(path, &text, |name| std::env::var(name).ok())
+}
+
+/// [`load`] on text already read; `file` is only used in messages and `env`
+/// looks variables up (tests pass a closure instead of the real environment).
+pub fn load_str(
+    file: &Path,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let expanded =
+        interpolate::interpolate(text, env).map_err(|source| ConfigError::Interpolation {
+            file: file.to_owned(),
+            key: KeyPositions::index(text)
+                .path_at_line(source.line())
+                .map(str::to_owned),
+            source,
+        })?;
+    let positions = KeyPositions::index(&expanded);
+    let raw: raw::RawConfig =
+        serde_yaml_ng::from_str(&expanded).map_err(|e| parse_error(file, &positions, &e))?;
+    validate::validate(raw).map_err(|invalid| ConfigError::Invalid {
+        file: file.to_owned(),
+        line: positions.line_of(&invalid.key),
+        key: invalid.key,
+        message: invalid.message,
+    })
+}
+
+/// Turns a serde_yaml_ng error into a [`ConfigError::Parse`] that names the
+/// key. serde_yaml_ng's message is `PATH: MESSAGE at line L column C`, where
+/// PATH is the value being deserialised (for an unknown or missing field: the
+/// mapping that holds it) and is left out at the top level.
+fn parse_error(file: &Path, positions: &KeyPositions, error: &serde_yaml_ng::Error) -> ConfigError {
+    let full = error.to_string();
+    let location = error.location();
+    let mut message = full.as_str();
+    if let Some(loc) = &location {
+        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+        message = message.strip_suffix(suffix.as_str()).unwrap_or(message);
+    }
+    let (container, message) = split_path_prefix(message);
+    let join = |field: &str| Some(join_key(container.unwrap_or(""), field));
+    let (key, line, message) = if let Some(field) = backticked_after(message, "missing field ") {
+        // serde points at the mapping that lacks the field; its own key is
+        // where the user has to add it.
+        let line = container.and_then(|c| positions.line_of(c));
+        (
+            join(field),
+            line.or(location.map(|l| l.line())),
+            format!("required field `{field}` is missing"),
+        )
+    } else if let Some(field) = backticked_after(message, "duplicate field ") {
+        let key = join(field);
+        let line = key.as_deref().and_then(|k| positions.last_line_of(k));
+        (
+            key,
+            line.or(location.map(|l| l.line())),
+            format!("`{field}` is given more than once"),
+        )
+    } else if let Some(field) = backticked_after(message, "unknown field ") {
+        let message = match suggestion(field, message) {
+            Some(near) => format!("{message} (did you mean `{near}`?)"),
+            None => message.to_owned(),
+        };
+        (join(field), location.map(|l| l.line()), message)
+    } else {
+        let key = container.map(str::to_owned);
+        let line = location
+            .map(|l| l.line())
+            .or_else(|| key.as_deref().and_then(|k| positions.line_of(k)));
+        (key, line, message.to_owned())
+    };
+    ConfigError::Parse {
+        file: file.to_owned(),
+        line,
+        key,
+        message,
+    }
+}
+
+/// Splits `sources[0].format: unknown variant …` into the path and the rest.
+/// A path has no blanks, which tells it from a message such as
+/// `invalid type: string …`.
+fn split_path_prefix(message: &str) -> (Option<&str>, &str) {
+    match message.split_once(": ") {
+        Some((path, rest))
+            if !path.is_empty()
+                && path.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']' | '?')
+                }) =>
+        {
+            (Some(path), rest)
+        }
+        _ => (None, message),
+    }
+}
+
+/// The expected field closest to a misspelt one (`inlcude` → `include`), from
+/// serde's "expected one of `a`, `b`" list, if one is close enough.
+fn suggestion<'a>(field: &str, message: &'a str) -> Option<&'a str> {
+    let (_, expected) = message.split_once("expected ")?;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|candidate| (edit_distance(field, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= 2 && *distance < candidate.len())
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Optimal string alignment distance (Levenshtein plus adjacent swaps).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// `unknown field `inlcude`, expected …` → `inlcude`.
+fn backticked_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = message.strip_prefix(prefix)?.strip_prefix('`')?;
+    rest.split_once('`').map(|(name, _)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"node_name: ${NODE_NAME}
+data_dir: /var/lib/logship
+shutdown_timeout: 20s
+log: {format: json, level: "logship=debug"}
+sources:
+  - name: containers
+    include: ["/var/log/containers/*.log"]
+    exclude: ["/var/log/containers/*_kube-system_*.log"]
+    format: cri
+    read_from: end
+    max_line_bytes: 2MiB
+    include_compressed: true
+    rescan_interval: 10s
+  - name: host
+    include: ["/var/log/*.log"]
+sink:
+  elasticsearch:
+    hosts: ["http://127.0.0.1:9200/", "https://es.example:9243"]
+    index: "logs-%Y.%m.%d"
+    batch: {max_bytes: 4MB, max_events: 1000, timeout: 500ms}
+    compression: {gzip: 6}
+    concurrency: 4
+    request_timeout: 1m
+    retry: {initial_backoff: 50ms, max_backoff: 1m}
+"#;
+
+    const MINIMAL: &str = "\
+sources:
+  - name: app
+    include: [/var/log/app/*.log]
+sink:
+  elasticsearch:
+    hosts: [http://127.0.0.1:9200]
+";
+
+    fn env(name: &str) -> Option<String> {
+        (name == "NODE_NAME").then(|| "node-7".to_owned())
+    }
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        load_str(Path::new("/etc/logship.yaml"), text, env)
+    }
+
+    fn load_err(text: &str) -> ConfigError {
+        load_text(text).expect_err("config should be refused")
+    }
+
+    /// Asserts the error names `key` and `line`, in the struct and in the text.
+    fn assert_points_at(err: &ConfigError, key: &str, line: usize) {
+        let text = err.to_string();
+        assert_eq!(err.key(), Some(key), "{text}");
+        assert_eq!(err.line(), Some(line), "{text}");
+        assert!(
+            text.starts_with(&format!("config /etc/logship.yaml: line {line}: {key}: ")),
+            "{text}"
+        );
+    }
+
+    /// MINIMAL with `extra` appended under `sources[0]` (4-space indent).
+    fn with_source_keys(extra: &str) -> String {
+        MINIMAL.replace(
+            "    include: [/var/log/app/*.log]\n",
+            &format!("    include: [/var/log/app/*.log]\n{extra}"),
+        )
+    }
+
+    /// MINIMAL with `extra` appended under `sink.elasticsearch` (4-space indent).
+    fn with_sink_keys(extra: &str) -> String {
+        format!("{MINIMAL}{extra}")
+    }
+
+    #[test]
+    fn full_example_loads_with_units_converted() {
+        let c = load_text(FULL).unwrap();
+        assert_eq!(c.node_name, "node-7");
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(20));
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, "logship=debug");
+        let s = &c.sources[0];
+        assert_eq!(s.format, SourceFormat::Cri);
+        assert_eq!(s.read_from, ReadFrom::End);
+        assert_eq!(s.max_line_bytes, 2 * 1024 * 1024);
+        assert!(s.include_compressed);
+        assert_eq!(s.rescan_interval, Duration::from_secs(10));
+        assert_eq!(s.exclude, ["/var/log/containers/*_kube-system_*.log"]);
+        let es = &c.sink;
+        assert_eq!(
+            es.hosts,
+            ["http://127.0.0.1:9200", "https://es.example:9243"]
+        );
+        assert_eq!(es.batch.max_bytes, 4_000_000);
+        assert_eq!(es.batch.max_events, 1000);
+        assert_eq!(es.batch.timeout, Duration::from_millis(500));
+        assert_eq!(es.gzip_level, 6);
+        assert_eq!(es.concurrency, 4);
+        assert_eq!(es.request_timeout, Duration::from_secs(60));
+        assert_eq!(es.retry.initial_backoff, Duration::from_millis(50));
+        assert_eq!(es.retry.max_backoff, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = load_text(MINIMAL).unwrap();
+        assert_eq!(c.node_name, gethostname::gethostname().to_string_lossy());
+        assert_eq!(c.data_dir, Path::new("/var/lib/logship"));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(
+            (c.log.format, c.log.level.as_str()),
+            (LogFormat::Text, "info")
+        );
+        let s = &c.sources[0];
+        assert!(s.exclude.is_empty());
+        assert_eq!(
+            (s.format, s.read_from),
+            (SourceFormat::Auto, ReadFrom::Beginning)
+        );
+        assert_eq!(s.max_line_bytes, 1024 * 1024);
+        assert!(!s.include_compressed);
+        assert_eq!(s.rescan_interval, Duration::from_secs(5));
+        let es = &c.sink;
+        assert_eq!(es.index, "logs-%Y.%m.%d");
+        assert_eq!(es.batch.max_bytes, 5 * 1024 * 1024);
+        assert_eq!(es.batch.max_events, 5000);
+        assert_eq!(es.batch.timeout, Duration::from_secs(1));
+        assert_eq!((es.gzip_level, es.concurrency), (1, 2));
+        assert_eq!(es.request_timeout, Duration::from_secs(60));
+        assert_eq!(es.retry.initial_backoff, Duration::from_millis(100));
+        assert_eq!(es.retry.max_backoff, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn effective_config_yaml_loads_back_to_the_same_config() {
+        for text in [FULL, MINIMAL] {
+            let config = load_text(text).unwrap();
+            let yaml = serde_yaml_ng::to_string(&config).unwrap();
+            let again = load_str(Path::new("effective.yaml"), &yaml, |_| None)
+                .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            assert_eq!(again, config, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_key_line_and_suggestion() {
+        let err = load_err(&MINIMAL.replace("    include:", "    inlcude:"));
+        assert_points_at(&err, "sources[0].inlcude", 3);
+        let text = err.to_string();
+        assert!(text.contains("unknown field `inlcude`"), "{text}");
+        assert!(text.contains("did you mean `include`?"), "{text}");
+
+        let err = load_err(&format!(
+            "{MINIMAL}    batch: {{max_bytes: 1MiB, max_evnts: 3}}\n"
+        ));
+        assert_points_at(&err, "sink.elasticsearch.batch.max_evnts", 7);
+        assert!(
+            err.to_string().contains("did you mean `max_events`?"),
+            "{err}"
+        );
+
+        let err = load_err(&format!("verbose: true\n{MINIMAL}"));
+        assert_points_at(&err, "verbose", 1);
+        assert!(!err.to_string().contains("did you mean"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_fields_are_named_at_their_parent() {
+        let err =
+            load_err(&MINIMAL.replace("    hosts: [http://127.0.0.1:9200]\n", "    index: logs\n"));
+        assert_points_at(&err, "sink.elasticsearch.hosts", 5);
+        assert!(
+            err.to_string()
+                .contains("required field `hosts` is missing"),
+            "{err}"
+        );
+
+        let err = load_err(&MINIMAL.replace("    include: [/var/log/app/*.log]\n", ""));
+        assert_points_at(&err, "sources[0].include", 2);
+
+        let err = load_err("sources: []\n");
+        assert_eq!(err.key(), Some("sink"), "{err}");
+        let err = load_err("");
+        assert!(err.key().is_some(), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_scalars_name_the_value() {
+        let err = load_err(&with_sink_keys("    concurrency: many\n"));
+        assert_points_at(&err, "sink.elasticsearch.concurrency", 7);
+        let err = load_err(&with_source_keys("    max_line_bytes: 1XB\n"));
+        assert_points_at(&err, "sources[0].max_line_bytes", 4);
+        assert!(err.to_string().contains("\"1XB\""), "{err}");
+        let err = load_err(&with_source_keys("    rescan_interval: 5\n"));
+        assert_points_at(&err, "sources[0].rescan_interval", 4);
+        let err = load_err(&with_source_keys("    format: json\n"));
+        assert_points_at(&err, "sources[0].format", 4);
+        let err = load_err(&with_source_keys("    include: [/b]\n"));
+        assert_points_at(&err, "sources[0].include", 4);
+        assert!(err.to_string().contains("more than once"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let err = load_err("sources:\n  - name: a\n    include: [/x\nsink:\n");
+        assert!(
+            matches!(err, ConfigError::Parse { line: Some(4), .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_globs_name_the_pattern_and_its_line() {
+        let err = load_err(&MINIMAL.replace(
+            "[/var/log/app/*.log]",
+            "[/var/log/a/*.log, \"/var/log/[oops.log\"]",
+        ));
+        assert_points_at(&err, "sources[0].include[1]", 3);
+        assert!(err.to_string().contains("/var/log/[oops.log"), "{err}");
+
+        let err = load_err(&with_source_keys(
+            "    exclude:\n      - /ok/*.log\n      - relative/*.log\n",
+        ));
+        assert_points_at(&err, "sources[0].exclude[1]", 6);
+        assert!(err.to_string().contains("absolute"), "{err}");
+
+        let err = load_err(&MINIMAL.replace("[/var/log/app/*.log]", "[]"));
+        assert_points_at(&err, "sources[0].include", 3);
+    }
+
+    #[test]
+    fn sources_are_required_and_uniquely_named() {
+        let err = load_err(&MINIMAL.replace(
+            "sources:\n  - name: app\n    include: [/var/log/app/*.log]\n",
+            "sources: []\n",
+        ));
+        assert_points_at(&err, "sources", 1);
+        let two = MINIMAL.replace(
+            "sink:",
+            "  - name: other\n    include: [/x/*.log]\n  - name: app\n    include: [/y/*.log]\nsink:",
+        );
+        let err = load_err(&two);
+        assert_points_at(&err, "sources[2].name", 6);
+        assert!(err.to_string().contains("sources[0]"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let cases: &[(&str, &str, usize)] = &[
+            ("    hosts: []\n", "sink.elasticsearch.hosts", 6),
+            (
+                "    compression: {gzip: 10}\n",
+                "sink.elasticsearch.compression.gzip",
+                7,
+            ),
+            ("    concurrency: 0\n", "sink.elasticsearch.concurrency", 7),
+            (
+                "    batch: {max_events: 0}\n",
+                "sink.elasticsearch.batch.max_events",
+                7,
+            ),
+            (
+                "    batch:\n      max_bytes: 0\n",
+                "sink.elasticsearch.batch.max_bytes",
+                8,
+            ),
+            (
+                "    batch: {timeout: 0s}\n",
+                "sink.elasticsearch.batch.timeout",
+                7,
+            ),
+            (
+                "    request_timeout: 0s\n",
+                "sink.elasticsearch.request_timeout",
+                7,
+            ),
+            (
+                "    retry: {initial_backoff: 2s, max_backoff: 1s}\n",
+                "sink.elasticsearch.retry.max_backoff",
+                7,
+            ),
+        ];
+        for (extra, key, line) in cases {
+            // `hosts` given twice would be a duplicate: replace it instead.
+            let text = if extra.contains("hosts") {
+                MINIMAL.replace("    hosts: [http://127.0.0.1:9200]\n", extra)
+            } else {
+                with_sink_keys(extra)
+            };
+            let err = load_err(&text);
+            assert_points_at(&err, key, *line);
+        }
+        let err = load_err(&with_source_keys("    max_line_bytes: 1000\n"));
+        assert_points_at(&err, "sources[0].max_line_bytes", 4);
+        assert!(load_text(&with_source_keys("    max_line_bytes: 1KiB\n")).is_ok());
+        let err = load_err(&with_source_keys("    rescan_interval: 0s\n"));
+        assert_points_at(&err, "sources[0].rescan_interval", 4);
+        let err = load_err(&format!("log: {{level: \"logship=loud\"}}\n{MINIMAL}"));
+        assert_points_at(&err, "log.level", 1);
+        let err = load_err(&format!("node_name: \"\"\n{MINIMAL}"));
+        assert_points_at(&err, "node_name", 1);
+    }
+
+    #[test]
+    fn hosts_must_be_http_urls_with_a_host() {
+        for bad in [
+            "127.0.0.1:9200",
+            "ftp://es:21",
+            "http://",
+            "http://es:9200/?x=1",
+            "not a url",
+        ] {
+            let text = MINIMAL.replace(
+                "[http://127.0.0.1:9200]",
+                &format!("[http://ok:9200, \"{bad}\"]"),
+            );
+            let err = load_err(&text);
+            assert_points_at(&err, "sink.elasticsearch.hosts[1]", 6);
+        }
+    }
+
+    #[test]
+    fn interpolation_defaults_and_unset_variables() {
+        let c = load_text(&format!(
+            "node_name: ${{UNSET_X:-fallback-node}}\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.node_name, "fallback-node");
+        // An empty default leaves the value null: the hostname is used.
+        let c = load_text(&format!("node_name: ${{UNSET_X:-}}\n{MINIMAL}")).unwrap();
+        assert_eq!(c.node_name, gethostname::gethostname().to_string_lossy());
+
+        let err = load_err(&format!("{MINIMAL}    index: \"logs-${{TEAM}}-%Y\"\n"));
+        assert_points_at(&err, "sink.elasticsearch.index", 7);
+        assert!(err.to_string().contains("TEAM is not set"), "{err}");
+    }
+
+    #[test]
+    fn bad_index_template_names_the_key() {
+        let err = load_err(&with_sink_keys("    index: \"Logs/%Y\"\n"));
+        assert_points_at(&err, "sink.elasticsearch.index", 7);
+        assert!(err.to_string().contains("Logs/%Y"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_file_names_the_file() {
+        let err = load(Path::new("/nonexistent/logship.yaml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config /nonexistent/logship.yaml: cannot read"),
+            "{err}"
+        );
+    }
 }

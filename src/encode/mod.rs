@@ -40,13 +40,23 @@ impl Encoder {
 
     /// Serialises the per-file parts (`log.file.path`, `host`, `agent`) and the
     /// `_id` seed for this file generation.
-    pub fn file_context(&self, path: &Path, identity: FileIdentity, generation: Generation) -> FileContext {
+    pub fn file_context(
+        &self,
+        path: &Path,
+        identity: FileIdentity,
+        generation: Generation,
+    ) -> FileContext {
         let _ = (path, identity, generation);
         todo!()
     }
 
     /// Appends one bulk item (action line + document line) to `out`.
-    pub fn encode(&mut self, file: &FileContext, line: &DecodedLine<'_>, out: &mut EncodedSpan) -> EncodeOutcome {
+    pub fn encode(
+        &mut self,
+        file: &FileContext,
+        line: &DecodedLine<'_>,
+        out: &mut EncodedSpan,
+    ) -> EncodeOutcome {
         let _ = (file, line, out);
         todo!()
     }

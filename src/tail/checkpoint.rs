@@ -10,9 +10,15 @@ use crate::event::SpanOrigin;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("checkpoint directory {path}: {source}")]
-    Dir { path: std::path::PathBuf, source: std::io::Error },
+    Dir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing checkpoints to {path}: {source}")]
-    Write { path: std::path::PathBuf, source: std::io::Error },
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub struct Checkpointer {

@@ -20,7 +20,11 @@ pub struct FileServer {
 }
 
 impl FileServer {
-    pub fn new(config: &Config, checkpointer: Arc<Checkpointer>, metrics: Arc<Metrics>) -> Result<Self, crate::encode::IndexTemplateError> {
+    pub fn new(
+        config: &Config,
+        checkpointer: Arc<Checkpointer>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, crate::encode::IndexTemplateError> {
         let _ = (config, checkpointer, metrics);
         todo!()
     }

@@ -4,6 +4,8 @@
 //! Prometheus exposition and HTTP endpoints (a later issue) read them. Counters
 //! only ever go up; gauges are set by their owner.
 
+pub mod logging;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters shared by all stages (`Arc<Metrics>`).

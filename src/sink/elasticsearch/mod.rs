@@ -1,44 +1,145 @@
 //! Elasticsearch sink: gzip'd `_bulk` requests with bounded concurrency,
 //! per-item outcomes, retries with capped backoff, dead letters.
 //!
-//! TODO(sink helper).
+//! Owns: everything between a [`Batch`] leaving the buffer and its
+//! acknowledgement. Each batch is delivered by its own task (at most
+//! `concurrency` at once, bounded by a semaphore whose permit is taken
+//! *before* the next batch is received, so a busy sink leaves batches in the
+//! channel and backpressure reaches the tailers). A batch is acknowledged
+//! (`Acknowledger::delivered`) once every item in it was accepted by
+//! Elasticsearch (2xx, or 409 for our own `_id`) or durably written to the
+//! dead-letter file ([`dead_letter`] documents its format).
+//!
+//! Promises: nothing is dropped — whole-request failures of any kind
+//! (connect errors, timeouts, 429, 5xx, other 4xx, a 2xx that is not a bulk
+//! response for exactly the items sent) are retried with capped, jittered
+//! exponential backoff without a limit on attempts; a 413 splits the request;
+//! only items Elasticsearch rejects for good (4xx other than 409/429, or a
+//! single document too large to send) are dead-lettered.
+//!
+//! Does not: give up, reorder acknowledgements (batches may finish in any
+//! order; the checkpoint store's watermark handles that), or decide when to
+//! stop — the app aborts [`ElasticsearchSink::run`] at the shutdown deadline,
+//! which aborts every batch task; unacknowledged lines are read again after
+//! restart.
+//!
+//! Parts: `hosts` (URLs, round-robin), `request` (body, gzip, one
+//! attempt), [`response`] (bulk response parsing), `retry` (backoff, log
+//! rate limits), `delivery` (one batch to the end), [`dead_letter`] (the
+//! file format).
+
+pub mod dead_letter;
+mod delivery;
+mod hosts;
+mod request;
+pub mod response;
+mod retry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 
 use crate::buffer::{Acknowledger, Batch};
 use crate::config::ElasticsearchConfig;
 use crate::telemetry::Metrics;
+
+use delivery::Delivery;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("invalid Elasticsearch host {host:?}: {reason}")]
     InvalidHost { host: String, reason: String },
     #[error("cannot open dead-letter file {path}: {source}")]
-    DeadLetter { path: PathBuf, source: std::io::Error },
+    DeadLetter {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot build HTTP client: {0}")]
     Client(String),
 }
 
 pub struct ElasticsearchSink {
-    _private: (),
+    delivery: Arc<Delivery>,
+    concurrency: usize,
 }
 
 impl ElasticsearchSink {
     /// `data_dir` holds the dead-letter file.
-    pub fn new(cfg: &ElasticsearchConfig, data_dir: &std::path::Path, metrics: Arc<Metrics>) -> Result<Self, SinkError> {
-        let _ = (cfg, data_dir, metrics);
-        todo!()
+    pub fn new(
+        cfg: &ElasticsearchConfig,
+        data_dir: &std::path::Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SinkError> {
+        let hosts = hosts::Hosts::new(&cfg.hosts)?;
+        let timeout = if cfg.request_timeout.is_zero() {
+            request::DEFAULT_REQUEST_TIMEOUT
+        } else {
+            cfg.request_timeout
+        };
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("logship/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| SinkError::Client(e.to_string()))?;
+        let dead_letters = dead_letter::DeadLetterFile::open(data_dir)?;
+        let delivery = Delivery::new(
+            request::BulkRequester::new(client, hosts),
+            cfg.gzip_level,
+            cfg.retry.initial_backoff,
+            cfg.retry.max_backoff,
+            metrics,
+            dead_letters,
+        );
+        Ok(ElasticsearchSink {
+            delivery: Arc::new(delivery),
+            concurrency: cfg.concurrency.max(1),
+        })
     }
 
     /// Sends batches until `batches` is closed and drained and every batch in
     /// flight is done; calls `acks.delivered` for each batch once all its items
     /// are delivered or dead-lettered. At most `concurrency` requests are in
     /// flight; while all slots are busy no batch is taken from the channel.
-    pub async fn run(self, batches: mpsc::Receiver<Batch>, acks: Arc<dyn Acknowledger>) {
-        let _ = (batches, acks);
-        todo!()
+    ///
+    /// Aborting the future aborts every batch in flight; none of them is then
+    /// acknowledged.
+    pub async fn run(self, mut batches: mpsc::Receiver<Batch>, acks: Arc<dyn Acknowledger>) {
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut in_flight = JoinSet::new();
+        loop {
+            // The semaphore is never closed, so this only fails in theory.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            while let Some(done) = in_flight.try_join_next() {
+                report_task_end(done);
+            }
+            let Some(batch) = batches.recv().await else {
+                break;
+            };
+            let delivery = self.delivery.clone();
+            let acks = acks.clone();
+            in_flight.spawn(async move {
+                let batch = Arc::new(batch);
+                delivery.deliver(&batch).await;
+                acks.delivered(&batch.origins());
+                drop(slot);
+            });
+        }
+        while let Some(done) = in_flight.join_next().await {
+            report_task_end(done);
+        }
+    }
+}
+
+fn report_task_end(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        // The batch stays unacknowledged: its lines are re-read after restart.
+        tracing::error!(error = %e, "a batch delivery task panicked; its batch was not acknowledged");
     }
 }

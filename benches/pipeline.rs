@@ -1,0 +1,314 @@
+//! End-to-end throughput bench: files → logship (the real binary, release
+//! build) → a local `_bulk` endpoint.
+//!
+//! Generates a CRI corpus (default ~1 GiB in 20 files; messages of 80–400
+//! bytes, some JSON-shaped, some non-ASCII, a few split into `P` parts),
+//! starts a minimal bulk endpoint in this process that gunzips each request,
+//! counts its items and answers every item `201` in Elasticsearch's format,
+//! runs `logship run` on the corpus and waits until every logical line has
+//! been acknowledged. Reports MiB/s of raw input, logship's CPU seconds per
+//! GiB (user + system, from /proc) and its peak RSS (VmHWM).
+//!
+//! `cargo bench --bench pipeline` — environment: `LOGSHIP_BENCH_MIB` (corpus
+//! size, default 1024), `LOGSHIP_BENCH_FILES` (default 20),
+//! `LOGSHIP_BENCH_DIR` (where the corpus is cached, default
+//! `/var/tmp/logship-bench`), `LOGSHIP_BENCH_CONCURRENCY` (default 2).
+//!
+//! The endpoint shares the machine's cores with logship; its gunzip costs
+//! about a fifth of a core at full speed, which is reflected in MiB/s but not
+//! in logship's CPU seconds.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Writes the corpus if it is not there yet; returns (raw bytes, logical lines).
+fn corpus(dir: &Path, total_mib: u64, files: u64) -> (u64, u64) {
+    let marker = dir.join(format!("corpus-{total_mib}-{files}.done"));
+    if let Ok(s) = std::fs::read_to_string(&marker) {
+        let mut it = s.split_whitespace().filter_map(|v| v.parse().ok());
+        if let (Some(b), Some(l)) = (it.next(), it.next()) {
+            return (b, l);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("create corpus dir");
+    let per_file = total_mib * 1024 * 1024 / files;
+    let mut rng = fastrand::Rng::with_seed(42);
+    let words = [
+        "request",
+        "GET",
+        "/api/v1/orders",
+        "completed",
+        "in",
+        "ms",
+        "user",
+        "id",
+        "cache",
+        "miss",
+        "upstream",
+        "timeout",
+        "retrying",
+        "connection",
+        "reset",
+        "by",
+        "peer",
+    ];
+    let unicode = ["Grüße", "日本語のログ", "émoji 🚀", "Привет", "naïve café"];
+    let (mut total_bytes, mut total_lines) = (0u64, 0u64);
+    for f in 0..files {
+        let path = dir.join(format!("pod{f:02}/0.log"));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let mut out =
+            BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).expect("create"));
+        let mut written = 0u64;
+        let mut secs = 1_790_000_000u64 + f * 7;
+        let mut msg = String::with_capacity(512);
+        while written < per_file {
+            secs += u64::from(rng.u8(..3));
+            let nanos = rng.u32(..1_000_000_000);
+            let len = rng.usize(80..=400);
+            msg.clear();
+            let kind = rng.u8(..10);
+            if kind < 3 {
+                msg.push_str(r#"{"level":"info","msg":"#);
+                msg.push('"');
+            }
+            while msg.len() < len {
+                if kind == 3 && rng.u8(..4) == 0 {
+                    msg.push_str(unicode[rng.usize(..unicode.len())]);
+                } else {
+                    msg.push_str(words[rng.usize(..words.len())]);
+                }
+                msg.push(' ');
+            }
+            if kind < 3 {
+                msg.push_str(r#"","trace_id":"abc123","latency_ms":42}"#);
+            }
+            let stream = if rng.u8(..8) == 0 { "stderr" } else { "stdout" };
+            let ts = chrono::DateTime::from_timestamp(secs as i64, nanos)
+                .expect("valid time")
+                .format("%Y-%m-%dT%H:%M:%S%.9fZ");
+            let mut line = String::new();
+            // One line in fifty is split into P parts at char boundaries.
+            if rng.u8(..50) == 0 && msg.len() > 100 {
+                let mut cut = msg.len() / 2;
+                while !msg.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                line.push_str(&format!("{ts} {stream} P {}\n", &msg[..cut]));
+                line.push_str(&format!("{ts} {stream} F {}\n", &msg[cut..]));
+            } else {
+                line.push_str(&format!("{ts} {stream} F {msg}\n"));
+            }
+            out.write_all(line.as_bytes()).expect("write");
+            written += line.len() as u64;
+            total_lines += 1;
+        }
+        out.flush().expect("flush");
+        total_bytes += written;
+    }
+    std::fs::write(&marker, format!("{total_bytes} {total_lines}")).expect("marker");
+    (total_bytes, total_lines)
+}
+
+/// A `_bulk` endpoint that acknowledges every item with 201.
+async fn serve(listener: tokio::net::TcpListener, items: Arc<AtomicU64>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let items = items.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let items = items.clone();
+                async move {
+                    let gz = req
+                        .headers()
+                        .get("content-encoding")
+                        .is_some_and(|v| v.as_bytes() == b"gzip");
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let n = tokio::task::spawn_blocking(move || {
+                        let mut newlines = 0usize;
+                        if gz {
+                            let mut d = flate2::read::MultiGzDecoder::new(&body[..]);
+                            let mut buf = vec![0u8; 1 << 16];
+                            loop {
+                                let k = d.read(&mut buf).unwrap_or(0);
+                                if k == 0 {
+                                    break;
+                                }
+                                newlines += memchr::memchr_iter(b'\n', &buf[..k]).count();
+                            }
+                        } else {
+                            newlines = memchr::memchr_iter(b'\n', &body).count();
+                        }
+                        newlines / 2
+                    })
+                    .await
+                    .unwrap_or(0);
+                    let mut resp = String::with_capacity(32 + n * 28);
+                    resp.push_str(r#"{"took":1,"errors":false,"items":["#);
+                    for i in 0..n {
+                        if i > 0 {
+                            resp.push(',');
+                        }
+                        resp.push_str(r#"{"create":{"status":201}}"#);
+                    }
+                    resp.push_str("]}");
+                    items.fetch_add(n as u64, Ordering::Relaxed);
+                    Ok::<_, hyper::Error>(
+                        Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(resp)))
+                            .expect("response"),
+                    )
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn proc_stats(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime is field 14, stime 15 (1-based); `rest` starts at field 3.
+    let cpu = (ticks(11) + ticks(12)) as f64 / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm_kib)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
+    // useful either way: only run when asked for as a bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("pipeline bench: run with `cargo bench --bench pipeline`");
+        return;
+    }
+    let mib = env_u64("LOGSHIP_BENCH_MIB", 1024);
+    let files = env_u64("LOGSHIP_BENCH_FILES", 20);
+    let concurrency = env_u64("LOGSHIP_BENCH_CONCURRENCY", 2);
+    let root = PathBuf::from(
+        std::env::var("LOGSHIP_BENCH_DIR").unwrap_or_else(|_| "/var/tmp/logship-bench".into()),
+    );
+    let corpus_dir = root.join("corpus");
+    let t = Instant::now();
+    let (raw_bytes, lines) = corpus(&corpus_dir, mib, files);
+    println!(
+        "corpus: {:.0} MiB, {lines} lines, {files} files ({:.1} s to prepare)",
+        raw_bytes as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    // Warm the page cache so the bench measures logship, not the disk.
+    for e in glob::glob(&format!("{}/*/0.log", corpus_dir.display()))
+        .expect("glob")
+        .flatten()
+    {
+        let _ = std::io::copy(
+            &mut std::fs::File::open(e).expect("open"),
+            &mut std::io::sink(),
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let items = Arc::new(AtomicU64::new(0));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    rt.spawn(serve(listener, items.clone()));
+
+    let work = root.join("run");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("work dir");
+    let config = work.join("logship.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_name: bench\ndata_dir: {data}\nlog: {{level: warn}}\nsources:\n  - name: bench\n    include: [\"{corpus}/*/0.log\"]\n    format: cri\nsink:\n  elasticsearch:\n    hosts: [\"http://127.0.0.1:{port}\"]\n    index: \"logs-%Y.%m.%d\"\n    compression: {{gzip: 1}}\n    concurrency: {concurrency}\n",
+            data = work.join("data").display(),
+            corpus = corpus_dir.display(),
+        ),
+    )
+    .expect("config");
+
+    let start = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_logship"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .spawn()
+        .expect("spawn logship");
+    let pid = child.id();
+    let mut last = (0.0, 0);
+    let deadline = start + Duration::from_secs(1800);
+    while items.load(Ordering::Relaxed) < lines {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "timed out: {} of {lines} items",
+                items.load(Ordering::Relaxed)
+            );
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("logship exited early: {status}");
+        }
+        last = proc_stats(pid);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (cpu, hwm_kib) = {
+        let now = proc_stats(pid);
+        if now.0 > 0.0 { now } else { last }
+    };
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = child.wait();
+    let gib = raw_bytes as f64 / (1u64 << 30) as f64;
+    let got = items.load(Ordering::Relaxed);
+    println!("delivered: {got} of {lines} lines");
+    println!(
+        "throughput: {:.1} MiB/s of raw CRI input ({:.1} s)",
+        raw_bytes as f64 / 1048576.0 / elapsed,
+        elapsed
+    );
+    println!(
+        "cpu: {:.2} CPU-seconds per GiB ({cpu:.1} s total)",
+        cpu / gib
+    );
+    println!("peak RSS: {:.1} MiB", hwm_kib as f64 / 1024.0);
+    assert_eq!(got, lines, "every line acknowledged exactly once");
+}

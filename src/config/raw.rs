@@ -1,0 +1,222 @@
+//! The config file as written: a serde model that mirrors the YAML, with
+//! `deny_unknown_fields` everywhere and every default a named function.
+//!
+//! Only shape and scalar syntax are checked here (a size is a size, a
+//! duration has a unit, an enum value is one of its names). Everything that
+//! relates values to the world or to each other (globs compile, URLs parse,
+//! limits are in range, names are unique) is `super::validate`'s job.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::size::{deserialize_duration, deserialize_size};
+use super::{LogFormat, ReadFrom, SourceFormat};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `None` (absent or null) means the hostname.
+    #[serde(default)]
+    pub node_name: Option<String>,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(
+        default = "default_shutdown_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub shutdown_timeout: Duration,
+    #[serde(default)]
+    pub log: RawLog,
+    pub sources: Vec<RawSource>,
+    pub sink: RawSink,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    #[serde(default = "default_log_format")]
+    pub format: LogFormat,
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub name: String,
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default = "default_source_format")]
+    pub format: SourceFormat,
+    #[serde(default = "default_read_from")]
+    pub read_from: ReadFrom,
+    #[serde(
+        default = "default_max_line_bytes",
+        deserialize_with = "deserialize_size"
+    )]
+    pub max_line_bytes: u64,
+    #[serde(default)]
+    pub include_compressed: bool,
+    #[serde(
+        default = "default_rescan_interval",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub rescan_interval: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    pub elasticsearch: RawElasticsearch,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawElasticsearch {
+    pub hosts: Vec<String>,
+    #[serde(default = "default_index")]
+    pub index: String,
+    #[serde(default)]
+    pub batch: RawBatch,
+    #[serde(default)]
+    pub compression: RawCompression,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u64,
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub request_timeout: Duration,
+    #[serde(default)]
+    pub retry: RawRetry,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    #[serde(
+        default = "default_batch_max_bytes",
+        deserialize_with = "deserialize_size"
+    )]
+    pub max_bytes: u64,
+    #[serde(default = "default_batch_max_events")]
+    pub max_events: u64,
+    #[serde(
+        default = "default_batch_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub timeout: Duration,
+}
+
+impl Default for RawBatch {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_batch_max_bytes(),
+            max_events: default_batch_max_events(),
+            timeout: default_batch_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    #[serde(default = "default_gzip_level")]
+    pub gzip: u32,
+}
+
+impl Default for RawCompression {
+    fn default() -> Self {
+        Self {
+            gzip: default_gzip_level(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    #[serde(
+        default = "default_initial_backoff",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub initial_backoff: Duration,
+    #[serde(
+        default = "default_max_backoff",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub max_backoff: Duration,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        Self {
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/logship")
+}
+pub fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(25)
+}
+pub fn default_log_format() -> LogFormat {
+    LogFormat::Text
+}
+pub fn default_log_level() -> String {
+    "info".to_owned()
+}
+pub fn default_source_format() -> SourceFormat {
+    SourceFormat::Auto
+}
+pub fn default_read_from() -> ReadFrom {
+    ReadFrom::Beginning
+}
+pub fn default_max_line_bytes() -> u64 {
+    1 << 20
+}
+pub fn default_rescan_interval() -> Duration {
+    Duration::from_secs(5)
+}
+pub fn default_index() -> String {
+    "logs-%Y.%m.%d".to_owned()
+}
+pub fn default_batch_max_bytes() -> u64 {
+    5 << 20
+}
+pub fn default_batch_max_events() -> u64 {
+    5000
+}
+pub fn default_batch_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+pub fn default_gzip_level() -> u32 {
+    1
+}
+pub fn default_concurrency() -> u64 {
+    2
+}
+pub fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+pub fn default_initial_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+pub fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}

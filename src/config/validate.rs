@@ -1,0 +1,248 @@
+//! Raw model → [`Config`]: every check that needs more than the YAML shape.
+//! Each failure names the key path of the offending value; `super::load_str`
+//! adds the line.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawElasticsearch, RawSource};
+use super::{BatchConfig, Config, ElasticsearchConfig, LogConfig, RetryConfig, SourceConfig};
+
+/// Smallest accepted `max_line_bytes`: below this, ordinary lines get cut.
+pub const MIN_MAX_LINE_BYTES: u64 = 1024;
+
+/// A value that is not acceptable, and where it is.
+#[derive(Debug)]
+pub struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
+    let node_name = match raw.node_name {
+        Some(name) if name.trim().is_empty() => {
+            return Err(invalid(
+                "node_name",
+                "must not be empty (leave it out to use the hostname)",
+            ));
+        }
+        Some(name) => name,
+        None => {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            if host.is_empty() {
+                return Err(invalid("node_name", "not set, and the hostname is empty"));
+            }
+            host
+        }
+    };
+    if raw.data_dir.as_os_str().is_empty() {
+        return Err(invalid("data_dir", "must not be empty"));
+    }
+    let level = raw.log.level.trim().to_owned();
+    if level.is_empty() {
+        return Err(invalid(
+            "log.level",
+            "must not be empty (e.g. info, debug, logship=debug)",
+        ));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&level) {
+        return Err(invalid(
+            "log.level",
+            format!("invalid filter {level:?}: {e}"),
+        ));
+    }
+
+    if raw.sources.is_empty() {
+        return Err(invalid("sources", "at least one source is required"));
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, source) in raw.sources.iter().enumerate() {
+        let key = format!("sources[{i}].name");
+        if source.name.trim().is_empty() {
+            return Err(invalid(key, "must not be empty"));
+        }
+        if let Some(first) = seen.insert(source.name.as_str(), i) {
+            return Err(invalid(
+                key,
+                format!(
+                    "duplicate source name {:?} (also used by sources[{first}])",
+                    source.name
+                ),
+            ));
+        }
+    }
+    let sources = raw
+        .sources
+        .into_iter()
+        .enumerate()
+        .map(|(i, source)| validate_source(i, source))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(Config {
+        node_name,
+        data_dir: raw.data_dir,
+        log: LogConfig {
+            format: raw.log.format,
+            level,
+        },
+        sources,
+        sink: validate_elasticsearch(raw.sink.elasticsearch)?,
+        shutdown_timeout: raw.shutdown_timeout,
+    })
+}
+
+fn validate_source(i: usize, source: RawSource) -> Result<SourceConfig, Invalid> {
+    let at = |field: &str| format!("sources[{i}].{field}");
+    if source.include.is_empty() {
+        return Err(invalid(at("include"), "at least one glob is required"));
+    }
+    for (list, globs) in [("include", &source.include), ("exclude", &source.exclude)] {
+        for (j, glob) in globs.iter().enumerate() {
+            let key = format!("sources[{i}].{list}[{j}]");
+            if !Path::new(glob).is_absolute() {
+                return Err(invalid(
+                    key,
+                    format!("glob {glob:?} must be an absolute path"),
+                ));
+            }
+            if let Err(e) = globset::Glob::new(glob) {
+                return Err(invalid(key, format!("invalid glob {glob:?}: {}", e.kind())));
+            }
+        }
+    }
+    if source.max_line_bytes < MIN_MAX_LINE_BYTES {
+        return Err(invalid(
+            at("max_line_bytes"),
+            format!(
+                "{} bytes is too small: the minimum is {MIN_MAX_LINE_BYTES} (1KiB)",
+                source.max_line_bytes
+            ),
+        ));
+    }
+    Ok(SourceConfig {
+        name: source.name,
+        include: source.include,
+        exclude: source.exclude,
+        format: source.format,
+        read_from: source.read_from,
+        max_line_bytes: to_usize(source.max_line_bytes, || at("max_line_bytes"))?,
+        include_compressed: source.include_compressed,
+        rescan_interval: positive(source.rescan_interval, || at("rescan_interval"))?,
+    })
+}
+
+fn validate_elasticsearch(es: RawElasticsearch) -> Result<ElasticsearchConfig, Invalid> {
+    const AT: &str = "sink.elasticsearch";
+    if es.hosts.is_empty() {
+        return Err(invalid(
+            format!("{AT}.hosts"),
+            "at least one host URL is required",
+        ));
+    }
+    let hosts = es
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| validate_host(host).map_err(|m| invalid(format!("{AT}.hosts[{i}]"), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Err(e) = crate::encode::validate_index_template(&es.index) {
+        return Err(invalid(format!("{AT}.index"), e.to_string()));
+    }
+    if es.compression.gzip > 9 {
+        return Err(invalid(
+            format!("{AT}.compression.gzip"),
+            format!(
+                "level {} is out of range: 0 (off) to 9",
+                es.compression.gzip
+            ),
+        ));
+    }
+    if es.concurrency == 0 {
+        return Err(invalid(format!("{AT}.concurrency"), "must be at least 1"));
+    }
+    if es.batch.max_bytes == 0 {
+        return Err(invalid(
+            format!("{AT}.batch.max_bytes"),
+            "must be greater than 0",
+        ));
+    }
+    if es.batch.max_events == 0 {
+        return Err(invalid(
+            format!("{AT}.batch.max_events"),
+            "must be greater than 0",
+        ));
+    }
+    let initial_backoff = positive(es.retry.initial_backoff, || {
+        format!("{AT}.retry.initial_backoff")
+    })?;
+    if es.retry.max_backoff < initial_backoff {
+        return Err(invalid(
+            format!("{AT}.retry.max_backoff"),
+            format!(
+                "{} is less than retry.initial_backoff ({})",
+                humantime::format_duration(es.retry.max_backoff),
+                humantime::format_duration(initial_backoff)
+            ),
+        ));
+    }
+    Ok(ElasticsearchConfig {
+        hosts,
+        index: es.index,
+        batch: BatchConfig {
+            max_bytes: to_usize(es.batch.max_bytes, || format!("{AT}.batch.max_bytes"))?,
+            max_events: to_usize(es.batch.max_events, || format!("{AT}.batch.max_events"))?,
+            timeout: positive(es.batch.timeout, || format!("{AT}.batch.timeout"))?,
+        },
+        gzip_level: es.compression.gzip,
+        concurrency: to_usize(es.concurrency, || format!("{AT}.concurrency"))?,
+        request_timeout: positive(es.request_timeout, || format!("{AT}.request_timeout"))?,
+        retry: RetryConfig {
+            initial_backoff,
+            max_backoff: es.retry.max_backoff,
+        },
+    })
+}
+
+/// An `http`/`https` URL with a host; returned without trailing `/` so that
+/// `{host}/_bulk` is always well-formed.
+fn validate_host(host: &str) -> Result<String, String> {
+    let hint = if host.contains("://") {
+        String::new()
+    } else {
+        format!(" (write \"http://{host}\" or \"https://{host}\")")
+    };
+    let url = reqwest::Url::parse(host).map_err(|e| format!("invalid URL {host:?}: {e}{hint}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "URL {host:?} has scheme {:?}: expected http or https{hint}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("URL {host:?} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("URL {host:?} must not have a query or fragment"));
+    }
+    Ok(host.trim_end_matches('/').to_owned())
+}
+
+fn positive(d: Duration, key: impl FnOnce() -> String) -> Result<Duration, Invalid> {
+    if d.is_zero() {
+        Err(invalid(key(), "must be greater than 0"))
+    } else {
+        Ok(d)
+    }
+}
+
+fn to_usize(n: u64, key: impl FnOnce() -> String) -> Result<usize, Invalid> {
+    usize::try_from(n).map_err(|_| invalid(key(), format!("{n} is too large for this platform")))
+}

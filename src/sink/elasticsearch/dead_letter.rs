@@ -1,0 +1,217 @@
+//! The dead-letter file: documents Elasticsearch rejected for good.
+//!
+//! `{data_dir}/dead-letter.ndjson`, appended to, one JSON object per line per
+//! rejected document:
+//!
+//! ```text
+//! {"time":"2026-11-26T01:02:03.123Z",        // when it was rejected (UTC, RFC 3339)
+//!  "index":"logs-2026.11.26","id":"…",       // from the item's action line (null if unreadable)
+//!  "status":400,                             // the item's HTTP status
+//!  "error":{"type":"…","reason":"…","caused_by":{…}},  // as Elasticsearch sent it
+//!  "document":{…}}                           // the document line: as JSON if it parses, else a string
+//! ```
+//!
+//! A batch's dead letters are written in one `write_all`, then flushed and
+//! `sync_data`'d before the batch is acknowledged: once durable here a line
+//! is owned by this file and its source checkpoint may move past it. A failed
+//! write is rolled back (the file is cut back to its length before it), so a
+//! retried write never leaves a half line. The file is never rotated or read
+//! by logship; operators inspect and replay it.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+
+use super::SinkError;
+use super::response::{ActionMeta, ItemError};
+
+pub const FILE_NAME: &str = "dead-letter.ndjson";
+
+/// The append-only dead-letter file, shared by all batch tasks.
+#[derive(Clone)]
+pub struct DeadLetterFile {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+/// One rejected document, ready to be written.
+#[derive(Debug, Clone)]
+pub struct DeadLetter<'a> {
+    pub meta: ActionMeta,
+    pub status: u16,
+    pub error: ItemError,
+    /// The document line, without its newline.
+    pub document: &'a [u8],
+}
+
+#[derive(Serialize)]
+struct Head<'a> {
+    time: &'a str,
+    index: Option<&'a str>,
+    id: Option<&'a str>,
+    status: u16,
+    error: ErrorOut<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    #[serde(rename = "type")]
+    kind: Option<&'a str>,
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caused_by: Option<&'a serde_json::Value>,
+}
+
+impl DeadLetterFile {
+    /// Opens (creating if needed) `{data_dir}/dead-letter.ndjson` for appending.
+    pub fn open(data_dir: &Path) -> Result<Self, SinkError> {
+        let path = data_dir.join(FILE_NAME);
+        let err = |source| SinkError::DeadLetter {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(err)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(err)?;
+        Ok(DeadLetterFile {
+            path,
+            file: Arc::new(Mutex::new(file)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends the already-serialised `records` and makes them durable.
+    /// Blocking: call from the blocking pool.
+    pub fn append_durably(&self, records: &[u8]) -> std::io::Result<()> {
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = file.metadata()?.len();
+        let result = file
+            .write_all(records)
+            .and_then(|()| file.flush())
+            .and_then(|()| file.sync_data());
+        if result.is_err() {
+            // Best effort: do not leave a partial line for the retry to follow.
+            let _ = file.set_len(before);
+        }
+        result
+    }
+}
+
+/// Appends `letter` as one JSON line to `out`.
+pub fn serialize(letter: &DeadLetter<'_>, out: &mut Vec<u8>) {
+    let time = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let head = Head {
+        time: &time,
+        index: letter.meta.index.as_deref(),
+        id: letter.meta.id.as_deref(),
+        status: letter.status,
+        error: ErrorOut {
+            kind: letter.error.kind.as_deref(),
+            reason: letter.error.reason.as_deref(),
+            caused_by: letter.error.caused_by.as_ref(),
+        },
+    };
+    // Serialising these plain structs into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &head);
+    // Replace the closing brace with the document field.
+    out.pop();
+    out.extend_from_slice(b",\"document\":");
+    let document = letter.document.trim_ascii();
+    if !document.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(document).is_ok() {
+        // Valid JSON on one line (it was one NDJSON line): copy it verbatim.
+        out.extend_from_slice(document);
+    } else {
+        let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(letter.document));
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(document: &[u8]) -> DeadLetter<'_> {
+        DeadLetter {
+            meta: ActionMeta {
+                index: Some("logs-x".into()),
+                id: Some("id-1".into()),
+            },
+            status: 400,
+            error: ItemError {
+                kind: Some("document_parsing_exception".into()),
+                reason: Some("failed to parse field [message]".into()),
+                caused_by: Some(
+                    serde_json::json!({"type":"illegal_argument_exception","reason":"r"}),
+                ),
+            },
+            document,
+        }
+    }
+
+    #[test]
+    fn records_are_one_json_object_per_line() {
+        let mut out = Vec::new();
+        serialize(&letter(br#"{"message":"hi","n":1}"#), &mut out);
+        serialize(&letter(b"not json \"quoted\""), &mut out);
+        let text = std::str::from_utf8(&out).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        let first = &lines[0];
+        assert_eq!(first["index"], "logs-x");
+        assert_eq!(first["id"], "id-1");
+        assert_eq!(first["status"], 400);
+        assert_eq!(first["error"]["type"], "document_parsing_exception");
+        assert_eq!(first["error"]["reason"], "failed to parse field [message]");
+        assert_eq!(
+            first["error"]["caused_by"]["type"],
+            "illegal_argument_exception"
+        );
+        assert_eq!(first["document"], serde_json::json!({"message":"hi","n":1}));
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(first["time"].as_str().unwrap()).is_ok(),
+            "{first}"
+        );
+        assert_eq!(lines[1]["document"], "not json \"quoted\"");
+    }
+
+    #[test]
+    fn append_creates_the_file_and_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("nested");
+        let dl = DeadLetterFile::open(&data_dir).unwrap();
+        dl.append_durably(b"{\"a\":1}\n").unwrap();
+        let again = DeadLetterFile::open(&data_dir).unwrap();
+        again.append_durably(b"{\"a\":2}\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(data_dir.join(FILE_NAME)).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\n"
+        );
+    }
+
+    #[test]
+    fn unopenable_path_is_a_named_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"").unwrap();
+        match DeadLetterFile::open(&blocker) {
+            Err(SinkError::DeadLetter { path, .. }) => assert_eq!(path, blocker.join(FILE_NAME)),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+}

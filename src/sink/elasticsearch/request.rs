@@ -1,0 +1,424 @@
+//! One `_bulk` request: building its body and classifying its answer.
+//!
+//! A request carries a subset of a batch's items, named by [`ItemRef`]s (the
+//! whole batch at first; after item-level retries or a 413 split, fewer).
+//! The body is gzip'd (unless level 0) straight from the spans' bodies —
+//! contiguous items are written as one slice, nothing is concatenated first —
+//! on the blocking pool, so concurrent batches compress on all cores.
+//!
+//! [`BulkRequester::send`] makes one attempt and says what happened as an
+//! [`Attempt`]: a bulk response (whose items the caller walks), a 413, or a
+//! whole-request failure to retry. A 2xx body that is not a bulk response for
+//! exactly the items sent is a failure, never a success.
+
+use std::io::Write;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
+
+use super::hosts::Hosts;
+use super::response::{self, BulkItem, ItemError, NotBulkResponse};
+use crate::buffer::Batch;
+
+/// Largest 2xx response body accepted (a response to a huge batch with an
+/// error on every item stays far below this).
+const MAX_BULK_RESPONSE_BYTES: usize = 256 << 20;
+/// How much of an error response is kept for logs.
+const MAX_ERROR_BODY_BYTES: usize = 8 << 10;
+
+/// Item `item` of span `span` of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemRef {
+    pub span: u32,
+    pub item: u32,
+}
+
+/// Every item of `batch`, in order.
+pub fn all_items(batch: &Batch) -> Vec<ItemRef> {
+    let mut refs = Vec::with_capacity(batch.events);
+    for (s, span) in batch.spans.iter().enumerate() {
+        for i in 0..span.len() {
+            refs.push(ItemRef {
+                span: s as u32,
+                item: i as u32,
+            });
+        }
+    }
+    refs
+}
+
+/// The bytes of one item (action line and document line).
+pub fn item_bytes(batch: &Batch, r: ItemRef) -> &[u8] {
+    batch.spans[r.span as usize].item(r.item as usize)
+}
+
+/// The body of `items` as slices of the spans' bodies, adjacent items merged.
+fn body_slices<'a>(batch: &'a Batch, items: &[ItemRef]) -> impl Iterator<Item = &'a [u8]> {
+    let mut runs: Vec<(usize, Range<usize>)> = Vec::new();
+    for &r in items {
+        let span = &batch.spans[r.span as usize];
+        let start = span.items[r.item as usize] as usize;
+        let end = span
+            .items
+            .get(r.item as usize + 1)
+            .map_or(span.body.len(), |&e| e as usize);
+        match runs.last_mut() {
+            Some((s, range)) if *s == r.span as usize && range.end == start => range.end = end,
+            _ => runs.push((r.span as usize, start..end)),
+        }
+    }
+    runs.into_iter()
+        .map(move |(s, range)| &batch.spans[s].body[range])
+}
+
+/// A request body ready to send (and to resend unchanged).
+#[derive(Debug, Clone)]
+pub struct BulkBody {
+    pub bytes: Bytes,
+    pub gzip: bool,
+}
+
+/// Builds the body of `items` on the blocking pool.
+pub async fn build_body(
+    batch: Arc<Batch>,
+    items: Arc<[ItemRef]>,
+    gzip_level: u32,
+) -> std::io::Result<BulkBody> {
+    let joined = tokio::task::spawn_blocking(move || encode_body(&batch, &items, gzip_level)).await;
+    match joined {
+        Ok(result) => result,
+        Err(e) => Err(std::io::Error::other(format!(
+            "body encoder task failed: {e}"
+        ))),
+    }
+}
+
+fn encode_body(batch: &Batch, items: &[ItemRef], gzip_level: u32) -> std::io::Result<BulkBody> {
+    let raw_len: usize = body_slices(batch, items).map(<[u8]>::len).sum();
+    if gzip_level == 0 {
+        let mut out = Vec::with_capacity(raw_len);
+        body_slices(batch, items).for_each(|s| out.extend_from_slice(s));
+        return Ok(BulkBody {
+            bytes: out.into(),
+            gzip: false,
+        });
+    }
+    // NDJSON logs compress ~8-10x at level 1; start at a quarter to rarely regrow.
+    let mut encoder = GzEncoder::new(
+        Vec::with_capacity(raw_len / 4 + 64),
+        Compression::new(gzip_level.min(9)),
+    );
+    for slice in body_slices(batch, items) {
+        encoder.write_all(slice)?;
+    }
+    Ok(BulkBody {
+        bytes: encoder.finish()?.into(),
+        gzip: true,
+    })
+}
+
+/// The outcome of one request.
+#[derive(Debug)]
+pub enum Attempt {
+    /// A bulk response with one item per item sent, in order.
+    Bulk(Vec<BulkItem>),
+    /// 413: the body is larger than Elasticsearch accepts.
+    TooLarge,
+    /// The request failed as a whole; retry it after a backoff.
+    Failed(RequestFailure),
+}
+
+/// Why a whole request failed, for logs.
+#[derive(Debug)]
+pub enum RequestFailure {
+    /// No HTTP response: connect error, timeout, broken connection.
+    Transport { error: String, timeout: bool },
+    /// 429 or 5xx (Elasticsearch or a proxy in front of it is overloaded or down).
+    Unavailable {
+        status: StatusCode,
+        error: Option<ItemError>,
+    },
+    /// Another 4xx: a configuration problem (auth, URL, proxy) the operator
+    /// must fix. Retried so that no data is lost meanwhile.
+    Rejected {
+        status: StatusCode,
+        error: Option<ItemError>,
+        body: String,
+    },
+    /// A 2xx whose body is not a bulk response for the items sent.
+    NotBulk {
+        status: StatusCode,
+        why: NotBulkResponse,
+        body: String,
+    },
+}
+
+impl RequestFailure {
+    /// Whether the operator has to act (logged at error, not warn).
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, RequestFailure::Rejected { .. })
+    }
+
+    /// The HTTP status, if there was a response.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            RequestFailure::Transport { .. } => None,
+            RequestFailure::Unavailable { status, .. }
+            | RequestFailure::Rejected { status, .. }
+            | RequestFailure::NotBulk { status, .. } => Some(*status),
+        }
+    }
+
+    /// Elasticsearch's `error.type`, or what kind of failure it was.
+    pub fn error_type(&self) -> &str {
+        match self {
+            RequestFailure::Transport { timeout: true, .. } => "timeout",
+            RequestFailure::Transport { .. } => "transport",
+            RequestFailure::Unavailable { error: Some(e), .. }
+            | RequestFailure::Rejected { error: Some(e), .. } => e.kind_or_unknown(),
+            RequestFailure::Unavailable { error: None, .. }
+            | RequestFailure::Rejected { error: None, .. } => "no_elasticsearch_error",
+            RequestFailure::NotBulk { .. } => "not_a_bulk_response",
+        }
+    }
+}
+
+impl std::fmt::Display for RequestFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = |e: &Option<ItemError>| {
+            e.as_ref()
+                .and_then(|e| e.reason.clone())
+                .unwrap_or_else(|| "(no reason given)".to_string())
+        };
+        match self {
+            RequestFailure::Transport {
+                error,
+                timeout: true,
+            } => write!(f, "request timed out: {error}"),
+            RequestFailure::Transport { error, .. } => write!(f, "{error}"),
+            RequestFailure::Unavailable { status, error } => {
+                write!(f, "HTTP {status}: {}", reason(error))
+            }
+            RequestFailure::Rejected {
+                status,
+                error,
+                body,
+            } => write!(
+                f,
+                "HTTP {status}: {} (body: {body:?}); check the hosts, credentials and permissions",
+                reason(error)
+            ),
+            RequestFailure::NotBulk { status, why, body } => {
+                write!(f, "HTTP {status}: {why} (body: {body:?})")
+            }
+        }
+    }
+}
+
+/// Sends bulk bodies: one shared HTTP client and the host rotation.
+pub struct BulkRequester {
+    client: reqwest::Client,
+    hosts: Hosts,
+}
+
+impl BulkRequester {
+    pub fn new(client: reqwest::Client, hosts: Hosts) -> Self {
+        BulkRequester { client, hosts }
+    }
+
+    /// One attempt to send `body`, which holds `sent` items, to the next
+    /// host; returns that host (for logs) and what happened.
+    pub async fn send(&self, body: &BulkBody, sent: usize) -> (&str, Attempt) {
+        let host = self.hosts.pick();
+        (
+            &host.display,
+            self.send_to(&host.bulk_url, body, sent).await,
+        )
+    }
+
+    async fn send_to(&self, url: &reqwest::Url, body: &BulkBody, sent: usize) -> Attempt {
+        let failed = Attempt::Failed;
+        let mut request = self
+            .client
+            .post(url.clone())
+            .header(CONTENT_TYPE, "application/x-ndjson")
+            .body(body.bytes.clone());
+        if body.gzip {
+            request = request.header(CONTENT_ENCODING, "gzip");
+        }
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return failed(transport_failure(&e)),
+        };
+        let status = response.status();
+        let limit = if status.is_success() {
+            MAX_BULK_RESPONSE_BYTES
+        } else {
+            MAX_ERROR_BODY_BYTES
+        };
+        let mut bytes = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = limit - bytes.len();
+                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if chunk.len() >= room {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                // A 2xx whose body broke off is not a bulk response; for an
+                // error status the part read is enough to log.
+                Err(e) if status.is_success() => return failed(transport_failure(&e)),
+                Err(_) => break,
+            }
+        }
+        classify(status, &bytes, sent).unwrap_or_else(failed)
+    }
+}
+
+fn transport_failure(e: &reqwest::Error) -> RequestFailure {
+    // The top-level message of a reqwest error is vague; the sources say why.
+    let mut error = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        error.push_str(": ");
+        error.push_str(&s.to_string());
+        source = s.source();
+    }
+    RequestFailure::Transport {
+        error,
+        timeout: e.is_timeout(),
+    }
+}
+
+fn excerpt(body: &[u8]) -> String {
+    const MAX: usize = 512;
+    let s = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
+    if body.len() > MAX {
+        format!("{s}…")
+    } else {
+        s.into_owned()
+    }
+}
+
+/// What a response with `status` and `body` to a request of `sent` items means.
+fn classify(status: StatusCode, body: &[u8], sent: usize) -> Result<Attempt, RequestFailure> {
+    if status.is_success() {
+        return match response::parse_bulk_response(body, sent) {
+            Ok(items) => Ok(Attempt::Bulk(items)),
+            Err(why) => Err(RequestFailure::NotBulk {
+                status,
+                why,
+                body: excerpt(body),
+            }),
+        };
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return Ok(Attempt::TooLarge);
+    }
+    let error = response::parse_request_error(body);
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        Err(RequestFailure::Unavailable { status, error })
+    } else {
+        // Other 4xx, and 1xx/3xx which a bulk endpoint never answers.
+        Err(RequestFailure::Rejected {
+            status,
+            error,
+            body: excerpt(body),
+        })
+    }
+}
+
+/// The default request timeout if the config gives none (zero).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EncodedSpan;
+    use std::io::Read;
+
+    fn span(items: &[&str]) -> EncodedSpan {
+        let mut s = EncodedSpan::default();
+        for id in items {
+            s.items.push(s.body.len() as u32);
+            s.body.extend_from_slice(
+                format!("{{\"create\":{{\"_id\":\"{id}\"}}}}\n{{\"m\":\"{id}\"}}\n").as_bytes(),
+            );
+        }
+        s
+    }
+
+    fn batch() -> Batch {
+        let mut b = Batch::default();
+        b.push(span(&["a", "b", "c"]));
+        b.push(span(&["d", "e"]));
+        b
+    }
+
+    fn expected(ids: &[&str]) -> Vec<u8> {
+        ids.iter()
+            .flat_map(|id| {
+                format!("{{\"create\":{{\"_id\":\"{id}\"}}}}\n{{\"m\":\"{id}\"}}\n").into_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn body_of_a_subset_is_its_items_in_order() {
+        let b = batch();
+        let refs = all_items(&b);
+        assert_eq!(refs.len(), 5);
+        let plain = encode_body(&b, &refs, 0).unwrap();
+        assert!(!plain.gzip);
+        assert_eq!(&plain.bytes[..], &expected(&["a", "b", "c", "d", "e"])[..]);
+
+        let subset = [refs[0], refs[2], refs[3], refs[4]];
+        let gz = encode_body(&b, &subset, 1).unwrap();
+        assert!(gz.gzip);
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(&gz.bytes[..])
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, expected(&["a", "c", "d", "e"]));
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        let ok = br#"{"errors":false,"items":[{"create":{"status":201}}]}"#;
+        assert!(
+            matches!(classify(StatusCode::OK, ok, 1), Ok(Attempt::Bulk(items)) if items.len() == 1)
+        );
+        assert!(matches!(
+            classify(StatusCode::OK, ok, 2),
+            Err(RequestFailure::NotBulk { .. })
+        ));
+        assert!(matches!(
+            classify(StatusCode::PAYLOAD_TOO_LARGE, b"", 1),
+            Ok(Attempt::TooLarge)
+        ));
+        assert!(matches!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, b"{}", 1),
+            Err(RequestFailure::Unavailable { .. })
+        ));
+        assert!(matches!(
+            classify(StatusCode::TOO_MANY_REQUESTS, b"", 1),
+            Err(RequestFailure::Unavailable { .. })
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>", 1),
+            Err(RequestFailure::Unavailable { error: None, .. })
+        ));
+        assert!(matches!(
+            classify(StatusCode::UNAUTHORIZED, b"", 1),
+            Err(RequestFailure::Rejected { .. })
+        ));
+    }
+}

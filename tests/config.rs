@@ -1,0 +1,337 @@
+//! The config file as a user meets it: the real `logship` binary run on temp
+//! config files, checking exit codes and that every error names its key and
+//! line.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_logship");
+
+/// A valid config; `LOGSHIP_TEST_NODE` is optional (it has a default).
+const GOOD: &str = r#"# logship test config
+node_name: ${LOGSHIP_TEST_NODE:-default-node}
+data_dir: /tmp/logship-config-test
+sources:
+  - name: containers
+    include: ["/var/log/containers/*.log"]
+    max_line_bytes: 2MiB
+    rescan_interval: 1m 30s
+sink:
+  elasticsearch:
+    hosts: ["http://127.0.0.1:9200"]
+    batch: {max_bytes: 512KB, timeout: 250ms}
+"#;
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn logship(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("LOGSHIP_TEST_NODE")
+        .env_remove("LOGSHIP_TEST_UNSET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run logship");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("logship.yaml");
+    std::fs::write(&path, text).expect("write config");
+    path.to_str().expect("utf-8 temp path").to_owned()
+}
+
+fn check_config(text: &str, env: &[(&str, &str)]) -> (Run, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(&dir, text);
+    (logship(&["check-config", "--config", &path], env), path)
+}
+
+/// The 1-based line of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle in config")
+        + 1
+}
+
+fn assert_config_error(run: &Run, path: &str, line: usize, key: &str) {
+    assert_eq!(run.code, Some(64), "stderr: {}", run.stderr);
+    let expected = format!("config {path}: line {line}: {key}: ");
+    assert!(
+        run.stderr.contains(&expected),
+        "expected {expected:?} in stderr: {}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "nothing on stdout on error: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn unknown_key_exits_64_naming_key_and_line() {
+    let text = GOOD.replace("    include:", "    inlcude:");
+    let (run, path) = check_config(&text, &[]);
+    assert_config_error(&run, &path, line_of(&text, "inlcude"), "sources[0].inlcude");
+    assert!(
+        run.stderr.contains("unknown field `inlcude`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("did you mean `include`?"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_config_with_64_too() {
+    let text = GOOD.replace(
+        "  elasticsearch:",
+        "  elasticsearch:\n    compresion: {gzip: 1}",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(&dir, &text);
+    let run = logship(&["run", "--config", &path], &[]);
+    assert_config_error(
+        &run,
+        &path,
+        line_of(&text, "compresion"),
+        "sink.elasticsearch.compresion",
+    );
+}
+
+#[test]
+fn missing_hosts_exits_64_naming_it() {
+    let text = GOOD.replace("    hosts: [\"http://127.0.0.1:9200\"]\n", "");
+    let (run, path) = check_config(&text, &[]);
+    assert_config_error(
+        &run,
+        &path,
+        line_of(&text, "elasticsearch:"),
+        "sink.elasticsearch.hosts",
+    );
+    assert!(
+        run.stderr.contains("required field `hosts` is missing"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_glob_exits_64_naming_include_and_its_line() {
+    let text = GOOD.replace(
+        "    include: [\"/var/log/containers/*.log\"]",
+        "    include:\n      - /var/log/containers/*.log\n      - \"/var/log/pods/[unclosed/*.log\"",
+    );
+    let (run, path) = check_config(&text, &[]);
+    assert_config_error(
+        &run,
+        &path,
+        line_of(&text, "[unclosed"),
+        "sources[0].include[1]",
+    );
+    assert!(
+        run.stderr.contains("/var/log/pods/[unclosed/*.log"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn relative_glob_is_refused() {
+    let text = GOOD.replace("\"/var/log/containers/*.log\"", "\"containers/*.log\"");
+    let (run, path) = check_config(&text, &[]);
+    assert_config_error(
+        &run,
+        &path,
+        line_of(&text, "containers/*.log"),
+        "sources[0].include[0]",
+    );
+    assert!(run.stderr.contains("absolute"), "{}", run.stderr);
+}
+
+#[test]
+fn unset_env_var_exits_64_naming_it_and_its_line() {
+    let text = GOOD.replace(
+        "data_dir: /tmp/logship-config-test",
+        "data_dir: ${LOGSHIP_TEST_UNSET}/data",
+    );
+    let (run, path) = check_config(&text, &[]);
+    assert_config_error(
+        &run,
+        &path,
+        line_of(&text, "LOGSHIP_TEST_UNSET"),
+        "data_dir",
+    );
+    assert!(
+        run.stderr.contains("LOGSHIP_TEST_UNSET is not set"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn env_vars_and_defaults_are_interpolated() {
+    let (run, _) = check_config(GOOD, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("node_name: default-node\n"),
+        "{}",
+        run.stdout
+    );
+
+    let (run, _) = check_config(GOOD, &[("LOGSHIP_TEST_NODE", "node-from-env")]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("node_name: node-from-env\n"),
+        "{}",
+        run.stdout
+    );
+
+    let text = GOOD.replace("/tmp/logship-config-test", "/tmp/cost-$$5");
+    let (run, _) = check_config(&text, &[]);
+    assert!(
+        run.stdout.contains("data_dir: /tmp/cost-$5\n"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn check_config_prints_the_effective_config_with_defaults() {
+    let (run, _) = check_config(GOOD, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = &run.stdout;
+    // Given values, with units converted.
+    assert!(
+        out.contains(&format!("max_line_bytes: {}\n", 2 * 1024 * 1024)),
+        "{out}"
+    );
+    assert!(out.contains("rescan_interval: 1m 30s\n"), "{out}");
+    assert!(out.contains("max_bytes: 512000\n"), "{out}");
+    assert!(out.contains("timeout: 250ms\n"), "{out}");
+    // Defaults of keys that were left out.
+    for default in [
+        "shutdown_timeout: 25s",
+        "format: text",
+        "level: info",
+        "format: auto",
+        "read_from: beginning",
+        "include_compressed: false",
+        "exclude: []",
+        "index: logs-%Y.%m.%d",
+        "max_events: 5000",
+        "gzip: 1",
+        "concurrency: 2",
+        "request_timeout: 1m",
+        "initial_backoff: 100ms",
+        "max_backoff: 30s",
+    ] {
+        assert!(
+            out.contains(&format!("{default}\n")),
+            "missing {default:?} in:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn effective_config_is_itself_a_valid_config() {
+    let (first, _) = check_config(GOOD, &[]);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let (second, _) = check_config(&first.stdout, &[]);
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert_eq!(second.stdout, first.stdout);
+}
+
+#[test]
+fn bad_sizes_and_durations_name_their_key() {
+    let text = GOOD.replace("max_line_bytes: 2MiB", "max_line_bytes: 2 MeB");
+    let (run, path) = check_config(&text, &[]);
+    assert_config_error(
+        &run,
+        &path,
+        line_of(&text, "max_line_bytes"),
+        "sources[0].max_line_bytes",
+    );
+
+    let text = GOOD.replace("timeout: 250ms", "timeout: 250");
+    let (run, path) = check_config(&text, &[]);
+    assert_config_error(
+        &run,
+        &path,
+        line_of(&text, "timeout: 250"),
+        "sink.elasticsearch.batch.timeout",
+    );
+    assert!(run.stderr.contains("unit is required"), "{}", run.stderr);
+}
+
+#[test]
+fn unreadable_config_exits_64_naming_the_file() {
+    let run = logship(
+        &["check-config", "--config", "/nonexistent/logship.yaml"],
+        &[],
+    );
+    assert_eq!(run.code, Some(64), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("/nonexistent/logship.yaml"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn version_is_printed_both_ways() {
+    let expected = format!("logship {}\n", env!("CARGO_PKG_VERSION"));
+    for args in [&["--version"][..], &["version"][..]] {
+        let run = logship(args, &[]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert_eq!(run.stdout, expected);
+    }
+}
+
+/// Every complete config shown in the configuration reference (a ```yaml
+/// block with a `sink:` key) is accepted, so the docs cannot drift from the
+/// code.
+#[test]
+fn documented_examples_are_valid() {
+    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+    let doc = std::fs::read_to_string(&doc_path).expect("read docs/configuration.md");
+    let mut blocks = Vec::new();
+    let mut rest = doc.as_str();
+    while let Some(start) = rest.find("```yaml\n") {
+        let body = &rest[start + "```yaml\n".len()..];
+        let end = body.find("```").expect("closed code block");
+        blocks.push(&body[..end]);
+        rest = &body[end + 3..];
+    }
+    let configs: Vec<&str> = blocks
+        .into_iter()
+        .filter(|b| b.contains("\nsink:"))
+        .collect();
+    assert!(
+        !configs.is_empty(),
+        "no complete yaml example in {}",
+        doc_path.display()
+    );
+    for text in configs {
+        let (run, _) = check_config(text, &[("NODE_NAME", "example-node")]);
+        assert_eq!(run.code, Some(0), "{}\n{text}", run.stderr);
+    }
+}

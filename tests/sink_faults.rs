@@ -1,0 +1,607 @@
+//! `ElasticsearchSink` against a fault-injecting fake `_bulk` endpoint:
+//! every document arrives exactly once or is dead-lettered with its reason,
+//! and every batch is acknowledged exactly once, whatever the endpoint does.
+
+#[path = "support/fake_es.rs"]
+mod fake_es;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fake_es::{FakeEs, ItemFault, RequestFault};
+use logship::buffer::{Acknowledger, Batch};
+use logship::config::{BatchConfig, ElasticsearchConfig, RetryConfig};
+use logship::event::{EncodedSpan, SpanOrigin};
+use logship::sink::elasticsearch::ElasticsearchSink;
+use logship::telemetry::Metrics;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+const INDEX: &str = "logs-test";
+/// Generous bound on a test's sink run (each normally takes well under 1 s).
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct RecordingAcks {
+    acked: Mutex<Vec<SpanOrigin>>,
+}
+
+impl Acknowledger for RecordingAcks {
+    fn delivered(&self, spans: &[SpanOrigin]) {
+        self.acked.lock().unwrap().extend_from_slice(spans);
+    }
+}
+
+impl RecordingAcks {
+    /// Acknowledged spans as sorted `(file, seq)` keys, duplicates kept.
+    fn keys(&self) -> Vec<(u64, u64)> {
+        let mut keys: Vec<_> = self
+            .acked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|o| (o.file, o.seq))
+            .collect();
+        keys.sort();
+        keys
+    }
+}
+
+fn config(hosts: Vec<String>, concurrency: usize) -> ElasticsearchConfig {
+    ElasticsearchConfig {
+        hosts,
+        index: INDEX.into(),
+        batch: BatchConfig {
+            max_bytes: 1 << 20,
+            max_events: 1000,
+            timeout: Duration::from_secs(1),
+        },
+        gzip_level: 1,
+        concurrency,
+        request_timeout: Duration::from_secs(5),
+        retry: RetryConfig {
+            initial_backoff: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(40),
+        },
+    }
+}
+
+fn doc_id(file: u64, line: u64) -> String {
+    format!("f{file}-{line:05}")
+}
+
+fn document(file: u64, line: u64) -> String {
+    format!(
+        r#"{{"@timestamp":"2026-11-26T01:02:03.000000000Z","message":"line {line:05} of file {file}","log":{{"offset":{}}}}}"#,
+        line * 100
+    )
+}
+
+/// A span of lines `lines` of `file`, the `seq`-th span of that file.
+fn span(file: u64, seq: u64, lines: std::ops::Range<u64>) -> EncodedSpan {
+    let mut span = EncodedSpan {
+        origin: Some(SpanOrigin {
+            file,
+            generation: 0,
+            seq,
+            end: lines.end * 100,
+        }),
+        ..Default::default()
+    };
+    for line in lines {
+        push_item(&mut span, &doc_id(file, line), &document(file, line));
+    }
+    span
+}
+
+fn push_item(span: &mut EncodedSpan, id: &str, document: &str) {
+    span.items.push(span.body.len() as u32);
+    span.body.extend_from_slice(
+        format!("{{\"create\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n").as_bytes(),
+    );
+    span.body.extend_from_slice(document.as_bytes());
+    span.body.push(b'\n');
+}
+
+fn batch(spans: Vec<EncodedSpan>) -> Batch {
+    let mut b = Batch::default();
+    for s in spans {
+        b.push(s);
+    }
+    b
+}
+
+/// `n` batches of two spans (two files) of `per_span` lines each.
+fn batches(n: u64, per_span: u64) -> Vec<Batch> {
+    (0..n)
+        .map(|i| {
+            let lines = i * per_span..(i + 1) * per_span;
+            batch(vec![span(1, i, lines.clone()), span(2, i, lines)])
+        })
+        .collect()
+}
+
+/// The `_id`s in `batches`, sorted.
+fn ids_of(batches: &[Batch]) -> Vec<String> {
+    let mut ids: Vec<String> = batches
+        .iter()
+        .flat_map(|b| &b.spans)
+        .flat_map(|s| (0..s.len()).map(move |i| item_id(s.item(i))))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn item_id(item: &[u8]) -> String {
+    let action = item.split(|&b| b == b'\n').next().unwrap();
+    let v: Value = serde_json::from_slice(action).unwrap();
+    v["create"]["_id"].as_str().unwrap().to_string()
+}
+
+/// Sorted `(file, seq)` of every span in `batches`.
+fn origins_of(batches: &[Batch]) -> Vec<(u64, u64)> {
+    let mut keys: Vec<_> = batches
+        .iter()
+        .flat_map(Batch::origins)
+        .map(|o| (o.file, o.seq))
+        .collect();
+    keys.sort();
+    keys
+}
+
+struct Run {
+    metrics: Arc<Metrics>,
+    acks: Arc<RecordingAcks>,
+}
+
+/// Runs a sink over `batches` until it returns (channel closed and drained).
+async fn run_sink(cfg: &ElasticsearchConfig, data_dir: &Path, batches: Vec<Batch>) -> Run {
+    let metrics = Arc::new(Metrics::default());
+    let acks = Arc::new(RecordingAcks::default());
+    let sink = ElasticsearchSink::new(cfg, data_dir, metrics.clone()).expect("sink");
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(sink.run(rx, acks.clone()));
+    for b in batches {
+        tx.send(b).await.expect("sink stopped early");
+    }
+    drop(tx);
+    tokio::time::timeout(RUN_LIMIT, task)
+        .await
+        .expect("sink did not finish")
+        .expect("sink panicked");
+    Run { metrics, acks }
+}
+
+fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    Metrics::get(counter)
+}
+
+fn dead_letters(data_dir: &Path) -> Vec<Value> {
+    match std::fs::read_to_string(data_dir.join("dead-letter.ndjson")) {
+        Ok(text) => text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn assert_all_stored(es: &FakeEs, batches_ids: &[String]) {
+    assert_eq!(
+        es.stored_ids(),
+        batches_ids,
+        "stored _ids differ from those sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_document_is_stored_and_every_batch_acked_once() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(4, 25);
+    let ids = ids_of(&input);
+    let origins = origins_of(&input);
+
+    let run = run_sink(&config(vec![es.url()], 2), dir.path(), input).await;
+
+    assert_all_stored(&es, &ids);
+    let stored = es.stored(&doc_id(2, 77)).unwrap();
+    assert_eq!(
+        stored,
+        serde_json::from_str::<Value>(&document(2, 77)).unwrap()
+    );
+    assert_eq!(es.stored_index(&doc_id(1, 3)).as_deref(), Some(INDEX));
+    assert_eq!(run.acks.keys(), origins);
+    assert_eq!(get(&run.metrics.items_delivered), ids.len() as u64);
+    assert_eq!(get(&run.metrics.items_duplicate), 0);
+    assert_eq!(get(&run.metrics.requests_failed), 0);
+    assert!(dead_letters(dir.path()).is_empty());
+    // gzip'd NDJSON, response shrunk with filter_path; the fake decoded every body.
+    let requests = es.requests();
+    assert_eq!(requests.len() as u64, get(&run.metrics.requests_ok));
+    for r in &requests {
+        assert_eq!(r.content_encoding.as_deref(), Some("gzip"));
+        assert_eq!(r.content_type.as_deref(), Some("application/x-ndjson"));
+        assert!(
+            r.path_and_query.starts_with("/_bulk?filter_path="),
+            "{}",
+            r.path_and_query
+        );
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(requests.iter().map(|r| r.items).sum::<usize>(), ids.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_level_zero_sends_plain_ndjson() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(2, 10);
+    let ids = ids_of(&input);
+    let raw_bytes: usize = input.iter().map(|b| b.body_bytes).sum();
+    let mut cfg = config(vec![es.url()], 1);
+    cfg.gzip_level = 0;
+
+    run_sink(&cfg, dir.path(), input).await;
+
+    assert_all_stored(&es, &ids);
+    let requests = es.requests();
+    assert!(requests.iter().all(|r| r.content_encoding.is_none()));
+    assert_eq!(
+        requests.iter().map(|r| r.decoded_bytes).sum::<usize>(),
+        raw_bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_429s_and_503s_are_resent_alone_until_delivered() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(2, 20);
+    let ids = ids_of(&input);
+    let faults = [
+        (doc_id(1, 3), ItemFault::rejected_execution(), 2),
+        (doc_id(2, 3), ItemFault::rejected_execution(), 2),
+        (doc_id(1, 30), ItemFault::rejected_execution(), 4),
+        (doc_id(2, 39), ItemFault::unavailable_shards(), 1),
+    ];
+    for (id, fault, times) in &faults {
+        es.fail_item(id, fault.clone(), *times);
+    }
+
+    let run = run_sink(&config(vec![es.url()], 2), dir.path(), input).await;
+
+    assert_all_stored(&es, &ids);
+    for (id, _, times) in &faults {
+        assert_eq!(es.times_sent(id), times + 1, "{id}");
+    }
+    // Items that succeeded the first time were never resent.
+    assert_eq!(es.times_sent(&doc_id(1, 4)), 1);
+    let retries: u32 = faults.iter().map(|(_, _, t)| t).sum();
+    assert_eq!(get(&run.metrics.items_retried), retries as u64);
+    assert_eq!(get(&run.metrics.items_delivered), ids.len() as u64);
+    assert_eq!(run.acks.keys(), origins_of(&batches(2, 20)));
+    assert!(dead_letters(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_documents_are_dead_lettered_and_the_rest_delivered() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = batches(2, 10);
+    // A document line that is not JSON (the fake rejects it like ES does).
+    let broken_doc = r#"{"message":"cut off"#;
+    let mut broken = EncodedSpan {
+        origin: Some(SpanOrigin {
+            file: 3,
+            generation: 0,
+            seq: 0,
+            end: 100,
+        }),
+        ..Default::default()
+    };
+    push_item(&mut broken, "broken-1", broken_doc);
+    input[1].push(broken);
+    let rejected_id = doc_id(2, 4);
+    es.fail_item(&rejected_id, ItemFault::document_parsing(), u32::MAX);
+    let ids = ids_of(&input);
+    let origins = origins_of(&input);
+
+    let run = run_sink(&config(vec![es.url()], 2), dir.path(), input).await;
+
+    let letters = dead_letters(dir.path());
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let by_id = |id: &str| {
+        letters
+            .iter()
+            .find(|l| l["id"] == id)
+            .unwrap_or_else(|| panic!("{id}: {letters:?}"))
+    };
+    let parsing = by_id(&rejected_id);
+    assert_eq!(parsing["index"], INDEX);
+    assert_eq!(parsing["status"], 400);
+    assert_eq!(parsing["error"]["type"], "document_parsing_exception");
+    assert_eq!(
+        parsing["error"]["reason"],
+        ItemFault::document_parsing().reason
+    );
+    assert_eq!(
+        parsing["error"]["caused_by"]["type"],
+        "illegal_argument_exception"
+    );
+    assert_eq!(
+        parsing["document"],
+        serde_json::from_str::<Value>(&document(2, 4)).unwrap()
+    );
+    assert!(chrono::DateTime::parse_from_rfc3339(parsing["time"].as_str().unwrap()).is_ok());
+    let broken = by_id("broken-1");
+    assert_eq!(broken["document"], broken_doc);
+    assert_eq!(broken["error"]["type"], "document_parsing_exception");
+
+    let delivered: Vec<String> = ids
+        .iter()
+        .filter(|id| **id != rejected_id && *id != "broken-1")
+        .cloned()
+        .collect();
+    assert_all_stored(&es, &delivered);
+    assert_eq!(get(&run.metrics.items_dead_lettered), 2);
+    assert_eq!(get(&run.metrics.items_delivered), delivered.len() as u64);
+    assert_eq!(run.acks.keys(), origins);
+    // Rejected for good: sent once, not retried.
+    assert_eq!(es.times_sent(&rejected_id), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_request_503_for_a_while_then_recovery_loses_nothing() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    es.fail_requests_for(RequestFault::Status(503), Duration::from_millis(300));
+    let input = batches(6, 15);
+    let ids = ids_of(&input);
+    let origins = origins_of(&input);
+
+    let run = run_sink(&config(vec![es.url()], 2), dir.path(), input).await;
+
+    assert_all_stored(&es, &ids);
+    assert_eq!(run.acks.keys(), origins);
+    let failed = es.requests().iter().filter(|r| r.status == 503).count() as u64;
+    assert!(failed > 0, "the outage was not exercised");
+    assert_eq!(get(&run.metrics.requests_failed), failed);
+    assert_eq!(get(&run.metrics.items_delivered), ids.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_502_and_2xx_bodies_that_are_not_bulk_responses_are_retried() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // None of these store anything: a sink that took one as success would lose documents.
+    let faults = [
+        RequestFault::HtmlBadGateway,
+        RequestFault::TruncatedJson,
+        RequestFault::NoItems,
+        RequestFault::MissingItem,
+        RequestFault::Status(429),
+    ];
+    for f in &faults {
+        es.fail_requests(f.clone(), 1);
+    }
+    let input = batches(1, 10);
+    let ids = ids_of(&input);
+
+    let run = run_sink(&config(vec![es.url()], 1), dir.path(), input).await;
+
+    assert_all_stored(&es, &ids);
+    assert_eq!(es.requests().len(), faults.len() + 1);
+    assert_eq!(get(&run.metrics.requests_failed), faults.len() as u64);
+    assert_eq!(run.acks.keys(), origins_of(&batches(1, 10)));
+    assert!(dead_letters(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_request_401_is_retried_not_dropped() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    es.fail_requests(RequestFault::Status(401), 3);
+    es.fail_requests(RequestFault::Status(400), 1);
+    let input = batches(1, 5);
+    let ids = ids_of(&input);
+    let origins = origins_of(&input);
+
+    let run = run_sink(&config(vec![es.url()], 1), dir.path(), input).await;
+
+    assert_all_stored(&es, &ids);
+    assert_eq!(get(&run.metrics.requests_failed), 4);
+    assert!(dead_letters(dir.path()).is_empty());
+    assert_eq!(run.acks.keys(), origins);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_splits_the_request_until_it_fits() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = vec![batch(vec![span(1, 0, 10..16), span(2, 0, 10..15)])];
+    let ids = ids_of(&input);
+    // Every item has the same length: at most three fit.
+    let item_len = input[0].spans[0].item(0).len();
+    assert!(
+        input
+            .iter()
+            .flat_map(|b| &b.spans)
+            .all(|s| (0..s.len()).all(|i| s.item(i).len() == item_len))
+    );
+    let limit = 3 * item_len;
+    es.set_max_content_length(limit);
+
+    let run = run_sink(&config(vec![es.url()], 1), dir.path(), input).await;
+
+    assert_all_stored(&es, &ids);
+    let requests = es.requests();
+    let too_large = requests.iter().filter(|r| r.status == 413).count();
+    assert!(too_large > 0);
+    assert_eq!(get(&run.metrics.requests_failed), too_large as u64);
+    for r in requests.iter().filter(|r| r.status == 200) {
+        assert!(r.items <= 3 && r.decoded_bytes <= limit, "{r:?}");
+    }
+    assert!(dead_letters(dir.path()).is_empty());
+    assert_eq!(run.acks.keys(), vec![(1, 0), (2, 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_document_too_large_for_any_request_is_dead_lettered() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = span(1, 0, 0..4);
+    let huge_id = "huge-1";
+    let huge_doc = format!(r#"{{"message":"{}"}}"#, "x".repeat(10_000));
+    push_item(&mut big, huge_id, &huge_doc);
+    let input = vec![batch(vec![big])];
+    let ids = ids_of(&input);
+    es.set_max_content_length(4_096);
+
+    let run = run_sink(&config(vec![es.url()], 1), dir.path(), input).await;
+
+    let letters = dead_letters(dir.path());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["id"], huge_id);
+    assert_eq!(letters[0]["status"], 413);
+    assert_eq!(
+        letters[0]["document"],
+        serde_json::from_str::<Value>(&huge_doc).unwrap()
+    );
+    let delivered: Vec<String> = ids.into_iter().filter(|id| id != huge_id).collect();
+    assert_all_stored(&es, &delivered);
+    assert_eq!(get(&run.metrics.items_dead_lettered), 1);
+    assert_eq!(run.acks.keys(), vec![(1, 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_documents_answer_409_and_count_as_duplicates() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ids_of(&batches(3, 10));
+    let first = run_sink(&config(vec![es.url()], 2), dir.path(), batches(3, 10)).await;
+    assert_eq!(get(&first.metrics.items_delivered), ids.len() as u64);
+
+    // A restart re-reads the same lines: same `_id`s.
+    let replay = run_sink(&config(vec![es.url()], 2), dir.path(), batches(3, 10)).await;
+
+    assert_all_stored(&es, &ids);
+    assert_eq!(get(&replay.metrics.items_duplicate), ids.len() as u64);
+    assert_eq!(get(&replay.metrics.items_delivered), 0);
+    assert_eq!(replay.acks.keys(), origins_of(&batches(3, 10)));
+    assert!(dead_letters(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_after_elasticsearch_indexed_is_retried_as_duplicates() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    es.fail_requests(RequestFault::Stall(Duration::from_millis(1500)), 1);
+    let input = batches(1, 8);
+    let ids = ids_of(&input);
+    let mut cfg = config(vec![es.url()], 1);
+    cfg.request_timeout = Duration::from_millis(300);
+
+    let run = run_sink(&cfg, dir.path(), input).await;
+
+    assert_all_stored(&es, &ids);
+    // The stalled request stored everything; the resend finds every `_id`.
+    assert_eq!(get(&run.metrics.items_duplicate), ids.len() as u64);
+    assert_eq!(get(&run.metrics.items_delivered), 0);
+    // At least the stalled request timed out (a slow machine may time out more).
+    assert!(get(&run.metrics.requests_failed) >= 1);
+    assert_eq!(run.acks.keys().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_never_exceeds_the_configured_limit() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    es.set_response_delay(Duration::from_millis(150));
+    let input = batches(10, 5);
+    let ids = ids_of(&input);
+    let limit = 3;
+
+    run_sink(&config(vec![es.url()], limit), dir.path(), input).await;
+
+    assert_all_stored(&es, &ids);
+    // Reaches the limit (requests do run in parallel) and never passes it.
+    assert_eq!(es.max_in_flight(), limit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_sink_leaves_batches_in_the_channel_and_abort_acks_nothing() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    es.fail_requests_for(RequestFault::Status(503), Duration::from_secs(600));
+    let metrics = Arc::new(Metrics::default());
+    let acks = Arc::new(RecordingAcks::default());
+    let sink = ElasticsearchSink::new(&config(vec![es.url()], 1), dir.path(), metrics).unwrap();
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(sink.run(rx, acks.clone()));
+    let mut input = batches(3, 4).into_iter();
+
+    tx.send(input.next().unwrap()).await.unwrap();
+    assert!(es.wait_for_requests(1, RUN_LIMIT).await, "sink never sent");
+    // The only slot is busy retrying: the next batch waits in the channel...
+    tx.send(input.next().unwrap()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so the channel stays full.
+    assert!(matches!(
+        tx.try_send(input.next().unwrap()),
+        Err(mpsc::error::TrySendError::Full(_))
+    ));
+
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    let sent_before = es.requests().len();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        es.requests().len(),
+        sent_before,
+        "aborted sink kept sending"
+    );
+    assert!(acks.keys().is_empty());
+    assert!(es.stored_ids().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_refuses_connections_is_skipped() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let input = batches(3, 5);
+    let ids = ids_of(&input);
+
+    let run = run_sink(&config(vec![dead, es.url()], 1), dir.path(), input).await;
+
+    assert_all_stored(&es, &ids);
+    // Round-robin starts with the dead host.
+    assert!(get(&run.metrics.requests_failed) >= 1);
+    assert_eq!(get(&run.metrics.requests_ok), es.requests().len() as u64);
+    assert_eq!(run.acks.keys().len(), 6);
+}
+
+#[tokio::test]
+async fn invalid_hosts_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = ElasticsearchSink::new(
+        &config(vec!["localhost:9200".into()], 1),
+        dir.path(),
+        Arc::new(Metrics::default()),
+    )
+    .err()
+    .expect("invalid host accepted");
+    assert!(err.to_string().contains("localhost:9200"), "{err}");
+}
+
+#[test]
+fn test_inputs_are_distinct() {
+    let ids = ids_of(&batches(4, 25));
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len());
+}
