@@ -204,15 +204,27 @@ fn section(report: &mut String, title: &str, items: &[String]) {
     }
 }
 
+/// Polls the document count of `index` until it reaches `n` or
+/// [`DELIVERY_TIMEOUT`] passes, failing at once (with its stderr) if the
+/// agent exits. Returns the last count.
+pub fn wait_for_delivery(es: &Elasticsearch, index: &str, n: u64, agent: &mut Agent) -> u64 {
+    let started = std::time::Instant::now();
+    loop {
+        agent.assert_running();
+        let count = es.count(index);
+        if count >= n || started.elapsed() > DELIVERY_TIMEOUT {
+            return count;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Waits until `index` holds as many documents as lines were written (or the
 /// delivery timeout passes), lets late duplicates arrive, then asserts the
 /// exactly-once property. Panics with the report, the agent's stderr and the
 /// number of documents per file on failure.
 pub fn assert_exactly_once(es: &Elasticsearch, index: &str, expected: &[Line], agent: &mut Agent) {
-    let count = es.wait_for_count(index, expected.len() as u64, DELIVERY_TIMEOUT);
-    if count < expected.len() as u64 {
-        agent.assert_running();
-    }
+    wait_for_delivery(es, index, expected.len() as u64, agent);
     // Anything still in flight (a duplicate, say) shows up within a few batch timeouts.
     std::thread::sleep(Duration::from_millis(1500));
     let docs = es.search_all(index);

@@ -3,7 +3,7 @@
 //! the agent read it. After each, every line is indexed exactly once, and a
 //! deleted file's descriptor is closed so its disk space comes back.
 
-use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once};
+use crate::expect::{Line, assert_exactly_once, wait_for_delivery};
 use crate::scenario;
 use crate::support::logship::{
     Agent, LogWriter, Options, copytruncate, cri_line, rotate_kubelet, timestamp,
@@ -20,7 +20,11 @@ fn cri_options() -> Options {
 /// Line `seq` of test `name`: the CRI bytes and what must be indexed.
 fn line(name: &str, seq: u64) -> (Vec<u8>, Line) {
     let ts = timestamp(seq);
-    let stream = if seq.is_multiple_of(5) { "stderr" } else { "stdout" };
+    let stream = if seq.is_multiple_of(5) {
+        "stderr"
+    } else {
+        "stdout"
+    };
     let message = format!("{name} seq={seq:06} some log text to give the line a realistic length");
     (
         cri_line(&ts, stream, "F", message.as_bytes()),
@@ -109,7 +113,7 @@ fn copytruncate_ships_old_and_new_content_exactly_once() {
     };
     write_lines(&mut writer, &mut expected, 300);
     let mut agent = setup.start();
-    let count = es.wait_for_count(&setup.index_pattern, 300, DELIVERY_TIMEOUT);
+    let count = wait_for_delivery(es, &setup.index_pattern, 300, &mut agent);
     assert_eq!(
         count,
         300,
@@ -122,7 +126,7 @@ fn copytruncate_ships_old_and_new_content_exactly_once() {
     // shorter than what was read, so the agent sees the file shrink.
     copytruncate(&path, &setup.log("app.log.1"));
     write_lines(&mut writer, &mut expected, 100);
-    let count = es.wait_for_count(&setup.index_pattern, 400, DELIVERY_TIMEOUT);
+    let count = wait_for_delivery(es, &setup.index_pattern, 400, &mut agent);
     assert_eq!(
         count,
         400,
@@ -146,7 +150,7 @@ fn a_file_deleted_before_it_was_read_is_shipped_and_released() {
     expected.push(first);
     let mut agent = setup.start();
     // Once the first line is in, the agent has the file open.
-    let count = es.wait_for_count(&setup.index_pattern, 1, DELIVERY_TIMEOUT);
+    let count = wait_for_delivery(es, &setup.index_pattern, 1, &mut agent);
     assert_eq!(count, 1, "stderr:\n{}", agent.stderr_tail(30));
 
     // Write a lot in one go and delete the file at once: most of it is

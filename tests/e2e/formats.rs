@@ -288,7 +288,7 @@ fn a_line_over_max_line_bytes_is_cut_and_flagged_and_the_next_line_is_intact() {
     let mut agent = setup.start();
 
     let total = expected.len() as u64 + 1;
-    let count = es.wait_for_count(&setup.index_pattern, total, crate::expect::DELIVERY_TIMEOUT);
+    let count = crate::expect::wait_for_delivery(es, &setup.index_pattern, total, &mut agent);
     assert_eq!(count, total, "stderr:\n{}", agent.stderr_tail(30));
     let docs = es.search_all(&setup.index_pattern);
     let (cut, rest): (Vec<_>, Vec<_>) = docs.into_iter().partition(|d| {
