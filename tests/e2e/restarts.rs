@@ -1,0 +1,145 @@
+//! The agent stopping and starting again: a graceful SIGTERM while lines
+//! are written (with a partial line open across the restart), and `kill -9`
+//! in the middle of shipping, several times. Checkpoints plus deterministic
+//! `_id`s must make the index hold every line exactly once afterwards.
+
+use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once};
+use crate::scenario;
+use crate::support::logship::{LogWriter, Options, cri_line, timestamp};
+use std::time::{Duration, Instant};
+
+/// Writes lines `seqs` of test `name` to `writer` (CRI), recording them.
+fn write_lines(
+    name: &str,
+    writer: &mut LogWriter,
+    seqs: std::ops::Range<u64>,
+    expected: &mut Vec<Line>,
+    pause_every: Option<(u64, Duration)>,
+) {
+    let file = writer
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut bytes = Vec::new();
+    for seq in seqs {
+        let ts = timestamp(seq);
+        let message = format!("{name} {file} seq={seq:06} payload of a typical log line");
+        bytes.extend(cri_line(&ts, "stdout", "F", message.as_bytes()));
+        expected.push(Line::new(message, "stdout", &ts));
+        if let Some((every, pause)) = pause_every
+            && seq % every == every - 1
+        {
+            writer.write(&bytes);
+            bytes.clear();
+            std::thread::sleep(pause);
+        }
+    }
+    writer.write(&bytes);
+}
+
+#[test]
+fn graceful_restart_resumes_where_it_stopped() {
+    let (es, setup) = scenario(
+        "restart",
+        Options {
+            format: "cri",
+            ..Options::default()
+        },
+    );
+    let mut expected = Vec::new();
+    let mut a = LogWriter::create(&setup.log("a.log"));
+    let mut b = LogWriter::create(&setup.log("b.log"));
+    let pause = Some((100, Duration::from_millis(20)));
+    let mut agent = setup.start();
+    write_lines("restart", &mut a, 0..1000, &mut expected, pause);
+    write_lines("restart", &mut b, 0..1000, &mut expected, pause);
+
+    // A line whose first part is written before the stop and the rest after.
+    let ts = timestamp(5000);
+    let split = "restart a.log seq=005000 begun before the restart, ended after it";
+    let (head, tail) = split.split_at(30);
+    a.write(&cri_line(&ts, "stderr", "P", head.as_bytes()));
+    expected.push(Line::new(split, "stderr", &ts));
+
+    let stopped = Instant::now();
+    let status = agent.sigterm(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "SIGTERM should end logship with exit 0, got {status}:\n{}",
+        agent.stderr_tail(30)
+    );
+    eprintln!("logship stopped {:?} after SIGTERM", stopped.elapsed());
+
+    // Written while the agent is down.
+    a.write(&cri_line(&ts, "stderr", "F", tail.as_bytes()));
+    write_lines("restart", &mut a, 1000..1500, &mut expected, None);
+    write_lines("restart", &mut b, 1000..1500, &mut expected, None);
+    agent.restart();
+    write_lines("restart", &mut a, 1500..2000, &mut expected, pause);
+    write_lines("restart", &mut b, 1500..2000, &mut expected, pause);
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+}
+
+#[test]
+fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
+    let (es, setup) = scenario(
+        "kill9",
+        Options {
+            format: "cri",
+            batch_max_events: 200,
+            ..Options::default()
+        },
+    );
+    let mut expected = Vec::new();
+    let mut writers = [
+        LogWriter::create(&setup.log("a.log")),
+        LogWriter::create(&setup.log("b.log")),
+    ];
+    let per_round = 8_000;
+    for w in &mut writers {
+        write_lines("kill9", w, 0..per_round, &mut expected, None);
+    }
+    let mut agent = setup.start();
+    let mut next = per_round;
+    let mut kills_mid_stream = 0;
+    for round in 0..3 {
+        // Kill as soon as this run has shipped something, while lines are
+        // still being read, batched and sent.
+        let before = es.count(&setup.index_pattern);
+        let started = Instant::now();
+        let seen = loop {
+            agent.assert_running();
+            let count = es.count(&setup.index_pattern);
+            if count > before || started.elapsed() > DELIVERY_TIMEOUT {
+                break count;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            seen > before,
+            "round {round}: nothing shipped within {DELIVERY_TIMEOUT:?}:\n{}",
+            agent.stderr_tail(30)
+        );
+        agent.kill_9();
+        if seen < expected.len() as u64 {
+            kills_mid_stream += 1;
+        }
+        eprintln!(
+            "round {round}: killed with {seen} of {} lines indexed",
+            expected.len()
+        );
+        // More lines arrive while the agent is dead.
+        for w in &mut writers {
+            write_lines("kill9", w, next..next + per_round / 2, &mut expected, None);
+        }
+        next += per_round / 2;
+        agent.restart();
+    }
+    assert!(
+        kills_mid_stream > 0,
+        "the agent finished before every kill, so no kill happened mid-stream; \
+         the test needs more lines"
+    );
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+}

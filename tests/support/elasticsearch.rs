@@ -1,0 +1,432 @@
+//! A real Elasticsearch for integration tests: one node per test binary,
+//! shared by all its tests, stopped when the test process exits.
+//!
+//! [`shared()`] starts the node on first use: `scripts/elasticsearch.sh fetch`
+//! downloads the integration-test distribution from Maven Central once into
+//! `$LOGSHIP_ES_CACHE` (default `/var/cache/logship-es`), then
+//! `scripts/elasticsearch.sh run DIR` runs it with a fresh temporary DIR
+//! (config, data, logs), loopback-only on free ports, single-node, 512 MiB
+//! heap, security off, disk thresholds off.
+//!
+//! Rust tests have no teardown, so the node runs under a watchdog shell whose
+//! stdin is a pipe from this process. The pipe closes when this process
+//! exits, however it exits (normal end, panic, `kill -9`); the watchdog then
+//! stops the node's process group and removes DIR. On a normal exit an
+//! `atexit` handler closes the pipe itself and waits for the watchdog, so no
+//! `java` is left behind when `cargo test` returns.
+//!
+//! Set `LOGSHIP_ES_URL` to use an already running node instead.
+//!
+//! The helpers ([`Elasticsearch::count`], [`Elasticsearch::search_all`], ...)
+//! panic with the response body on any error: they are for tests.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long the node may take to answer `yellow` (override with
+/// `LOGSHIP_ES_START_TIMEOUT`, in seconds).
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The watchdog: starts the node in a session of its own, waits for EOF on
+/// stdin (the test process is gone or let go), then stops the session and
+/// removes DIR. Signals that would end the shell before it stops the node
+/// (Ctrl-C to the foreground group, a hang-up) are ignored once the node
+/// runs. `$0` = scripts/elasticsearch.sh, `$1` = DIR, `$2` = console log.
+/// (dash's `kill` takes no `--`.)
+const WATCHDOG: &str = r#"
+setsid "$0" run "$1" >"$2" 2>&1 </dev/null &
+pid=$!
+trap '' INT HUP TERM QUIT
+echo "$pid"
+cat >/dev/null
+kill -TERM -$pid 2>/dev/null
+i=0
+while kill -0 -$pid 2>/dev/null && [ "$i" -lt 150 ]; do
+    i=$((i + 1))
+    sleep 0.1
+done
+kill -KILL -$pid 2>/dev/null
+wait "$pid" 2>/dev/null
+rm -rf "$1"
+"#;
+
+/// A running node and a client for it.
+pub struct Elasticsearch {
+    url: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+    /// DIR of the node this process started; `None` for `LOGSHIP_ES_URL`.
+    dir: Option<PathBuf>,
+}
+
+static SHARED: OnceLock<Elasticsearch> = OnceLock::new();
+
+/// The watchdog of the node this process started; taken by the `atexit` hook.
+static RUNNING_WATCHDOG: Mutex<Option<Child>> = Mutex::new(None);
+
+/// The node shared by every test of this binary, started on first use.
+pub fn shared() -> &'static Elasticsearch {
+    SHARED.get_or_init(Elasticsearch::start)
+}
+
+/// Directory holding `Cargo.toml` (and `scripts/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Elasticsearch {
+    fn start() -> Elasticsearch {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime for the Elasticsearch client");
+        let client = {
+            let _context = runtime.enter();
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("reqwest client")
+        };
+        if let Ok(url) = std::env::var("LOGSHIP_ES_URL") {
+            let es = Elasticsearch {
+                url: url.trim_end_matches('/').to_string(),
+                client,
+                runtime,
+                dir: None,
+            };
+            es.wait_ready(DEFAULT_START_TIMEOUT);
+            return es;
+        }
+
+        let script = repo_root().join("scripts/elasticsearch.sh");
+        let fetch = Command::new(&script)
+            .arg("fetch")
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            fetch.status.success(),
+            "`{} fetch` failed ({}); see its stderr above",
+            script.display(),
+            fetch.status
+        );
+
+        let dir = tempfile::Builder::new()
+            .prefix("logship-es-")
+            .tempdir()
+            .expect("temp dir for Elasticsearch")
+            .keep();
+        let out = dir.join("es.out");
+        // Hold the lock from spawn to store, so a panic in between cannot
+        // leave a node without its watchdog registered.
+        let mut slot = RUNNING_WATCHDOG.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(slot.is_none(), "an Elasticsearch is already running");
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg(&script)
+            .arg(&dir)
+            .arg(&out)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the Elasticsearch watchdog");
+        let stdout = watchdog.stdout.take();
+        *slot = Some(watchdog);
+        drop(slot);
+        register_atexit();
+        let mut pid_line = String::new();
+        BufReader::new(stdout.expect("watchdog stdout"))
+            .read_line(&mut pid_line)
+            .expect("read the Elasticsearch pid from the watchdog");
+        let pid: i32 = pid_line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("watchdog printed no pid: {pid_line:?}"));
+
+        let timeout = std::env::var("LOGSHIP_ES_START_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_START_TIMEOUT);
+        let ports = dir.join("logs/http.ports");
+        let started = Instant::now();
+        let addr = loop {
+            if let Ok(text) = std::fs::read_to_string(&ports)
+                && let Some(line) = text.lines().next().filter(|l| !l.is_empty())
+            {
+                break line.to_string();
+            }
+            if !process_alive(pid) {
+                let log = tail(&out, 40);
+                stop_node();
+                panic!("Elasticsearch exited during start-up; last lines of its console:\n{log}");
+            }
+            if started.elapsed() > timeout {
+                let log = tail(&out, 40);
+                stop_node();
+                panic!(
+                    "Elasticsearch wrote no {} within {timeout:?}; last lines of its console:\n{log}",
+                    ports.display(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let es = Elasticsearch {
+            url: format!("http://{addr}"),
+            client,
+            runtime,
+            dir: Some(dir),
+        };
+        es.wait_ready(timeout.saturating_sub(started.elapsed()));
+        es
+    }
+
+    /// Waits for `GET /_cluster/health?wait_for_status=yellow`; on timeout
+    /// stops the node (if ours) and panics with its log tail.
+    fn wait_ready(&self, timeout: Duration) {
+        let started = Instant::now();
+        let url = format!(
+            "{}/_cluster/health?wait_for_status=yellow&timeout=5s",
+            self.url
+        );
+        loop {
+            let health = self
+                .runtime
+                .block_on(async { self.client.get(&url).send().await });
+            if let Ok(response) = health
+                && response.status().is_success()
+            {
+                return;
+            }
+            if started.elapsed() > timeout {
+                let log = self.log_tail(40);
+                if self.dir.is_some() {
+                    stop_node();
+                }
+                panic!(
+                    "Elasticsearch at {} was not yellow within {timeout:?}; log tail:\n{log}",
+                    self.url
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:19200`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The last `n` lines of the node's console output (empty for `LOGSHIP_ES_URL`).
+    pub fn log_tail(&self, n: usize) -> String {
+        match &self.dir {
+            Some(dir) => tail(&dir.join("es.out"), n),
+            None => String::new(),
+        }
+    }
+
+    /// Sends a request and returns (status, body as JSON, or the raw body as
+    /// a `Value::String` when it is not JSON).
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
+        let url = format!("{}/{}", self.url, path.trim_start_matches('/'));
+        self.runtime.block_on(async {
+            let mut request = self.client.request(method.clone(), &url);
+            if let Some(body) = body {
+                request = request.header("content-type", content_type).body(body);
+            }
+            let response = request
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+            let status = response.status().as_u16();
+            let bytes = response
+                .bytes()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url}: reading body: {e}"));
+            let body = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            (status, body)
+        })
+    }
+
+    /// [`request`](Self::request) with an optional JSON body; panics unless
+    /// the status is 2xx.
+    pub fn json(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Value {
+        let bytes = body.map(|b| serde_json::to_vec(b).expect("serialise request"));
+        let (status, response) = self.request(method.clone(), path, "application/json", bytes);
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path} answered {status}: {response}"
+        );
+        response
+    }
+
+    /// `POST /_bulk` of an NDJSON body (must end in `\n`); returns the response.
+    pub fn bulk(&self, ndjson: &str) -> Value {
+        let (status, response) = self.request(
+            reqwest::Method::POST,
+            "_bulk",
+            "application/x-ndjson",
+            Some(ndjson.as_bytes().to_vec()),
+        );
+        assert_eq!(status, 200, "_bulk answered {status}: {response}");
+        response
+    }
+
+    /// Makes everything indexed so far searchable. `index` may be a pattern;
+    /// a pattern that matches nothing is fine.
+    pub fn refresh(&self, index: &str) {
+        self.json(
+            reqwest::Method::POST,
+            &format!("{index}/_refresh?allow_no_indices=true&ignore_unavailable=true"),
+            None,
+        );
+    }
+
+    /// Number of documents in `index` (a name or pattern; 0 if none exists),
+    /// after a refresh.
+    pub fn count(&self, index: &str) -> u64 {
+        self.refresh(index);
+        let response = self.json(
+            reqwest::Method::GET,
+            &format!("{index}/_count?allow_no_indices=true&ignore_unavailable=true"),
+            None,
+        );
+        response["count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("_count without a count: {response}"))
+    }
+
+    /// Polls [`count`](Self::count) until it reaches `n`; returns the last
+    /// count seen (which is `< n` on timeout, or may exceed `n`).
+    pub fn wait_for_count(&self, index: &str, n: u64, timeout: Duration) -> u64 {
+        let started = Instant::now();
+        loop {
+            let count = self.count(index);
+            if count >= n || started.elapsed() > timeout {
+                return count;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Every document of `index` (name or pattern) as its `_source` with
+    /// `_id` and `_index` added, paging through a point in time with
+    /// `search_after`. Refreshes first.
+    pub fn search_all(&self, index: &str) -> Vec<Value> {
+        if self.count(index) == 0 {
+            return Vec::new();
+        }
+        let pit = self.json(
+            reqwest::Method::POST,
+            &format!("{index}/_pit?keep_alive=1m&allow_no_indices=true&ignore_unavailable=true"),
+            None,
+        )["id"]
+            .as_str()
+            .expect("_pit without id")
+            .to_string();
+        let mut docs = Vec::new();
+        let mut search_after: Option<Value> = None;
+        loop {
+            let mut query = json!({
+                "size": 5000,
+                "pit": {"id": pit, "keep_alive": "1m"},
+                "sort": [{"_shard_doc": "asc"}],
+                "track_total_hits": false,
+            });
+            if let Some(after) = &search_after {
+                query["search_after"] = after.clone();
+            }
+            let page = self.json(reqwest::Method::POST, "_search", Some(&query));
+            let hits = page["hits"]["hits"]
+                .as_array()
+                .unwrap_or_else(|| panic!("_search without hits: {page}"));
+            if hits.is_empty() {
+                break;
+            }
+            for hit in hits {
+                let mut doc = hit["_source"].clone();
+                doc["_id"] = hit["_id"].clone();
+                doc["_index"] = hit["_index"].clone();
+                docs.push(doc);
+            }
+            search_after = hits.last().map(|h| h["sort"].clone());
+        }
+        // Closing early only frees resources; the PIT expires on its own.
+        let _ = self.request(
+            reqwest::Method::DELETE,
+            "_pit",
+            "application/json",
+            Some(serde_json::to_vec(&json!({"id": pit})).expect("serialise")),
+        );
+        docs
+    }
+}
+
+/// True while process `pid` exists and is not a zombie.
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name.
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+/// The last `n` lines of a text file (lossy), or a note that it is unreadable.
+pub fn tail(path: &Path, n: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+unsafe extern "C" {
+    fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// Registers [`stop_at_exit`] once.
+fn register_atexit() {
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+    REGISTERED.get_or_init(|| {
+        // SAFETY: `atexit` only stores the function pointer; the callback is a
+        // plain `extern "C" fn` that catches its own panics.
+        let rc = unsafe { atexit(stop_at_exit) };
+        assert_eq!(rc, 0, "atexit failed");
+    });
+}
+
+/// Closes the watchdog's stdin and waits until it has stopped the node and
+/// removed its directory.
+fn stop_node() {
+    let taken = match RUNNING_WATCHDOG.lock() {
+        Ok(mut guard) => guard.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    if let Some(mut watchdog) = taken {
+        drop(watchdog.stdin.take());
+        let _ = watchdog.wait();
+    }
+}
+
+extern "C" fn stop_at_exit() {
+    let _ = std::panic::catch_unwind(stop_node);
+}

@@ -1,0 +1,8 @@
+//! Shared helpers for integration tests: a real Elasticsearch
+//! ([`elasticsearch`]) and the real agent binary with log-file writers
+//! ([`logship`]). Each test binary includes this with
+//! `#[path = "../support/mod.rs"] mod support;` and uses what it needs.
+#![allow(dead_code)]
+
+pub mod elasticsearch;
+pub mod logship;
