@@ -157,6 +157,52 @@ pub struct EncodedSpan {
     pub items: Vec<u32>,
 }
 
+impl Drop for EncodedSpan {
+    fn drop(&mut self) {
+        span_pool::give(std::mem::take(&mut self.body));
+    }
+}
+
+/// Recycles span bodies.
+///
+/// Spans are allocated and freed at a high rate (one per ~256 KiB of NDJSON)
+/// and live across threads (tailer → batcher → sink task); with glibc's
+/// per-thread arenas that churn fragments the heap and peak RSS grows to
+/// twice the live set. Bodies of dropped spans are kept here (at most
+/// [`span_pool::MAX_POOLED`]) and handed to the next span instead.
+pub mod span_pool {
+    use std::sync::Mutex;
+
+    /// Bodies kept for reuse at most; beyond that they are freed.
+    pub const MAX_POOLED: usize = 32;
+    static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+    /// A cleared buffer with at least `capacity` bytes of room.
+    pub fn take(capacity: usize) -> Vec<u8> {
+        let pooled = POOL.lock().ok().and_then(|mut p| p.pop());
+        match pooled {
+            Some(mut v) => {
+                v.reserve_exact(capacity);
+                v
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Returns a buffer for reuse (dropped if the pool is full or it is empty).
+    pub fn give(mut body: Vec<u8>) {
+        if body.capacity() == 0 {
+            return;
+        }
+        body.clear();
+        if let Ok(mut p) = POOL.lock()
+            && p.len() < MAX_POOLED
+        {
+            p.push(body);
+        }
+    }
+}
+
 impl EncodedSpan {
     pub fn len(&self) -> usize {
         self.items.len()

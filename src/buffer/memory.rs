@@ -46,52 +46,51 @@ impl Batcher {
 
     /// Runs until `spans` is closed and drained; then sends the last batch
     /// and returns (dropping `out`, which tells the sink no more will come).
+    ///
+    /// A batch is only started once the sink's channel has room for it
+    /// (`reserve`), so at most one finished batch waits in the channel and
+    /// none waits in here: memory holds `concurrency + 1` batches at most.
     pub async fn run(self, mut spans: mpsc::Receiver<EncodedSpan>, out: mpsc::Sender<Batch>) {
-        let mut batch = Batch::default();
-        let mut deadline: Option<Instant> = None;
+        let mut carried: Option<EncodedSpan> = None;
         loop {
-            let next = match deadline {
-                Some(d) => tokio::select! {
-                    s = spans.recv() => Some(s),
-                    _ = tokio::time::sleep_until(d) => None,
-                },
-                None => Some(spans.recv().await),
+            let Ok(slot) = out.reserve().await else {
+                return;
             };
-            match next {
-                // Timeout: send what we have.
-                None => {
-                    deadline = None;
-                    if !batch.is_empty() && out.send(std::mem::take(&mut batch)).await.is_err() {
-                        return;
+            let first = match carried.take() {
+                Some(span) => span,
+                None => match spans.recv().await {
+                    Some(span) => span,
+                    None => return,
+                },
+            };
+            if first.is_empty() {
+                continue;
+            }
+            let mut batch = Batch::default();
+            batch.push(first);
+            let deadline = Instant::now() + self.timeout;
+            let mut closed = false;
+            while !self.full(&batch) {
+                let span = tokio::select! {
+                    s = spans.recv() => s,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                };
+                match span {
+                    None => {
+                        closed = true;
+                        break;
+                    }
+                    Some(span) if span.is_empty() => {}
+                    Some(span) if self.fits(&batch, &span) => batch.push(span),
+                    Some(span) => {
+                        carried = Some(span);
+                        break;
                     }
                 }
-                Some(None) => {
-                    if !batch.is_empty() {
-                        let _ = out.send(batch).await;
-                    }
-                    return;
-                }
-                Some(Some(span)) => {
-                    if span.is_empty() {
-                        continue;
-                    }
-                    if !self.fits(&batch, &span) {
-                        deadline = None;
-                        if out.send(std::mem::take(&mut batch)).await.is_err() {
-                            return;
-                        }
-                    }
-                    if batch.is_empty() {
-                        deadline = Some(Instant::now() + self.timeout);
-                    }
-                    batch.push(span);
-                    if self.full(&batch) {
-                        deadline = None;
-                        if out.send(std::mem::take(&mut batch)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+            }
+            slot.send(batch);
+            if closed {
+                return;
             }
         }
     }

@@ -54,8 +54,13 @@ pub const ROTATION_GRACE: Duration = Duration::from_millis(500);
 /// The reader cuts a physical line this far past `max_line_bytes` (the
 /// decoder cuts logical lines at `max_line_bytes` itself).
 pub const READ_LINE_SLACK: usize = 4096;
-/// A span is sent at the latest when its body reaches this size.
-const MAX_SPAN_BYTES: usize = 1024 * 1024;
+/// A span is sent at the latest when its body reaches this size. Small
+/// enough that many followers each holding one stay cheap, large enough that
+/// the per-span overhead (a channel send, a checkpoint issue) is noise.
+const MAX_SPAN_BYTES: usize = 256 * 1024;
+/// Room reserved in a new span beyond its limit, so that the last document
+/// does not make the buffer double.
+const SPAN_SLACK: usize = 32 * 1024;
 
 /// Settings and handles every follower shares.
 pub struct Shared {
@@ -393,6 +398,11 @@ impl Follower {
             ..
         } = self;
         while let Some(line) = reader.next_line() {
+            if span.body.capacity() == 0 {
+                // Reserved lazily: idle followers hold no span memory.
+                span.body = crate::event::span_pool::take(shared.span_max_bytes + SPAN_SLACK);
+                span.items.reserve_exact(shared.span_max_items + 1);
+            }
             *lines_read += 1;
             decode_line(decoder, reader.line(&line), &line, now, &mut |d| {
                 encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
