@@ -65,18 +65,16 @@ pub fn parse(line: &[u8]) -> Option<DockerLine<'_>> {
                     s.expect(b'"')?;
                     log = Some(s.string()?);
                 }
+                // Other fields are only metadata: a value of another type
+                // is skipped, not a reason to reject the line.
                 b"stream" => {
-                    s.expect(b'"')?;
-                    stream = match s.string()?.raw {
-                        b"stdout" => Some(Stream::Stdout),
-                        b"stderr" => Some(Stream::Stderr),
+                    stream = match s.string_or_skip()? {
+                        Some(b"stdout") => Some(Stream::Stdout),
+                        Some(b"stderr") => Some(Stream::Stderr),
                         _ => None,
                     };
                 }
-                b"time" => {
-                    s.expect(b'"')?;
-                    time = parse_rfc3339(s.string()?.raw);
-                }
+                b"time" => time = s.string_or_skip()?.and_then(parse_rfc3339),
                 _ => s.skip_value()?,
             }
             s.skip_ws();
@@ -248,6 +246,16 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// A string value's raw bytes, or `None` after skipping a value of another type.
+    fn string_or_skip(&mut self) -> Option<Option<&'a [u8]>> {
+        if self.peek() == Some(b'"') {
+            self.i += 1;
+            Some(Some(self.string()?.raw))
+        } else {
+            self.skip_value().map(|()| None)
+        }
+    }
+
     /// Skip one JSON value without building it. Nesting is tracked by a
     /// counter (no recursion), and brackets are not checked to match: this
     /// only has to find where the value ends.
@@ -383,8 +391,13 @@ mod tests {
 
     #[test]
     fn unknown_stream_and_bad_time_are_tolerated() {
-        let d = parse(br#"{"log":"x","stream":"stdin","time":"yesterday"}"#).unwrap();
-        assert_eq!(d.stream, None);
-        assert_eq!(d.time, None);
+        for line in [
+            &br#"{"log":"x","stream":"stdin","time":"yesterday"}"#[..],
+            br#"{"log":"x","stream":null,"time":{"a":[0]}}"#,
+        ] {
+            let d = parse(line).unwrap();
+            assert_eq!(d.stream, None);
+            assert_eq!(d.time, None);
+        }
     }
 }
