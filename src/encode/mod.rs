@@ -37,10 +37,10 @@ use std::path::Path;
 
 use crate::event::{DecodedLine, EncodedSpan, FileIdentity, Generation, LineFlags, Stream};
 
-pub use escape::{escape_bytes_lossy, escape_str, write_json_str};
+pub use escape::{escape_bytes_lossy, escape_str, is_utf8, write_json_str};
 pub use id::{DOCUMENT_ID_LEN, DocumentId, FileIdKey, document_id};
 pub use index::{Granularity, IndexName, IndexTemplate, validate_index_template};
-pub use timestamp::{TIMESTAMP_LEN, format_timestamp, timestamp_bytes};
+pub use timestamp::{TIMESTAMP_LEN, TimestampFormatter, format_timestamp, timestamp_bytes};
 
 /// Error in an index name template.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,7 @@ pub struct Encoder {
     action_prefix: Vec<u8>,
     /// [`IndexName`] version `action_prefix` was built for (0 = none yet).
     action_version: u64,
+    timestamps: TimestampFormatter,
 }
 
 const AGENT_TYPE: &str = "logship";
@@ -101,6 +102,7 @@ impl Encoder {
             index: IndexName::new(template),
             action_prefix: Vec::new(),
             action_version: 0,
+            timestamps: TimestampFormatter::default(),
         })
     }
 
@@ -163,7 +165,7 @@ impl Encoder {
         body.extend_from_slice(&self.action_prefix);
         body.extend_from_slice(file.id_key.document_id(line.offset).as_bytes());
         body.extend_from_slice(b"\"}}\n{\"@timestamp\":\"");
-        body.extend_from_slice(&timestamp_bytes(line.timestamp));
+        body.extend_from_slice(self.timestamps.format(line.timestamp));
         body.extend_from_slice(b"\",\"message\":\"");
         let invalid_utf8 = escape_bytes_lossy(body, line.message);
         body.push(b'"');

@@ -88,12 +88,48 @@ pub fn timestamp_bytes(ts: Timestamp) -> [u8; TIMESTAMP_LEN] {
     put2(&mut buf, 11, secs_of_day / 3600);
     put2(&mut buf, 14, secs_of_day / 60 % 60);
     put2(&mut buf, 17, secs_of_day % 60);
-    let mut nanos = ts.nanos;
+    put_nanos(&mut buf, ts.nanos);
+    buf
+}
+
+/// Formats timestamps, redoing the date and time of day only when the second
+/// changes (consecutive log lines mostly share it).
+#[derive(Clone, Debug)]
+pub struct TimestampFormatter {
+    secs: Option<i64>,
+    text: [u8; TIMESTAMP_LEN],
+}
+
+impl Default for TimestampFormatter {
+    fn default() -> Self {
+        TimestampFormatter {
+            secs: None,
+            text: [b'0'; TIMESTAMP_LEN],
+        }
+    }
+}
+
+impl TimestampFormatter {
+    /// Same as [`timestamp_bytes`].
+    #[inline]
+    pub fn format(&mut self, ts: Timestamp) -> &[u8; TIMESTAMP_LEN] {
+        let ts = clamp(ts);
+        if self.secs == Some(ts.secs) {
+            put_nanos(&mut self.text, ts.nanos);
+        } else {
+            self.text = timestamp_bytes(ts);
+            self.secs = Some(ts.secs);
+        }
+        &self.text
+    }
+}
+
+#[inline(always)]
+fn put_nanos(buf: &mut [u8; TIMESTAMP_LEN], mut nanos: u32) {
     for i in (20..29).rev() {
         buf[i] = b'0' + (nanos % 10) as u8;
         nanos /= 10;
     }
-    buf
 }
 
 /// The timestamp as RFC 3339 text, e.g. `2026-11-26T01:02:03.123456789Z`.
@@ -155,6 +191,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn formatter_with_its_cache_matches_plain_formatting() {
+        let mut formatter = TimestampFormatter::default();
+        let mut rng = fastrand::Rng::with_seed(4);
+        let mut secs = 1_795_698_000;
+        for _ in 0..10_000 {
+            // Mostly the same second, sometimes the next, sometimes a jump back.
+            match rng.u8(0..10) {
+                0 => secs += 1,
+                1 => secs -= rng.i64(0..100_000),
+                _ => {}
+            }
+            let ts = Timestamp {
+                secs,
+                nanos: rng.u32(0..NANOS_PER_SEC),
+            };
+            assert_eq!(formatter.format(ts), &timestamp_bytes(ts), "{ts:?}");
+        }
+        let beyond = Timestamp {
+            secs: i64::MAX,
+            nanos: 3,
+        };
+        assert_eq!(formatter.format(beyond), &timestamp_bytes(beyond));
+        assert_eq!(
+            formatter.format(beyond),
+            &timestamp_bytes(beyond),
+            "clamped twice in a row"
+        );
     }
 
     #[test]

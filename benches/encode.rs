@@ -1,0 +1,246 @@
+//! Document encoding and gzip of the bulk body.
+//!
+//! - `encode/lines`: `Encoder::encode` over realistic lines (messages of
+//!   80–400 bytes; plain text, JSON-shaped with quotes to escape, non-ASCII),
+//!   throughput per byte of input message.
+//! - `gzip/level1`: flate2 (the crate's configured backend, `zlib-rs`) at
+//!   level 1 over a ~4 MiB NDJSON bulk body made by the encoder, throughput
+//!   per byte of NDJSON.
+//!
+//! Times are the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not
+//! wall time, so figures are per core and stay meaningful on a machine shared
+//! with other work; elsewhere than 64-bit Linux, wall time.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use logship::encode::Encoder;
+use logship::event::{DecodedLine, EncodedSpan, FileIdentity, LineFlags, Stream, Timestamp};
+
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn thread_cpu_time() -> Option<Duration> {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    let mut ts = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec (two 64-bit fields on 64-bit
+    // Linux), and the libc std links provides `clock_gettime`.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
+}
+
+/// Runs `f` `iters` times and returns the thread CPU time it took (wall time
+/// if the CPU clock is unavailable).
+fn cpu_timed(iters: u64, mut f: impl FnMut()) -> Duration {
+    let wall = Instant::now();
+    let start = thread_cpu_time();
+    for _ in 0..iters {
+        f();
+    }
+    match (start, thread_cpu_time()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => wall.elapsed(),
+    }
+}
+
+const WORDS: &[&str] = &[
+    "request",
+    "handled",
+    "user",
+    "session",
+    "GET",
+    "/api/v1/orders",
+    "status",
+    "200",
+    "latency",
+    "ms",
+    "cache",
+    "miss",
+    "db",
+    "query",
+    "retry",
+    "upstream",
+    "timeout",
+    "connection",
+    "pool",
+    "worker",
+    "started",
+    "shutdown",
+];
+const NON_ASCII: &[&str] = &["Grüße", "naïve", "日本語", "ログ", "✓", "€", "Привет", "😀"];
+
+/// One message of 80–400 bytes: 50% plain, 35% JSON-shaped, 15% non-ASCII.
+fn message(rng: &mut fastrand::Rng) -> String {
+    let target = rng.usize(80..=400);
+    let kind = rng.u8(0..100);
+    let mut text = String::with_capacity(target + 40);
+    if kind < 35 {
+        text.push_str(r#"{"level":"info","ts":"2026-11-26T01:02:03.123Z","msg":""#);
+        while text.len() < target - 30 {
+            text.push_str(WORDS[rng.usize(..WORDS.len())]);
+            text.push(' ');
+        }
+        text.push_str(r#"","caller":"srv/handler.go:42"}"#);
+    } else {
+        while text.len() < target {
+            if kind >= 85 && rng.bool() {
+                text.push_str(NON_ASCII[rng.usize(..NON_ASCII.len())]);
+            } else {
+                text.push_str(WORDS[rng.usize(..WORDS.len())]);
+            }
+            text.push(' ');
+        }
+    }
+    text
+}
+
+fn corpus(count: usize) -> Vec<String> {
+    let mut rng = fastrand::Rng::with_seed(42);
+    (0..count).map(|_| message(&mut rng)).collect()
+}
+
+fn encode_all(
+    encoder: &mut Encoder,
+    file: &logship::encode::FileContext,
+    messages: &[String],
+    out: &mut EncodedSpan,
+) {
+    let mut offset = 0u64;
+    let base = Timestamp {
+        secs: 1_795_698_000,
+        nanos: 0,
+    };
+    for (i, m) in messages.iter().enumerate() {
+        let line = DecodedLine {
+            timestamp: Timestamp {
+                secs: base.secs + (i / 1000) as i64,
+                nanos: (i as u32 % 1000) * 1_000_017,
+            },
+            stream: Some(if i % 5 == 0 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            }),
+            message: m.as_bytes(),
+            flags: LineFlags::empty(),
+            offset,
+            end: offset + m.len() as u64 + 40,
+        };
+        offset = line.end;
+        black_box(encoder.encode(file, &line, out));
+    }
+}
+
+fn bench_encode(c: &mut Criterion) {
+    let messages = corpus(10_000);
+    let input_bytes: usize = messages.iter().map(String::len).sum();
+    let mut encoder = Encoder::new("node-1", "logs-%Y.%m.%d").expect("valid template");
+    let identity = FileIdentity {
+        dev: 64769,
+        ino: 1234,
+        fingerprint: 0xfeed,
+    };
+    let file = encoder.file_context(
+        Path::new("/var/log/pods/default_web-7d4b9_0f1e/app/0.log"),
+        identity,
+        0,
+    );
+    let mut out = EncodedSpan::default();
+
+    let mut group = c.benchmark_group("encode");
+    group.throughput(Throughput::Bytes(input_bytes as u64));
+    group.bench_function("lines", |b| {
+        b.iter_custom(|iters| {
+            cpu_timed(iters, || {
+                out.body.clear();
+                out.items.clear();
+                encode_all(&mut encoder, &file, &messages, &mut out);
+            })
+        })
+    });
+    group.finish();
+    eprintln!(
+        "encode: {} messages, {} message bytes -> {} NDJSON bytes ({:.2}x)",
+        messages.len(),
+        input_bytes,
+        out.body.len(),
+        out.body.len() as f64 / input_bytes as f64
+    );
+}
+
+fn bench_gzip(c: &mut Criterion) {
+    // ~4 MiB of NDJSON from the encoder.
+    let mut encoder = Encoder::new("node-1", "logs-%Y.%m.%d").expect("valid template");
+    let identity = FileIdentity {
+        dev: 64769,
+        ino: 1234,
+        fingerprint: 0xfeed,
+    };
+    let file = encoder.file_context(
+        Path::new("/var/log/pods/default_web-7d4b9_0f1e/app/0.log"),
+        identity,
+        0,
+    );
+    let mut body = EncodedSpan::default();
+    let messages = corpus(20_000);
+    encode_all(&mut encoder, &file, &messages, &mut body);
+    let items = body
+        .items
+        .iter()
+        .take_while(|&&start| start as usize <= 4 * 1024 * 1024)
+        .count();
+    let mut ndjson = body.body;
+    if let Some(&cut) = body.items.get(items) {
+        ndjson.truncate(cut as usize);
+    }
+
+    let gzip = |level: u32| {
+        let mut gz = GzEncoder::new(
+            Vec::with_capacity(ndjson.len() / 4),
+            Compression::new(level),
+        );
+        gz.write_all(&ndjson).expect("writing to a Vec");
+        gz.finish().expect("writing to a Vec")
+    };
+    let compressed = gzip(1).len();
+    eprintln!(
+        "gzip-1: {} NDJSON bytes -> {} ({:.1}% of input)",
+        ndjson.len(),
+        compressed,
+        100.0 * compressed as f64 / ndjson.len() as f64
+    );
+
+    let mut group = c.benchmark_group("gzip");
+    group.throughput(Throughput::Bytes(ndjson.len() as u64));
+    group.sample_size(20);
+    group.bench_function("level1", |b| {
+        b.iter_custom(|iters| {
+            cpu_timed(iters, || {
+                black_box(gzip(1));
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_encode, bench_gzip);
+criterion_main!(benches);
