@@ -97,7 +97,14 @@ action.destructive_requires_name: false
 YML
     if [[ "$(id -u)" == 0 ]]; then
         chown -R "$RUN_AS:" "$dir"
+        as_node_user test -w "$dir/data" -a -r "$home/lib" \
+            || die "user $RUN_AS cannot reach $dir or $home: every parent directory must be searchable (chmod a+x)"
     fi
+}
+
+# Runs a command as the user the node runs as (root only).
+as_node_user() {
+    setpriv --reuid="$RUN_AS" --regid="$(id -g "$RUN_AS")" --clear-groups "$@"
 }
 
 run() {

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 es_script="$PWD/scripts/elasticsearch.sh"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/logship-quickstart.XXXXXX")"
+chmod 755 "$work" # Elasticsearch runs as `nobody` when this runs as root
 agent=""
 cleanup() {
     if [[ -n "$agent" ]] && kill -0 "$agent" 2>/dev/null; then

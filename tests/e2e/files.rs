@@ -96,6 +96,19 @@ fn kubelet_rotation_while_writing_loses_and_duplicates_nothing() {
     agent.assert_running();
 }
 
+/// The banner an application logs when it starts: a first line whose first
+/// 256+ bytes (the agent's fingerprint window) are the same every time, with
+/// a unique marker after them.
+fn banner(seq: u64) -> (Vec<u8>, Line) {
+    let ts = timestamp(0);
+    let text = "copytruncate app starting: ".to_string() + &"version 1.2.3 config ok; ".repeat(12);
+    let message = format!("{text}seq={seq:06}");
+    (
+        cri_line(&ts, "stdout", "F", message.as_bytes()),
+        Line::new(message, "stdout", &ts),
+    )
+}
+
 #[test]
 fn copytruncate_ships_old_and_new_content_exactly_once() {
     let (es, setup) = scenario("copytruncate", cri_options());
@@ -105,7 +118,11 @@ fn copytruncate_ships_old_and_new_content_exactly_once() {
     let mut seq = 0;
     let mut write_lines = |writer: &mut LogWriter, expected: &mut Vec<Line>, n: u64| {
         for _ in 0..n {
-            let (bytes, line) = line("copytruncate", seq);
+            let (bytes, line) = if seq == 0 || seq == 300 {
+                banner(seq)
+            } else {
+                line("copytruncate", seq)
+            };
             writer.write(&bytes);
             expected.push(line);
             seq += 1;
@@ -123,7 +140,10 @@ fn copytruncate_ships_old_and_new_content_exactly_once() {
 
     // Copy to a name the glob does not match, truncate in place, and keep
     // writing through the same (O_APPEND) descriptor. The new content is
-    // shorter than what was read, so the agent sees the file shrink.
+    // shorter than what was read, so the agent sees the file shrink. It
+    // starts with the same banner, so the file's first bytes (and so its
+    // fingerprint) are as before: only the generation tells the new lines'
+    // `_id`s from those of the old lines at the same offsets.
     copytruncate(&path, &setup.log("app.log.1"));
     write_lines(&mut writer, &mut expected, 100);
     let count = wait_for_delivery(es, &setup.index_pattern, 400, &mut agent);
