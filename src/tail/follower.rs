@@ -57,9 +57,11 @@ pub const READ_LINE_SLACK: usize = 4096;
 /// A span is sent at the latest when its body reaches this size. Small
 /// enough that many followers each holding one stay cheap, large enough that
 /// the per-span overhead (a channel send, a checkpoint issue) is noise.
-const MAX_SPAN_BYTES: usize = 256 * 1024;
+const MAX_SPAN_BYTES: usize = 192 * 1024;
 /// Room reserved in a new span beyond its limit, so that the last document
-/// does not make the buffer double.
+/// does not make the buffer double. Limit plus slack stays under the
+/// allocator's fixed mmap threshold (256 KiB, set in `main`), so span bodies
+/// come from the heap and are recycled by `event::span_pool`.
 const SPAN_SLACK: usize = 32 * 1024;
 
 /// Settings and handles every follower shares.
