@@ -208,7 +208,7 @@ fn bench_gzip(c: &mut Criterion) {
         .iter()
         .take_while(|&&start| start as usize <= 4 * 1024 * 1024)
         .count();
-    let mut ndjson = body.body;
+    let mut ndjson = std::mem::take(&mut body.body);
     if let Some(&cut) = body.items.get(items) {
         ndjson.truncate(cut as usize);
     }

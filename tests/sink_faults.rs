@@ -81,15 +81,13 @@ fn document(file: u64, line: u64) -> String {
 
 /// A span of lines `lines` of `file`, the `seq`-th span of that file.
 fn span(file: u64, seq: u64, lines: std::ops::Range<u64>) -> EncodedSpan {
-    let mut span = EncodedSpan {
-        origin: Some(SpanOrigin {
-            file,
-            generation: 0,
-            seq,
-            end: lines.end * 100,
-        }),
-        ..Default::default()
-    };
+    let mut span = EncodedSpan::default();
+    span.origin = Some(SpanOrigin {
+        file,
+        generation: 0,
+        seq,
+        end: lines.end * 100,
+    });
     for line in lines {
         push_item(&mut span, &doc_id(file, line), &document(file, line));
     }
@@ -293,15 +291,13 @@ async fn rejected_documents_are_dead_lettered_and_the_rest_delivered() {
     let mut input = batches(2, 10);
     // A document line that is not JSON (the fake rejects it like ES does).
     let broken_doc = r#"{"message":"cut off"#;
-    let mut broken = EncodedSpan {
-        origin: Some(SpanOrigin {
-            file: 3,
-            generation: 0,
-            seq: 0,
-            end: 100,
-        }),
-        ..Default::default()
-    };
+    let mut broken = EncodedSpan::default();
+    broken.origin = Some(SpanOrigin {
+        file: 3,
+        generation: 0,
+        seq: 0,
+        end: 100,
+    });
     push_item(&mut broken, "broken-1", broken_doc);
     input[1].push(broken);
     let rejected_id = doc_id(2, 4);
