@@ -10,6 +10,7 @@ mod support;
 mod expect;
 mod files;
 mod formats;
+mod kubernetes;
 mod harness;
 mod restarts;
 
