@@ -12,8 +12,12 @@
 //! - `off` (host mode): no Kubernetes fields.
 //!
 //! Metadata is serialised once per file ([`PodInfo::fragment`]) and spliced
-//! into every document of that file by the encoder. Does not read files,
-//! decide exclusion by annotation, or parse JSON messages.
+//! into every document of that file by the encoder. A pod annotated
+//! `logship.io/exclude: "true"`, or `logship.io/exclude-containers: a,b`
+//! naming the file's container, has its files not read at all ([`excluded`];
+//! decided when a file is first followed, daemonset mode only). Does not read
+//! files, exclude by namespace annotation, or parse JSON messages
+//! (`logship.io/format` is not implemented).
 
 pub mod cache;
 pub mod metadata;
@@ -51,6 +55,21 @@ pub enum Resolved {
     Fragment(Vec<u8>),
     /// A pod log whose pod is not (yet) in the cache.
     Missing(PodRef),
+    /// The pod's annotations exclude this file's logs (see [`excluded`]).
+    Excluded(PodRef),
+}
+
+/// Pod annotation: `"true"` drops all of the pod's logs.
+pub const EXCLUDE_ANNOTATION: &str = "logship.io/exclude";
+/// Pod annotation: comma-separated container names whose logs are dropped.
+pub const EXCLUDE_CONTAINERS_ANNOTATION: &str = "logship.io/exclude-containers";
+
+/// Whether `pod`'s annotations exclude the logs of `container`.
+pub fn excluded(pod: &PodInfo, container: &str) -> bool {
+    let annotation = |key: &str| pod.annotations.get(key).map(|v| v.trim());
+    annotation(EXCLUDE_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || annotation(EXCLUDE_CONTAINERS_ANNOTATION)
+            .is_some_and(|list| list.split(',').any(|c| c.trim() == container))
 }
 
 impl Enricher {
@@ -65,6 +84,7 @@ impl Enricher {
                     return Resolved::Fragment(Vec::new());
                 };
                 match cache.wait_for(&pod_ref.uid, *wait).await {
+                    Some(pod) if excluded(&pod, &pod_ref.container) => Resolved::Excluded(pod_ref),
                     Some(pod) => Resolved::Fragment(pod.fragment(&pod_ref.container, *dedot)),
                     None => Resolved::Missing(pod_ref),
                 }
@@ -149,5 +169,31 @@ pub async fn start(
                 Some(task),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(annotations: &[(&str, &str)]) -> PodInfo {
+        PodInfo {
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn exclusion_annotations() {
+        assert!(!excluded(&pod(&[]), "app"));
+        assert!(excluded(&pod(&[(EXCLUDE_ANNOTATION, "true")]), "app"));
+        assert!(!excluded(&pod(&[(EXCLUDE_ANNOTATION, "false")]), "app"));
+        let p = pod(&[(EXCLUDE_CONTAINERS_ANNOTATION, "istio-proxy, app2")]);
+        assert!(excluded(&p, "istio-proxy"));
+        assert!(excluded(&p, "app2"));
+        assert!(!excluded(&p, "app"));
     }
 }

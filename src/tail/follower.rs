@@ -241,6 +241,20 @@ impl Follower {
         };
         let (metadata, missing_pod) = match resolved {
             Resolved::Fragment(f) => (f, None),
+            Resolved::Excluded(pod) => {
+                Metrics::add(&shared.metrics.k8s_files_excluded, 1);
+                tracing::info!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, container = %pod.container, "excluded by pod annotation; not reading this file");
+                let closed = wait_until_gone(&file, &spec.path, &spec.wake, &shutdown).await;
+                return FollowerExit {
+                    key: spec.key,
+                    dev: identity.dev,
+                    ino: identity.ino,
+                    identity,
+                    generation: start.generation,
+                    offset: start.offset,
+                    closed,
+                };
+            }
             Resolved::Missing(pod) => {
                 Metrics::add(&shared.metrics.k8s_files_without_metadata, 1);
                 tracing::warn!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, uid = %pod.uid, "pod not in the metadata cache; shipping without Kubernetes metadata until it is");
@@ -643,6 +657,38 @@ fn encode_line(
 }
 
 /// What happened to a file we read to `read_offset` (blocking).
+/// Holds an excluded file (unread) until its path is gone or names another
+/// file, then lets it go (`true`), or until shutdown (`false`).
+async fn wait_until_gone(
+    file: &Arc<File>,
+    path: &Path,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+) -> bool {
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(IDLE_RECHECK) => {}
+            _ = shutdown.cancelled() => return false,
+        }
+        let (f, p) = (file.clone(), path.to_path_buf());
+        let gone = tokio::task::spawn_blocking(move || {
+            let Ok(open) = f.metadata() else {
+                return false;
+            };
+            match std::fs::metadata(&p) {
+                Err(e) => e.kind() == io::ErrorKind::NotFound,
+                Ok(m) => (m.dev(), m.ino()) != (open.dev(), open.ino()),
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if gone {
+            return true;
+        }
+    }
+}
+
 fn check_file(file: &File, path: &Path, read_offset: u64, fingerprint: u64) -> FileState {
     let Ok(meta) = file.metadata() else {
         return FileState::Idle;

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub k8s_files_without_metadata: AtomicU64,
     /// Lines of such files shipped before their pod became known.
     pub k8s_lines_without_metadata: AtomicU64,
+    /// Pod log files not read because a pod annotation excludes them.
+    pub k8s_files_excluded: AtomicU64,
 }
 
 impl Metrics {

@@ -234,3 +234,70 @@ fn api_server_down_at_start() {
     }
     assert_eq!(api.counts(), Counts { lists: 1, watches: 1, other: 0 }, "{:?}", api.requests());
 }
+
+/// `logship.io/exclude: "true"` drops a pod's logs and
+/// `logship.io/exclude-containers` a container's; other pods are shipped.
+#[test]
+fn annotations_exclude_pods_and_containers() {
+    let (es, setup) = scenario("k8s-exclude", options());
+    let api = FakeApiServer::start();
+    let kubeconfig = setup.root().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    enable_kubernetes(&setup, &kubeconfig, "5s");
+    let mut quiet = pod_json("shop", "web-7d4b9c8f6-ddddd", "a05d2a7e-7777-4192-9dce-000000000007", NODE, "app");
+    quiet["metadata"]["annotations"]["logship.io/exclude"] = "true".into();
+    let mut noisy = pod_json("shop", "web-7d4b9c8f6-eeeee", "a05d2a7e-8888-4192-9dce-000000000008", NODE, "noisy");
+    noisy["metadata"]["annotations"]["logship.io/exclude-containers"] = "istio-proxy, noisy".into();
+    let kept = pod_json("shop", "web-7d4b9c8f6-fffff", "a05d2a7e-9999-4192-9dce-000000000009", NODE, "app");
+    for pod in [&quiet, &noisy, &kept] {
+        api.apply_pod(pod);
+    }
+    write_lines(&pod_log(&setup, &quiet), "quiet", 0..10);
+    write_lines(&pod_log(&setup, &noisy), "noisy", 0..10);
+    write_lines(&pod_log(&setup, &kept), "kept", 0..10);
+    let mut agent = setup.start();
+    assert_eq!(es.wait_for_count(&setup.index_pattern, 10, Duration::from_secs(30)), 10);
+    // More lines for the excluded files after they were first seen.
+    write_lines(&pod_log(&setup, &quiet), "quiet", 10..20);
+    write_lines(&pod_log(&setup, &kept), "kept", 10..20);
+    assert_eq!(es.wait_for_count(&setup.index_pattern, 20, Duration::from_secs(30)), 20);
+    std::thread::sleep(Duration::from_secs(2));
+    agent.assert_running();
+    let all = es.search_all(&setup.index_pattern);
+    assert_eq!(all.len(), 20);
+    let kept_docs = docs_of(&all, "kept");
+    assert_eq!(kept_docs.len(), 20);
+    for doc in &kept_docs {
+        assert_pod_metadata(doc, &kept);
+    }
+}
+
+/// Sidecar mode: the pod's fields come from the config and a downward-API
+/// labels file; no API server is involved.
+#[test]
+fn sidecar_mode_uses_downward_api() {
+    let (es, setup) = scenario("k8s-sidecar", Options::default());
+    let labels = setup.root().join("labels");
+    std::fs::write(&labels, "app=\"demo\"\napp.kubernetes.io/name=\"demo \\\"one\\\"\"\n").unwrap();
+    let yaml = format!(
+        "{}kubernetes:\n  mode: sidecar\n  pod:\n    name: demo-pod\n    namespace: demo-ns\n    uid: 0f6a8c1e-1b2c-4d5e-8f90-123456789abc\n    container: app\n    labels_file: {}\n",
+        setup.config_yaml(),
+        labels.display()
+    );
+    std::fs::write(setup.config_path(), yaml).unwrap();
+    let path = setup.log("app.log");
+    write_lines(&path, "side", 0..15);
+    let mut agent = setup.start();
+    assert_eq!(es.wait_for_count(&setup.index_pattern, 15, Duration::from_secs(30)), 15);
+    agent.assert_running();
+    for doc in es.search_all(&setup.index_pattern) {
+        let k = &doc["kubernetes"];
+        assert_eq!(k["pod"]["name"], "demo-pod", "{doc}");
+        assert_eq!(k["pod"]["uid"], "0f6a8c1e-1b2c-4d5e-8f90-123456789abc", "{doc}");
+        assert_eq!(k["namespace"], "demo-ns", "{doc}");
+        assert_eq!(k["container"]["name"], "app", "{doc}");
+        assert_eq!(k["node"]["name"], NODE, "{doc}");
+        assert_eq!(k["labels"]["app"], "demo", "{doc}");
+        assert_eq!(k["labels"]["app_kubernetes_io/name"], "demo \"one\"", "{doc}");
+    }
+}
