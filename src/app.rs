@@ -40,8 +40,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .context("starting Kubernetes metadata")?;
     let _k8s_guard = k8s_stop.drop_guard();
-    let server = FileServer::new(&config, checkpointer.clone(), metrics.clone())?
-        .with_enricher(enricher);
+    let server =
+        FileServer::new(&config, checkpointer.clone(), metrics.clone())?.with_enricher(enricher);
     drop(pod_watch);
 
     let (span_tx, span_rx) = mpsc::channel(8);

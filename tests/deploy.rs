@@ -66,7 +66,11 @@ fn rendered() -> Vec<Value> {
         .arg(repo().join("deploy/kubernetes"))
         .output()
         .expect("kubectl must be installed (.ci/run installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     yaml_documents(&String::from_utf8(out.stdout).expect("utf-8"))
 }
 
@@ -88,11 +92,21 @@ fn check_config(config: &str, dir: &Path) -> std::process::Output {
 #[test]
 fn kustomize_base_renders_valid_objects() {
     let objects = rendered();
-    let mut kinds: Vec<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    let mut kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
     kinds.sort();
     assert_eq!(
         kinds,
-        ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Namespace", "ServiceAccount"]
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet",
+            "Namespace",
+            "ServiceAccount"
+        ]
     );
     let tmp = tempfile::tempdir().unwrap();
     for object in &objects {
@@ -102,7 +116,10 @@ fn kustomize_base_renders_valid_objects() {
             "ClusterRoleBinding" => {
                 let b = strict::<ClusterRoleBinding>(object);
                 let subject = &b.subjects.unwrap()[0];
-                assert_eq!((subject.kind.as_str(), subject.namespace.as_deref()), ("ServiceAccount", Some("logship")));
+                assert_eq!(
+                    (subject.kind.as_str(), subject.namespace.as_deref()),
+                    ("ServiceAccount", Some("logship"))
+                );
             }
             "ClusterRole" => {
                 // Read-only, pods and namespaces only.
@@ -119,9 +136,16 @@ fn kustomize_base_renders_valid_objects() {
                 let cm = strict::<ConfigMap>(object);
                 let config = &cm.data.unwrap()["logship.yaml"];
                 let out = check_config(config, tmp.path());
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 let effective = String::from_utf8_lossy(&out.stdout);
-                assert!(effective.contains("node-1"), "NODE_NAME is used: {effective}");
+                assert!(
+                    effective.contains("node-1"),
+                    "NODE_NAME is used: {effective}"
+                );
                 assert!(effective.contains("daemonset"), "{effective}");
             }
             "DaemonSet" => check_daemonset(&strict::<DaemonSet>(object)),
@@ -133,12 +157,31 @@ fn kustomize_base_renders_valid_objects() {
 fn check_daemonset(ds: &DaemonSet) {
     let spec = ds.spec.template.spec.as_ref().unwrap();
     let container = &spec.containers[0];
-    let node_env = container.env.as_ref().unwrap().iter().find(|e| e.name == "NODE_NAME").unwrap();
-    let field = &node_env.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path;
+    let node_env = container
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "NODE_NAME")
+        .unwrap();
+    let field = &node_env
+        .value_from
+        .as_ref()
+        .unwrap()
+        .field_ref
+        .as_ref()
+        .unwrap()
+        .field_path;
     assert_eq!(field, "spec.nodeName");
     // The drain deadline (shutdown_timeout 25 s) fits in the grace period.
     assert!(spec.termination_grace_period_seconds.unwrap() > 25);
-    assert!(spec.tolerations.as_ref().unwrap().iter().any(|t| t.operator.as_deref() == Some("Exists")));
+    assert!(
+        spec.tolerations
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|t| t.operator.as_deref() == Some("Exists"))
+    );
     assert_eq!(spec.service_account_name.as_deref(), Some("logship"));
     let pod_sec = spec.security_context.as_ref().unwrap();
     assert_eq!(pod_sec.run_as_non_root, Some(true));
@@ -151,7 +194,11 @@ fn check_daemonset(ds: &DaemonSet) {
     let mounts = container.volume_mounts.as_ref().unwrap();
     let varlog = mounts.iter().find(|m| m.mount_path == "/var/log").unwrap();
     assert_eq!(varlog.read_only, Some(true));
-    assert!(mounts.iter().any(|m| m.mount_path == "/var/lib/logship" && m.read_only != Some(true)));
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.mount_path == "/var/lib/logship" && m.read_only != Some(true))
+    );
     let volumes = spec.volumes.as_ref().unwrap();
     for (name, path) in [("varlog", "/var/log"), ("data", "/var/lib/logship")] {
         let v = volumes.iter().find(|v| v.name == name).unwrap();
@@ -161,13 +208,18 @@ fn check_daemonset(ds: &DaemonSet) {
 
 #[test]
 fn sidecar_example_is_valid_and_its_config_checks() {
-    let text = std::fs::read_to_string(repo().join("deploy/kubernetes/examples/sidecar/pod.yaml")).unwrap();
+    let text = std::fs::read_to_string(repo().join("deploy/kubernetes/examples/sidecar/pod.yaml"))
+        .unwrap();
     let objects = yaml_documents(&text);
     assert_eq!(objects.len(), 2);
     let tmp = tempfile::tempdir().unwrap();
     let cm = strict::<ConfigMap>(&objects[0]);
     let out = check_config(&cm.data.unwrap()["logship.yaml"], tmp.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("app-with-logship"));
     let pod = strict::<Pod>(&objects[1]);
     let spec = pod.spec.unwrap();
@@ -175,7 +227,15 @@ fn sidecar_example_is_valid_and_its_config_checks() {
     assert_eq!(names, ["app", "logship"]);
     // The app and logship share the log volume.
     for c in &spec.containers {
-        assert!(c.volume_mounts.as_ref().unwrap().iter().any(|m| m.name == "logs"), "{}", c.name);
+        assert!(
+            c.volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.name == "logs"),
+            "{}",
+            c.name
+        );
     }
 }
 
@@ -184,7 +244,11 @@ fn host_config_checks() {
     let config = std::fs::read_to_string(repo().join("deploy/host/logship.yaml")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = check_config(&config, tmp.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -195,7 +259,9 @@ fn systemd_unit_verifies() {
     };
     assert!(probe.status.success());
     let unit = std::fs::read_to_string(repo().join("deploy/systemd/logship.service")).unwrap();
-    assert!(unit.contains("ProtectSystem=strict") && unit.contains("ReadWritePaths=/var/lib/logship"));
+    assert!(
+        unit.contains("ProtectSystem=strict") && unit.contains("ReadWritePaths=/var/lib/logship")
+    );
     // Verify the unit as written, with the binary path pointing at the one
     // built here (verify checks that ExecStart is executable).
     let tmp = tempfile::tempdir().unwrap();
@@ -207,5 +273,8 @@ fn systemd_unit_verifies() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && !stderr.contains("logship.service:"), "{stderr}");
+    assert!(
+        out.status.success() && !stderr.contains("logship.service:"),
+        "{stderr}"
+    );
 }

@@ -114,6 +114,22 @@ pub struct KubernetesConfig {
     pub pod: Option<SidecarPod>,
 }
 
+impl KubernetesConfig {
+    /// Host mode (no Kubernetes metadata) with every other key at its default.
+    pub fn off(node_name: &str) -> Self {
+        KubernetesConfig {
+            mode: KubernetesMode::Off,
+            node_name: node_name.to_owned(),
+            metadata_wait: default_metadata_wait(),
+            delete_grace: default_delete_grace(),
+            dedot: default_dedot(),
+            kubeconfig: None,
+            namespace_labels: false,
+            pod: None,
+        }
+    }
+}
+
 pub fn default_metadata_wait() -> Duration {
     Duration::from_secs(5)
 }
@@ -181,4 +197,66 @@ pub(super) fn validate(raw: RawKubernetes, node_name: &str) -> Result<Kubernetes
         namespace_labels: false,
         pod: raw.pod,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const BASE: &str = "node_name: n1\nsources: [{name: s, include: [\"/x/*.log\"]}]\nsink: {elasticsearch: {hosts: [\"http://127.0.0.1:9200\"]}}\n";
+
+    fn load(section: &str) -> Result<crate::config::Config, String> {
+        crate::config::load_str(Path::new("t.yaml"), &format!("{BASE}{section}"), |_| None)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn absent_section_is_host_mode_with_defaults() {
+        let k = load("").unwrap().kubernetes;
+        assert_eq!(k.mode, KubernetesMode::Off);
+        assert_eq!(k.node_name, "n1");
+        assert_eq!(k.metadata_wait, default_metadata_wait());
+        assert_eq!(k.delete_grace, default_delete_grace());
+        assert!(k.dedot);
+    }
+
+    #[test]
+    fn daemonset_settings() {
+        let k = load("kubernetes: {mode: daemonset, node_name: n2, metadata_wait: 2s, delete_grace: 5m, dedot: false, kubeconfig: /k}")
+            .unwrap()
+            .kubernetes;
+        assert_eq!(k.mode, KubernetesMode::Daemonset);
+        assert_eq!(k.node_name, "n2");
+        assert_eq!(k.metadata_wait, Duration::from_secs(2));
+        assert_eq!(k.delete_grace, Duration::from_secs(300));
+        assert!(!k.dedot);
+        assert_eq!(k.kubeconfig.as_deref(), Some(Path::new("/k")));
+    }
+
+    #[test]
+    fn unimplemented_and_inconsistent_keys_are_rejected_by_name() {
+        for (section, key) in [
+            (
+                "kubernetes: {mode: daemonset, namespace_labels: true}",
+                "kubernetes.namespace_labels",
+            ),
+            ("kubernetes: {mode: sidecar}", "kubernetes.pod"),
+            (
+                "kubernetes: {mode: daemonset, pod: {name: a, namespace: b}}",
+                "kubernetes.pod",
+            ),
+            (
+                "kubernetes: {mode: sidecar, pod: {name: '', namespace: b}}",
+                "kubernetes.pod.name",
+            ),
+            ("kubernetes: {kubeconfig: /k}", "kubernetes.kubeconfig"),
+            ("kubernetes: {mode: daemon}", "kubernetes.mode"),
+            ("kubernetes: {mode: daemonset, format: json}", "format"),
+        ] {
+            let err = load(section).unwrap_err();
+            assert!(err.contains(key), "{section}: {err}");
+        }
+    }
 }

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -89,7 +89,11 @@ impl PodCache {
 
     /// Number of pods held (deleted ones within their grace included).
     pub fn len(&self) -> usize {
-        self.pods.read().unwrap_or_else(|e| e.into_inner()).by_uid.len()
+        self.pods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_uid
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -155,8 +159,10 @@ fn upsert(pods: &mut Pods, info: PodInfo, deleted_at: Option<Instant>) {
 }
 
 fn purge(pods: &mut Pods, now: Instant, grace: Duration) {
-    pods.by_uid
-        .retain(|_, e| e.deleted_at.is_none_or(|at| now.duration_since(at) <= grace));
+    pods.by_uid.retain(|_, e| {
+        e.deleted_at
+            .is_none_or(|at| now.duration_since(at) <= grace)
+    });
 }
 
 /// Feeds `cache` from one watch on the pods of `node_name` until `shutdown`.
@@ -236,7 +242,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn relist_marks_vanished_pods_deleted() {
         let cache = PodCache::new(Duration::from_secs(10));
-        for e in [Event::Init, Event::InitApply(pod("a")), Event::InitApply(pod("b")), Event::InitDone] {
+        for e in [
+            Event::Init,
+            Event::InitApply(pod("a")),
+            Event::InitApply(pod("b")),
+            Event::InitDone,
+        ] {
             cache.apply(e);
         }
         for e in [Event::Init, Event::InitApply(pod("b")), Event::InitDone] {
@@ -257,9 +268,19 @@ mod tests {
             c.apply(Event::Apply(pod("late")));
         });
         let start = Instant::now();
-        assert!(cache.wait_for("late", Duration::from_secs(5)).await.is_some());
+        assert!(
+            cache
+                .wait_for("late", Duration::from_secs(5))
+                .await
+                .is_some()
+        );
         assert_eq!(start.elapsed(), Duration::from_secs(2));
-        assert!(cache.wait_for("never", Duration::from_secs(5)).await.is_none());
+        assert!(
+            cache
+                .wait_for("never", Duration::from_secs(5))
+                .await
+                .is_none()
+        );
         assert_eq!(start.elapsed(), Duration::from_secs(7));
     }
 }

@@ -90,7 +90,11 @@ impl PodInfo {
             })
             .collect();
         for cs in statuses {
-            let (runtime, id) = match cs.container_id.as_deref().and_then(|id| id.split_once("://")) {
+            let (runtime, id) = match cs
+                .container_id
+                .as_deref()
+                .and_then(|id| id.split_once("://"))
+            {
                 Some((rt, id)) => (Some(rt.to_owned()), Some(id.to_owned())),
                 None => (None, cs.container_id.clone()),
             };
@@ -191,7 +195,11 @@ fn key_map(map: &BTreeMap<String, String>, dedot: bool) -> Value {
     Value::Object(
         map.iter()
             .map(|(k, v)| {
-                let key = if dedot { k.replace('.', "_") } else { k.clone() };
+                let key = if dedot {
+                    k.replace('.', "_")
+                } else {
+                    k.clone()
+                };
                 (key, Value::String(v.clone()))
             })
             .collect(),
@@ -212,7 +220,9 @@ pub fn deployment_of_replicaset(replicaset: &str, template_hash: Option<&str>) -
     let (name, suffix) = replicaset.rsplit_once('-')?;
     // Kubernetes' SafeEncodeString alphabet: no vowels, no 0/1/3.
     let hash_like = (5..=10).contains(&suffix.len())
-        && suffix.bytes().all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b));
+        && suffix
+            .bytes()
+            .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b));
     (hash_like && !name.is_empty()).then(|| name.to_owned())
 }
 
@@ -275,8 +285,14 @@ mod tests {
 
     #[test]
     fn deployment_names() {
-        assert_eq!(deployment_of_replicaset("web-7d4b9c8f6", Some("7d4b9c8f6")).as_deref(), Some("web"));
-        assert_eq!(deployment_of_replicaset("my-api-5c6b7f8d9b", None).as_deref(), Some("my-api"));
+        assert_eq!(
+            deployment_of_replicaset("web-7d4b9c8f6", Some("7d4b9c8f6")).as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            deployment_of_replicaset("my-api-5c6b7f8d9b", None).as_deref(),
+            Some("my-api")
+        );
         assert_eq!(deployment_of_replicaset("standalone-rs", None), None);
         assert_eq!(deployment_of_replicaset("web-abc", Some("zzz")), None);
     }

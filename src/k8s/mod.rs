@@ -136,12 +136,13 @@ pub async fn start(
         KubernetesMode::Daemonset => {
             let client_config = match &config.kubeconfig {
                 Some(path) => {
-                    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|source| {
-                        K8sError::Kubeconfig {
-                            path: path.display().to_string(),
-                            source,
-                        }
-                    })?;
+                    let kubeconfig =
+                        kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                            K8sError::Kubeconfig {
+                                path: path.display().to_string(),
+                                source,
+                            }
+                        })?;
                     kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                         .await
                         .map_err(|source| K8sError::Kubeconfig {

@@ -69,9 +69,10 @@ mod tests {
 
     #[test]
     fn rotated_file_and_any_prefix() {
-        let r =
-            PodRef::from_path(Path::new("/tmp/x/var/log/pods/ns_p_u/c/0.log.20261126-010203"))
-                .unwrap();
+        let r = PodRef::from_path(Path::new(
+            "/tmp/x/var/log/pods/ns_p_u/c/0.log.20261126-010203",
+        ))
+        .unwrap();
         assert_eq!((r.namespace.as_str(), r.uid.as_str()), ("ns", "u"));
     }
 

@@ -26,12 +26,13 @@ pub fn sidecar_fragment(config: &KubernetesConfig) -> Result<Option<Vec<u8>>, Do
     let Some(pod) = &config.pod else {
         return Ok(None);
     };
-    let read = |p: &Option<std::path::PathBuf>| -> Result<BTreeMap<String, String>, DownwardApiError> {
-        match p {
-            None => Ok(BTreeMap::new()),
-            Some(p) => read_downward_file(p),
-        }
-    };
+    let read =
+        |p: &Option<std::path::PathBuf>| -> Result<BTreeMap<String, String>, DownwardApiError> {
+            match p {
+                None => Ok(BTreeMap::new()),
+                Some(p) => read_downward_file(p),
+            }
+        };
     let container = pod.container.clone().unwrap_or_default();
     let info = PodInfo {
         namespace: pod.namespace.clone(),
@@ -95,7 +96,10 @@ mod tests {
     fn downward_api_format() {
         let m = parse_downward("app=\"web\"\napp.kubernetes.io/name=\"a \\\"b\\\"\"\nbroken\n");
         assert_eq!(m.get("app").map(String::as_str), Some("web"));
-        assert_eq!(m.get("app.kubernetes.io/name").map(String::as_str), Some("a \"b\""));
+        assert_eq!(
+            m.get("app.kubernetes.io/name").map(String::as_str),
+            Some("a \"b\"")
+        );
         assert_eq!(m.len(), 2);
     }
 }

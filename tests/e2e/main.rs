@@ -10,8 +10,8 @@ mod support;
 mod expect;
 mod files;
 mod formats;
-mod kubernetes;
 mod harness;
+mod kubernetes;
 mod restarts;
 
 use support::elasticsearch::{self, Elasticsearch};

@@ -133,7 +133,11 @@ impl FakeApiServer {
     pub fn apply_pod(&self, pod: &Value) {
         let uid = pod["metadata"]["uid"].as_str().expect("pod uid").to_owned();
         let mut s = self.state();
-        let kind = if s.pods.contains_key(&uid) { "MODIFIED" } else { "ADDED" };
+        let kind = if s.pods.contains_key(&uid) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
         let pod = s.bump(pod.clone());
         s.pods.insert(uid, pod.clone());
         s.publish(kind, pod);
@@ -285,15 +289,17 @@ fn query_params(query: &str) -> BTreeMap<String, String> {
 
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
