@@ -68,6 +68,17 @@ pub struct Config {
     /// Written as `sink: {elasticsearch: …}` in the file.
     #[serde(serialize_with = "serialize_under_elasticsearch")]
     pub sink: ElasticsearchConfig,
+    /// The HTTP endpoint; `None`: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HttpConfig {
+    /// `host:port` to listen on (validated to parse as a socket address).
+    pub listen: String,
+    /// Export lag per file, not only per source.
+    pub per_file_lag: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
