@@ -79,6 +79,7 @@ pub async fn serve(
         let server = HttpServer::bind(&http.listen, status.clone()).await?;
         tracing::info!(listen = ?server.local_addr(), "serving /metrics, /healthz, /readyz, /api/v1/files");
         tokio::spawn(server.serve(http_stop.clone()));
+        tokio::spawn(status.clone().heartbeat(http_stop.clone()));
     }
     loop {
         let stop = shutdown.child_token();
@@ -149,33 +150,19 @@ fn reloaded(path: &std::path::Path, running: &Config) -> Option<Config> {
 
 /// Adds excludes for this pod's own container logs (module doc).
 fn exclude_own_logs(config: &mut Config) {
-    let (Ok(pod), Ok(namespace)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE"))
-    else {
+    let var = |name: &str| std::env::var(name).ok();
+    let (Some(pod), Some(namespace)) = (var("POD_NAME"), var("POD_NAMESPACE")) else {
         return;
     };
-    let safe = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-    };
-    let container = std::env::var("CONTAINER_NAME").ok().filter(|c| safe(c));
-    if !safe(&pod) || !safe(&namespace) {
+    let container = var("CONTAINER_NAME");
+    let Some(globs) = own_log_globs(&pod, &namespace, container.as_deref()) else {
         tracing::warn!(
             pod,
             namespace,
-            "POD_NAME/POD_NAMESPACE are not Kubernetes names; own logs not excluded"
+            container,
+            "POD_NAME/POD_NAMESPACE/CONTAINER_NAME are not Kubernetes names; own logs not excluded"
         );
         return;
-    }
-    let globs = match &container {
-        Some(c) => [
-            format!("/var/log/containers/{pod}_{namespace}_{c}-*.log"),
-            format!("/var/log/pods/{namespace}_{pod}_*/{c}/*"),
-        ],
-        None => [
-            format!("/var/log/containers/{pod}_{namespace}_*.log"),
-            format!("/var/log/pods/{namespace}_{pod}_*/*/*"),
-        ],
     };
     for source in &mut config.sources {
         for glob in &globs {
@@ -184,6 +171,30 @@ fn exclude_own_logs(config: &mut Config) {
             }
         }
     }
+}
+
+/// The exclude globs for the log files of `pod` in `namespace` (only its
+/// `container` if given), under the kubelet's two layouts; `None` if a
+/// name has characters Kubernetes does not allow (they could be glob syntax).
+pub fn own_log_globs(pod: &str, namespace: &str, container: Option<&str>) -> Option<[String; 2]> {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+    };
+    if !valid(pod) || !valid(namespace) || !container.is_none_or(valid) {
+        return None;
+    }
+    Some(match container {
+        Some(c) => [
+            format!("/var/log/containers/{pod}_{namespace}_{c}-*.log"),
+            format!("/var/log/pods/{namespace}_{pod}_*/{c}/*"),
+        ],
+        None => [
+            format!("/var/log/containers/{pod}_{namespace}_*.log"),
+            format!("/var/log/pods/{namespace}_{pod}_*/*/*"),
+        ],
+    })
 }
 
 /// Runs one pipeline with `config` until `shutdown` is cancelled, then drains it.
@@ -279,4 +290,55 @@ async fn run_stages(
     checkpointer.persist()?;
     tracing::info!("checkpoints written; bye");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_log_globs;
+
+    fn matches(globs: &[String; 2], path: &str) -> bool {
+        globs.iter().any(|g| {
+            globset::GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()
+                .expect("glob")
+                .compile_matcher()
+                .is_match(path)
+        })
+    }
+
+    #[test]
+    fn own_logs_are_excluded_in_both_layouts_and_nothing_else() {
+        let pod = own_log_globs("logship-x7k2p", "logging", None).expect("valid names");
+        let ours = [
+            "/var/log/containers/logship-x7k2p_logging_logship-0123abcd.log",
+            "/var/log/pods/logging_logship-x7k2p_5f1c-uid/logship/0.log",
+            "/var/log/pods/logging_logship-x7k2p_5f1c-uid/logship/0.log.20261126-010203",
+        ];
+        for path in ours {
+            assert!(matches(&pod, path), "{path} should be excluded");
+        }
+        let others = [
+            "/var/log/containers/logship-x7k2q_logging_logship-0123abcd.log",
+            "/var/log/containers/app_logging_app-0123abcd.log",
+            "/var/log/pods/logging_app_5f1c-uid/app/0.log",
+            "/var/log/pods/other_logship-x7k2p_5f1c-uid/logship/0.log",
+        ];
+        for path in others {
+            assert!(!matches(&pod, path), "{path} should still be shipped");
+        }
+
+        let one = own_log_globs("logship-x7k2p", "logging", Some("logship")).expect("valid");
+        assert!(matches(&one, ours[0]) && matches(&one, ours[1]));
+        let sidecar = "/var/log/pods/logging_logship-x7k2p_5f1c-uid/sidecar/0.log";
+        assert!(matches(&pod, sidecar) && !matches(&one, sidecar));
+    }
+
+    #[test]
+    fn names_that_could_be_glob_syntax_are_refused() {
+        assert!(own_log_globs("a*", "ns", None).is_none());
+        assert!(own_log_globs("pod", "n[s]", None).is_none());
+        assert!(own_log_globs("pod", "", None).is_none());
+        assert!(own_log_globs("pod", "ns", Some("c/../x")).is_none());
+    }
 }

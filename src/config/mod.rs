@@ -731,6 +731,36 @@ sink:
     }
 
     #[test]
+    fn http_endpoint_is_off_by_default_and_validated() {
+        assert_eq!(load_text(MINIMAL).unwrap().http, None);
+        let c = load_text(&format!("http: {{listen: \"0.0.0.0:2020\"}}\n{MINIMAL}")).unwrap();
+        let http = c.http.clone().expect("http set");
+        assert_eq!(
+            (http.listen.as_str(), http.per_file_lag),
+            ("0.0.0.0:2020", false)
+        );
+        let yaml = serde_yaml_ng::to_string(&c).unwrap();
+        assert_eq!(
+            load_str(Path::new("e.yaml"), &yaml, |_| None).unwrap(),
+            c,
+            "{yaml}"
+        );
+        let c = load_text(&format!(
+            "http: {{listen: \"[::]:9\", per_file_lag: true}}\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert!(c.http.expect("http set").per_file_lag);
+
+        let err = load_err(&format!("http: {{listen: \"localhost\"}}\n{MINIMAL}"));
+        assert_points_at(&err, "http.listen", 1);
+        assert!(err.to_string().contains("0.0.0.0:2020"), "{err}");
+        let err = load_err(&format!(
+            "http:\n  listen: \"0.0.0.0:1\"\n  port: 3\n{MINIMAL}"
+        ));
+        assert_points_at(&err, "http.port", 3);
+    }
+
+    #[test]
     fn unreadable_file_names_the_file() {
         let err = load(Path::new("/nonexistent/logship.yaml")).unwrap_err();
         assert!(

@@ -3,7 +3,8 @@
 //!
 //! * `/metrics`: Prometheus/OpenMetrics text ([`super::metrics`]).
 //! * `/healthz`: 200 `{"status":"ok"}` — the process runs and its runtime
-//!   answers (the handler itself runs on it).
+//!   still runs a heartbeat task (503 `{"status":"stalled",…}` if it missed
+//!   10 s of them).
 //! * `/readyz`: 200 or 503 with `{"ready":bool,"reasons":[…]}`
 //!   ([`super::status`]).
 //! * `/api/v1/files`: 200 with a JSON array of the followed files.
@@ -110,7 +111,14 @@ fn handle(req: &Request<Incoming>, status: &Status, exporter: &Exporter) -> Resp
                 "encoding failed\n".into(),
             ),
         },
-        "/healthz" => reply(StatusCode::OK, JSON, "{\"status\":\"ok\"}\n".into()),
+        "/healthz" => match status.health() {
+            Ok(()) => reply(StatusCode::OK, JSON, "{\"status\":\"ok\"}\n".into()),
+            Err(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                JSON,
+                to_json(&serde_json::json!({"status": "stalled", "reason": why})),
+            ),
+        },
         "/readyz" => {
             let readiness = status.readiness();
             let code = if readiness.ready {

@@ -13,8 +13,9 @@
 //! Does not: probe Elasticsearch itself. While nothing is shipped the last
 //! known outcome stands.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -39,7 +40,13 @@ pub struct Status {
     pipeline: Mutex<Option<Pipeline>>,
     checkpoint_error: Mutex<Option<String>>,
     started_ms: u64,
+    /// Unix ms of the last tick of the runtime heartbeat task.
+    heartbeat_ms: AtomicU64,
 }
+
+/// The heartbeat ticks this often; `/healthz` fails after [`STALL_LIMIT`] without one.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+pub const STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// `/readyz` body.
 #[derive(Debug, Serialize)]
@@ -86,6 +93,30 @@ impl Status {
             pipeline: Mutex::new(None),
             checkpoint_error: Mutex::new(None),
             started_ms: unix_millis(),
+            heartbeat_ms: AtomicU64::new(unix_millis()),
+        }
+    }
+
+    /// Ticks [`HEARTBEAT`] until `stop`: proof that the runtime schedules
+    /// timers and tasks (`/healthz`).
+    pub async fn heartbeat(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.heartbeat_ms.store(unix_millis(), Ordering::Relaxed),
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// `Err(why)` if the runtime stopped running the heartbeat.
+    pub fn health(&self) -> Result<(), String> {
+        match age(self.heartbeat_ms.load(Ordering::Relaxed)) {
+            Some(stalled) if stalled > STALL_LIMIT => Err(format!(
+                "the runtime did not run the heartbeat task for {:.1}s",
+                stalled.as_secs_f64()
+            )),
+            _ => Ok(()),
         }
     }
 
