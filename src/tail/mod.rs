@@ -121,8 +121,12 @@ impl FileServer {
         })
     }
 
-    /// Reports followed files to `registry` (by default a private one).
+    /// Reports followed files to `registry` (by default a private one), and
+    /// registers every source there so its counters exist (at 0) at once.
     pub fn with_registry(mut self, registry: Arc<FileRegistry>) -> Self {
+        for source in &self.sources {
+            registry.source(&source.name);
+        }
         self.registry = registry;
         self
     }

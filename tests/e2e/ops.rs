@@ -194,6 +194,15 @@ fn metrics_equal_what_was_written_and_shipped_and_deploy_names_exist() {
     );
     assert_eq!(value(&m, "logship_files_followed", &[]), Some(2.0));
     assert_eq!(value(&m, "logship_lag_bytes", &src), Some(0.0));
+    for file in ["a.log", "b.log"] {
+        let path = setup.log(file).display().to_string();
+        let labels = [("source", "apps"), ("path", path.as_str())];
+        assert_eq!(
+            value(&m, "logship_file_lag_bytes", &labels),
+            Some(0.0),
+            "{path}"
+        );
+    }
     assert_eq!(value(&m, "logship_ready", &[]), Some(1.0));
     let ok = value(&m, "logship_bulk_requests_total", &[("outcome", "ok")]).unwrap_or(0.0);
     assert!(ok >= 1.0, "bulk requests ok: {ok}");
