@@ -12,6 +12,7 @@ mod files;
 mod formats;
 mod harness;
 mod kubernetes;
+mod ops;
 mod restarts;
 
 use support::elasticsearch::{self, Elasticsearch};
