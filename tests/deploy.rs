@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 const LOGSHIP_BIN: &str = env!("CARGO_BIN_EXE_logship");
+/// The port the ConfigMap's `http.listen` uses; probes and Service must match.
+const HTTP_PORT: u16 = 2020;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -105,6 +107,7 @@ fn kustomize_base_renders_valid_objects() {
             "ConfigMap",
             "DaemonSet",
             "Namespace",
+            "Service",
             "ServiceAccount"
         ]
     );
@@ -147,8 +150,15 @@ fn kustomize_base_renders_valid_objects() {
                     "NODE_NAME is used: {effective}"
                 );
                 assert!(effective.contains("daemonset"), "{effective}");
+                assert!(effective.contains(&format!(":{HTTP_PORT}")), "{effective}");
             }
             "DaemonSet" => check_daemonset(&strict::<DaemonSet>(object)),
+            "Service" => {
+                let svc = strict::<Service>(object);
+                let port = svc.metadata.annotations.unwrap()["prometheus.io/port"].clone();
+                assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port.to_string(), port);
+                assert_eq!(port, HTTP_PORT.to_string());
+            }
             other => panic!("unexpected kind {other}"),
         }
     }
@@ -189,6 +199,21 @@ fn check_daemonset(ds: &DaemonSet) {
     let sec = container.security_context.as_ref().unwrap();
     assert_eq!(sec.read_only_root_filesystem, Some(true));
     assert_eq!(sec.allow_privilege_escalation, Some(false));
+    let port = container
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .unwrap();
+    assert_eq!(port.container_port, i32::from(HTTP_PORT));
+    for (probe, path) in [
+        (&container.liveness_probe, "/healthz"),
+        (&container.readiness_probe, "/readyz"),
+    ] {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(get.path.as_deref(), Some(path));
+    }
     let res = container.resources.as_ref().unwrap();
     assert!(res.requests.is_some() && res.limits.is_some());
     let mounts = container.volume_mounts.as_ref().unwrap();
