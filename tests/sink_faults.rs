@@ -65,6 +65,9 @@ fn config(hosts: Vec<String>, concurrency: usize) -> ElasticsearchConfig {
             initial_backoff: Duration::from_millis(2),
             max_backoff: Duration::from_millis(40),
         },
+        tls: None,
+        auth: None,
+        headers: Default::default(),
     }
 }
 

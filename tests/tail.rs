@@ -62,6 +62,9 @@ fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize)
                 initial_backoff: Duration::from_millis(100),
                 max_backoff: Duration::from_secs(1),
             },
+            tls: None,
+            auth: None,
+            headers: Default::default(),
         },
         shutdown_timeout: Duration::from_secs(5),
     }

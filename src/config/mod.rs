@@ -110,6 +110,45 @@ pub struct ElasticsearchConfig {
     #[serde(with = "humantime_serde_compat")]
     pub request_timeout: Duration,
     pub retry: RetryConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Where the credentials are; the secrets themselves are read by the
+    /// sink at start-up and never stored here (nor printed by `check-config`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    /// Extra headers on every request; names and values are valid HTTP.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// TLS for `https://` hosts. Without `ca_file` the system's roots (and
+/// Mozilla's, built in) are trusted; with it, only that CA bundle.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TlsConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), with `key_file`; both or neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// `false` accepts any server certificate (logged as a warning).
+    pub verify: bool,
+}
+
+/// Credentials, read from files at start-up.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthConfig {
+    /// `Authorization: Basic …`; the file holds the password (one trailing
+    /// newline is ignored).
+    Basic {
+        username: String,
+        password_file: PathBuf,
+    },
+    /// `Authorization: ApiKey …`; the file holds the encoded key as
+    /// Elasticsearch returns it (`encoded`), or `id:api_key`.
+    ApiKeyFile(PathBuf),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -101,6 +101,43 @@ pub struct RawElasticsearch {
     pub request_timeout: Duration,
     #[serde(default)]
     pub retry: RawRetry,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
+    /// Extra HTTP headers sent with every request.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default = "default_tls_verify")]
+    pub verify: bool,
+}
+
+/// Exactly one of `basic` and `api_key_file` (checked by `validate`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub basic: Option<RawBasicAuth>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    pub username: String,
+    pub password_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,4 +256,7 @@ pub fn default_initial_backoff() -> Duration {
 }
 pub fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
+}
+pub fn default_tls_verify() -> bool {
+    true
 }

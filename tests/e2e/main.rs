@@ -12,6 +12,7 @@ mod files;
 mod formats;
 mod harness;
 mod restarts;
+mod sink;
 
 use support::elasticsearch::{self, Elasticsearch};
 use support::logship::{Options, Setup};

@@ -6,3 +6,4 @@
 
 pub mod elasticsearch;
 pub mod logship;
+pub mod nginx;

@@ -47,6 +47,20 @@ impl Hosts {
         })
     }
 
+    /// Each host's base URL (with credentials, for requests) and display form.
+    pub fn bases(&self) -> Vec<(Url, String)> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                let mut base = h.bulk_url.clone();
+                let path = base.path().trim_end_matches("/_bulk").to_string();
+                base.set_path(&path);
+                base.set_query(None);
+                (base, h.display.clone())
+            })
+            .collect()
+    }
+
     /// The host for the next request.
     pub fn pick(&self) -> &Host {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.hosts.len();

@@ -23,17 +23,20 @@
 //! which aborts every batch task; unacknowledged lines are read again after
 //! restart.
 //!
-//! Parts: `hosts` (URLs, round-robin), `request` (body, gzip, one
+//! Parts: `client` (TLS, credentials, headers), `version` (start-up
+//! version check), `hosts` (URLs, round-robin), `request` (body, gzip, one
 //! attempt), [`response`] (bulk response parsing), `retry` (backoff, log
 //! rate limits), `delivery` (one batch to the end), [`dead_letter`] (the
 //! file format).
 
+mod client;
 pub mod dead_letter;
 mod delivery;
 mod hosts;
 mod request;
 pub mod response;
 mod retry;
+pub mod version;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,11 +61,18 @@ pub enum SinkError {
     },
     #[error("cannot build HTTP client: {0}")]
     Client(String),
+    #[error("sink.elasticsearch.tls: {}: {reason}", path.display())]
+    Tls { path: PathBuf, reason: String },
+    /// A password or API key file; `reason` never holds its content.
+    #[error("sink.elasticsearch.auth: {}: {reason}", path.display())]
+    Secret { path: PathBuf, reason: String },
 }
 
 pub struct ElasticsearchSink {
     delivery: Arc<Delivery>,
     concurrency: usize,
+    /// Taken by `run`, which logs each host's version in the background.
+    version_probe: Option<(reqwest::Client, Vec<(reqwest::Url, String)>)>,
 }
 
 impl ElasticsearchSink {
@@ -78,12 +88,8 @@ impl ElasticsearchSink {
         } else {
             cfg.request_timeout
         };
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("logship/", env!("CARGO_PKG_VERSION")))
-            .timeout(timeout)
-            .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
-            .build()
-            .map_err(|e| SinkError::Client(e.to_string()))?;
+        let client = client::build(cfg, timeout)?;
+        let version_probe = (client.clone(), hosts.bases());
         let dead_letters = dead_letter::DeadLetterFile::open(data_dir)?;
         let delivery = Delivery::new(
             request::BulkRequester::new(client, hosts),
@@ -96,6 +102,7 @@ impl ElasticsearchSink {
         Ok(ElasticsearchSink {
             delivery: Arc::new(delivery),
             concurrency: cfg.concurrency.max(1),
+            version_probe: Some(version_probe),
         })
     }
 
@@ -106,7 +113,11 @@ impl ElasticsearchSink {
     ///
     /// Aborting the future aborts every batch in flight; none of them is then
     /// acknowledged.
-    pub async fn run(self, mut batches: mpsc::Receiver<Batch>, acks: Arc<dyn Acknowledger>) {
+    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>, acks: Arc<dyn Acknowledger>) {
+        if let Some((client, hosts)) = self.version_probe.take() {
+            // Not awaited: an unreachable cluster must not delay buffering.
+            tokio::spawn(version::check_all(client, hosts));
+        }
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut in_flight = JoinSet::new();
         loop {

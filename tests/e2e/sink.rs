@@ -1,0 +1,185 @@
+//! The sink against production-like endpoints: TLS and credentials checked by
+//! Debian's nginx in front of the real Elasticsearch (`support::nginx`), and
+//! the start-up version check.
+//!
+//! Each misconfiguration (a CA that did not sign the server's certificate, a
+//! wrong password, an expired server certificate) must show a clear error in
+//! logship's log while nothing is lost: once the config is fixed and the
+//! agent restarted, every line written meanwhile is indexed exactly once.
+
+use crate::expect::{Line, assert_exactly_once};
+use crate::scenario;
+use crate::support::logship::{Agent, Options, Setup, cri_line, timestamp};
+use crate::support::nginx::{self, API_KEY, Nginx, PASSWORD, Pki, USERNAME};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn write_lines(setup: &Setup, name: &str, seqs: std::ops::Range<u64>, expected: &mut Vec<Line>) {
+    let mut bytes = Vec::new();
+    for seq in seqs {
+        let ts = timestamp(seq);
+        let message = format!("{name} seq={seq:06}");
+        bytes.extend(cri_line(&ts, "stdout", "F", message.as_bytes()));
+        expected.push(Line::new(message, "stdout", &ts));
+    }
+    crate::support::logship::append(&setup.log("a.log"), &bytes);
+}
+
+/// Points the agent at `host` with `extra` sink keys (4-space indented YAML).
+fn configure(setup: &Setup, host: &str, extra: &str) {
+    let yaml = setup.config_yaml().replace(
+        &format!("hosts: [\"{}\"]", setup.es_url),
+        &format!("hosts: [\"{host}\"]"),
+    );
+    assert!(yaml.contains(host));
+    std::fs::write(setup.config_path(), format!("{yaml}{extra}")).expect("write config");
+}
+
+/// Waits until the agent's log contains `needle` (case-insensitive).
+fn wait_for_log(agent: &mut Agent, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        agent.assert_running();
+        let log = agent.stderr_tail(200);
+        if log.to_lowercase().contains(&needle.to_lowercase()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "logship's log never said {needle:?}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn secret_file(dir: &Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{content}\n")).expect("write secret");
+    path.display().to_string()
+}
+
+#[test]
+fn tls_and_auth_through_nginx_fail_clearly_and_lose_nothing() {
+    if !nginx::available() {
+        panic!("/usr/sbin/nginx is missing: apt-get install nginx-light (see .ci/run)");
+    }
+    let (es, setup) = scenario(
+        "tls",
+        Options {
+            format: "cri",
+            ..Options::default()
+        },
+    );
+    let pki = Pki::new();
+    let proxy = Nginx::start(&pki, es.url());
+    let password = secret_file(setup.root(), "password", PASSWORD);
+    let wrong_password = secret_file(setup.root(), "wrong-password", "not the password");
+    let api_key = secret_file(setup.root(), "api-key", API_KEY);
+    let ca = pki.ca().display().to_string();
+    let mut expected = Vec::new();
+    let basic = |password_file: &str, ca_file: &str| {
+        format!(
+            "    tls: {{ca_file: \"{ca_file}\"}}\n    auth: {{basic: {{username: {USERNAME}, password_file: \"{password_file}\"}}}}\n"
+        )
+    };
+
+    // Each misconfiguration: a clear error, nothing indexed, nothing lost.
+    let wrong = [
+        (
+            "wrong CA",
+            proxy.basic_url.clone(),
+            basic(&password, &pki.wrong_ca().display().to_string()),
+            "UnknownIssuer",
+        ),
+        (
+            "wrong password",
+            proxy.basic_url.clone(),
+            basic(&wrong_password, &ca),
+            "401 Unauthorized",
+        ),
+        (
+            "expired certificate",
+            proxy.expired_url.clone(),
+            basic(&password, &ca),
+            "Expired",
+        ),
+    ];
+    for (i, (what, url, extra, error)) in wrong.iter().enumerate() {
+        configure(&setup, url, extra);
+        let i = i as u64;
+        write_lines(&setup, "tls", i * 100..(i + 1) * 100, &mut expected);
+        let mut agent = setup.start();
+        wait_for_log(&mut agent, error);
+        assert_eq!(
+            es.count(&setup.index_pattern),
+            0,
+            "{what}: data got through"
+        );
+        let log = agent.stderr_tail(400);
+        assert!(!log.contains(PASSWORD), "{what}: the password was logged");
+        assert!(
+            !log.contains("not the password"),
+            "{what}: a password was logged"
+        );
+        // The harshest stop: nothing may have been checkpointed past what ES holds.
+        agent.kill_9();
+        eprintln!("{what}: logship said {error:?}");
+    }
+
+    // Fixed: basic auth with the right CA and password ships everything.
+    configure(&setup, &proxy.basic_url, &basic(&password, &ca));
+    write_lines(&setup, "tls", 300..400, &mut expected);
+    let mut agent = setup.start();
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+    let status = agent.sigterm(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+
+    // The API-key endpoint with a custom header, from where basic auth stopped.
+    configure(
+        &setup,
+        &proxy.api_key_url,
+        &format!(
+            "    tls: {{ca_file: \"{ca}\"}}\n    auth: {{api_key_file: \"{api_key}\"}}\n    headers: {{X-Logship-Test: \"1\"}}\n"
+        ),
+    );
+    write_lines(&setup, "tls", 400..500, &mut expected);
+    let mut agent = setup.start();
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+    assert!(
+        !agent.stderr_tail(400).contains(API_KEY),
+        "the API key was logged"
+    );
+    drop(proxy);
+}
+
+#[test]
+fn version_check_reports_the_server_or_warns_and_still_ships() {
+    let (es, setup) = scenario(
+        "version",
+        Options {
+            format: "cri",
+            ..Options::default()
+        },
+    );
+    let mut expected = Vec::new();
+    write_lines(&setup, "version", 0..10, &mut expected);
+    let mut agent = setup.start();
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+    let log = agent.stderr_tail(200);
+    assert!(
+        log.contains("connected to elasticsearch"),
+        "no version logged:\n{log}"
+    );
+    agent.sigterm(Duration::from_secs(30));
+
+    // Nothing listens: a warning, and the agent keeps running (buffering).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    configure(&setup, &format!("http://127.0.0.1:{port}"), "");
+    let mut agent = setup.start();
+    wait_for_log(&mut agent, "cannot reach the host to read its version");
+    std::thread::sleep(Duration::from_millis(500));
+    agent.assert_running();
+}
