@@ -20,7 +20,10 @@
 //! - `@timestamp` is RFC 3339 UTC with nine fraction digits ([`timestamp`]);
 //! - the index name comes from a strftime template over `@timestamp`,
 //!   validated up front and formatted at most once per day or hour
-//!   ([`index`]).
+//!   ([`index`]); `{field}` placeholders in it are resolved once per file
+//!   context (per stream for `{stream}`) from the fields the encoder knows:
+//!   `host.name`, `log.file.path`, `stream`, and whatever the caller passes
+//!   to [`Encoder::file_context_with_fields`] (Kubernetes metadata).
 //!
 //! The hot path allocates nothing per line (it appends to the caller's
 //! buffer): everything per file (`log.file.path`, `host`, `agent`, the `_id`
@@ -34,12 +37,16 @@ pub mod index;
 pub mod timestamp;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::{DecodedLine, EncodedSpan, FileIdentity, Generation, LineFlags, Stream};
 
 pub use escape::{escape_bytes_lossy, escape_str, is_utf8, write_json_str};
 pub use id::{DOCUMENT_ID_LEN, DocumentId, FileIdKey, document_id};
-pub use index::{Granularity, IndexName, IndexTemplate, validate_index_template};
+pub use index::{
+    FieldTemplate, Granularity, IndexName, IndexTemplate, KNOWN_FIELDS, validate_index_template,
+};
 pub use timestamp::{TIMESTAMP_LEN, TimestampFormatter, format_timestamp, timestamp_bytes};
 
 /// Error in an index name template.
@@ -66,6 +73,21 @@ pub struct FileContext {
     /// `},"host":{"name":"…"},"agent":{"type":"logship","version":"…"}}\n`
     /// (the `}` closes `log`).
     doc_tail: Box<[u8]>,
+    /// Unique per context, so the encoder knows when its cached names are stale.
+    uid: u64,
+    /// For templates with fields: the template resolved for lines without a
+    /// stream, stdout, stderr (in that order).
+    index: Option<Arc<[IndexTemplate; 3]>>,
+}
+
+static NEXT_CONTEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+fn stream_slot(stream: Option<Stream>) -> usize {
+    match stream {
+        None => 0,
+        Some(Stream::Stdout) => 1,
+        Some(Stream::Stderr) => 2,
+    }
 }
 
 /// Writes bulk pairs. One per tailer (it caches the current index name).
@@ -74,11 +96,17 @@ pub struct Encoder {
     node_name: String,
     /// See [`FileContext::doc_tail`].
     doc_tail: Box<[u8]>,
-    index: IndexName,
+    fields: FieldTemplate,
+    /// The current names per stream slot (only slot 0 without `{stream}`).
+    index: [IndexName; 3],
+    /// [`FileContext::uid`] the names were resolved for (0 = the template
+    /// has no fields).
+    index_uid: u64,
     /// `{"create":{"_index":"<current name>","_id":"`
     action_prefix: Vec<u8>,
-    /// [`IndexName`] version `action_prefix` was built for (0 = none yet).
-    action_version: u64,
+    /// Stream slot and [`IndexName`] version `action_prefix` was built for
+    /// (version 0 = none yet).
+    action_version: (usize, u64),
     timestamps: TimestampFormatter,
 }
 
@@ -87,7 +115,8 @@ const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl Encoder {
     pub fn new(node_name: &str, index_template: &str) -> Result<Self, IndexTemplateError> {
-        let template = IndexTemplate::parse(index_template)?;
+        let fields = FieldTemplate::parse(index_template)?;
+        let template = fields.fallback().clone();
         let mut doc_tail = Vec::new();
         doc_tail.extend_from_slice(br#"},"host":{"name":"#);
         write_json_str(&mut doc_tail, node_name);
@@ -99,9 +128,15 @@ impl Encoder {
         Ok(Encoder {
             node_name: node_name.to_owned(),
             doc_tail: doc_tail.into_boxed_slice(),
-            index: IndexName::new(template),
+            index: [
+                IndexName::new(template.clone()),
+                IndexName::new(template.clone()),
+                IndexName::new(template),
+            ],
+            fields,
+            index_uid: 0,
             action_prefix: Vec::new(),
-            action_version: 0,
+            action_version: (0, 0),
             timestamps: TimestampFormatter::default(),
         })
     }
@@ -114,6 +149,35 @@ impl Encoder {
         identity: FileIdentity,
         generation: Generation,
     ) -> FileContext {
+        self.file_context_with_fields(path, identity, generation, &[])
+    }
+
+    /// [`file_context`](Self::file_context) with more fields (dotted names,
+    /// e.g. `kubernetes.namespace`) for `{field}` placeholders in the index
+    /// template. Only the index name uses them; the document is unchanged.
+    pub fn file_context_with_fields(
+        &self,
+        path: &Path,
+        identity: FileIdentity,
+        generation: Generation,
+        fields: &[(&str, &str)],
+    ) -> FileContext {
+        let index = self.fields.has_fields().then(|| {
+            let path_text = path.to_string_lossy();
+            let resolve = |stream: Option<&str>| {
+                self.fields.resolve(&|name| match name {
+                    "host.name" => Some(self.node_name.as_str()),
+                    "log.file.path" => Some(&path_text),
+                    "stream" => stream,
+                    _ => fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
+                })
+            };
+            Arc::new([
+                resolve(None),
+                resolve(Some("stdout")),
+                resolve(Some("stderr")),
+            ])
+        });
         let mut log_prefix = Vec::new();
         log_prefix.extend_from_slice(br#","log":{"file":{"path":"#);
         log_prefix.push(b'"');
@@ -124,6 +188,8 @@ impl Encoder {
             id_key: FileIdKey::new(&self.node_name, identity, generation),
             log_prefix: log_prefix.into_boxed_slice(),
             doc_tail: self.doc_tail.clone(),
+            uid: NEXT_CONTEXT_UID.fetch_add(1, Ordering::Relaxed),
+            index,
         }
     }
 
@@ -143,14 +209,29 @@ impl Encoder {
         );
         out.items.push(out.body.len() as u32);
 
-        let (name, version) = self.index.for_event(line.timestamp);
-        if version != self.action_version {
+        let slot = match &file.index {
+            None => 0,
+            Some(templates) => {
+                if self.index_uid != file.uid {
+                    self.index = templates.as_ref().clone().map(IndexName::new);
+                    self.index_uid = file.uid;
+                    self.action_version = (0, 0);
+                }
+                if self.fields.uses_stream() {
+                    stream_slot(line.stream)
+                } else {
+                    0
+                }
+            }
+        };
+        let (name, version) = self.index[slot].for_event(line.timestamp);
+        if (slot, version) != self.action_version {
             self.action_prefix.clear();
             self.action_prefix
                 .extend_from_slice(br#"{"create":{"_index":"#);
             write_json_str(&mut self.action_prefix, name);
             self.action_prefix.extend_from_slice(br#","_id":""#);
-            self.action_version = version;
+            self.action_version = (slot, version);
         }
 
         let body = &mut out.body;
@@ -199,8 +280,9 @@ impl Encoder {
         &self.node_name
     }
 
+    /// The index template with every field at its fallback.
     pub fn index_template(&self) -> &IndexTemplate {
-        self.index.template()
+        self.fields.fallback()
     }
 }
 
