@@ -68,6 +68,9 @@ fn config(hosts: Vec<String>, concurrency: usize) -> ElasticsearchConfig {
         tls: None,
         auth: None,
         headers: Default::default(),
+        data_stream: None,
+        template: logship::config::TemplateMode::None,
+        dedot: true,
     }
 }
 

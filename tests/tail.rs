@@ -65,6 +65,9 @@ fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize)
             tls: None,
             auth: None,
             headers: Default::default(),
+            data_stream: None,
+            template: logship::config::TemplateMode::None,
+            dedot: true,
         },
         shutdown_timeout: Duration::from_secs(5),
     }

@@ -119,6 +119,40 @@ pub struct ElasticsearchConfig {
     /// Extra headers on every request; names and values are valid HTTP.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Write to the data stream `<type>-<dataset>-<namespace>`; `index` is
+    /// then that name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_stream: Option<DataStreamConfig>,
+    /// `install`: put an index template for `index` at start-up.
+    pub template: TemplateMode,
+    /// Kubernetes label and annotation keys have `.` replaced by `_`
+    /// (`app.kubernetes.io/name` → `app_kubernetes_io/name`). With `false`
+    /// the installed template maps them as `flattened` so that dotted keys
+    /// cannot collide.
+    pub dedot: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DataStreamConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub dataset: String,
+    pub namespace: String,
+}
+
+impl DataStreamConfig {
+    pub fn name(&self) -> String {
+        format!("{}-{}-{}", self.kind, self.dataset, self.namespace)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateMode {
+    /// Leave mappings to the cluster.
+    None,
+    /// Put (overwrite) logship's index template at start-up.
+    Install,
 }
 
 /// TLS for `https://` hosts. Without `ca_file` the system's roots (and
@@ -858,14 +892,52 @@ sink:
             let err = load_err(&with_sink_keys(extra));
             assert_eq!(err.key(), Some(*key), "{extra}: {err}");
         }
-        // Not implemented yet: refused, never silently ignored.
-        for unsupported in [
-            "data_stream: {dataset: x}",
-            "template: install",
-            "dedot: false",
+    }
+
+    #[test]
+    fn data_stream_names_the_index_and_template_keys_load() {
+        let c = load_text(&with_sink_keys(
+            "    data_stream: {dataset: nginx.access, namespace: prod}
+    template: install
+    dedot: false
+",
+        ))
+        .unwrap();
+        assert_eq!(c.sink.index, "logs-nginx.access-prod");
+        assert_eq!(c.sink.template, TemplateMode::Install);
+        assert!(!c.sink.dedot);
+        let yaml = serde_yaml_ng::to_string(&c).unwrap();
+        let again = load_str(Path::new("effective.yaml"), &yaml, |_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(again, c, "{yaml}");
+        let defaults = load_text(&with_sink_keys(
+            "    data_stream: {}
+",
+        ))
+        .unwrap();
+        assert_eq!(defaults.sink.index, "logs-generic-default");
+        let minimal = load_text(MINIMAL).unwrap();
+        assert_eq!(minimal.sink.template, TemplateMode::None);
+        assert!(minimal.sink.dedot);
+        for (extra, key) in [
+            (
+                "    data_stream: {dataset: my-app}\n",
+                "sink.elasticsearch.data_stream.dataset",
+            ),
+            (
+                "    data_stream: {type: metrics}\n",
+                "sink.elasticsearch.data_stream.type",
+            ),
+            (
+                "    index: other\n    data_stream: {}\n",
+                "sink.elasticsearch.index",
+            ),
         ] {
-            let err = load_err(&with_sink_keys(&format!("    {unsupported}\n")));
-            assert!(err.to_string().contains("unknown field"), "{err}");
+            let err = load_err(&with_sink_keys(extra));
+            assert_eq!(err.key(), Some(key), "{extra}: {err}");
         }
+        // Not implemented: refused, never silently ignored.
+        let err = load_err(&with_sink_keys("    dead_letter: {max_bytes: 1MiB}\n"));
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 }

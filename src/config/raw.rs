@@ -86,8 +86,9 @@ pub struct RawSink {
 #[serde(deny_unknown_fields)]
 pub struct RawElasticsearch {
     pub hosts: Vec<String>,
-    #[serde(default = "default_index")]
-    pub index: String,
+    /// `None`: [`default_index`], or the data stream's name.
+    #[serde(default)]
+    pub index: Option<String>,
     #[serde(default)]
     pub batch: RawBatch,
     #[serde(default)]
@@ -108,6 +109,23 @@ pub struct RawElasticsearch {
     /// Extra HTTP headers sent with every request.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub data_stream: Option<RawDataStream>,
+    #[serde(default = "default_template")]
+    pub template: super::TemplateMode,
+    #[serde(default = "default_dedot")]
+    pub dedot: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataStream {
+    #[serde(default = "default_data_stream_type", rename = "type")]
+    pub kind: String,
+    #[serde(default = "default_data_stream_dataset")]
+    pub dataset: String,
+    #[serde(default = "default_data_stream_namespace")]
+    pub namespace: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,4 +277,19 @@ pub fn default_max_backoff() -> Duration {
 }
 pub fn default_tls_verify() -> bool {
     true
+}
+pub fn default_template() -> super::TemplateMode {
+    super::TemplateMode::None
+}
+pub fn default_dedot() -> bool {
+    true
+}
+pub fn default_data_stream_type() -> String {
+    "logs".to_owned()
+}
+pub fn default_data_stream_dataset() -> String {
+    "generic".to_owned()
+}
+pub fn default_data_stream_namespace() -> String {
+    "default".to_owned()
 }

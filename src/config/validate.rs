@@ -156,7 +156,52 @@ fn validate_elasticsearch(es: RawElasticsearch) -> Result<ElasticsearchConfig, I
         .enumerate()
         .map(|(i, host)| validate_host(host).map_err(|m| invalid(format!("{AT}.hosts[{i}]"), m)))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Err(e) = crate::encode::validate_index_template(&es.index) {
+    let data_stream = match es.data_stream {
+        None => None,
+        Some(ds) => {
+            if ds.kind != "logs" {
+                return Err(invalid(
+                    format!("{AT}.data_stream.type"),
+                    format!("{:?}: only \"logs\" is supported", ds.kind),
+                ));
+            }
+            for (field, value) in [("dataset", &ds.dataset), ("namespace", &ds.namespace)] {
+                let ok = !value.is_empty()
+                    && value.len() <= 100
+                    && value.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'
+                    });
+                if !ok || value.starts_with(['_', '.']) {
+                    return Err(invalid(
+                        format!("{AT}.data_stream.{field}"),
+                        format!(
+                            "{value:?}: use 1-100 of a-z 0-9 _ . (no '-', which separates the parts of the name)"
+                        ),
+                    ));
+                }
+            }
+            Some(super::DataStreamConfig {
+                kind: ds.kind,
+                dataset: ds.dataset,
+                namespace: ds.namespace,
+            })
+        }
+    };
+    let index = match (&data_stream, es.index) {
+        (None, index) => index.unwrap_or_else(super::raw::default_index),
+        (Some(ds), None) => ds.name(),
+        (Some(ds), Some(index)) if index == ds.name() => index,
+        (Some(ds), Some(index)) => {
+            return Err(invalid(
+                format!("{AT}.index"),
+                format!(
+                    "{index:?} conflicts with data_stream (which writes to {:?}): remove one",
+                    ds.name()
+                ),
+            ));
+        }
+    };
+    if let Err(e) = crate::encode::validate_index_template(&index) {
         return Err(invalid(format!("{AT}.index"), e.to_string()));
     }
     if es.compression.gzip > 9 {
@@ -286,7 +331,7 @@ fn validate_elasticsearch(es: RawElasticsearch) -> Result<ElasticsearchConfig, I
     }
     Ok(ElasticsearchConfig {
         hosts,
-        index: es.index,
+        index,
         batch: BatchConfig {
             max_bytes: to_usize(es.batch.max_bytes, || format!("{AT}.batch.max_bytes"))?,
             max_events: to_usize(es.batch.max_events, || format!("{AT}.batch.max_events"))?,
@@ -302,6 +347,9 @@ fn validate_elasticsearch(es: RawElasticsearch) -> Result<ElasticsearchConfig, I
         tls,
         auth,
         headers: es.headers,
+        data_stream,
+        template: es.template,
+        dedot: es.dedot,
     })
 }
 

@@ -183,3 +183,130 @@ fn version_check_reports_the_server_or_warns_and_still_ships() {
     std::thread::sleep(Duration::from_millis(500));
     agent.assert_running();
 }
+
+/// The config with `index:` replaced by `keys` (4-space indented YAML).
+fn configure_index(setup: &Setup, keys: &str) {
+    let line = format!("    index: \"{}\"\n", setup.index_template);
+    let yaml = setup.config_yaml();
+    assert!(yaml.contains(&line), "{yaml}");
+    std::fs::write(setup.config_path(), yaml.replace(&line, keys)).expect("write config");
+}
+
+/// A document carrying Kubernetes `labels`, as the metadata stage writes it.
+fn labelled(index: &str, labels: serde_json::Value) -> String {
+    let action = serde_json::json!({"create": {"_index": index}});
+    let doc = serde_json::json!({
+        "@timestamp": timestamp(1), "message": "labelled",
+        "kubernetes": {"namespace": "default", "labels": labels},
+    });
+    format!("{action}\n{doc}\n")
+}
+
+fn hits(
+    es: &crate::support::elasticsearch::Elasticsearch,
+    index: &str,
+    field: &str,
+    value: &str,
+) -> u64 {
+    es.refresh(index);
+    let query = serde_json::json!({"query": {"term": {field: value}}});
+    let response = es.json(
+        reqwest::Method::POST,
+        &format!("{index}/_count"),
+        Some(&query),
+    );
+    response["count"].as_u64().expect("count")
+}
+
+#[test]
+fn data_stream_with_installed_template_takes_dedotted_labels() {
+    let (es, setup) = scenario(
+        "datastream",
+        Options {
+            format: "cri",
+            ..Options::default()
+        },
+    );
+    let stream = "logs-e2e_ds-t1";
+    configure_index(
+        &setup,
+        "    data_stream: {dataset: e2e_ds, namespace: t1}\n    template: install\n",
+    );
+    let mut expected = Vec::new();
+    write_lines(&setup, "datastream", 0..200, &mut expected);
+    let mut agent = setup.start();
+    assert_exactly_once(es, stream, &expected, &mut agent);
+    // A data stream: its documents live in a `.ds-<stream>-…` backing index.
+    // (The `_data_stream` API is in a module the test distribution lacks.)
+    let mapping = es.json(reqwest::Method::GET, &format!("{stream}/_mapping"), None);
+    let (backing, index) = mapping
+        .as_object()
+        .and_then(|m| m.iter().next())
+        .expect("backing index");
+    assert!(backing.starts_with(&format!(".ds-{stream}-")), "{mapping}");
+    assert_eq!(
+        index["mappings"]["properties"]["message"]["type"], "text",
+        "{mapping}"
+    );
+    assert_eq!(
+        index["mappings"]["properties"]["host"]["properties"]["name"]["type"], "keyword",
+        "{mapping}"
+    );
+
+    // Dedotted keys (the default) sit side by side.
+    let body = labelled(
+        stream,
+        serde_json::json!({"app": "x", "app_kubernetes_io/name": "y"}),
+    );
+    let response = es.bulk(&body);
+    assert_eq!(response["errors"], false, "{response}");
+    assert_eq!(hits(es, stream, "kubernetes.labels.app", "x"), 1);
+    assert_eq!(
+        hits(es, stream, "kubernetes.labels.app_kubernetes_io/name", "y"),
+        1
+    );
+
+    // Replaying the whole file (checkpoints gone) yields only 409s.
+    agent.sigterm(Duration::from_secs(30));
+    std::fs::remove_dir_all(setup.data_dir()).expect("rm data dir");
+    std::fs::create_dir(setup.data_dir()).expect("mkdir data dir");
+    let mut agent = setup.start();
+    std::thread::sleep(Duration::from_secs(3));
+    agent.assert_running();
+    es.refresh(stream);
+    assert_eq!(es.count(stream), expected.len() as u64 + 1);
+}
+
+#[test]
+fn dotted_labels_do_not_collide_without_dedot() {
+    let (es, setup) = scenario(
+        "dotted",
+        Options {
+            format: "cri",
+            ..Options::default()
+        },
+    );
+    let line = format!("    index: \"{}\"\n", setup.index_template);
+    configure_index(
+        &setup,
+        &format!("{line}    template: install\n    dedot: false\n"),
+    );
+    let mut expected = Vec::new();
+    write_lines(&setup, "dotted", 0..20, &mut expected);
+    let mut agent = setup.start();
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+
+    let labels = serde_json::json!({"app": "x", "app.kubernetes.io/name": "y"});
+    // Covered by logship's template (`e2e-dotted-*.*.*`): both labels index.
+    let covered = "e2e-dotted-2026.01.01";
+    let response = es.bulk(&labelled(covered, labels.clone()));
+    assert_eq!(response["errors"], false, "{response}");
+    assert_eq!(hits(es, covered, "kubernetes.labels.app", "x"), 1);
+    assert_eq!(
+        hits(es, covered, "kubernetes.labels.app.kubernetes.io/name", "y"),
+        1
+    );
+    // Control: dynamic mappings alone reject the same document.
+    let response = es.bulk(&labelled("e2e-dotted-control", labels));
+    assert_eq!(response["errors"], true, "{response}");
+}

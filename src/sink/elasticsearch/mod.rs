@@ -24,7 +24,7 @@
 //! restart.
 //!
 //! Parts: `client` (TLS, credentials, headers), `version` (start-up
-//! version check), `hosts` (URLs, round-robin), `request` (body, gzip, one
+//! version check), [`template`] (index template put before the first batch), `hosts` (URLs, round-robin), `request` (body, gzip, one
 //! attempt), [`response`] (bulk response parsing), `retry` (backoff, log
 //! rate limits), `delivery` (one batch to the end), [`dead_letter`] (the
 //! file format).
@@ -36,6 +36,7 @@ mod hosts;
 mod request;
 pub mod response;
 mod retry;
+pub mod template;
 pub mod version;
 
 use std::path::PathBuf;
@@ -73,6 +74,16 @@ pub struct ElasticsearchSink {
     concurrency: usize,
     /// Taken by `run`, which logs each host's version in the background.
     version_probe: Option<(reqwest::Client, Vec<(reqwest::Url, String)>)>,
+    /// Installed by `run` before the first batch is taken.
+    template: Option<TemplateSetup>,
+}
+
+struct TemplateSetup {
+    client: reqwest::Client,
+    bases: Vec<(reqwest::Url, String)>,
+    put: template::IndexTemplatePut,
+    initial_backoff: std::time::Duration,
+    max_backoff: std::time::Duration,
 }
 
 impl ElasticsearchSink {
@@ -90,6 +101,13 @@ impl ElasticsearchSink {
         };
         let client = client::build(cfg, timeout)?;
         let version_probe = (client.clone(), hosts.bases());
+        let template = template::for_config(cfg).map(|put| TemplateSetup {
+            client: client.clone(),
+            bases: hosts.bases(),
+            put,
+            initial_backoff: cfg.retry.initial_backoff,
+            max_backoff: cfg.retry.max_backoff,
+        });
         let dead_letters = dead_letter::DeadLetterFile::open(data_dir)?;
         let delivery = Delivery::new(
             request::BulkRequester::new(client, hosts),
@@ -103,6 +121,7 @@ impl ElasticsearchSink {
             delivery: Arc::new(delivery),
             concurrency: cfg.concurrency.max(1),
             version_probe: Some(version_probe),
+            template,
         })
     }
 
@@ -117,6 +136,17 @@ impl ElasticsearchSink {
         if let Some((client, hosts)) = self.version_probe.take() {
             // Not awaited: an unreachable cluster must not delay buffering.
             tokio::spawn(version::check_all(client, hosts));
+        }
+        if let Some(t) = self.template.take() {
+            // Batches wait in the channel meanwhile (backpressure, not loss).
+            template::install(
+                &t.client,
+                &t.bases,
+                &t.put,
+                t.initial_backoff,
+                t.max_backoff,
+            )
+            .await;
         }
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut in_flight = JoinSet::new();

@@ -79,18 +79,18 @@ pub enum Unknown {
 /// Asks `base` (a host URL without `_bulk`) what it runs.
 pub async fn probe(client: &reqwest::Client, base: &Url) -> Result<ServerVersion, Unknown> {
     let (status, body) = get(client, base, "").await?;
-    if status == 200 {
-        if let Some(v) = parse_root(&body) {
-            return Ok(v);
-        }
+    if status == 200
+        && let Some(v) = parse_root(&body)
+    {
+        return Ok(v);
     }
     if status == 405 || status == 404 || status == 200 {
         let (status2, body2) =
             get(client, base, "_nodes/_local?filter_path=nodes.*.version").await?;
-        if status2 == 200 {
-            if let Some(v) = parse_nodes(&body2) {
-                return Ok(v);
-            }
+        if status2 == 200
+            && let Some(v) = parse_nodes(&body2)
+        {
+            return Ok(v);
         }
         return Err(Unknown::Unreadable {
             status: status2,
