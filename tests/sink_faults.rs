@@ -71,6 +71,10 @@ fn config(hosts: Vec<String>, concurrency: usize) -> ElasticsearchConfig {
         data_stream: None,
         template: logship::config::TemplateMode::None,
         dedot: true,
+        dead_letter: logship::config::DeadLetterConfig {
+            max_bytes: 64 << 20,
+            max_files: 4,
+        },
     }
 }
 

@@ -68,6 +68,10 @@ fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize)
             data_stream: None,
             template: logship::config::TemplateMode::None,
             dedot: true,
+            dead_letter: logship::config::DeadLetterConfig {
+                max_bytes: 64 << 20,
+                max_files: 4,
+            },
         },
         shutdown_timeout: Duration::from_secs(5),
     }

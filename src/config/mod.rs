@@ -130,6 +130,16 @@ pub struct ElasticsearchConfig {
     /// the installed template maps them as `flattened` so that dotted keys
     /// cannot collide.
     pub dedot: bool,
+    pub dead_letter: DeadLetterConfig,
+}
+
+/// Rotation of `data_dir/dead-letter.ndjson`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetterConfig {
+    /// A file is rotated before it would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept (`dead-letter.1.ndjson` …); older ones are deleted.
+    pub max_files: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -936,8 +946,13 @@ sink:
             let err = load_err(&with_sink_keys(extra));
             assert_eq!(err.key(), Some(key), "{extra}: {err}");
         }
-        // Not implemented: refused, never silently ignored.
-        let err = load_err(&with_sink_keys("    dead_letter: {max_bytes: 1MiB}\n"));
-        assert!(err.to_string().contains("unknown field"), "{err}");
+        let c = load_text(&with_sink_keys(
+            "    dead_letter: {max_bytes: 1MiB, max_files: 9}\n",
+        ))
+        .unwrap();
+        assert_eq!(c.sink.dead_letter.max_bytes, 1 << 20);
+        assert_eq!(c.sink.dead_letter.max_files, 9);
+        let err = load_err(&with_sink_keys("    dead_letter: {max_bytes: 1KiB}\n"));
+        assert_eq!(err.key(), Some("sink.elasticsearch.dead_letter.max_bytes"));
     }
 }

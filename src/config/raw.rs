@@ -115,6 +115,29 @@ pub struct RawElasticsearch {
     pub template: super::TemplateMode,
     #[serde(default = "default_dedot")]
     pub dedot: bool,
+    #[serde(default)]
+    pub dead_letter: RawDeadLetter,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeadLetter {
+    #[serde(
+        default = "default_dead_letter_max_bytes",
+        deserialize_with = "deserialize_size"
+    )]
+    pub max_bytes: u64,
+    #[serde(default = "default_dead_letter_max_files")]
+    pub max_files: u32,
+}
+
+impl Default for RawDeadLetter {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_dead_letter_max_bytes(),
+            max_files: default_dead_letter_max_files(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,4 +315,10 @@ pub fn default_data_stream_dataset() -> String {
 }
 pub fn default_data_stream_namespace() -> String {
     "default".to_owned()
+}
+pub fn default_dead_letter_max_bytes() -> u64 {
+    64 << 20
+}
+pub fn default_dead_letter_max_files() -> u32 {
+    4
 }

@@ -350,6 +350,18 @@ fn validate_elasticsearch(es: RawElasticsearch) -> Result<ElasticsearchConfig, I
         data_stream,
         template: es.template,
         dedot: es.dedot,
+        dead_letter: {
+            if es.dead_letter.max_bytes < 4096 {
+                return Err(invalid(
+                    format!("{AT}.dead_letter.max_bytes"),
+                    "must be at least 4KiB",
+                ));
+            }
+            super::DeadLetterConfig {
+                max_bytes: es.dead_letter.max_bytes,
+                max_files: es.dead_letter.max_files,
+            }
+        },
     })
 }
 

@@ -108,7 +108,13 @@ impl ElasticsearchSink {
             initial_backoff: cfg.retry.initial_backoff,
             max_backoff: cfg.retry.max_backoff,
         });
-        let dead_letters = dead_letter::DeadLetterFile::open(data_dir)?;
+        let dead_letters = dead_letter::DeadLetterFile::open_with(
+            data_dir,
+            dead_letter::Rotation {
+                max_bytes: cfg.dead_letter.max_bytes,
+                max_files: cfg.dead_letter.max_files,
+            },
+        )?;
         let delivery = Delivery::new(
             request::BulkRequester::new(client, hosts),
             cfg.gzip_level,
