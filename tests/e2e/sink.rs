@@ -310,3 +310,100 @@ fn dotted_labels_do_not_collide_without_dedot() {
     let response = es.bulk(&labelled("e2e-dotted-control", labels));
     assert_eq!(response["errors"], true, "{response}");
 }
+
+fn run_replay(setup: &Setup, file: &Path) -> (i32, String) {
+    let out = std::process::Command::new(crate::support::logship::LOGSHIP_BIN)
+        .args(["replay", "--dead-letter"])
+        .arg(file)
+        .arg("--config")
+        .arg(setup.config_path())
+        .output()
+        .expect("run logship replay");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn dead_letters_replay_into_the_index_once() {
+    let (es, setup) = scenario(
+        "replay",
+        Options {
+            format: "cri",
+            ..Options::default()
+        },
+    );
+    let index = "e2e-replay-docs";
+    configure_index(&setup, &format!("    index: \"{index}\"\n"));
+    // Writes to the index are blocked: every item is rejected (403) and
+    // dead-lettered.
+    es.json(reqwest::Method::PUT, index, None);
+    es.json(
+        reqwest::Method::PUT,
+        &format!("{index}/_settings"),
+        Some(&serde_json::json!({"index.blocks.write": true})),
+    );
+    let mut expected = Vec::new();
+    write_lines(&setup, "replay", 0..50, &mut expected);
+    let mut agent = setup.start();
+    let dead_letters = setup.data_dir().join("dead-letter.ndjson");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        agent.assert_running();
+        let n = std::fs::read_to_string(&dead_letters)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if n >= expected.len() || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(records, expected.len(), "{}", agent.stderr_tail(30));
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&dead_letters)
+            .expect("dead letters")
+            .lines()
+            .next()
+            .expect("a record"),
+    )
+    .expect("JSON record");
+    assert_eq!(first["status"], 403, "{first}");
+    assert_eq!(first["error"]["type"], "cluster_block_exception", "{first}");
+    assert_eq!(es.count(index), 0);
+    agent.sigterm(Duration::from_secs(30));
+
+    // While still blocked, a replay delivers nothing and keeps everything.
+    let (code, out) = run_replay(&setup, &dead_letters);
+    assert_eq!(code, 1, "{out}");
+    let remaining = setup.data_dir().join("dead-letter.ndjson.remaining");
+    let kept = std::fs::read_to_string(&remaining).expect("remaining file");
+    assert_eq!(kept.lines().count(), expected.len(), "{out}");
+
+    // Fixed: the replay ships every line once.
+    es.json(
+        reqwest::Method::PUT,
+        &format!("{index}/_settings"),
+        Some(&serde_json::json!({"index.blocks.write": false})),
+    );
+    let (code, out) = run_replay(&setup, &dead_letters);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("{} delivered", expected.len())),
+        "{out}"
+    );
+    assert!(!remaining.exists());
+    let mut agent = setup.start();
+    assert_exactly_once(es, index, &expected, &mut agent);
+
+    // Replaying again: only 409s, no new documents.
+    let (code, out) = run_replay(&setup, &dead_letters);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("0 delivered, {} already indexed", expected.len())),
+        "{out}"
+    );
+    assert_eq!(es.count(index), expected.len() as u64);
+}

@@ -24,7 +24,8 @@
 //! restart.
 //!
 //! Parts: `client` (TLS, credentials, headers), `version` (start-up
-//! version check), [`template`] (index template put before the first batch), `hosts` (URLs, round-robin), `request` (body, gzip, one
+//! version check), [`template`] (index template put before the first batch), [`replay`] (re-shipping a
+//! dead-letter file), `hosts` (URLs, round-robin), `request` (body, gzip, one
 //! attempt), [`response`] (bulk response parsing), `retry` (backoff, log
 //! rate limits), `delivery` (one batch to the end), [`dead_letter`] (the
 //! file format).
@@ -33,6 +34,7 @@ mod client;
 pub mod dead_letter;
 mod delivery;
 mod hosts;
+pub mod replay;
 mod request;
 pub mod response;
 mod retry;
