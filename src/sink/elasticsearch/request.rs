@@ -240,10 +240,9 @@ impl BulkRequester {
         let attempt = self.send_to(&host.bulk_url, body, sent).await;
         let unhealthy = match &attempt {
             Attempt::Failed(RequestFailure::Transport { .. }) => true,
-            Attempt::Failed(RequestFailure::Unavailable { status, .. }) => matches!(
-                status.as_u16(),
-                502..=504
-            ),
+            Attempt::Failed(RequestFailure::Unavailable { status, .. }) => {
+                matches!(status.as_u16(), 502..=504)
+            }
             _ => false,
         };
         self.hosts.report(i, !unhealthy);
