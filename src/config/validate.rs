@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawElasticsearch, RawSource};
 use super::{
-    AuthConfig, BatchConfig, Config, ElasticsearchConfig, LogConfig, RetryConfig, SourceConfig,
-    TlsConfig,
+    AuthConfig, BatchConfig, Config, ElasticsearchConfig, HttpConfig, LogConfig, RetryConfig,
+    SourceConfig, TlsConfig,
 };
 
 /// Smallest accepted `max_line_bytes`: below this, ordinary lines get cut.
@@ -99,6 +99,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         sources,
         sink: validate_elasticsearch(raw.sink.elasticsearch)?,
         shutdown_timeout: raw.shutdown_timeout,
+        http: raw.http.map(validate_http).transpose()?,
     })
 }
 
@@ -406,4 +407,20 @@ fn positive(d: Duration, key: impl FnOnce() -> String) -> Result<Duration, Inval
 
 fn to_usize(n: u64, key: impl FnOnce() -> String) -> Result<usize, Invalid> {
     usize::try_from(n).map_err(|_| invalid(key(), format!("{n} is too large for this platform")))
+}
+
+fn validate_http(raw: super::raw::RawHttp) -> Result<HttpConfig, Invalid> {
+    if raw.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(invalid(
+            "http.listen",
+            format!(
+                "{:?} is not an address:port such as 0.0.0.0:2020 or [::]:2020",
+                raw.listen
+            ),
+        ));
+    }
+    Ok(HttpConfig {
+        listen: raw.listen,
+        per_file_lag: raw.per_file_lag,
+    })
 }
