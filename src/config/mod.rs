@@ -948,10 +948,7 @@ sink:
     #[test]
     fn data_stream_names_the_index_and_template_keys_load() {
         let c = load_text(&with_sink_keys(
-            "    data_stream: {dataset: nginx.access, namespace: prod}
-    template: install
-    dedot: false
-",
+            "    data_stream: {dataset: nginx.access, namespace: prod}\n    template: install\n    dedot: false\n",
         ))
         .unwrap();
         assert_eq!(c.sink.index, "logs-nginx.access-prod");

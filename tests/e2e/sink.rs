@@ -149,6 +149,24 @@ fn tls_and_auth_through_nginx_fail_clearly_and_lose_nothing() {
         !agent.stderr_tail(400).contains(API_KEY),
         "the API key was logged"
     );
+    agent.sigterm(Duration::from_secs(30));
+
+    // `verify: false` accepts even the expired certificate, with a warning.
+    configure(
+        &setup,
+        &proxy.expired_url,
+        &format!(
+            "    tls: {{verify: false}}\n    auth: {{basic: {{username: {USERNAME}, password_file: \"{password}\"}}}}\n"
+        ),
+    );
+    write_lines(&setup, "tls", 500..600, &mut expected);
+    let mut agent = setup.start();
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+    assert!(
+        agent.stderr_tail(400).contains("NOT checked"),
+        "no warning for verify: false:\n{}",
+        agent.stderr_tail(40)
+    );
     drop(proxy);
 }
 
