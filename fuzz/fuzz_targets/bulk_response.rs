@@ -12,8 +12,16 @@ use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use serde_json::Value;
 
+/// What an item's action object says about its status (other fields are
+/// skipped unvalidated, as a tolerant reader should).
+#[derive(Deserialize, Debug)]
+struct Probe {
+    #[serde(default)]
+    status: Option<Value>,
+}
+
 /// An object's entries in document order, duplicates kept.
-struct Entries(Vec<(String, Value)>);
+struct Entries(Vec<(String, Probe)>);
 
 impl<'de> Deserialize<'de> for Entries {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -25,8 +33,8 @@ impl<'de> Deserialize<'de> for Entries {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
                 let mut out = Vec::new();
-                while let Some(entry) = map.next_entry::<String, Value>()? {
-                    out.push(entry);
+                while let Some(entry) = map.next_entry::<serde::de::IgnoredAny, Probe>()? {
+                    out.push((String::new(), entry.1));
                 }
                 Ok(Entries(out))
             }
@@ -62,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
         let Entries(entries) = &top.items[i];
         let said = entries
             .first()
-            .and_then(|(_, v)| v.get("status"))
+            .and_then(|(_, v)| v.status.as_ref())
             .and_then(Value::as_u64);
         assert_eq!(
             said,

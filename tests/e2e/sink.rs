@@ -167,6 +167,30 @@ fn tls_and_auth_through_nginx_fail_clearly_and_lose_nothing() {
         "no warning for verify: false:\n{}",
         agent.stderr_tail(40)
     );
+    agent.sigterm(Duration::from_secs(30));
+
+    // A client certificate: refused without one (403, nothing lost), then
+    // everything ships with it.
+    configure(
+        &setup,
+        &proxy.client_cert_url,
+        &format!("    tls: {{ca_file: \"{ca}\"}}\n"),
+    );
+    write_lines(&setup, "tls", 600..650, &mut expected);
+    let mut agent = setup.start();
+    wait_for_log(&mut agent, "403 Forbidden");
+    agent.kill_9();
+    configure(
+        &setup,
+        &proxy.client_cert_url,
+        &format!(
+            "    tls: {{ca_file: \"{ca}\", cert_file: \"{}\", key_file: \"{}\"}}\n",
+            pki.path("client.pem").display(),
+            pki.path("client.key").display()
+        ),
+    );
+    let mut agent = setup.start();
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
     drop(proxy);
 }
 

@@ -10,7 +10,9 @@
 //!
 //! - `basic_url`: valid certificate, HTTP basic auth (htpasswd, `apr1`);
 //! - `api_key_url`: valid certificate, `Authorization: ApiKey <API_KEY>`;
-//! - `expired_url`: the expired certificate, basic auth.
+//! - `expired_url`: the expired certificate, basic auth;
+//! - `client_cert_url`: valid certificate, a client certificate signed by
+//!   the test CA required (403 without one).
 //!
 //! nginx is killed when the [`Nginx`] is dropped and, should the test
 //! process die, by `PR_SET_PDEATHSIG`.
@@ -43,6 +45,7 @@ impl Pki {
         pki.make_ca("wrong-ca", "an unrelated CA");
         pki.make_server("server", None);
         pki.make_server("expired", Some(("20200101000000Z", "20200201000000Z")));
+        pki.make_leaf("client", None, "clientAuth");
         pki
     }
 
@@ -111,6 +114,12 @@ impl Pki {
 
     /// A server certificate signed by `ca`, valid now or in `window`.
     fn make_server(&self, name: &str, window: Option<(&str, &str)>) {
+        self.make_leaf(name, window, "serverAuth")
+    }
+
+    /// A certificate for `127.0.0.1`/`localhost` signed by `ca`, for `eku`.
+    fn make_leaf(&self, name: &str, window: Option<(&str, &str)>, eku: &str) {
+        let eku = format!("extendedKeyUsage={eku}");
         let key = format!("{name}.key");
         let csr = format!("{name}.csr");
         self.openssl(&[
@@ -132,7 +141,7 @@ impl Pki {
             "-addext",
             "basicConstraints=critical,CA:FALSE",
             "-addext",
-            "extendedKeyUsage=serverAuth",
+            &eku,
         ]);
         let pem = format!("{name}.pem");
         let mut args = vec![
@@ -154,6 +163,8 @@ pub struct Nginx {
     pub basic_url: String,
     pub api_key_url: String,
     pub expired_url: String,
+    /// Valid certificate; requires a client certificate signed by the CA.
+    pub client_cert_url: String,
 }
 
 /// Whether Debian's nginx is installed (`.ci/run` installs `nginx-light`).
@@ -186,6 +197,7 @@ impl Nginx {
         std::fs::create_dir(dir.path().join("logs")).expect("mkdir");
         let upstream = upstream.trim_start_matches("http://");
         let (basic, api_key, expired) = (free_port(), free_port(), free_port());
+        let client_cert = free_port();
         let server = |port: u16, cert: &str, check: &str| {
             format!(
                 r#"
@@ -231,6 +243,7 @@ http {{
 {a}
 {b}
 {c}
+{d}
 }}
 "#,
             pid = dir.path().join("nginx.pid").display(),
@@ -240,6 +253,18 @@ http {{
             a = server(basic, "server", &basic_check),
             b = server(api_key, "server", &api_key_check),
             c = server(expired, "expired", &basic_check),
+            d = server(
+                client_cert,
+                "server",
+                "if ($ssl_client_verify != SUCCESS) { return 403; }",
+            )
+            .replace(
+                "ssl_certificate ",
+                &format!(
+                    "ssl_client_certificate {};\n        ssl_verify_client optional;\n        ssl_certificate ",
+                    pki.ca().display()
+                ),
+            ),
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
@@ -270,8 +295,9 @@ http {{
             basic_url: format!("https://127.0.0.1:{basic}"),
             api_key_url: format!("https://127.0.0.1:{api_key}"),
             expired_url: format!("https://127.0.0.1:{expired}"),
+            client_cert_url: format!("https://127.0.0.1:{client_cert}"),
         };
-        nginx.wait_listening(&[basic, api_key, expired]);
+        nginx.wait_listening(&[basic, api_key, expired, client_cert]);
         nginx
     }
 
