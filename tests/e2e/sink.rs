@@ -449,3 +449,140 @@ fn dead_letters_replay_into_the_index_once() {
     );
     assert_eq!(es.count(index), expected.len() as u64);
 }
+
+/// One node of a two-node test cluster, run by `scripts/elasticsearch.sh
+/// start`; stopped when dropped.
+struct ClusterNode {
+    dir: std::path::PathBuf,
+    env: Vec<(&'static str, String)>,
+    url: String,
+}
+
+impl ClusterNode {
+    fn script() -> std::path::PathBuf {
+        crate::support::elasticsearch::repo_root().join("scripts/elasticsearch.sh")
+    }
+
+    fn start(&mut self) {
+        let out = std::process::Command::new(Self::script())
+            .arg("start")
+            .arg(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run elasticsearch.sh start");
+        assert!(
+            out.status.success(),
+            "node {} did not start",
+            self.dir.display()
+        );
+        self.url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+
+    fn stop(&self) {
+        let _ = std::process::Command::new(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+#[test]
+fn two_node_cluster_with_a_node_stopped_mid_stream_gets_every_line_once() {
+    let root = tempfile::Builder::new()
+        .prefix("logship-cluster-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let (t1, t2) = (free_port(), free_port());
+    let seeds = format!("127.0.0.1:{t1}");
+    let node = |name: &'static str, roles: &str, transport: u16| ClusterNode {
+        dir: root.join(name),
+        env: vec![
+            ("LOGSHIP_ES_SEED_HOSTS", seeds.clone()),
+            ("LOGSHIP_ES_NODE_NAME", name.to_string()),
+            ("LOGSHIP_ES_ROLES", roles.to_string()),
+            ("LOGSHIP_ES_CLUSTER", "logship-pair".to_string()),
+            ("LOGSHIP_ES_HTTP_PORT", free_port().to_string()),
+            ("LOGSHIP_ES_TRANSPORT_PORT", transport.to_string()),
+            ("LOGSHIP_ES_HEAP", "384m".to_string()),
+        ],
+        url: String::new(),
+    };
+    // node-1 is the only master, so stopping node-2 keeps the cluster up.
+    let mut node1 = node("node-1", "master, data, ingest", t1);
+    let mut node2 = node("node-2", "data, ingest", t2);
+    node1.start();
+    node2.start();
+    let es = crate::support::elasticsearch::connect(&node1.url);
+    let health = es.json(
+        reqwest::Method::GET,
+        "_cluster/health?wait_for_nodes=2&timeout=60s",
+        None,
+    );
+    assert_eq!(health["number_of_nodes"], 2, "{health}");
+    // Two shards with a replica each: whichever node stops, the other holds
+    // a copy of every shard.
+    es.json(
+        reqwest::Method::PUT,
+        "_index_template/e2e-cluster",
+        Some(&serde_json::json!({
+            "index_patterns": ["e2e-cluster-*"], "priority": 300,
+            "template": {"settings": {"number_of_shards": 2, "number_of_replicas": 1}}
+        })),
+    );
+
+    let setup = Setup::new(
+        "cluster",
+        &node1.url,
+        Options {
+            format: "cri",
+            ..Options::default()
+        },
+    );
+    configure(&setup, &format!("{}\", \"{}", node1.url, node2.url), "");
+    let mut expected = Vec::new();
+    let mut agent = setup.start();
+    let mut seq = 0;
+    let mut write_for = |d: Duration, expected: &mut Vec<Line>| {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            write_lines(&setup, "cluster", seq..seq + 50, expected);
+            seq += 50;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    write_for(Duration::from_secs(4), &mut expected);
+    node2.stop();
+    write_for(Duration::from_secs(6), &mut expected);
+    node2.start();
+    write_for(Duration::from_secs(4), &mut expected);
+    assert_exactly_once(&es, &setup.index_pattern, &expected, &mut agent);
+    let log = agent.stderr_tail(2000);
+    assert!(
+        log.contains("host marked down"),
+        "node-2 was never marked down:\n{}",
+        agent.stderr_tail(40)
+    );
+    eprintln!(
+        "cluster: {} lines, node-2 stopped and restarted mid-stream",
+        expected.len()
+    );
+    agent.sigterm(Duration::from_secs(30));
+    drop(node2);
+    drop(node1);
+}
