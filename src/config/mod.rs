@@ -20,6 +20,7 @@
 //! same `Config`.
 
 pub mod interpolate;
+pub mod kubernetes;
 pub mod position;
 pub mod raw;
 pub mod size;
@@ -68,6 +69,7 @@ pub struct Config {
     /// Written as `sink: {elasticsearch: …}` in the file.
     #[serde(serialize_with = "serialize_under_elasticsearch")]
     pub sink: ElasticsearchConfig,
+    pub kubernetes: kubernetes::KubernetesConfig,
     /// The HTTP endpoint; `None`: off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpConfig>,

@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub log: RawLog,
     pub sources: Vec<RawSource>,
     pub sink: RawSink,
+    #[serde(default)]
+    pub kubernetes: super::kubernetes::RawKubernetes,
     /// The HTTP endpoint (metrics, health, status); off when absent.
     #[serde(default)]
     pub http: Option<RawHttp>,

@@ -21,15 +21,17 @@
 //! - the index name comes from a strftime template over `@timestamp`,
 //!   validated up front and formatted at most once per day or hour
 //!   ([`index`]); `{field}` placeholders in it are resolved once per file
-//!   context (per stream for `{stream}`) from the fields the encoder knows:
-//!   `host.name`, `log.file.path`, `stream`, and whatever the caller passes
-//!   to [`Encoder::file_context_with_fields`] (Kubernetes metadata).
+//!   context (per stream for `{stream}`) from the fields the document
+//!   carries: `host.name`, `log.file.path`, `stream`, and any field of the
+//!   Kubernetes metadata given to [`Encoder::file_context_with`] (looked up
+//!   by dotted path; `kubernetes.labels.<key>` takes the rest as one key).
 //!
 //! The hot path allocates nothing per line (it appends to the caller's
 //! buffer): everything per file (`log.file.path`, `host`, `agent`, the `_id`
 //! key) is serialised once in [`FileContext`], the action line prefix once
-//! per index name. Does not decide batch boundaries, compress, or add
-//! Kubernetes metadata.
+//! per index name. Kubernetes metadata (`container.*`, `kubernetes.*`) arrives
+//! pre-serialised per file ([`Encoder::file_context_with`]) and is spliced in
+//! after `host`. Does not decide batch boundaries or compress.
 
 pub mod escape;
 pub mod id;
@@ -70,8 +72,8 @@ pub struct FileContext {
     id_key: FileIdKey,
     /// `,"log":{"file":{"path":"…"},"offset":`
     log_prefix: Box<[u8]>,
-    /// `},"host":{"name":"…"},"agent":{"type":"logship","version":"…"}}\n`
-    /// (the `}` closes `log`).
+    /// `},"host":{"name":"…"}<extra>,"agent":{"type":"logship","version":"…"}}\n`
+    /// (the `}` closes `log`; `<extra>` is the file's Kubernetes metadata).
     doc_tail: Box<[u8]>,
     /// Unique per context, so the encoder knows when its cached names are stale.
     uid: u64,
@@ -90,12 +92,30 @@ fn stream_slot(stream: Option<Stream>) -> usize {
     }
 }
 
+/// The string at dotted `path` in `root`; for `kubernetes.labels.<key>` and
+/// `kubernetes.annotations.<key>` the rest of the path is one key (keys may
+/// contain dots).
+fn lookup_field<'v>(root: &'v serde_json::Value, path: &str) -> Option<&'v str> {
+    for map in ["kubernetes.labels.", "kubernetes.annotations."] {
+        if let Some(key) = path.strip_prefix(map) {
+            let object = map
+                .trim_end_matches('.')
+                .split('.')
+                .try_fold(root, |v, k| v.get(k))?;
+            return object.get(key)?.as_str();
+        }
+    }
+    path.split('.').try_fold(root, |v, k| v.get(k))?.as_str()
+}
+
 /// Writes bulk pairs. One per tailer (it caches the current index name).
 #[derive(Debug)]
 pub struct Encoder {
     node_name: String,
-    /// See [`FileContext::doc_tail`].
-    doc_tail: Box<[u8]>,
+    /// `},"host":{"name":"…"}` (the `}` closes `log`).
+    host_part: Box<[u8]>,
+    /// `,"agent":{"type":"logship","version":"…"}}\n`
+    agent_part: Box<[u8]>,
     fields: FieldTemplate,
     /// The current names per stream slot (only slot 0 without `{stream}`).
     index: [IndexName; 3],
@@ -117,17 +137,20 @@ impl Encoder {
     pub fn new(node_name: &str, index_template: &str) -> Result<Self, IndexTemplateError> {
         let fields = FieldTemplate::parse(index_template)?;
         let template = fields.fallback().clone();
-        let mut doc_tail = Vec::new();
-        doc_tail.extend_from_slice(br#"},"host":{"name":"#);
-        write_json_str(&mut doc_tail, node_name);
-        doc_tail.extend_from_slice(br#"},"agent":{"type":"#);
-        write_json_str(&mut doc_tail, AGENT_TYPE);
-        doc_tail.extend_from_slice(br#","version":"#);
-        write_json_str(&mut doc_tail, AGENT_VERSION);
-        doc_tail.extend_from_slice(b"}}\n");
+        let mut host_part = Vec::new();
+        host_part.extend_from_slice(br#"},"host":{"name":"#);
+        write_json_str(&mut host_part, node_name);
+        host_part.push(b'}');
+        let mut agent_part = Vec::new();
+        agent_part.extend_from_slice(br#","agent":{"type":"#);
+        write_json_str(&mut agent_part, AGENT_TYPE);
+        agent_part.extend_from_slice(br#","version":"#);
+        write_json_str(&mut agent_part, AGENT_VERSION);
+        agent_part.extend_from_slice(b"}}\n");
         Ok(Encoder {
             node_name: node_name.to_owned(),
-            doc_tail: doc_tail.into_boxed_slice(),
+            host_part: host_part.into_boxed_slice(),
+            agent_part: agent_part.into_boxed_slice(),
             index: [
                 IndexName::new(template.clone()),
                 IndexName::new(template.clone()),
@@ -149,27 +172,44 @@ impl Encoder {
         identity: FileIdentity,
         generation: Generation,
     ) -> FileContext {
-        self.file_context_with_fields(path, identity, generation, &[])
+        self.file_context_with(path, identity, generation, &[])
     }
 
-    /// [`file_context`](Self::file_context) with more fields (dotted names,
-    /// e.g. `kubernetes.namespace`) for `{field}` placeholders in the index
-    /// template. Only the index name uses them; the document is unchanged.
-    pub fn file_context_with_fields(
+    /// Like [`Encoder::file_context`], with `extra` members spliced into
+    /// every document after `host`: a run of `,"key":value` (the Kubernetes
+    /// and container metadata, see `k8s::metadata`), or empty. The caller
+    /// guarantees it is valid JSON in that shape.
+    pub fn file_context_with(
         &self,
         path: &Path,
         identity: FileIdentity,
         generation: Generation,
-        fields: &[(&str, &str)],
+        extra: &[u8],
     ) -> FileContext {
+        let mut doc_tail =
+            Vec::with_capacity(self.host_part.len() + extra.len() + self.agent_part.len());
+        doc_tail.extend_from_slice(&self.host_part);
+        doc_tail.extend_from_slice(extra);
+        doc_tail.extend_from_slice(&self.agent_part);
         let index = self.fields.has_fields().then(|| {
+            // The metadata as a JSON object, once per file, for `{field}`s.
+            let metadata = match extra.strip_prefix(b",") {
+                Some(members) => {
+                    let mut object = Vec::with_capacity(members.len() + 2);
+                    object.push(b'{');
+                    object.extend_from_slice(members);
+                    object.push(b'}');
+                    serde_json::from_slice(&object).unwrap_or_default()
+                }
+                None => serde_json::Value::Null,
+            };
             let path_text = path.to_string_lossy();
             let resolve = |stream: Option<&str>| {
                 self.fields.resolve(&|name| match name {
                     "host.name" => Some(self.node_name.as_str()),
                     "log.file.path" => Some(&path_text),
                     "stream" => stream,
-                    _ => fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
+                    _ => lookup_field(&metadata, name),
                 })
             };
             Arc::new([
@@ -187,7 +227,7 @@ impl Encoder {
         FileContext {
             id_key: FileIdKey::new(&self.node_name, identity, generation),
             log_prefix: log_prefix.into_boxed_slice(),
-            doc_tail: self.doc_tail.clone(),
+            doc_tail: doc_tail.into_boxed_slice(),
             uid: NEXT_CONTEXT_UID.fetch_add(1, Ordering::Relaxed),
             index,
         }

@@ -339,11 +339,11 @@ fn write_u64_matches_display() {
 #[test]
 fn index_fields_resolve_per_file_and_per_stream() {
     let mut encoder = Encoder::new(NODE, "logs-{kubernetes.namespace:-none}-{stream}-%Y").unwrap();
-    let in_ns = encoder.file_context_with_fields(
+    let in_ns = encoder.file_context_with(
         Path::new(PATH),
         FILE,
         0,
-        &[("kubernetes.namespace", "Team-A")],
+        br#","kubernetes":{"namespace":"Team-A","labels":{"app.kubernetes.io/name":"web"}}"#,
     );
     let plain = encoder.file_context(Path::new(PATH), FILE, 0);
     let index_of = |encoder: &mut Encoder, file: &FileContext, stream| {
@@ -367,4 +367,18 @@ fn index_fields_resolve_per_file_and_per_stream() {
             "logs-none-unknown-2026"
         );
     }
+}
+
+#[test]
+fn index_fields_read_dotted_label_keys_from_the_metadata() {
+    let mut encoder =
+        Encoder::new(NODE, "logs-{kubernetes.labels.app.kubernetes.io/name}").unwrap();
+    let file = encoder.file_context_with(
+        Path::new(PATH),
+        FILE,
+        0,
+        br#","kubernetes":{"labels":{"app.kubernetes.io/name":"Web"}}"#,
+    );
+    let (action, _, _) = encode_one(&mut encoder, &file, &line(b"m", 1));
+    assert_eq!(action["create"]["_index"], "logs-web");
 }

@@ -5,5 +5,6 @@
 #![allow(dead_code)]
 
 pub mod elasticsearch;
+pub mod fake_apiserver;
 pub mod logship;
 pub mod nginx;
