@@ -178,8 +178,8 @@ pub enum TemplateMode {
     Install,
 }
 
-/// TLS for `https://` hosts. Without `ca_file` the system's roots (and
-/// Mozilla's, built in) are trusted; with it, only that CA bundle.
+/// TLS for `https://` hosts. Without `ca_file` Mozilla's root store (built
+/// in) is trusted; with it, only that CA bundle.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TlsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,7 @@
 //! [`SinkError`] naming the file, never its content).
 //!
 //! Promises: TLS is rustls (no OpenSSL); `https://` hosts are verified
-//! against the system's roots plus Mozilla's built-in ones, or only against
+//! against Mozilla's root store built into the binary (webpki-roots), or only against
 //! `tls.ca_file` when given; `tls.verify: false` is honoured only when
 //! written and logged as a warning at start. Secrets travel as
 //! `Authorization` headers marked sensitive (hidden from `Debug` output) and
