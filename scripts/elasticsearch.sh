@@ -95,6 +95,28 @@ xpack.security.enabled: false
 cluster.routing.allocation.disk.threshold_enabled: false
 action.destructive_requires_name: false
 YML
+    # A node of a small cluster instead of a single node (tests of several
+    # hosts): LOGSHIP_ES_SEED_HOSTS (transport addresses, comma-separated),
+    # LOGSHIP_ES_NODE_NAME, LOGSHIP_ES_ROLES, LOGSHIP_ES_INITIAL_MASTER,
+    # LOGSHIP_ES_CLUSTER; fixed ports with LOGSHIP_ES_HTTP_PORT and
+    # LOGSHIP_ES_TRANSPORT_PORT (so a restarted node keeps its address).
+    local yml="$dir/config/elasticsearch.yml"
+    if [[ -n "${LOGSHIP_ES_SEED_HOSTS:-}" ]]; then
+        sed -i -e '/^discovery.type:/d' \
+            -e "s/^node.name: .*/node.name: ${LOGSHIP_ES_NODE_NAME:-node-1}/" \
+            -e "s/^cluster.name: .*/cluster.name: ${LOGSHIP_ES_CLUSTER:-logship-cluster}/" "$yml"
+        cat >>"$yml" <<YML
+discovery.seed_hosts: [${LOGSHIP_ES_SEED_HOSTS}]
+cluster.initial_master_nodes: [${LOGSHIP_ES_INITIAL_MASTER:-node-1}]
+node.roles: [${LOGSHIP_ES_ROLES:-master, data, ingest}]
+YML
+    fi
+    if [[ -n "${LOGSHIP_ES_HTTP_PORT:-}" ]]; then
+        sed -i "s/^http.port: .*/http.port: $LOGSHIP_ES_HTTP_PORT/" "$yml"
+    fi
+    if [[ -n "${LOGSHIP_ES_TRANSPORT_PORT:-}" ]]; then
+        sed -i "s/^transport.port: .*/transport.port: $LOGSHIP_ES_TRANSPORT_PORT/" "$yml"
+    fi
     if [[ "$(id -u)" == 0 ]]; then
         chown -R "$RUN_AS:" "$dir"
         as_node_user test -w "$dir/data" -a -r "$home/lib" \

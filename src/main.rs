@@ -47,6 +47,18 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Re-ship the documents of a dead-letter file to the configured
+    /// Elasticsearch (same `_index` and `_id`, so nothing is indexed twice).
+    /// What still fails is written to FILE.remaining; exit 0 when nothing
+    /// remains, 1 otherwise.
+    Replay {
+        /// The dead-letter file (`data_dir/dead-letter.ndjson` or a rotated one).
+        #[arg(long, value_name = "FILE")]
+        dead_letter: PathBuf,
+        /// YAML config file (its `sink.elasticsearch` is used).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Print the version.
     Version,
 }
@@ -60,6 +72,64 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
+        Command::Replay {
+            dead_letter,
+            config,
+        } => replay(&dead_letter, &config),
+    }
+}
+
+fn replay(file: &Path, path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("logship: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = logging::init(&config.log) {
+        eprintln!("logship: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("logship: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let sink_config = config.sink;
+    match runtime.block_on(logship::sink::elasticsearch::replay::replay(
+        &sink_config,
+        file,
+    )) {
+        Ok(summary) => {
+            println!(
+                "replayed {}: {} records, {} delivered, {} already indexed, {} not delivered{}",
+                file.display(),
+                summary.records,
+                summary.delivered,
+                summary.duplicates,
+                summary.not_delivered,
+                summary
+                    .remaining
+                    .as_ref()
+                    .map(|p| format!(" (written to {})", p.display()))
+                    .unwrap_or_default()
+            );
+            if summary.not_delivered == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("logship: replay failed: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
     }
 }
 

@@ -65,6 +65,16 @@ fn config(hosts: Vec<String>, concurrency: usize) -> ElasticsearchConfig {
             initial_backoff: Duration::from_millis(2),
             max_backoff: Duration::from_millis(40),
         },
+        tls: None,
+        auth: None,
+        headers: Default::default(),
+        data_stream: None,
+        template: logship::config::TemplateMode::None,
+        dedot: true,
+        dead_letter: logship::config::DeadLetterConfig {
+            max_bytes: 64 << 20,
+            max_files: 4,
+        },
     }
 }
 
@@ -600,4 +610,35 @@ async fn invalid_hosts_are_refused_at_start() {
 fn test_inputs_are_distinct() {
     let ids = ids_of(&batches(4, 25));
     assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_spread_over_healthy_hosts_and_a_dead_one_is_marked_down() {
+    let a = FakeEs::start().await;
+    let b = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let input = batches(40, 5);
+    let ids = ids_of(&input);
+
+    let run = run_sink(&config(vec![dead, a.url(), b.url()], 2), dir.path(), input).await;
+
+    let mut stored = a.stored_ids();
+    stored.extend(b.stored_ids());
+    stored.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(
+        stored, expected,
+        "every document stored once over both hosts"
+    );
+    let (on_a, on_b) = (a.requests().len(), b.requests().len());
+    assert!(on_a >= 10 && on_b >= 10, "load not spread: {on_a} / {on_b}");
+    // Marked down after its first refusal (for at least 0.75 s, longer than
+    // this run), so it is not tried for every request.
+    let failed = get(&run.metrics.requests_failed);
+    assert!((1..=2).contains(&failed), "dead host tried {failed} times");
 }

@@ -123,6 +123,116 @@ pub struct ElasticsearchConfig {
     #[serde(with = "humantime_serde_compat")]
     pub request_timeout: Duration,
     pub retry: RetryConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Where the credentials are; the secrets themselves are read by the
+    /// sink at start-up and never stored here (nor printed by `check-config`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    /// Extra headers on every request; names and values are valid HTTP.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Write to the data stream `<type>-<dataset>-<namespace>`; `index` is
+    /// then that name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_stream: Option<DataStreamConfig>,
+    /// `install`: put an index template for `index` at start-up.
+    pub template: TemplateMode,
+    /// Kubernetes label and annotation keys have `.` replaced by `_`
+    /// (`app.kubernetes.io/name` → `app_kubernetes_io/name`). With `false`
+    /// the installed template maps them as `flattened` so that dotted keys
+    /// cannot collide.
+    pub dedot: bool,
+    pub dead_letter: DeadLetterConfig,
+}
+
+/// Rotation of `data_dir/dead-letter.ndjson`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetterConfig {
+    /// A file is rotated before it would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept (`dead-letter.1.ndjson` …); older ones are deleted.
+    pub max_files: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DataStreamConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub dataset: String,
+    pub namespace: String,
+}
+
+impl DataStreamConfig {
+    pub fn name(&self) -> String {
+        format!("{}-{}-{}", self.kind, self.dataset, self.namespace)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateMode {
+    /// Leave mappings to the cluster.
+    None,
+    /// Put (overwrite) logship's index template at start-up.
+    Install,
+}
+
+/// TLS for `https://` hosts. Without `ca_file` Mozilla's root store (built
+/// in) is trusted; with it, only that CA bundle.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TlsConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), with `key_file`; both or neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// `false` accepts any server certificate (logged as a warning).
+    pub verify: bool,
+}
+
+/// Credentials, read from files at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthConfig {
+    /// `Authorization: Basic …`; the file holds the password (one trailing
+    /// newline is ignored).
+    Basic {
+        username: String,
+        password_file: PathBuf,
+    },
+    /// `Authorization: ApiKey …`; the file holds the encoded key as
+    /// Elasticsearch returns it (`encoded`), or `id:api_key`.
+    ApiKeyFile(PathBuf),
+}
+
+/// As written in the file: `{basic: {username, password_file}}` or
+/// `{api_key_file: …}` (YAML tags for enum variants would not load back).
+impl serde::Serialize for AuthConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(serde::Serialize)]
+        struct Basic<'a> {
+            username: &'a str,
+            password_file: &'a Path,
+        }
+        let mut map = s.serialize_map(Some(1))?;
+        match self {
+            AuthConfig::Basic {
+                username,
+                password_file,
+            } => map.serialize_entry(
+                "basic",
+                &Basic {
+                    username,
+                    password_file,
+                },
+            )?,
+            AuthConfig::ApiKeyFile(file) => map.serialize_entry("api_key_file", file)?,
+        }
+        map.end()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -770,5 +880,119 @@ sink:
                 .starts_with("config /nonexistent/logship.yaml: cannot read"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn security_keys_load_round_trip_and_are_checked() {
+        let secure = with_sink_keys(
+            "    tls: {ca_file: /etc/ca.pem, cert_file: /etc/c.pem, key_file: /etc/c.key}\n    \
+             auth: {basic: {username: shipper, password_file: /run/pw}}\n    \
+             headers: {X-Tenant: a}\n",
+        );
+        let c = load_text(&secure).unwrap();
+        let tls = c.sink.tls.as_ref().unwrap();
+        assert!(tls.verify);
+        assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(
+            c.sink.auth,
+            Some(AuthConfig::Basic {
+                username: "shipper".into(),
+                password_file: "/run/pw".into()
+            })
+        );
+        assert_eq!(c.sink.headers["X-Tenant"], "a");
+        let api_key = with_sink_keys("    auth: {api_key_file: /run/key}\n");
+        for text in [secure.as_str(), api_key.as_str()] {
+            let config = load_text(text).unwrap();
+            let yaml = serde_yaml_ng::to_string(&config).unwrap();
+            assert!(!yaml.contains("password:"), "{yaml}");
+            let again = load_str(Path::new("effective.yaml"), &yaml, |_| None)
+                .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            assert_eq!(again, config, "{yaml}");
+        }
+        let cases: &[(&str, &str)] = &[
+            (
+                "    tls: {cert_file: /c.pem}\n",
+                "sink.elasticsearch.tls.key_file",
+            ),
+            (
+                "    tls: {verify: false, ca_file: /ca.pem}\n",
+                "sink.elasticsearch.tls.verify",
+            ),
+            (
+                "    auth: {basic: {username: u, password_file: /p}, api_key_file: /k}\n",
+                "sink.elasticsearch.auth",
+            ),
+            ("    auth: {}\n", "sink.elasticsearch.auth"),
+            (
+                "    auth: {basic: {username: \"a:b\", password_file: /p}}\n",
+                "sink.elasticsearch.auth.basic.username",
+            ),
+            (
+                "    headers: {\"bad header\": x}\n",
+                "sink.elasticsearch.headers.bad header",
+            ),
+            (
+                "    headers: {Content-Type: text/plain}\n",
+                "sink.elasticsearch.headers.Content-Type",
+            ),
+            (
+                "    auth: {api_key_file: /k}\n    headers: {Authorization: x}\n",
+                "sink.elasticsearch.headers.Authorization",
+            ),
+        ];
+        for (extra, key) in cases {
+            let err = load_err(&with_sink_keys(extra));
+            assert_eq!(err.key(), Some(*key), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn data_stream_names_the_index_and_template_keys_load() {
+        let c = load_text(&with_sink_keys(
+            "    data_stream: {dataset: nginx.access, namespace: prod}\n    template: install\n    dedot: false\n",
+        ))
+        .unwrap();
+        assert_eq!(c.sink.index, "logs-nginx.access-prod");
+        assert_eq!(c.sink.template, TemplateMode::Install);
+        assert!(!c.sink.dedot);
+        let yaml = serde_yaml_ng::to_string(&c).unwrap();
+        let again = load_str(Path::new("effective.yaml"), &yaml, |_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(again, c, "{yaml}");
+        let defaults = load_text(&with_sink_keys(
+            "    data_stream: {}
+",
+        ))
+        .unwrap();
+        assert_eq!(defaults.sink.index, "logs-generic-default");
+        let minimal = load_text(MINIMAL).unwrap();
+        assert_eq!(minimal.sink.template, TemplateMode::None);
+        assert!(minimal.sink.dedot);
+        for (extra, key) in [
+            (
+                "    data_stream: {dataset: my-app}\n",
+                "sink.elasticsearch.data_stream.dataset",
+            ),
+            (
+                "    data_stream: {type: metrics}\n",
+                "sink.elasticsearch.data_stream.type",
+            ),
+            (
+                "    index: other\n    data_stream: {}\n",
+                "sink.elasticsearch.index",
+            ),
+        ] {
+            let err = load_err(&with_sink_keys(extra));
+            assert_eq!(err.key(), Some(key), "{extra}: {err}");
+        }
+        let c = load_text(&with_sink_keys(
+            "    dead_letter: {max_bytes: 1MiB, max_files: 9}\n",
+        ))
+        .unwrap();
+        assert_eq!(c.sink.dead_letter.max_bytes, 1 << 20);
+        assert_eq!(c.sink.dead_letter.max_files, 9);
+        let err = load_err(&with_sink_keys("    dead_letter: {max_bytes: 1KiB}\n"));
+        assert_eq!(err.key(), Some("sink.elasticsearch.dead_letter.max_bytes"));
     }
 }

@@ -101,8 +101,9 @@ pub struct RawSink {
 #[serde(deny_unknown_fields)]
 pub struct RawElasticsearch {
     pub hosts: Vec<String>,
-    #[serde(default = "default_index")]
-    pub index: String,
+    /// `None`: [`default_index`], or the data stream's name.
+    #[serde(default)]
+    pub index: Option<String>,
     #[serde(default)]
     pub batch: RawBatch,
     #[serde(default)]
@@ -116,6 +117,83 @@ pub struct RawElasticsearch {
     pub request_timeout: Duration,
     #[serde(default)]
     pub retry: RawRetry,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
+    /// Extra HTTP headers sent with every request.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub data_stream: Option<RawDataStream>,
+    #[serde(default = "default_template")]
+    pub template: super::TemplateMode,
+    #[serde(default = "default_dedot")]
+    pub dedot: bool,
+    #[serde(default)]
+    pub dead_letter: RawDeadLetter,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeadLetter {
+    #[serde(
+        default = "default_dead_letter_max_bytes",
+        deserialize_with = "deserialize_size"
+    )]
+    pub max_bytes: u64,
+    #[serde(default = "default_dead_letter_max_files")]
+    pub max_files: u32,
+}
+
+impl Default for RawDeadLetter {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_dead_letter_max_bytes(),
+            max_files: default_dead_letter_max_files(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataStream {
+    #[serde(default = "default_data_stream_type", rename = "type")]
+    pub kind: String,
+    #[serde(default = "default_data_stream_dataset")]
+    pub dataset: String,
+    #[serde(default = "default_data_stream_namespace")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default = "default_tls_verify")]
+    pub verify: bool,
+}
+
+/// Exactly one of `basic` and `api_key_file` (checked by `validate`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub basic: Option<RawBasicAuth>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    pub username: String,
+    pub password_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,4 +312,28 @@ pub fn default_initial_backoff() -> Duration {
 }
 pub fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
+}
+pub fn default_tls_verify() -> bool {
+    true
+}
+pub fn default_template() -> super::TemplateMode {
+    super::TemplateMode::None
+}
+pub fn default_dedot() -> bool {
+    true
+}
+pub fn default_data_stream_type() -> String {
+    "logs".to_owned()
+}
+pub fn default_data_stream_dataset() -> String {
+    "generic".to_owned()
+}
+pub fn default_data_stream_namespace() -> String {
+    "default".to_owned()
+}
+pub fn default_dead_letter_max_bytes() -> u64 {
+    64 << 20
+}
+pub fn default_dead_letter_max_files() -> u32 {
+    4
 }

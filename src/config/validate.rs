@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawElasticsearch, RawSource};
 use super::{
-    BatchConfig, Config, ElasticsearchConfig, HttpConfig, LogConfig, RetryConfig, SourceConfig,
+    AuthConfig, BatchConfig, Config, ElasticsearchConfig, HttpConfig, LogConfig, RetryConfig,
+    SourceConfig, TlsConfig,
 };
 
 /// Smallest accepted `max_line_bytes`: below this, ordinary lines get cut.
@@ -157,7 +158,52 @@ fn validate_elasticsearch(es: RawElasticsearch) -> Result<ElasticsearchConfig, I
         .enumerate()
         .map(|(i, host)| validate_host(host).map_err(|m| invalid(format!("{AT}.hosts[{i}]"), m)))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Err(e) = crate::encode::validate_index_template(&es.index) {
+    let data_stream = match es.data_stream {
+        None => None,
+        Some(ds) => {
+            if ds.kind != "logs" {
+                return Err(invalid(
+                    format!("{AT}.data_stream.type"),
+                    format!("{:?}: only \"logs\" is supported", ds.kind),
+                ));
+            }
+            for (field, value) in [("dataset", &ds.dataset), ("namespace", &ds.namespace)] {
+                let ok = !value.is_empty()
+                    && value.len() <= 100
+                    && value.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'
+                    });
+                if !ok || value.starts_with(['_', '.']) {
+                    return Err(invalid(
+                        format!("{AT}.data_stream.{field}"),
+                        format!(
+                            "{value:?}: use 1-100 of a-z 0-9 _ . (no '-', which separates the parts of the name)"
+                        ),
+                    ));
+                }
+            }
+            Some(super::DataStreamConfig {
+                kind: ds.kind,
+                dataset: ds.dataset,
+                namespace: ds.namespace,
+            })
+        }
+    };
+    let index = match (&data_stream, es.index) {
+        (None, index) => index.unwrap_or_else(super::raw::default_index),
+        (Some(ds), None) => ds.name(),
+        (Some(ds), Some(index)) if index == ds.name() => index,
+        (Some(ds), Some(index)) => {
+            return Err(invalid(
+                format!("{AT}.index"),
+                format!(
+                    "{index:?} conflicts with data_stream (which writes to {:?}): remove one",
+                    ds.name()
+                ),
+            ));
+        }
+    };
+    if let Err(e) = crate::encode::validate_index_template(&index) {
         return Err(invalid(format!("{AT}.index"), e.to_string()));
     }
     if es.compression.gzip > 9 {
@@ -197,9 +243,97 @@ fn validate_elasticsearch(es: RawElasticsearch) -> Result<ElasticsearchConfig, I
             ),
         ));
     }
+    let tls = match es.tls {
+        None => None,
+        Some(tls) => {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                let missing = if tls.cert_file.is_none() {
+                    "cert_file"
+                } else {
+                    "key_file"
+                };
+                return Err(invalid(
+                    format!("{AT}.tls.{missing}"),
+                    "a client certificate needs both cert_file and key_file",
+                ));
+            }
+            if !tls.verify && tls.ca_file.is_some() {
+                return Err(invalid(
+                    format!("{AT}.tls.verify"),
+                    "verify: false ignores ca_file: remove one of them",
+                ));
+            }
+            for (field, path) in [
+                ("ca_file", &tls.ca_file),
+                ("cert_file", &tls.cert_file),
+                ("key_file", &tls.key_file),
+            ] {
+                non_empty_path(path.as_deref(), || format!("{AT}.tls.{field}"))?;
+            }
+            Some(TlsConfig {
+                ca_file: tls.ca_file,
+                cert_file: tls.cert_file,
+                key_file: tls.key_file,
+                verify: tls.verify,
+            })
+        }
+    };
+    let auth = match es.auth {
+        None => None,
+        Some(auth) => match (auth.basic, auth.api_key_file) {
+            (Some(basic), None) => {
+                if basic.username.is_empty() || basic.username.contains(':') {
+                    return Err(invalid(
+                        format!("{AT}.auth.basic.username"),
+                        "must be non-empty and must not contain ':'",
+                    ));
+                }
+                non_empty_path(Some(&basic.password_file), || {
+                    format!("{AT}.auth.basic.password_file")
+                })?;
+                Some(AuthConfig::Basic {
+                    username: basic.username,
+                    password_file: basic.password_file,
+                })
+            }
+            (None, Some(file)) => {
+                non_empty_path(Some(&file), || format!("{AT}.auth.api_key_file"))?;
+                Some(AuthConfig::ApiKeyFile(file))
+            }
+            _ => {
+                return Err(invalid(
+                    format!("{AT}.auth"),
+                    "give exactly one of `basic: {username, password_file}` and `api_key_file`",
+                ));
+            }
+        },
+    };
+    for (name, value) in &es.headers {
+        let key = format!("{AT}.headers.{name}");
+        let parsed = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(key.clone(), format!("{name:?} is not a valid header name")))?;
+        if reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(invalid(
+                key,
+                "the value must be visible ASCII (no control characters)",
+            ));
+        }
+        let reserved = [
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::CONTENT_ENCODING,
+            reqwest::header::CONTENT_LENGTH,
+            reqwest::header::HOST,
+        ];
+        if reserved.contains(&parsed) {
+            return Err(invalid(key, "this header is set by logship itself"));
+        }
+        if parsed == reqwest::header::AUTHORIZATION && auth.is_some() {
+            return Err(invalid(key, "conflicts with `auth`: use one of them"));
+        }
+    }
     Ok(ElasticsearchConfig {
         hosts,
-        index: es.index,
+        index,
         batch: BatchConfig {
             max_bytes: to_usize(es.batch.max_bytes, || format!("{AT}.batch.max_bytes"))?,
             max_events: to_usize(es.batch.max_events, || format!("{AT}.batch.max_events"))?,
@@ -212,7 +346,32 @@ fn validate_elasticsearch(es: RawElasticsearch) -> Result<ElasticsearchConfig, I
             initial_backoff,
             max_backoff: es.retry.max_backoff,
         },
+        tls,
+        auth,
+        headers: es.headers,
+        data_stream,
+        template: es.template,
+        dedot: es.dedot,
+        dead_letter: {
+            if es.dead_letter.max_bytes < 4096 {
+                return Err(invalid(
+                    format!("{AT}.dead_letter.max_bytes"),
+                    "must be at least 4KiB",
+                ));
+            }
+            super::DeadLetterConfig {
+                max_bytes: es.dead_letter.max_bytes,
+                max_files: es.dead_letter.max_files,
+            }
+        },
     })
+}
+
+fn non_empty_path(path: Option<&Path>, key: impl FnOnce() -> String) -> Result<(), Invalid> {
+    match path {
+        Some(p) if p.as_os_str().is_empty() => Err(invalid(key(), "must not be empty")),
+        _ => Ok(()),
+    }
 }
 
 /// An `http`/`https` URL with a host; returned without trailing `/` so that

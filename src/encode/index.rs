@@ -11,8 +11,15 @@
 //!   time ([`IndexName`] reformats only when the event's UTC day — or hour,
 //!   for templates with `%H`-like directives — changes).
 //!
-//! Does not substitute event fields (`{kubernetes.namespace}`); braces are
-//! literal text here.
+//! [`FieldTemplate`] adds event fields on top: `{field}` or
+//! `{field:-fallback}` placeholders (`logs-{kubernetes.namespace:-none}-%Y.%m.%d`),
+//! resolved once per file (and stream) into an [`IndexTemplate`]. A field
+//! value is made index-safe (lowercased; anything but `a-z 0-9 . _ -` becomes
+//! `-`; at most [`MAX_FIELD_VALUE_BYTES`]); a missing or empty value takes the
+//! fallback (`unknown` when none is written). A resolved name Elasticsearch
+//! would refuse (say, one starting with `-`) falls back as a whole to the
+//! template with every placeholder at its fallback, which validation proved
+//! valid. Field names are checked against [`KNOWN_FIELDS`] at config load.
 
 use std::fmt::Write as _;
 
@@ -191,9 +198,10 @@ impl IndexName {
     }
 }
 
-/// Checks a template (see the module doc for the rules).
+/// Checks a template (see the module doc for the rules), field
+/// placeholders included.
 pub fn validate_index_template(template: &str) -> Result<(), IndexTemplateError> {
-    IndexTemplate::parse(template).map(|_| ())
+    FieldTemplate::parse(template).map(|_| ())
 }
 
 enum Segment<'a> {
@@ -478,5 +486,247 @@ mod tests {
         let (_, v1) = index.for_event(ts(2001, 1, 1, 0, 0, 0));
         let (name, v2) = index.for_event(ts(2090, 6, 1, 0, 0, 0));
         assert_eq!((name, v2), ("logs", v1));
+    }
+}
+
+/// Longest field value put into an index name.
+pub const MAX_FIELD_VALUE_BYTES: usize = 64;
+
+/// Fallback of a placeholder written without one.
+pub const DEFAULT_FIELD_FALLBACK: &str = "unknown";
+
+/// Event fields an index template may name. Fields the encoder does not
+/// fill yet (the Kubernetes ones, until metadata enrichment provides them)
+/// take their fallback. `kubernetes.labels.*` and `kubernetes.annotations.*`
+/// are accepted too.
+pub const KNOWN_FIELDS: &[&str] = &[
+    "host.name",
+    "log.file.path",
+    "stream",
+    "kubernetes.namespace",
+    "kubernetes.pod.name",
+    "kubernetes.pod.uid",
+    "kubernetes.container.name",
+    "kubernetes.node.name",
+    "kubernetes.deployment.name",
+    "container.id",
+    "container.image.name",
+    "container.runtime",
+];
+
+fn known_field(name: &str) -> bool {
+    KNOWN_FIELDS.contains(&name)
+        || ["kubernetes.labels.", "kubernetes.annotations."]
+            .iter()
+            .any(|p| name.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field { name: String, fallback: String },
+}
+
+/// An index template with `{field}` placeholders (see the module doc).
+#[derive(Clone, Debug)]
+pub struct FieldTemplate {
+    parts: Vec<Part>,
+    /// Every placeholder at its fallback; validated.
+    fallback: IndexTemplate,
+}
+
+impl FieldTemplate {
+    pub fn parse(template: &str) -> Result<Self, IndexTemplateError> {
+        let err = |reason: String| IndexTemplateError {
+            template: template.to_owned(),
+            reason,
+        };
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find(['{', '}']) {
+            if rest[open..].starts_with('}') {
+                return Err(err("'}' without a '{' before it".into()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .map(|c| open + c)
+                .ok_or_else(|| err("'{' without a closing '}'".into()))?;
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_owned()));
+            }
+            let inner = &rest[open + 1..close];
+            let (name, fallback) = match inner.split_once(":-") {
+                Some((n, f)) => (n.trim(), f.to_owned()),
+                None => (inner.trim(), DEFAULT_FIELD_FALLBACK.to_owned()),
+            };
+            if !known_field(name) {
+                return Err(err(format!(
+                    "unknown field {name:?} in {{{inner}}}; known fields: {}, \
+                     kubernetes.labels.<key>, kubernetes.annotations.<key>",
+                    KNOWN_FIELDS.join(", ")
+                )));
+            }
+            if fallback.contains(['%', '{']) {
+                return Err(err(format!(
+                    "the fallback {fallback:?} of {{{inner}}} must be plain text"
+                )));
+            }
+            parts.push(Part::Field {
+                name: name.to_owned(),
+                fallback,
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        let fallback_text = render(&parts, &|_| None);
+        let fallback = IndexTemplate::parse(&fallback_text).map_err(|e| IndexTemplateError {
+            template: template.to_owned(),
+            reason: format!("with every field at its fallback: {}", e.reason),
+        })?;
+        // Field values are sanitised; a sample value must give a valid name too.
+        IndexTemplate::parse(&render(&parts, &|_| Some("x"))).map_err(|e| IndexTemplateError {
+            template: template.to_owned(),
+            reason: e.reason,
+        })?;
+        Ok(FieldTemplate { parts, fallback })
+    }
+
+    /// Whether any placeholder names a field.
+    pub fn has_fields(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Field { .. }))
+    }
+
+    /// Whether `{stream}` appears (the name then depends on each line).
+    pub fn uses_stream(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Field { name, .. } if name == "stream"))
+    }
+
+    /// The template with every field looked up in `lookup`.
+    pub fn resolve<'v>(&self, lookup: &dyn Fn(&str) -> Option<&'v str>) -> IndexTemplate {
+        if !self.has_fields() {
+            return self.fallback.clone();
+        }
+        IndexTemplate::parse(&render(&self.parts, lookup)).unwrap_or_else(|_| self.fallback.clone())
+    }
+
+    /// The template with every field at its fallback.
+    pub fn fallback(&self) -> &IndexTemplate {
+        &self.fallback
+    }
+
+    /// An index pattern matching every name this template can produce
+    /// (placeholders and directives become `*`), for index templates.
+    pub fn pattern(&self) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => {
+                    for segment in segments(text) {
+                        match segment {
+                            Segment::Literal(l) => out.push_str(l),
+                            _ => {
+                                if !out.ends_with('*') {
+                                    out.push('*')
+                                }
+                            }
+                        }
+                    }
+                }
+                Part::Field { .. } => {
+                    if !out.ends_with('*') {
+                        out.push('*')
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn render<'v>(parts: &[Part], lookup: &dyn Fn(&str) -> Option<&'v str>) -> String {
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            Part::Text(text) => out.push_str(text),
+            Part::Field { name, fallback } => {
+                let value = lookup(name).map(sanitize).filter(|v| !v.is_empty());
+                out.push_str(value.as_deref().unwrap_or(fallback));
+            }
+        }
+    }
+    out
+}
+
+/// A field value made safe inside an index name.
+fn sanitize(value: &str) -> String {
+    let mut out = String::with_capacity(value.len().min(MAX_FIELD_VALUE_BYTES));
+    for c in value.chars() {
+        if out.len() >= MAX_FIELD_VALUE_BYTES {
+            break;
+        }
+        let c = c.to_ascii_lowercase();
+        out.push(
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            },
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+    use crate::event::Timestamp;
+
+    fn ts() -> Timestamp {
+        Timestamp {
+            secs: days_from_civil(2026, 11, 26) * 86_400,
+            nanos: 0,
+        }
+    }
+
+    #[test]
+    fn fields_resolve_with_fallbacks_and_safe_values() {
+        let t = FieldTemplate::parse("logs-{kubernetes.namespace:-none}-%Y.%m.%d").unwrap();
+        assert!(t.has_fields() && !t.uses_stream());
+        let with = t.resolve(&|f| (f == "kubernetes.namespace").then_some("Kube System/x"));
+        assert_eq!(with.format(ts()), "logs-kube-system-x-2026.11.26");
+        let without = t.resolve(&|_| None);
+        assert_eq!(without.format(ts()), "logs-none-2026.11.26");
+        assert_eq!(t.pattern(), "logs-*-*.*.*");
+        // Default fallback, and a value that would make an invalid name.
+        let t = FieldTemplate::parse("{stream}").unwrap();
+        assert!(t.uses_stream());
+        assert_eq!(t.resolve(&|_| None).format(ts()), "unknown");
+        assert_eq!(t.resolve(&|_| Some("_bad")).format(ts()), "unknown");
+        assert_eq!(t.resolve(&|_| Some("stdout")).format(ts()), "stdout");
+        let long = "a".repeat(500);
+        let name = FieldTemplate::parse("x-{host.name}")
+            .unwrap()
+            .resolve(&|_| Some(&long))
+            .format(ts());
+        assert_eq!(name.len(), 2 + MAX_FIELD_VALUE_BYTES);
+    }
+
+    #[test]
+    fn bad_placeholders_are_refused_with_the_reason() {
+        for (template, reason) in [
+            ("logs-{kubernetes.namspace}", "unknown field"),
+            ("logs-{host.name", "closing"),
+            ("logs-}", "without a '{'"),
+            ("logs-{host.name:-A B}", "fallback"),
+            ("logs-{host.name:-%Y}", "plain text"),
+        ] {
+            let e = FieldTemplate::parse(template).unwrap_err();
+            assert!(e.to_string().contains(reason), "{template}: {e}");
+        }
+        assert!(FieldTemplate::parse("logs-{kubernetes.labels.app}").is_ok());
     }
 }

@@ -20,7 +20,11 @@
 //! - `@timestamp` is RFC 3339 UTC with nine fraction digits ([`timestamp`]);
 //! - the index name comes from a strftime template over `@timestamp`,
 //!   validated up front and formatted at most once per day or hour
-//!   ([`index`]).
+//!   ([`index`]); `{field}` placeholders in it are resolved once per file
+//!   context (per stream for `{stream}`) from the fields the document
+//!   carries: `host.name`, `log.file.path`, `stream`, and any field of the
+//!   Kubernetes metadata given to [`Encoder::file_context_with`] (looked up
+//!   by dotted path; `kubernetes.labels.<key>` takes the rest as one key).
 //!
 //! The hot path allocates nothing per line (it appends to the caller's
 //! buffer): everything per file (`log.file.path`, `host`, `agent`, the `_id`
@@ -35,12 +39,16 @@ pub mod index;
 pub mod timestamp;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::{DecodedLine, EncodedSpan, FileIdentity, Generation, LineFlags, Stream};
 
 pub use escape::{escape_bytes_lossy, escape_str, is_utf8, write_json_str};
 pub use id::{DOCUMENT_ID_LEN, DocumentId, FileIdKey, document_id};
-pub use index::{Granularity, IndexName, IndexTemplate, validate_index_template};
+pub use index::{
+    FieldTemplate, Granularity, IndexName, IndexTemplate, KNOWN_FIELDS, validate_index_template,
+};
 pub use timestamp::{TIMESTAMP_LEN, TimestampFormatter, format_timestamp, timestamp_bytes};
 
 /// Error in an index name template.
@@ -67,6 +75,37 @@ pub struct FileContext {
     /// `},"host":{"name":"…"}<extra>,"agent":{"type":"logship","version":"…"}}\n`
     /// (the `}` closes `log`; `<extra>` is the file's Kubernetes metadata).
     doc_tail: Box<[u8]>,
+    /// Unique per context, so the encoder knows when its cached names are stale.
+    uid: u64,
+    /// For templates with fields: the template resolved for lines without a
+    /// stream, stdout, stderr (in that order).
+    index: Option<Arc<[IndexTemplate; 3]>>,
+}
+
+static NEXT_CONTEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+fn stream_slot(stream: Option<Stream>) -> usize {
+    match stream {
+        None => 0,
+        Some(Stream::Stdout) => 1,
+        Some(Stream::Stderr) => 2,
+    }
+}
+
+/// The string at dotted `path` in `root`; for `kubernetes.labels.<key>` and
+/// `kubernetes.annotations.<key>` the rest of the path is one key (keys may
+/// contain dots).
+fn lookup_field<'v>(root: &'v serde_json::Value, path: &str) -> Option<&'v str> {
+    for map in ["kubernetes.labels.", "kubernetes.annotations."] {
+        if let Some(key) = path.strip_prefix(map) {
+            let object = map
+                .trim_end_matches('.')
+                .split('.')
+                .try_fold(root, |v, k| v.get(k))?;
+            return object.get(key)?.as_str();
+        }
+    }
+    path.split('.').try_fold(root, |v, k| v.get(k))?.as_str()
 }
 
 /// Writes bulk pairs. One per tailer (it caches the current index name).
@@ -77,11 +116,17 @@ pub struct Encoder {
     host_part: Box<[u8]>,
     /// `,"agent":{"type":"logship","version":"…"}}\n`
     agent_part: Box<[u8]>,
-    index: IndexName,
+    fields: FieldTemplate,
+    /// The current names per stream slot (only slot 0 without `{stream}`).
+    index: [IndexName; 3],
+    /// [`FileContext::uid`] the names were resolved for (0 = the template
+    /// has no fields).
+    index_uid: u64,
     /// `{"create":{"_index":"<current name>","_id":"`
     action_prefix: Vec<u8>,
-    /// [`IndexName`] version `action_prefix` was built for (0 = none yet).
-    action_version: u64,
+    /// Stream slot and [`IndexName`] version `action_prefix` was built for
+    /// (version 0 = none yet).
+    action_version: (usize, u64),
     timestamps: TimestampFormatter,
 }
 
@@ -90,7 +135,8 @@ const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl Encoder {
     pub fn new(node_name: &str, index_template: &str) -> Result<Self, IndexTemplateError> {
-        let template = IndexTemplate::parse(index_template)?;
+        let fields = FieldTemplate::parse(index_template)?;
+        let template = fields.fallback().clone();
         let mut host_part = Vec::new();
         host_part.extend_from_slice(br#"},"host":{"name":"#);
         write_json_str(&mut host_part, node_name);
@@ -105,9 +151,15 @@ impl Encoder {
             node_name: node_name.to_owned(),
             host_part: host_part.into_boxed_slice(),
             agent_part: agent_part.into_boxed_slice(),
-            index: IndexName::new(template),
+            index: [
+                IndexName::new(template.clone()),
+                IndexName::new(template.clone()),
+                IndexName::new(template),
+            ],
+            fields,
+            index_uid: 0,
             action_prefix: Vec::new(),
-            action_version: 0,
+            action_version: (0, 0),
             timestamps: TimestampFormatter::default(),
         })
     }
@@ -139,6 +191,33 @@ impl Encoder {
         doc_tail.extend_from_slice(&self.host_part);
         doc_tail.extend_from_slice(extra);
         doc_tail.extend_from_slice(&self.agent_part);
+        let index = self.fields.has_fields().then(|| {
+            // The metadata as a JSON object, once per file, for `{field}`s.
+            let metadata = match extra.strip_prefix(b",") {
+                Some(members) => {
+                    let mut object = Vec::with_capacity(members.len() + 2);
+                    object.push(b'{');
+                    object.extend_from_slice(members);
+                    object.push(b'}');
+                    serde_json::from_slice(&object).unwrap_or_default()
+                }
+                None => serde_json::Value::Null,
+            };
+            let path_text = path.to_string_lossy();
+            let resolve = |stream: Option<&str>| {
+                self.fields.resolve(&|name| match name {
+                    "host.name" => Some(self.node_name.as_str()),
+                    "log.file.path" => Some(&path_text),
+                    "stream" => stream,
+                    _ => lookup_field(&metadata, name),
+                })
+            };
+            Arc::new([
+                resolve(None),
+                resolve(Some("stdout")),
+                resolve(Some("stderr")),
+            ])
+        });
         let mut log_prefix = Vec::new();
         log_prefix.extend_from_slice(br#","log":{"file":{"path":"#);
         log_prefix.push(b'"');
@@ -149,6 +228,8 @@ impl Encoder {
             id_key: FileIdKey::new(&self.node_name, identity, generation),
             log_prefix: log_prefix.into_boxed_slice(),
             doc_tail: doc_tail.into_boxed_slice(),
+            uid: NEXT_CONTEXT_UID.fetch_add(1, Ordering::Relaxed),
+            index,
         }
     }
 
@@ -168,14 +249,29 @@ impl Encoder {
         );
         out.items.push(out.body.len() as u32);
 
-        let (name, version) = self.index.for_event(line.timestamp);
-        if version != self.action_version {
+        let slot = match &file.index {
+            None => 0,
+            Some(templates) => {
+                if self.index_uid != file.uid {
+                    self.index = templates.as_ref().clone().map(IndexName::new);
+                    self.index_uid = file.uid;
+                    self.action_version = (0, 0);
+                }
+                if self.fields.uses_stream() {
+                    stream_slot(line.stream)
+                } else {
+                    0
+                }
+            }
+        };
+        let (name, version) = self.index[slot].for_event(line.timestamp);
+        if (slot, version) != self.action_version {
             self.action_prefix.clear();
             self.action_prefix
                 .extend_from_slice(br#"{"create":{"_index":"#);
             write_json_str(&mut self.action_prefix, name);
             self.action_prefix.extend_from_slice(br#","_id":""#);
-            self.action_version = version;
+            self.action_version = (slot, version);
         }
 
         let body = &mut out.body;
@@ -224,8 +320,9 @@ impl Encoder {
         &self.node_name
     }
 
+    /// The index template with every field at its fallback.
     pub fn index_template(&self) -> &IndexTemplate {
-        self.index.template()
+        self.fields.fallback()
     }
 }
 

@@ -335,3 +335,50 @@ fn write_u64_matches_display() {
         assert_eq!(out, v.to_string().as_bytes());
     }
 }
+
+#[test]
+fn index_fields_resolve_per_file_and_per_stream() {
+    let mut encoder = Encoder::new(NODE, "logs-{kubernetes.namespace:-none}-{stream}-%Y").unwrap();
+    let in_ns = encoder.file_context_with(
+        Path::new(PATH),
+        FILE,
+        0,
+        br#","kubernetes":{"namespace":"Team-A","labels":{"app.kubernetes.io/name":"web"}}"#,
+    );
+    let plain = encoder.file_context(Path::new(PATH), FILE, 0);
+    let index_of = |encoder: &mut Encoder, file: &FileContext, stream| {
+        let mut l = line(b"m", 1);
+        l.stream = stream;
+        let (action, _, _) = encode_one(encoder, file, &l);
+        action["create"]["_index"].as_str().unwrap().to_string()
+    };
+    // Alternating contexts and streams never reuse a stale name.
+    for _ in 0..2 {
+        assert_eq!(
+            index_of(&mut encoder, &in_ns, Some(Stream::Stdout)),
+            "logs-team-a-stdout-2026"
+        );
+        assert_eq!(
+            index_of(&mut encoder, &in_ns, Some(Stream::Stderr)),
+            "logs-team-a-stderr-2026"
+        );
+        assert_eq!(
+            index_of(&mut encoder, &plain, None),
+            "logs-none-unknown-2026"
+        );
+    }
+}
+
+#[test]
+fn index_fields_read_dotted_label_keys_from_the_metadata() {
+    let mut encoder =
+        Encoder::new(NODE, "logs-{kubernetes.labels.app.kubernetes.io/name}").unwrap();
+    let file = encoder.file_context_with(
+        Path::new(PATH),
+        FILE,
+        0,
+        br#","kubernetes":{"labels":{"app.kubernetes.io/name":"Web"}}"#,
+    );
+    let (action, _, _) = encode_one(&mut encoder, &file, &line(b"m", 1));
+    assert_eq!(action["create"]["_index"], "logs-web");
+}

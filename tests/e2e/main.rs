@@ -14,6 +14,7 @@ mod harness;
 mod kubernetes;
 mod ops;
 mod restarts;
+mod sink;
 
 use support::elasticsearch::{self, Elasticsearch};
 use support::logship::{Options, Setup};

@@ -73,6 +73,31 @@ pub fn shared() -> &'static Elasticsearch {
     SHARED.get_or_init(Elasticsearch::start)
 }
 
+/// A client for a node someone else runs (e.g. a node of a test cluster
+/// started with `scripts/elasticsearch.sh start`), ready once it answers yellow.
+pub fn connect(url: &str) -> Elasticsearch {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime for the Elasticsearch client");
+    let client = {
+        let _context = runtime.enter();
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("reqwest client")
+    };
+    let es = Elasticsearch {
+        url: url.trim_end_matches('/').to_string(),
+        client,
+        runtime,
+        dir: None,
+    };
+    es.wait_ready(DEFAULT_START_TIMEOUT);
+    es
+}
+
 /// Directory holding `Cargo.toml` (and `scripts/`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -278,6 +278,16 @@ async fn handle(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    // The sink's start-up version check (`GET /`): answered like
+    // Elasticsearch, outside the fault plan and the request log.
+    if req.uri().path() != "/_bulk" {
+        let body =
+            r#"{"name":"fake","version":{"number":"8.19.8"},"tagline":"You Know, for Search"}"#;
+        return Ok(Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap_or_default());
+    }
     let (fault, delay) = {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         s.in_flight += 1;

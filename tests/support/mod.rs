@@ -7,3 +7,4 @@
 pub mod elasticsearch;
 pub mod fake_apiserver;
 pub mod logship;
+pub mod nginx;

@@ -15,8 +15,16 @@
 //! `sync_data`'d before the batch is acknowledged: once durable here a line
 //! is owned by this file and its source checkpoint may move past it. A failed
 //! write is rolled back (the file is cut back to its length before it), so a
-//! retried write never leaves a half line. The file is never rotated or read
-//! by logship; operators inspect and replay it.
+//! retried write never leaves a half line.
+//!
+//! Rotation by size: before an append that would take the file past
+//! `max_bytes` (and the file is not empty), `dead-letter.ndjson` is renamed
+//! to `dead-letter.1.ndjson`, `.1` to `.2`, … and the oldest beyond
+//! `max_files` rotated files is deleted (logged as an error with its size:
+//! the cap is the one place dead letters are given up, by the operator's
+//! choice). So the disk used stays under about `(max_files + 1) × max_bytes`
+//! plus one batch. `logship replay --dead-letter FILE --config CONFIG`
+//! re-ships a file (see `replay`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -31,11 +39,33 @@ use super::response::{ActionMeta, ItemError};
 
 pub const FILE_NAME: &str = "dead-letter.ndjson";
 
+/// Size cap of one dead-letter file and how many rotated files are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    pub max_files: u32,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            max_bytes: 64 << 20,
+            max_files: 4,
+        }
+    }
+}
+
+/// The path of rotated file `n` (1 = newest) next to `path`.
+pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    path.with_file_name(format!("dead-letter.{n}.ndjson"))
+}
+
 /// The append-only dead-letter file, shared by all batch tasks.
 #[derive(Clone)]
 pub struct DeadLetterFile {
     path: PathBuf,
     file: Arc<Mutex<File>>,
+    rotation: Rotation,
 }
 
 /// One rejected document, ready to be written.
@@ -69,6 +99,11 @@ struct ErrorOut<'a> {
 impl DeadLetterFile {
     /// Opens (creating if needed) `{data_dir}/dead-letter.ndjson` for appending.
     pub fn open(data_dir: &Path) -> Result<Self, SinkError> {
+        Self::open_with(data_dir, Rotation::default())
+    }
+
+    /// [`open`](Self::open) with rotation limits.
+    pub fn open_with(data_dir: &Path, rotation: Rotation) -> Result<Self, SinkError> {
         let path = data_dir.join(FILE_NAME);
         let err = |source| SinkError::DeadLetter {
             path: path.clone(),
@@ -83,6 +118,7 @@ impl DeadLetterFile {
         Ok(DeadLetterFile {
             path,
             file: Arc::new(Mutex::new(file)),
+            rotation,
         })
     }
 
@@ -97,7 +133,11 @@ impl DeadLetterFile {
             .file
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let before = file.metadata()?.len();
+        let mut before = file.metadata()?.len();
+        if before > 0 && before + records.len() as u64 > self.rotation.max_bytes {
+            *file = self.rotate()?;
+            before = 0;
+        }
         let result = file
             .write_all(records)
             .and_then(|()| file.flush())
@@ -107,6 +147,41 @@ impl DeadLetterFile {
             let _ = file.set_len(before);
         }
         result
+    }
+}
+
+impl DeadLetterFile {
+    /// Shifts the rotated files up by one (deleting the oldest beyond the
+    /// cap), renames the current file to `.1`, and opens a fresh one.
+    fn rotate(&self) -> std::io::Result<File> {
+        let keep = self.rotation.max_files;
+        let oldest = rotated_path(&self.path, keep.max(1));
+        if keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            if let Ok(meta) = std::fs::metadata(&oldest) {
+                tracing::error!(
+                    path = %oldest.display(), bytes = meta.len(),
+                    "dead-letter files exceed their cap (dead_letter.max_files): deleting the oldest"
+                );
+                std::fs::remove_file(&oldest)?;
+            }
+            for n in (1..keep).rev() {
+                let from = rotated_path(&self.path, n);
+                if from.exists() {
+                    std::fs::rename(&from, rotated_path(&self.path, n + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, rotated_path(&self.path, 1))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(file)
     }
 }
 
@@ -202,6 +277,43 @@ mod tests {
             std::fs::read_to_string(data_dir.join(FILE_NAME)).unwrap(),
             "{\"a\":1}\n{\"a\":2}\n"
         );
+    }
+
+    #[test]
+    fn rotation_caps_file_size_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotation = Rotation {
+            max_bytes: 100,
+            max_files: 2,
+        };
+        let dl = DeadLetterFile::open_with(dir.path(), rotation).unwrap();
+        let record = |i: usize| format!("{{\"n\":{i:040}}}\n");
+        for i in 0..10 {
+            dl.append_durably(record(i).as_bytes()).unwrap();
+        }
+        let current = dir.path().join(FILE_NAME);
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        // 47-byte records, two per file: the newest two files hold 8, 9 and 6, 7 ...
+        let len = record(0).len();
+        let per_file = (100 / len).max(1);
+        assert_eq!(
+            read(&current).len(),
+            len * (10 - (10 - 1) / per_file * per_file)
+        );
+        for p in [
+            &current,
+            &rotated_path(&current, 1),
+            &rotated_path(&current, 2),
+        ] {
+            assert!(
+                read(p).len() as u64 <= rotation.max_bytes,
+                "{}",
+                p.display()
+            );
+        }
+        assert!(!rotated_path(&current, 3).exists());
+        assert!(read(&current).contains(&record(9)));
+        assert!(read(&rotated_path(&current, 1)).contains(&record(9 - per_file)));
     }
 
     #[test]

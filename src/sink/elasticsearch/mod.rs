@@ -23,17 +23,23 @@
 //! which aborts every batch task; unacknowledged lines are read again after
 //! restart.
 //!
-//! Parts: `hosts` (URLs, round-robin), `request` (body, gzip, one
+//! Parts: `client` (TLS, credentials, headers), `version` (start-up
+//! version check), [`template`] (index template put before the first batch), [`replay`] (re-shipping a
+//! dead-letter file), `hosts` (URLs, round-robin), `request` (body, gzip, one
 //! attempt), [`response`] (bulk response parsing), `retry` (backoff, log
 //! rate limits), `delivery` (one batch to the end), [`dead_letter`] (the
 //! file format).
 
+mod client;
 pub mod dead_letter;
 mod delivery;
 mod hosts;
+pub mod replay;
 mod request;
 pub mod response;
 mod retry;
+pub mod template;
+pub mod version;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,11 +64,28 @@ pub enum SinkError {
     },
     #[error("cannot build HTTP client: {0}")]
     Client(String),
+    #[error("sink.elasticsearch.tls: {}: {reason}", path.display())]
+    Tls { path: PathBuf, reason: String },
+    /// A password or API key file; `reason` never holds its content.
+    #[error("sink.elasticsearch.auth: {}: {reason}", path.display())]
+    Secret { path: PathBuf, reason: String },
 }
 
 pub struct ElasticsearchSink {
     delivery: Arc<Delivery>,
     concurrency: usize,
+    /// Taken by `run`, which logs each host's version in the background.
+    version_probe: Option<(reqwest::Client, Vec<(reqwest::Url, String)>)>,
+    /// Installed by `run` before the first batch is taken.
+    template: Option<TemplateSetup>,
+}
+
+struct TemplateSetup {
+    client: reqwest::Client,
+    bases: Vec<(reqwest::Url, String)>,
+    put: template::IndexTemplatePut,
+    initial_backoff: std::time::Duration,
+    max_backoff: std::time::Duration,
 }
 
 impl ElasticsearchSink {
@@ -78,13 +101,22 @@ impl ElasticsearchSink {
         } else {
             cfg.request_timeout
         };
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("logship/", env!("CARGO_PKG_VERSION")))
-            .timeout(timeout)
-            .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
-            .build()
-            .map_err(|e| SinkError::Client(e.to_string()))?;
-        let dead_letters = dead_letter::DeadLetterFile::open(data_dir)?;
+        let client = client::build(cfg, timeout)?;
+        let version_probe = (client.clone(), hosts.bases());
+        let template = template::for_config(cfg).map(|put| TemplateSetup {
+            client: client.clone(),
+            bases: hosts.bases(),
+            put,
+            initial_backoff: cfg.retry.initial_backoff,
+            max_backoff: cfg.retry.max_backoff,
+        });
+        let dead_letters = dead_letter::DeadLetterFile::open_with(
+            data_dir,
+            dead_letter::Rotation {
+                max_bytes: cfg.dead_letter.max_bytes,
+                max_files: cfg.dead_letter.max_files,
+            },
+        )?;
         let delivery = Delivery::new(
             request::BulkRequester::new(client, hosts),
             cfg.gzip_level,
@@ -96,6 +128,8 @@ impl ElasticsearchSink {
         Ok(ElasticsearchSink {
             delivery: Arc::new(delivery),
             concurrency: cfg.concurrency.max(1),
+            version_probe: Some(version_probe),
+            template,
         })
     }
 
@@ -106,7 +140,22 @@ impl ElasticsearchSink {
     ///
     /// Aborting the future aborts every batch in flight; none of them is then
     /// acknowledged.
-    pub async fn run(self, mut batches: mpsc::Receiver<Batch>, acks: Arc<dyn Acknowledger>) {
+    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>, acks: Arc<dyn Acknowledger>) {
+        if let Some((client, hosts)) = self.version_probe.take() {
+            // Not awaited: an unreachable cluster must not delay buffering.
+            tokio::spawn(version::check_all(client, hosts));
+        }
+        if let Some(t) = self.template.take() {
+            // Batches wait in the channel meanwhile (backpressure, not loss).
+            template::install(
+                &t.client,
+                &t.bases,
+                &t.put,
+                t.initial_backoff,
+                t.max_backoff,
+            )
+            .await;
+        }
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut in_flight = JoinSet::new();
         loop {

@@ -235,11 +235,18 @@ impl BulkRequester {
     /// One attempt to send `body`, which holds `sent` items, to the next
     /// host; returns that host (for logs) and what happened.
     pub async fn send(&self, body: &BulkBody, sent: usize) -> (&str, Attempt) {
-        let host = self.hosts.pick();
-        (
-            &host.display,
-            self.send_to(&host.bulk_url, body, sent).await,
-        )
+        let i = self.hosts.pick_index();
+        let host = self.hosts.get(i);
+        let attempt = self.send_to(&host.bulk_url, body, sent).await;
+        let unhealthy = match &attempt {
+            Attempt::Failed(RequestFailure::Transport { .. }) => true,
+            Attempt::Failed(RequestFailure::Unavailable { status, .. }) => {
+                matches!(status.as_u16(), 502..=504)
+            }
+            _ => false,
+        };
+        self.hosts.report(i, !unhealthy);
+        (&host.display, attempt)
     }
 
     async fn send_to(&self, url: &reqwest::Url, body: &BulkBody, sent: usize) -> Attempt {
