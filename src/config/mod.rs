@@ -68,6 +68,40 @@ pub struct Config {
     /// Written as `sink: {elasticsearch: …}` in the file.
     #[serde(serialize_with = "serialize_under_elasticsearch")]
     pub sink: ElasticsearchConfig,
+    /// Between the batcher and the sink: memory (default) or a disk queue.
+    pub buffer: BufferConfig,
+}
+
+/// `buffer:` — where batches wait for the sink.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BufferConfig {
+    /// At most `concurrency + 1` batches in memory; the files hold the backlog.
+    #[default]
+    Memory,
+    /// A durable queue in `<data_dir>/buffer` (see `buffer::disk`).
+    Disk(DiskBufferConfig),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DiskBufferConfig {
+    /// Segment files take at most this many bytes.
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+    /// Appended batches are fsync'd at least this often (0 = after each);
+    /// file checkpoints advance once their lines are fsync'd.
+    #[serde(with = "humantime_serde_compat")]
+    pub fsync_interval: Duration,
+}
+
+/// What a full disk buffer does with a new batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room: the tailers stop reading (backpressure).
+    Block,
+    /// Drop the batch and count its events (`dropped_events`).
+    DropNewest,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
