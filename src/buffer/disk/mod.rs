@@ -208,6 +208,9 @@ impl Queue {
         // Find the next id from the newest segment holding a valid record;
         // drop trailing segments that hold none.
         let mut last_valid: Option<u64> = None;
+        // A segment named N was opened when N was the next id: ids never go
+        // below the newest name, even if that segment holds nothing.
+        let newest_name = segments.back().map_or(0, |s| s.first);
         let mut payload = Vec::new();
         while let Some(seg) = segments.back() {
             let p = segment::path(dir, seg.first);
@@ -229,11 +232,11 @@ impl Queue {
         let ledger = ledger.unwrap_or_default();
         let oldest = segments.front().map(|s| s.first).unwrap_or(0);
         let ack = ledger.ack.max(oldest);
-        let mut next_id = last_valid.map_or(0, |l| l + 1).max(ack);
+        let mut next_id = last_valid.map_or(0, |l| l + 1).max(ack).max(newest_name);
         let mut acked = BTreeMap::new();
         for (s, e) in ledger.acked {
-            if s > ack {
-                acked.insert(s, e);
+            if e > ack {
+                acked.insert(s.max(ack), e);
                 next_id = next_id.max(e);
             }
         }
