@@ -10,6 +10,18 @@
 //! batcher sends its open batch, the sink finishes what is in flight (up to
 //! `shutdown_timeout`), and the checkpoints are written one last time. What
 //! was not acknowledged is read again from the files on the next start.
+//!
+//! With `buffer: {type: disk}` the disk queue sits between batcher and sink:
+//!
+//! ```text
+//! FileServer ─► Batcher ─► disk writer ─► segments ─► disk reader ─► sink ─acks─► queue ledger
+//!                              └─ after fsync ─► Checkpointer
+//! ```
+//!
+//! File checkpoints then advance once a batch is fsync'd into the queue. On
+//! shutdown the writer takes the batcher's last batch and fsyncs, the reader
+//! stops feeding the sink, the sink finishes what is in flight, and the
+//! ledger is written; what was not delivered is sent after the next start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +31,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::Acknowledger;
+use crate::buffer::disk::stage::DiskBuffer;
 use crate::buffer::memory::Batcher;
-use crate::config::Config;
+use crate::config::{BufferConfig, Config};
 use crate::sink::elasticsearch::ElasticsearchSink;
 use crate::tail::{Checkpointer, FileServer};
 use crate::telemetry::Metrics;
@@ -43,8 +56,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let tail_stop = CancellationToken::new();
     let tailers = tokio::spawn(server.run(span_tx, tail_stop.clone()));
     let batcher = tokio::spawn(Batcher::new(&config.sink.batch).run(span_rx, batch_tx));
-    let acks: Arc<dyn Acknowledger> = checkpointer.clone();
-    let mut sink_task = tokio::spawn(sink.run(batch_rx, acks));
+    let file_acks: Arc<dyn Acknowledger> = checkpointer.clone();
+    let reader_stop = CancellationToken::new();
+    let (mut sink_task, mut disk) = match &config.buffer {
+        BufferConfig::Memory => (tokio::spawn(sink.run(batch_rx, file_acks.clone())), None),
+        BufferConfig::Disk(d) => {
+            let dir = config.data_dir.join("buffer");
+            let disk = DiskBuffer::open(&dir, d.max_bytes)?;
+            let writer = tokio::spawn(disk.clone().run_writer(
+                batch_rx,
+                file_acks.clone(),
+                d.when_full,
+                d.fsync_interval,
+            ));
+            let (sink_tx, sink_rx) = mpsc::channel(1);
+            let reader = tokio::spawn(disk.clone().run_reader(sink_tx, reader_stop.clone()));
+            let sink_task = tokio::spawn(sink.run(sink_rx, disk.acknowledger()));
+            (sink_task, Some((disk, writer, reader)))
+        }
+    };
 
     let persist_stop = CancellationToken::new();
     let persister = {
@@ -88,6 +118,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let drained = async {
         let _ = tailers.await;
         let _ = batcher.await;
+        if let Some((_, writer, reader)) = &mut disk {
+            // The last batches are on disk now; what is not sent yet waits there.
+            let _ = writer.await;
+            reader_stop.cancel();
+            let _ = reader.await;
+        }
         let _ = (&mut sink_task).await;
     };
     if tokio::time::timeout_at(deadline, drained).await.is_err() {
@@ -95,6 +131,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             "drain deadline passed; unacknowledged lines will be read again on the next start"
         );
         sink_task.abort();
+    }
+    if let Some((disk, _, _)) = &disk {
+        disk.flush(&*file_acks).await;
     }
     persist_stop.cancel();
     let _ = persister.await;
