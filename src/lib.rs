@@ -1,3 +1,42 @@
+//! logship: a node-level log shipper.
+//!
+//! ```text
+//!  discover ──► follow ──► decode ──► encode ──► batch ──► ship ──► Elasticsearch
+//!  (tail)      (tail)     (decode)   (encode)   (buffer)  (sink)
+//!                 ▲                                         │
+//!                 └──────── checkpoint store ◄── acks ──────┘
+//! ```
+//!
+//! * [`tail`] finds files from include/exclude globs (inotify plus a periodic
+//!   rescan), identifies each by device, inode and a fingerprint of its first
+//!   line, and runs one follower task per file: 256 KiB reads on the blocking
+//!   pool, lines split with `memchr`, rotation (rename), copytruncate (the
+//!   file's generation goes up) and deletion handled, the fd of a rotated or
+//!   deleted file kept until it is read to its end.
+//! * [`decode`] turns physical lines into logical ones: CRI (`P`/`F` parts
+//!   joined), docker `json-file` (chunks joined), plain; auto-detected per
+//!   file; lines over `max_line_bytes` cut and flagged, never buffered without
+//!   bound; undecodable lines shipped as plain text and flagged.
+//! * [`encode`] writes each line as a bulk `create` item: a hand-written ECS
+//!   document and a deterministic `_id` (node, file identity, generation,
+//!   offset), into an [`event::EncodedSpan`] — a contiguous byte range of one
+//!   file generation, the unit of acknowledgement.
+//! * [`buffer`] gathers spans into batches (bytes, events, timeout) over
+//!   bounded channels; when the sink is busy, sends block and the followers
+//!   stop reading, so the files hold the backlog.
+//! * [`sink::elasticsearch`] gzips each batch on the blocking pool, sends up
+//!   to `concurrency` `_bulk` requests, walks every item (2xx and 409
+//!   delivered, 429/5xx retried alone with capped jittered backoff, other 4xx
+//!   dead-lettered durably) and retries whole-request failures without limit.
+//! * [`tail::Checkpointer`] receives the acks: a file's checkpoint moves to
+//!   the end of the longest run of acknowledged spans from its start (the ack
+//!   watermark) and is written atomically every 500 ms and at shutdown. A
+//!   restart re-reads at most what was not acknowledged; the `_id`s make
+//!   Elasticsearch answer 409 for lines it already has.
+//! * [`app`] wires the stages and owns shutdown; [`config`] parses and
+//!   validates the YAML file; [`telemetry`] holds the counters and logging;
+//!   [`k8s`] is the seam for pod metadata.
+
 pub mod app;
 pub mod buffer;
 pub mod config;

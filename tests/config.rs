@@ -311,8 +311,8 @@ fn version_is_printed_both_ways() {
 /// code.
 #[test]
 fn documented_examples_are_valid() {
-    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
-    let doc = std::fs::read_to_string(&doc_path).expect("read docs/configuration.md");
+    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let doc = std::fs::read_to_string(&doc_path).expect("read README.md");
     let mut blocks = Vec::new();
     let mut rest = doc.as_str();
     while let Some(start) = rest.find("```yaml\n") {

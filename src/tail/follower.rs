@@ -162,6 +162,8 @@ pub struct Follower {
     lines_read: u64,
     events: u64,
     invalid_utf8: u64,
+    /// Bad data in this file was already reported (once per file, not per line).
+    reported_bad_data: bool,
     shared: Arc<Shared>,
     spans: mpsc::Sender<EncodedSpan>,
     wake: Arc<Notify>,
@@ -241,6 +243,7 @@ impl Follower {
             lines_read: 0,
             events: 0,
             invalid_utf8: 0,
+            reported_bad_data: false,
             path: spec.path,
             file,
             shared,
@@ -418,20 +421,32 @@ impl Follower {
     }
 
     fn flush_counters(&mut self) {
+        let invalid_utf8 = std::mem::take(&mut self.invalid_utf8);
+        let stats = self.decoder.take_stats();
+        let reader_cut = self.reader.take_dropped();
+        if !self.reported_bad_data
+            && (invalid_utf8 > 0
+                || stats.unparsed_lines > 0
+                || stats.truncated_lines > 0
+                || reader_cut > 0)
+        {
+            // Once per file: the counters carry the totals from here on.
+            self.reported_bad_data = true;
+            tracing::warn!(
+                path = %self.path.display(),
+                invalid_utf8_lines = invalid_utf8,
+                unparsed_lines = stats.unparsed_lines,
+                truncated_lines = stats.truncated_lines,
+                "file has malformed lines; shipping them flagged (invalid_utf8: U+FFFD replaced, unparsed: as plain text, truncated: cut at max_line_bytes); not reported again for this file"
+            );
+        }
         let m = &self.shared.metrics;
         Metrics::add(&m.lines_read, std::mem::take(&mut self.lines_read));
         Metrics::add(&m.events_encoded, std::mem::take(&mut self.events));
-        Metrics::add(
-            &m.invalid_utf8_lines,
-            std::mem::take(&mut self.invalid_utf8),
-        );
-        let stats = self.decoder.take_stats();
+        Metrics::add(&m.invalid_utf8_lines, invalid_utf8);
         Metrics::add(&m.unparsed_lines, stats.unparsed_lines);
         Metrics::add(&m.truncated_lines, stats.truncated_lines);
-        Metrics::add(
-            &m.truncated_bytes,
-            stats.dropped_bytes + self.reader.take_dropped(),
-        );
+        Metrics::add(&m.truncated_bytes, stats.dropped_bytes + reader_cut);
     }
 
     /// Sends the current span, if it holds anything.

@@ -261,6 +261,11 @@ fn plain_lines_with_crlf_and_invalid_utf8_arrive_exactly_once() {
     let mut agent = setup.start();
     write_in_chunks(&mut writer, &bytes, 1009, Duration::from_millis(2));
     assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+    // 100 lines had invalid UTF-8: logged once for the file, not per line.
+    let log = std::fs::read_to_string(setup.stderr_path()).unwrap_or_default();
+    let reports = log.matches("file has malformed lines").count();
+    assert_eq!(reports, 1, "one report for the file, got {reports}:\n{log}");
+    assert!(log.contains("app.log"), "the report names the file:\n{log}");
 }
 
 #[test]
