@@ -223,15 +223,10 @@ fn run(ops: Vec<Op>, max_bytes: u64) {
         }
     }
     // Final check after a clean reopen: read everything.
-    loop {
-        match q.read_next(&mut buf).unwrap() {
-            Some(id) => {
-                assert_eq!(m.pushed.get(&id), Some(&buf));
-                assert!(!m.acked(id), "acked record {id} read after clean reopen");
-                m.read_session.insert(id);
-            }
-            None => break,
-        }
+    while let Some(id) = q.read_next(&mut buf).unwrap() {
+        assert_eq!(m.pushed.get(&id), Some(&buf));
+        assert!(!m.acked(id), "acked record {id} read after clean reopen");
+        m.read_session.insert(id);
     }
     for (id, _) in m.pushed.iter() {
         assert!(

@@ -284,10 +284,10 @@ impl DiskBuffer {
                         }
                     },
                     Ok(None) => {
-                        if self.shared.writer_done.load(Ordering::Acquire) {
-                            if !self.shared.lock().queue.has_unread() {
-                                return;
-                            }
+                        if self.shared.writer_done.load(Ordering::Acquire)
+                            && !self.shared.lock().queue.has_unread()
+                        {
+                            return;
                         }
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -376,6 +376,115 @@ pub fn decode_batch(id: u64, payload: &[u8]) -> Option<Batch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records which origins the checkpoint store was told about.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<u64>>);
+    impl Acknowledger for Recorder {
+        fn delivered(&self, spans: &[SpanOrigin]) {
+            self.0.lock().unwrap().extend(spans.iter().map(|s| s.seq));
+        }
+    }
+
+    fn batch(seq: u64, bytes: usize) -> Batch {
+        let mut s = EncodedSpan::default();
+        s.origin = Some(SpanOrigin {
+            file: 1,
+            generation: 0,
+            seq,
+            end: seq * 10,
+        });
+        s.items.push(0);
+        s.body.resize(bytes, b'x');
+        let mut b = Batch::default();
+        b.push(s);
+        b
+    }
+
+    async fn wait_for(mut cond: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    #[tokio::test]
+    async fn checkpoints_follow_fsync_and_full_blocks_or_drops() {
+        for when_full in [WhenFull::Block, WhenFull::DropNewest] {
+            let dir = tempfile::tempdir().unwrap();
+            let disk = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+            let rec = Arc::new(Recorder::default());
+            let (tx, rx) = mpsc::channel(1);
+            let writer = tokio::spawn(disk.clone().run_writer(
+                rx,
+                rec.clone(),
+                when_full,
+                Duration::from_millis(20),
+            ));
+            // 300 KiB batches into a 1 MiB buffer with no reader: three fit.
+            let mut sent = 0;
+            for seq in 0..6 {
+                let r = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    tx.send(batch(seq, 300 << 10)),
+                )
+                .await;
+                if r.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            let durable = || rec.0.lock().unwrap().len();
+            match when_full {
+                WhenFull::Block => {
+                    assert!(sent < 6, "the writer blocks, so the sender does too");
+                    wait_for(|| durable() == 3).await;
+                    // Reading and acking frees room; the blocked batch goes in.
+                    let (otx, mut orx) = mpsc::channel(1);
+                    tokio::spawn(disk.clone().run_reader(otx, CancellationToken::new()));
+                    let acks = disk.acknowledger();
+                    for _ in 0..3 {
+                        let b = orx.recv().await.unwrap();
+                        acks.delivered(&b.origins());
+                    }
+                    wait_for(|| durable() >= 4).await;
+                }
+                WhenFull::DropNewest => {
+                    assert_eq!(sent, 6, "never blocks");
+                    wait_for(|| durable() == 6).await;
+                    assert_eq!(disk.stats().dropped_events.load(Ordering::Relaxed), 3);
+                    assert_eq!(disk.stats().records_written.load(Ordering::Relaxed), 3);
+                }
+            }
+            drop(tx);
+            writer.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn write_errors_hold_checkpoints_and_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskBuffer::open(dir.path(), 1 << 30).unwrap();
+        let rec = Arc::new(Recorder::default());
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(
+            disk.clone()
+                .run_writer(rx, rec.clone(), WhenFull::Block, Duration::ZERO),
+        );
+        disk.inject_write_error(Some(std::io::ErrorKind::StorageFull));
+        tx.send(batch(0, 100)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            rec.0.lock().unwrap().is_empty(),
+            "nothing durable while the disk is full"
+        );
+        assert!(disk.stats().write_errors.load(Ordering::Relaxed) >= 1);
+        disk.inject_write_error(None);
+        wait_for(|| rec.0.lock().unwrap().as_slice() == [0]).await;
+    }
 
     #[test]
     fn batch_round_trip() {
