@@ -134,6 +134,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     if let Some((disk, _, _)) = &disk {
         disk.flush(&*file_acks).await;
+        let st = disk.stats();
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            records_written = get(&st.records_written),
+            records_acked = get(&st.records_acked),
+            disk_bytes = get(&st.disk_bytes),
+            corrupt_regions = get(&st.corrupt_regions),
+            lost_records = get(&st.lost_records),
+            dropped_events = get(&st.dropped_events),
+            write_errors = get(&st.write_errors),
+            "disk buffer closed"
+        );
     }
     persist_stop.cancel();
     let _ = persister.await;

@@ -762,4 +762,35 @@ sink:
             "{err}"
         );
     }
+
+    #[test]
+    fn buffer_section() {
+        assert_eq!(load_text(MINIMAL).unwrap().buffer, BufferConfig::Memory);
+        let disk =
+            format!("{MINIMAL}buffer: {{type: disk, max_bytes: 3GiB, when_full: drop_newest}}\n");
+        let c = load_text(&disk).unwrap();
+        assert_eq!(
+            c.buffer,
+            BufferConfig::Disk(DiskBufferConfig {
+                max_bytes: 3 << 30,
+                when_full: WhenFull::DropNewest,
+                fsync_interval: Duration::from_secs(1),
+            })
+        );
+        let yaml = serde_yaml_ng::to_string(&c).unwrap();
+        let again = load_str(Path::new("effective.yaml"), &yaml, |_| None).unwrap();
+        assert_eq!(again.buffer, c.buffer, "{yaml}");
+        // Keys that would be silently ignored are refused.
+        let err = load_err(&format!("{MINIMAL}buffer: {{max_bytes: 1GiB}}\n"));
+        assert_eq!(err.key(), Some("buffer.max_bytes"), "{err}");
+        let err = load_err(&format!(
+            "{MINIMAL}buffer: {{type: disk, max_open_files: 10}}\n"
+        ));
+        assert_eq!(err.key(), Some("buffer.max_open_files"), "{err}");
+        assert!(err.to_string().contains("not implemented"), "{err}");
+        let err = load_err(&format!(
+            "{MINIMAL}buffer: {{type: disk, max_bytes: 1KiB}}\n"
+        ));
+        assert_eq!(err.key(), Some("buffer.max_bytes"), "{err}");
+    }
 }
