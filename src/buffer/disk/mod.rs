@@ -57,7 +57,7 @@ pub mod stage;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -354,6 +354,7 @@ impl Queue {
             // Cut off whatever part of the record reached the file.
             let len = self.segments.back().map_or(0, |s| s.len);
             let _ = self.writer.set_len(len);
+            let _ = self.writer.seek(SeekFrom::Start(len));
             return Err(self.write_failed(source));
         }
         if let Some(s) = self.segments.back_mut() {

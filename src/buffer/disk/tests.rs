@@ -183,9 +183,27 @@ fn write_errors_leave_nothing_partial_and_recover() {
     assert_eq!(q.stats().write_errors.load(Ordering::Relaxed), 1);
     q.inject_write_error(None);
     assert_eq!(q.push(&payload(1)).unwrap(), 1);
+    // A real partial write: a record cut short by a full disk is cut off.
+    let len = q.disk_bytes();
+    let seg = segment_files(dir.path()).pop().unwrap();
+    {
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(b"LSR1 half a record").unwrap();
+    }
+    q.writer.set_len(len).unwrap();
+    let _ = q.writer.seek(SeekFrom::Start(len + 18));
+    q.inject_write_error(Some(io::ErrorKind::StorageFull));
+    assert!(q.push(&payload(2)).is_err());
+    q.inject_write_error(None);
+    assert_eq!(q.push(&payload(2)).unwrap(), 2);
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        q.disk_bytes(),
+        "no hole, no leftover"
+    );
     drop(q);
     let mut q = open(dir.path(), 1 << 30);
-    assert_eq!(drain(&mut q), vec![0, 1]);
+    assert_eq!(drain(&mut q), vec![0, 1, 2]);
     assert_eq!(q.stats().corrupt_regions.load(Ordering::Relaxed), 0);
 }
 
