@@ -127,6 +127,27 @@ pub enum PushError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// The slow part of a flush, run without holding the queue.
+pub struct FlushJob {
+    /// A duplicate of the current segment's descriptor.
+    segment: File,
+    dir: Option<PathBuf>,
+    ledger: Option<(PathBuf, Ledger)>,
+}
+
+impl FlushJob {
+    pub fn run(&self) -> io::Result<()> {
+        self.segment.sync_data()?;
+        if let Some(dir) = &self.dir {
+            File::open(dir)?.sync_all()?;
+        }
+        if let Some((path, ledger)) = &self.ledger {
+            ledger.store(path)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 struct Segment {
     first: u64,
@@ -394,20 +415,40 @@ impl Queue {
     /// current segment (and the directory after segment changes) and writes
     /// the ledger if acks moved.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.writer.sync_data()?;
-        if self.dir_dirty {
-            File::open(&self.dir)?.sync_all()?;
-            self.dir_dirty = false;
+        let job = self.begin_flush()?;
+        let res = job.run();
+        if res.is_err() {
+            self.flush_failed(&job);
         }
-        if self.ledger_dirty {
-            let l = Ledger {
-                ack: self.ack,
-                acked: self.acked.iter().map(|(&s, &e)| (s, e)).collect(),
-            };
-            l.store(&self.dir.join("ledger"))?;
-            self.ledger_dirty = false;
-        }
-        Ok(())
+        res
+    }
+
+    /// The part of a flush that needs the queue: what to sync. Run the
+    /// returned job without holding the queue (fsync can take long) and
+    /// call [`flush_failed`](Self::flush_failed) if it fails.
+    pub fn begin_flush(&mut self) -> io::Result<FlushJob> {
+        let job = FlushJob {
+            segment: self.writer.try_clone()?,
+            dir: self.dir_dirty.then(|| self.dir.clone()),
+            ledger: self.ledger_dirty.then(|| {
+                (
+                    self.dir.join("ledger"),
+                    Ledger {
+                        ack: self.ack,
+                        acked: self.acked.iter().map(|(&s, &e)| (s, e)).collect(),
+                    },
+                )
+            }),
+        };
+        self.dir_dirty = false;
+        self.ledger_dirty = false;
+        Ok(job)
+    }
+
+    /// A [`FlushJob`] failed: its parts are due again.
+    pub fn flush_failed(&mut self, job: &FlushJob) {
+        self.dir_dirty |= job.dir.is_some();
+        self.ledger_dirty |= job.ledger.is_some();
     }
 
     /// Reads the next unacknowledged record into `payload`; `None` when

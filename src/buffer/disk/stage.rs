@@ -112,10 +112,22 @@ impl DiskBuffer {
     pub async fn flush(&self, checkpoints: &dyn Acknowledger) {
         let shared = self.shared.clone();
         let res = tokio::task::spawn_blocking(move || {
-            let mut st = shared.lock();
-            match st.queue.flush() {
-                Ok(()) => Ok(std::mem::take(&mut st.pending)),
-                Err(e) => Err(e),
+            // Records pushed before the descriptor is duplicated are the ones
+            // its fsync covers; the lock is not held while syncing.
+            let (job, durable) = {
+                let mut st = shared.lock();
+                let job = st.queue.begin_flush()?;
+                (job, std::mem::take(&mut st.pending))
+            };
+            match job.run() {
+                Ok(()) => Ok(durable),
+                Err(e) => {
+                    let mut st = shared.lock();
+                    st.queue.flush_failed(&job);
+                    let later = std::mem::replace(&mut st.pending, durable);
+                    st.pending.extend(later);
+                    Err(e)
+                }
             }
         })
         .await;
