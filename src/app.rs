@@ -22,7 +22,26 @@
 //! shutdown the writer takes the batcher's last batch and fsyncs, the reader
 //! stops feeding the sink, the sink finishes what is in flight, and the
 //! ledger is written; what was not delivered is sent after the next start.
+//!
+//! Around the pipeline, [`serve`] owns what outlives it: the metrics, the
+//! file registry and the HTTP endpoint (`http.listen`). A reload (SIGHUP,
+//! a message on [`Reload::requests`]) re-reads the config file; an invalid
+//! one is logged and the running pipeline keeps going untouched. A valid,
+//! different one is applied by draining the running pipeline exactly as on
+//! shutdown (stop reading, flush, wait for acks up to `shutdown_timeout`,
+//! write checkpoints) and starting a new one from the checkpoints: nothing
+//! is lost or duplicated by construction (what was not acknowledged is read
+//! again and its deterministic `_id` makes a replay a 409). `log` and
+//! `http.listen` are fixed at start; a reload that changes them is applied
+//! without them and says so.
+//!
+//! Self-logging: when `POD_NAME` and `POD_NAMESPACE` are set (the downward
+//! API, as in `deploy/kubernetes`), every source excludes the pod's own
+//! container log files (`/var/log/containers/<pod>_<ns>_*.log` and
+//! `/var/log/pods/<ns>_<pod>_*/*/*`; only container `CONTAINER_NAME` of the
+//! pod when that is set), so logship never ships its own log lines in a loop.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,23 +54,189 @@ use crate::buffer::disk::stage::DiskBuffer;
 use crate::buffer::memory::Batcher;
 use crate::config::{BufferConfig, Config};
 use crate::sink::elasticsearch::ElasticsearchSink;
-use crate::tail::{Checkpointer, FileServer};
+use crate::tail::{Checkpointer, FileRegistry, FileServer};
 use crate::telemetry::Metrics;
+use crate::telemetry::http::HttpServer;
+use crate::telemetry::status::Status;
 
 /// How often acknowledged progress is written to the checkpoint file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Runs the pipeline until `shutdown` is cancelled, then drains it.
+/// Where a reload reads its config, and the requests to do so (SIGHUP).
+pub struct Reload {
+    pub path: PathBuf,
+    pub requests: mpsc::Receiver<()>,
+}
+
+/// Runs the pipeline until `shutdown` is cancelled, then drains it (no
+/// reloads; see [`serve`]).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    serve(config, None, shutdown).await
+}
+
+/// Serves the HTTP endpoint and runs the pipeline until `shutdown` is
+/// cancelled, applying reloads in between (module doc).
+pub async fn serve(
+    mut config: Config,
+    mut reload: Option<Reload>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    exclude_own_logs(&mut config);
+    let metrics = Arc::new(Metrics::default());
+    let files = Arc::new(FileRegistry::default());
+    let per_file_lag = config.http.as_ref().is_some_and(|h| h.per_file_lag);
+    let status = Arc::new(Status::new(metrics.clone(), files.clone(), per_file_lag));
+    let http_stop = CancellationToken::new();
+    let _http_guard = http_stop.clone().drop_guard();
+    if let Some(http) = &config.http {
+        let server = HttpServer::bind(&http.listen, status.clone()).await?;
+        tracing::info!(listen = ?server.local_addr(), "serving /metrics, /healthz, /readyz, /api/v1/files");
+        tokio::spawn(server.serve(http_stop.clone()));
+        tokio::spawn(status.clone().heartbeat(http_stop.clone()));
+    }
+    loop {
+        let stop = shutdown.child_token();
+        let mut pipeline =
+            std::pin::pin!(run_pipeline(config.clone(), status.clone(), stop.clone()));
+        let next = loop {
+            let requested = async {
+                match reload.as_mut() {
+                    Some(r) => r.requests.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut pipeline => return r,
+                Some(()) = requested => {
+                    if let Some(next) = reload.as_ref().and_then(|r| reloaded(&r.path, &config)) {
+                        break next;
+                    }
+                }
+            }
+        };
+        tracing::info!("applying the new config: draining the running pipeline");
+        stop.cancel();
+        pipeline.await?;
+        config = next;
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        status.per_file_lag.store(
+            config.http.as_ref().is_some_and(|h| h.per_file_lag),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        tracing::info!(
+            sources = config.sources.len(),
+            "config reloaded; pipeline restarted"
+        );
+    }
+}
+
+/// The config at `path` if it is valid and differs from `running`; logs why not.
+fn reloaded(path: &std::path::Path, running: &Config) -> Option<Config> {
+    let mut next = match crate::config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload rejected; the running config stays in effect");
+            return None;
+        }
+    };
+    exclude_own_logs(&mut next);
+    if next.log != running.log {
+        tracing::warn!(
+            "config reload: `log` settings apply only at start; keeping the running ones"
+        );
+        next.log = running.log.clone();
+    }
+    if next.http.as_ref().map(|h| &h.listen) != running.http.as_ref().map(|h| &h.listen) {
+        tracing::warn!(
+            "config reload: `http.listen` applies only at start; keeping the running one"
+        );
+        next.http = running.http.clone();
+    }
+    if &next == running {
+        tracing::info!("config reload: nothing changed");
+        return None;
+    }
+    Some(next)
+}
+
+/// Adds excludes for this pod's own container logs (module doc).
+fn exclude_own_logs(config: &mut Config) {
+    let var = |name: &str| std::env::var(name).ok();
+    let (Some(pod), Some(namespace)) = (var("POD_NAME"), var("POD_NAMESPACE")) else {
+        return;
+    };
+    let container = var("CONTAINER_NAME");
+    let Some(globs) = own_log_globs(&pod, &namespace, container.as_deref()) else {
+        tracing::warn!(
+            pod,
+            namespace,
+            container,
+            "POD_NAME/POD_NAMESPACE/CONTAINER_NAME are not Kubernetes names; own logs not excluded"
+        );
+        return;
+    };
+    for source in &mut config.sources {
+        for glob in &globs {
+            if !source.exclude.contains(glob) {
+                source.exclude.push(glob.clone());
+            }
+        }
+    }
+}
+
+/// The exclude globs for the log files of `pod` in `namespace` (only its
+/// `container` if given), under the kubelet's two layouts; `None` if a
+/// name has characters Kubernetes does not allow (they could be glob syntax).
+pub fn own_log_globs(pod: &str, namespace: &str, container: Option<&str>) -> Option<[String; 2]> {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+    };
+    if !valid(pod) || !valid(namespace) || !container.is_none_or(valid) {
+        return None;
+    }
+    Some(match container {
+        Some(c) => [
+            format!("/var/log/containers/{pod}_{namespace}_{c}-*.log"),
+            format!("/var/log/pods/{namespace}_{pod}_*/{c}/*"),
+        ],
+        None => [
+            format!("/var/log/containers/{pod}_{namespace}_*.log"),
+            format!("/var/log/pods/{namespace}_{pod}_*/*/*"),
+        ],
+    })
+}
+
+/// Runs one pipeline with `config` until `shutdown` is cancelled, then drains it.
+async fn run_pipeline(
+    config: Config,
+    status: Arc<Status>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let result = run_stages(config, &status, shutdown).await;
+    status.pipeline_stopped();
+    result
+}
+
+async fn run_stages(
+    config: Config,
+    status: &Arc<Status>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = status.metrics.clone();
     let checkpointer = Arc::new(Checkpointer::open(&config.data_dir)?);
     let sink = ElasticsearchSink::new(&config.sink, &config.data_dir, metrics.clone())?;
-    let server = FileServer::new(&config, checkpointer.clone(), metrics.clone())?;
+    let server = FileServer::new(&config, checkpointer.clone(), metrics.clone())?
+        .with_registry(status.files.clone());
 
     let (span_tx, span_rx) = mpsc::channel(8);
     let (batch_tx, batch_rx) = mpsc::channel(1);
+    status.pipeline_started(checkpointer.clone(), &span_tx);
 
     let tail_stop = CancellationToken::new();
     let tailers = tokio::spawn(server.run(span_tx, tail_stop.clone()));
@@ -62,7 +247,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         BufferConfig::Memory => (tokio::spawn(sink.run(batch_rx, file_acks.clone())), None),
         BufferConfig::Disk(d) => {
             let dir = config.data_dir.join("buffer");
-            let disk = DiskBuffer::open(&dir, d.max_bytes)?;
+            let max_bytes = d.max_bytes;
+            // Blocking: may wait for the pipeline a reload replaces to let go.
+            let disk = tokio::task::spawn_blocking(move || DiskBuffer::open(&dir, max_bytes))
+                .await
+                .context("disk buffer open task")??;
             let writer = tokio::spawn(disk.clone().run_writer(
                 batch_rx,
                 file_acks.clone(),
@@ -80,6 +269,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let persister = {
         let checkpointer = checkpointer.clone();
         let stop = persist_stop.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -90,9 +280,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
                 let c = checkpointer.clone();
                 match tokio::task::spawn_blocking(move || c.persist()).await {
-                    Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint write failed; will retry"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "checkpoint write failed; will retry");
+                        status.checkpoint_written(Err(e.to_string()));
+                    }
                     Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => status.checkpoint_written(Ok(())),
                 }
             }
         })
@@ -131,6 +324,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             "drain deadline passed; unacknowledged lines will be read again on the next start"
         );
         sink_task.abort();
+        if let Some((_, writer, reader)) = &disk {
+            // A writer still blocked on a full buffer: what it holds was
+            // never fsync'd, so its lines are read from the files again.
+            writer.abort();
+            reader.abort();
+        }
     }
     if let Some((disk, _, _)) = &disk {
         disk.flush(&*file_acks).await;
@@ -152,4 +351,55 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     checkpointer.persist()?;
     tracing::info!("checkpoints written; bye");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_log_globs;
+
+    fn matches(globs: &[String; 2], path: &str) -> bool {
+        globs.iter().any(|g| {
+            globset::GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()
+                .expect("glob")
+                .compile_matcher()
+                .is_match(path)
+        })
+    }
+
+    #[test]
+    fn own_logs_are_excluded_in_both_layouts_and_nothing_else() {
+        let pod = own_log_globs("logship-x7k2p", "logging", None).expect("valid names");
+        let ours = [
+            "/var/log/containers/logship-x7k2p_logging_logship-0123abcd.log",
+            "/var/log/pods/logging_logship-x7k2p_5f1c-uid/logship/0.log",
+            "/var/log/pods/logging_logship-x7k2p_5f1c-uid/logship/0.log.20261126-010203",
+        ];
+        for path in ours {
+            assert!(matches(&pod, path), "{path} should be excluded");
+        }
+        let others = [
+            "/var/log/containers/logship-x7k2q_logging_logship-0123abcd.log",
+            "/var/log/containers/app_logging_app-0123abcd.log",
+            "/var/log/pods/logging_app_5f1c-uid/app/0.log",
+            "/var/log/pods/other_logship-x7k2p_5f1c-uid/logship/0.log",
+        ];
+        for path in others {
+            assert!(!matches(&pod, path), "{path} should still be shipped");
+        }
+
+        let one = own_log_globs("logship-x7k2p", "logging", Some("logship")).expect("valid");
+        assert!(matches(&one, ours[0]) && matches(&one, ours[1]));
+        let sidecar = "/var/log/pods/logging_logship-x7k2p_5f1c-uid/sidecar/0.log";
+        assert!(matches(&pod, sidecar) && !matches(&one, sidecar));
+    }
+
+    #[test]
+    fn names_that_could_be_glob_syntax_are_refused() {
+        assert!(own_log_globs("a*", "ns", None).is_none());
+        assert!(own_log_globs("pod", "n[s]", None).is_none());
+        assert!(own_log_globs("pod", "", None).is_none());
+        assert!(own_log_globs("pod", "ns", Some("c/../x")).is_none());
+    }
 }

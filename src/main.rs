@@ -4,7 +4,8 @@
 //! Exit codes: 0 success (also after a signal-initiated drain); 64 the
 //! configuration is unusable (the message names file, line and key); 70 a
 //! runtime failure; 130 a second SIGTERM/SIGINT arrived during the drain;
-//! 2 a command-line usage error (clap's own).
+//! 2 a command-line usage error (clap's own). SIGHUP reloads the config file
+//! (`app::serve`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,7 +95,7 @@ fn run(path: &Path) -> ExitCode {
         eprintln!("logship: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    match run_pipeline(config) {
+    match run_pipeline(config, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "logship stopped on an error");
@@ -103,7 +104,7 @@ fn run(path: &Path) -> ExitCode {
     }
 }
 
-fn run_pipeline(config: config::Config) -> anyhow::Result<()> {
+fn run_pipeline(config: config::Config, path: &Path) -> anyhow::Result<()> {
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .max(2);
@@ -126,7 +127,14 @@ fn run_pipeline(config: config::Config) -> anyhow::Result<()> {
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         tokio::spawn(watch_signals(terminate, interrupt, shutdown.clone()));
-        logship::app::run(config, shutdown).await
+        let hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(watch_hangup(hangup, reload_tx));
+        let reload = logship::app::Reload {
+            path: path.to_owned(),
+            requests: reload_rx,
+        };
+        logship::app::serve(config, Some(reload), shutdown).await
     });
     // `app::run` has drained and written checkpoints; do not wait long for
     // blocking reads that are still parked.
@@ -148,6 +156,16 @@ async fn watch_signals(mut terminate: Signal, mut interrupt: Signal, shutdown: C
         "second signal: exiting now; unacknowledged lines will be read again on the next start"
     );
     std::process::exit(EXIT_SECOND_SIGNAL);
+}
+
+/// SIGHUP: ask for a config reload (several while one is pending count once).
+async fn watch_hangup(mut hangup: Signal, reloads: tokio::sync::mpsc::Sender<()>) {
+    while hangup.recv().await.is_some() {
+        tracing::info!(signal = "SIGHUP", "reloading the config");
+        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = reloads.try_send(()) {
+            return;
+        }
+    }
 }
 
 async fn next_signal(terminate: &mut Signal, interrupt: &mut Signal) -> &'static str {

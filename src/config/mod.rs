@@ -70,6 +70,17 @@ pub struct Config {
     pub sink: ElasticsearchConfig,
     /// Between the batcher and the sink: memory (default) or a disk queue.
     pub buffer: BufferConfig,
+    /// The HTTP endpoint; `None`: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HttpConfig {
+    /// `host:port` to listen on (validated to parse as a socket address).
+    pub listen: String,
+    /// Export lag per file, not only per source.
+    pub per_file_lag: bool,
 }
 
 /// `buffer:` — where batches wait for the sink.
@@ -751,6 +762,36 @@ sink:
         let err = load_err(&with_sink_keys("    index: \"Logs/%Y\"\n"));
         assert_points_at(&err, "sink.elasticsearch.index", 7);
         assert!(err.to_string().contains("Logs/%Y"), "{err}");
+    }
+
+    #[test]
+    fn http_endpoint_is_off_by_default_and_validated() {
+        assert_eq!(load_text(MINIMAL).unwrap().http, None);
+        let c = load_text(&format!("http: {{listen: \"0.0.0.0:2020\"}}\n{MINIMAL}")).unwrap();
+        let http = c.http.clone().expect("http set");
+        assert_eq!(
+            (http.listen.as_str(), http.per_file_lag),
+            ("0.0.0.0:2020", false)
+        );
+        let yaml = serde_yaml_ng::to_string(&c).unwrap();
+        assert_eq!(
+            load_str(Path::new("e.yaml"), &yaml, |_| None).unwrap(),
+            c,
+            "{yaml}"
+        );
+        let c = load_text(&format!(
+            "http: {{listen: \"[::]:9\", per_file_lag: true}}\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert!(c.http.expect("http set").per_file_lag);
+
+        let err = load_err(&format!("http: {{listen: \"localhost\"}}\n{MINIMAL}"));
+        assert_points_at(&err, "http.listen", 1);
+        assert!(err.to_string().contains("0.0.0.0:2020"), "{err}");
+        let err = load_err(&format!(
+            "http:\n  listen: \"0.0.0.0:1\"\n  port: 3\n{MINIMAL}"
+        ));
+        assert_points_at(&err, "http.port", 3);
     }
 
     #[test]

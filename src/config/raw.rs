@@ -33,6 +33,19 @@ pub struct RawConfig {
     pub sink: RawSink,
     #[serde(default)]
     pub buffer: RawBuffer,
+    /// The HTTP endpoint (metrics, health, status); off when absent.
+    #[serde(default)]
+    pub http: Option<RawHttp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// `host:port`, e.g. `0.0.0.0:2020`.
+    pub listen: String,
+    /// Export `logship_file_lag_bytes` per file (default false: per source only).
+    #[serde(default)]
+    pub per_file_lag: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::raw::{BufferKind, RawBuffer, RawConfig, RawElasticsearch, RawSource};
 use super::{
-    BatchConfig, BufferConfig, Config, DiskBufferConfig, ElasticsearchConfig, LogConfig,
-    RetryConfig, SourceConfig, WhenFull,
+    BatchConfig, BufferConfig, Config, DiskBufferConfig, ElasticsearchConfig, HttpConfig,
+    LogConfig, RetryConfig, SourceConfig, WhenFull,
 };
 
 /// Smallest accepted `max_line_bytes`: below this, ordinary lines get cut.
@@ -100,6 +100,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         sink: validate_elasticsearch(raw.sink.elasticsearch)?,
         buffer: validate_buffer(raw.buffer)?,
         shutdown_timeout: raw.shutdown_timeout,
+        http: raw.http.map(validate_http).transpose()?,
     })
 }
 
@@ -298,4 +299,20 @@ fn positive(d: Duration, key: impl FnOnce() -> String) -> Result<Duration, Inval
 
 fn to_usize(n: u64, key: impl FnOnce() -> String) -> Result<usize, Invalid> {
     usize::try_from(n).map_err(|_| invalid(key(), format!("{n} is too large for this platform")))
+}
+
+fn validate_http(raw: super::raw::RawHttp) -> Result<HttpConfig, Invalid> {
+    if raw.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(invalid(
+            "http.listen",
+            format!(
+                "{:?} is not an address:port such as 0.0.0.0:2020 or [::]:2020",
+                raw.listen
+            ),
+        ));
+    }
+    Ok(HttpConfig {
+        listen: raw.listen,
+        per_file_lag: raw.per_file_lag,
+    })
 }

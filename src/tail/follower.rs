@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use super::checkpoint::{Checkpoint, Checkpointer};
 use super::identity;
 use super::reader::{LineReader, RawLine};
+use super::registry::{FileStatus, FollowState};
 use crate::config::SourceFormat;
 use crate::decode::LineDecoder;
 use crate::encode::{Encoder, FileContext};
@@ -96,6 +97,8 @@ pub enum StartAt {
 /// Everything a follower needs to start.
 pub struct FollowerSpec {
     pub key: FileKey,
+    /// Where the follower reports what it is doing (`/api/v1/files`).
+    pub status: Arc<FileStatus>,
     pub path: PathBuf,
     pub file: File,
     pub identity: FileIdentity,
@@ -143,6 +146,7 @@ enum FileState {
 /// One followed file (see module doc).
 pub struct Follower {
     key: FileKey,
+    status: Arc<FileStatus>,
     path: PathBuf,
     file: Arc<File>,
     dev: u64,
@@ -223,11 +227,13 @@ impl Follower {
             start.offset,
         );
         Metrics::add(&shared.metrics.files_opened, 1);
+        spec.status.started(&file, start.generation, start.offset);
         tracing::info!(path = %spec.path.display(), %identity, generation = start.generation, offset = start.offset, "following file");
         let ctx = encoder.file_context(&spec.path, identity, start.generation);
         let read_limit = spec.max_line_bytes.saturating_add(READ_LINE_SLACK);
         let follower = Follower {
             key: spec.key,
+            status: spec.status,
             dev: identity.dev,
             ino: identity.ino,
             identity,
@@ -316,6 +322,7 @@ impl Follower {
                         Metrics::add(&self.shared.metrics.rotations, 1);
                     }
                     tracing::info!(path = %self.path.display(), rotated, "file rotated or deleted; reading it to its end");
+                    self.status.set_state(FollowState::Draining);
                     self.drain().await?;
                     return Ok(false);
                 }
@@ -346,6 +353,7 @@ impl Follower {
                 return Ok(true);
             }
             Metrics::add(&self.shared.metrics.bytes_read, n as u64);
+            self.status.read(n as u64, self.reader.read_offset());
             self.process().await?;
         }
     }
@@ -441,6 +449,7 @@ impl Follower {
             );
         }
         let m = &self.shared.metrics;
+        self.status.lines(self.lines_read);
         Metrics::add(&m.lines_read, std::mem::take(&mut self.lines_read));
         Metrics::add(&m.events_encoded, std::mem::take(&mut self.events));
         Metrics::add(&m.invalid_utf8_lines, invalid_utf8);
@@ -460,7 +469,17 @@ impl Follower {
             self.generation,
             self.span_end,
         ));
-        self.spans.send(span).await.map_err(|_| Stop::Closed)
+        match self.spans.try_send(span) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Stop::Closed),
+            Err(mpsc::error::TrySendError::Full(span)) => {
+                let state = self.status.state();
+                self.status.set_state(FollowState::Backpressured);
+                let sent = self.spans.send(span).await.map_err(|_| Stop::Closed);
+                self.status.set_state(state);
+                sent
+            }
+        }
     }
 
     /// Looks at the open file and its path (blocking syscalls, off the runtime).
@@ -481,12 +500,14 @@ impl Follower {
         self.reader.reset(0);
         self.decoder.reset();
         self.span_end = 0;
+        self.status.restarted(self.generation);
         match fingerprint {
             Some(fp) => self.set_identity(fp),
             None => {
                 // No first line yet: wait for one before reading, so the
                 // checkpoint is stored under the identity a restart will see.
                 self.identity_pending = true;
+                self.status.set_state(FollowState::WaitingForFirstLine);
                 self.shared.checkpointer.truncated(
                     self.key,
                     self.identity,
@@ -504,6 +525,8 @@ impl Follower {
             ino: self.ino,
             fingerprint,
         };
+        self.status.set_identity(self.identity);
+        self.status.set_state(FollowState::Reading);
         self.ctx = self
             .encoder
             .file_context(&self.path, self.identity, self.generation);

@@ -35,6 +35,7 @@ pub mod discover;
 pub mod follower;
 pub mod identity;
 pub mod reader;
+pub mod registry;
 pub mod watermark;
 
 use std::collections::{HashMap, HashSet};
@@ -56,6 +57,7 @@ use crate::telemetry::Metrics;
 pub use checkpoint::{Checkpoint, CheckpointError, Checkpointer};
 use discover::{Found, Notice, SourceMatcher, Watcher};
 use follower::{Follower, FollowerExit, FollowerSpec, Shared, StartAt};
+pub use registry::FileRegistry;
 
 /// Filesystem notices queued between notify's thread and the server.
 const NOTICE_QUEUE: usize = 1024;
@@ -68,6 +70,7 @@ pub struct FileServer {
     matchers: Arc<Vec<SourceMatcher>>,
     rescan_interval: Duration,
     shared: Arc<Shared>,
+    registry: Arc<FileRegistry>,
 }
 
 /// A file being followed.
@@ -114,7 +117,18 @@ impl FileServer {
                 span_max_bytes,
                 span_max_items,
             }),
+            registry: Arc::new(FileRegistry::default()),
         })
+    }
+
+    /// Reports followed files to `registry` (by default a private one), and
+    /// registers every source there so its counters exist (at 0) at once.
+    pub fn with_registry(mut self, registry: Arc<FileRegistry>) -> Self {
+        for source in &self.sources {
+            registry.source(&source.name);
+        }
+        self.registry = registry;
+        self
     }
 
     /// Runs until `shutdown` is cancelled: then stops reading and returns once
@@ -177,8 +191,9 @@ impl FileServer {
         // Wait until each follower sent what it holds.
         followers_stop.cancel();
         while let Some(exit) = state.followers.join_next().await {
-            if let Err(e) = exit {
-                tracing::error!(error = %e, "file follower failed");
+            match exit {
+                Ok(exit) => self.registry.remove(exit.key),
+                Err(e) => tracing::error!(error = %e, "file follower failed"),
             }
         }
         drop(watcher);
@@ -229,6 +244,7 @@ impl ServerState<'_> {
     }
 
     fn on_exit(&mut self, exit: FollowerExit) {
+        self.server.registry.remove(exit.key);
         if self
             .active
             .get(&(exit.dev, exit.ino))
@@ -330,8 +346,13 @@ impl ServerState<'_> {
                 wake: wake.clone(),
             },
         );
+        let status = self
+            .server
+            .registry
+            .add(key, &source.name, o.found.path.clone(), o.identity);
         let spec = FollowerSpec {
             key,
+            status,
             path: o.found.path,
             file: o.file,
             identity: o.identity,

@@ -12,6 +12,7 @@ mod expect;
 mod files;
 mod formats;
 mod harness;
+mod ops;
 mod restarts;
 
 use support::elasticsearch::{self, Elasticsearch};

@@ -165,6 +165,8 @@ struct ReadCursor {
 }
 
 pub struct Queue {
+    /// Holds the directory's `flock` until dropped.
+    _lock: File,
     dir: PathBuf,
     opts: Options,
     segments: VecDeque<Segment>,
@@ -180,6 +182,38 @@ pub struct Queue {
     fail_writes: Option<io::ErrorKind>,
 }
 
+/// How long [`Queue::open`] waits for another owner of the directory.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    let started = std::time::Instant::now();
+    loop {
+        // SAFETY: flock(2) on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::WouldBlock || started.elapsed() > LOCK_WAIT {
+            return Err(OpenError::Io {
+                path,
+                source: io::Error::new(
+                    e.kind(),
+                    format!("disk buffer is in use by another process or pipeline: {e}"),
+                ),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
     move |source| OpenError::Io {
         path: path.to_path_buf(),
@@ -189,8 +223,13 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
 
 impl Queue {
     /// Opens (or creates) the queue in `dir`.
+    ///
+    /// Takes an exclusive `flock` on `<dir>/lock` for the queue's lifetime
+    /// (waiting up to [`LOCK_WAIT`] for a previous owner, e.g. the pipeline
+    /// a config reload replaces), so two writers never share a directory.
     pub fn open(dir: &Path, opts: Options, stats: Arc<Stats>) -> Result<Queue, OpenError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock_dir(dir)?;
         let mut firsts = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;
@@ -264,6 +303,7 @@ impl Queue {
         let (writer, seg) = Self::create_segment(dir, next_id).map_err(io_err(dir))?;
         segments.push_back(seg);
         let mut q = Queue {
+            _lock: lock,
             dir: dir.to_path_buf(),
             opts,
             read: ReadCursor {

@@ -216,3 +216,24 @@ fn garbage_files_never_stall_the_reader() {
     q.push(&payload(0)).unwrap();
     assert_eq!(drain(&mut q), vec![0]);
 }
+
+#[test]
+fn a_directory_has_one_owner_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path(), 1 << 30);
+    let started = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let second = Queue::open(&d, Options::new(1 << 30), Arc::new(Stats::default()));
+        tx.send(second.is_ok()).unwrap();
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(rx.try_recv().is_err(), "the second opener waits");
+    drop(q);
+    assert!(
+        rx.recv().unwrap(),
+        "and gets the queue once the first is gone"
+    );
+    assert!(started.elapsed() < LOCK_WAIT);
+}

@@ -119,7 +119,13 @@ impl Delivery {
                     }
                 }
             };
+            let timer = self.metrics.sink.start(current.bytes.len(), items.len());
             let (host, attempt) = self.requester.send(&current, items.len()).await;
+            match &attempt {
+                // A 413 is an answer too: Elasticsearch is reachable.
+                Attempt::Bulk(_) | Attempt::TooLarge => timer.answered(),
+                Attempt::Failed(failure) => timer.failed(format_args!("{host}: {failure}")),
+            }
             match attempt {
                 Attempt::Bulk(results) => {
                     Metrics::add(&self.metrics.requests_ok, 1);

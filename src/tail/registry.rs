@@ -1,0 +1,203 @@
+//! The registry of followed files: what `/api/v1/files` lists and the lag
+//! and per-source read figures of `/metrics` are computed from.
+//!
+//! The [`FileServer`](super::FileServer) adds a [`FileStatus`] when it starts
+//! a follower and removes it when the follower ends; the follower updates
+//! its figures (atomics, no lock on the read path except a short one when
+//! the file's identity changes after a truncation). Per-source counters
+//! ([`SourceStats`]) live as long as the registry, so they only go up.
+//!
+//! Does not: hold file descriptors open (a status keeps a `Weak` to the
+//! follower's file, to `fstat` it at scrape time), or decide anything.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use crate::event::{FileIdentity, FileKey, Generation};
+
+/// What a follower is doing (see `/api/v1/files`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FollowState {
+    /// Reading, or waiting for the file to grow.
+    Reading = 0,
+    /// Waiting for downstream to take a span (the sink is slow or down).
+    Backpressured = 1,
+    /// Rotated away or deleted: read to its end, then closed.
+    Draining = 2,
+    /// Truncated and still empty: waiting for a first line to identify it.
+    WaitingForFirstLine = 3,
+}
+
+impl FollowState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FollowState::Reading => "reading",
+            FollowState::Backpressured => "backpressured",
+            FollowState::Draining => "draining",
+            FollowState::WaitingForFirstLine => "waiting_for_first_line",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => FollowState::Backpressured,
+            2 => FollowState::Draining,
+            3 => FollowState::WaitingForFirstLine,
+            _ => FollowState::Reading,
+        }
+    }
+}
+
+/// Lines and bytes read by the files of one source, over the whole run.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub lines_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+}
+
+/// One followed file.
+#[derive(Debug)]
+pub struct FileStatus {
+    pub key: FileKey,
+    pub source: String,
+    pub path: PathBuf,
+    pub source_stats: Arc<SourceStats>,
+    identity: Mutex<FileIdentity>,
+    generation: AtomicU32,
+    read_offset: AtomicU64,
+    /// Unix milliseconds of the last read that returned bytes (0: none yet).
+    last_read_ms: AtomicU64,
+    state: AtomicU8,
+    file: OnceLock<Weak<File>>,
+}
+
+impl FileStatus {
+    pub fn identity(&self) -> FileIdentity {
+        self.identity
+            .lock()
+            .map_or_else(|e| *e.into_inner(), |i| *i)
+    }
+    pub fn set_identity(&self, identity: FileIdentity) {
+        match self.identity.lock() {
+            Ok(mut i) => *i = identity,
+            Err(e) => *e.into_inner() = identity,
+        }
+    }
+    pub fn generation(&self) -> Generation {
+        self.generation.load(Ordering::Relaxed)
+    }
+    pub fn read_offset(&self) -> u64 {
+        self.read_offset.load(Ordering::Relaxed)
+    }
+    pub fn last_read_ms(&self) -> u64 {
+        self.last_read_ms.load(Ordering::Relaxed)
+    }
+    pub fn state(&self) -> FollowState {
+        FollowState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+    pub fn set_state(&self, state: FollowState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+    /// The follower started at `offset` of `generation`, reading `file`.
+    pub fn started(&self, file: &Arc<File>, generation: Generation, offset: u64) {
+        let _ = self.file.set(Arc::downgrade(file));
+        self.generation.store(generation, Ordering::Relaxed);
+        self.read_offset.store(offset, Ordering::Relaxed);
+    }
+    /// `n` bytes were read, up to `offset`.
+    pub fn read(&self, n: u64, offset: u64) {
+        self.read_offset.store(offset, Ordering::Relaxed);
+        self.last_read_ms
+            .store(crate::telemetry::unix_millis(), Ordering::Relaxed);
+        self.source_stats.bytes_read.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn lines(&self, n: u64) {
+        self.source_stats.lines_read.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Truncated: reading again from 0 in `generation`.
+    pub fn restarted(&self, generation: Generation) {
+        self.generation.store(generation, Ordering::Relaxed);
+        self.read_offset.store(0, Ordering::Relaxed);
+    }
+    /// The open file's size now (`fstat`; `None` once the follower let it go).
+    pub fn size(&self) -> Option<u64> {
+        let file = self.file.get()?.upgrade()?;
+        file.metadata().ok().map(|m| m.len())
+    }
+}
+
+/// Every followed file, and per-source counters.
+#[derive(Debug, Default)]
+pub struct FileRegistry {
+    files: Mutex<BTreeMap<FileKey, Arc<FileStatus>>>,
+    sources: Mutex<BTreeMap<String, Arc<SourceStats>>>,
+}
+
+impl FileRegistry {
+    /// Adds a file the server starts following.
+    pub fn add(
+        &self,
+        key: FileKey,
+        source: &str,
+        path: PathBuf,
+        identity: FileIdentity,
+    ) -> Arc<FileStatus> {
+        let source_stats = self.source(source);
+        let status = Arc::new(FileStatus {
+            key,
+            source: source.to_owned(),
+            path,
+            source_stats,
+            identity: Mutex::new(identity),
+            generation: AtomicU32::new(0),
+            read_offset: AtomicU64::new(0),
+            last_read_ms: AtomicU64::new(0),
+            state: AtomicU8::new(FollowState::Reading as u8),
+            file: OnceLock::new(),
+        });
+        if let Ok(mut files) = self.files.lock() {
+            files.insert(key, status.clone());
+        }
+        status
+    }
+
+    /// The follower of `key` ended.
+    pub fn remove(&self, key: FileKey) {
+        if let Ok(mut files) = self.files.lock() {
+            files.remove(&key);
+        }
+    }
+
+    /// The counters of source `name` (created on first use, kept for the run).
+    pub fn source(&self, name: &str) -> Arc<SourceStats> {
+        let mut sources = match self.sources.lock() {
+            Ok(s) => s,
+            Err(e) => e.into_inner(),
+        };
+        sources.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// A snapshot of the followed files, by key.
+    pub fn files(&self) -> Vec<Arc<FileStatus>> {
+        match self.files.lock() {
+            Ok(f) => f.values().cloned().collect(),
+            Err(e) => e.into_inner().values().cloned().collect(),
+        }
+    }
+
+    /// A snapshot of the per-source counters, by name.
+    pub fn sources(&self) -> Vec<(String, Arc<SourceStats>)> {
+        let sources = match self.sources.lock() {
+            Ok(s) => s,
+            Err(e) => e.into_inner(),
+        };
+        sources
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}

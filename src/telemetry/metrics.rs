@@ -1,0 +1,448 @@
+//! The Prometheus exposition of `/metrics`, built at scrape time.
+//!
+//! [`Exporter`] is a `prometheus_client` collector: on each scrape it reads
+//! the atomic counters of [`Metrics`], the file registry (per-source read
+//! counters, lag), the sink's histograms and `/proc/self` (CPU, RSS) and
+//! encodes them with `prometheus_client`'s text encoder (OpenMetrics text,
+//! which Prometheus reads). Nothing here is on a hot path; nothing is
+//! hand-formatted. `docs/observability.md` lists every metric.
+//!
+//! Label cardinality is bounded by the number of sources, except
+//! `logship_file_lag_bytes` (one series per followed file), which is only
+//! exported when `http.per_file_lag` is on.
+
+use std::collections::BTreeMap;
+use std::fmt::Error;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::status::{Status, lags};
+use super::{Metrics, unix_millis};
+
+/// Collects every logship metric on each scrape.
+#[derive(Clone)]
+pub struct Exporter {
+    status: Arc<Status>,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exporter")
+    }
+}
+
+impl Exporter {
+    pub fn new(status: Arc<Status>) -> Self {
+        Exporter { status }
+    }
+
+    /// The whole exposition as text.
+    pub fn render(&self) -> Result<String, Error> {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn atomic(e: &mut DescriptorEncoder, name: &str, help: &str, v: &AtomicU64) -> Result<(), Error> {
+    counter(e, name, help, Metrics::get(v))
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<(), Error> {
+    ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+fn gauge_f(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> Result<(), Error> {
+    ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// A counter family with one label.
+fn counters_by(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, u64)],
+) -> Result<(), Error> {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, v) in values {
+        ConstCounter::new(*v).encode(m.encode_family(&[(label, *value)])?)?;
+    }
+    Ok(())
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Collector for Exporter {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), Error> {
+        let s = &self.status;
+        let m = &s.metrics;
+        let e = &mut e;
+
+        {
+            let mut info = e.encode_descriptor(
+                "logship_build",
+                "logship version (always 1).",
+                None,
+                MetricType::Info,
+            )?;
+            info.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
+        }
+        gauge(
+            e,
+            "logship_ready",
+            "1 when /readyz answers ready, else 0.",
+            i64::from(s.is_ready()),
+        )?;
+
+        // Reading, per source.
+        let sources = s.files.sources();
+        let lines: Vec<(&str, u64)> = sources
+            .iter()
+            .map(|(n, st)| (n.as_str(), st.lines_read.load(Ordering::Relaxed)))
+            .collect();
+        let bytes: Vec<(&str, u64)> = sources
+            .iter()
+            .map(|(n, st)| (n.as_str(), st.bytes_read.load(Ordering::Relaxed)))
+            .collect();
+        counters_by(
+            e,
+            "logship_lines_read",
+            "Physical lines read from files.",
+            "source",
+            &lines,
+        )?;
+        counters_by(
+            e,
+            "logship_read_bytes",
+            "Bytes read from files.",
+            "source",
+            &bytes,
+        )?;
+        atomic(
+            e,
+            "logship_events_encoded",
+            "Log events (joined partial lines count once) encoded into bulk items.",
+            &m.events_encoded,
+        )?;
+        atomic(
+            e,
+            "logship_invalid_utf8_lines",
+            "Lines shipped with invalid UTF-8 replaced by U+FFFD.",
+            &m.invalid_utf8_lines,
+        )?;
+        atomic(
+            e,
+            "logship_unparsed_lines",
+            "Lines that did not parse in their file's format, shipped as plain text.",
+            &m.unparsed_lines,
+        )?;
+        atomic(
+            e,
+            "logship_truncated_lines",
+            "Lines cut at max_line_bytes (shipped, flagged truncated).",
+            &m.truncated_lines,
+        )?;
+        counters_by(
+            e,
+            "logship_dropped_bytes",
+            "Bytes dropped, by reason (line_too_long: the rest of a line past max_line_bytes). Lines themselves are never dropped.",
+            "reason",
+            &[("line_too_long", Metrics::get(&m.truncated_bytes))],
+        )?;
+
+        // Shipping.
+        atomic(
+            e,
+            "logship_events_shipped",
+            "Events acknowledged by Elasticsearch (2xx).",
+            &m.items_delivered,
+        )?;
+        atomic(
+            e,
+            "logship_events_duplicate",
+            "Events answered 409 for their own _id (already indexed; counted as delivered).",
+            &m.items_duplicate,
+        )?;
+        atomic(
+            e,
+            "logship_events_retried",
+            "Item-level retries (429/5xx items sent again).",
+            &m.items_retried,
+        )?;
+        atomic(
+            e,
+            "logship_events_dead_lettered",
+            "Events written to the dead-letter file.",
+            &m.items_dead_lettered,
+        )?;
+        counters_by(
+            e,
+            "logship_bulk_requests",
+            "Bulk requests by outcome (ok: a bulk response; failed: failed as a whole and retried).",
+            "outcome",
+            &[
+                ("ok", Metrics::get(&m.requests_ok)),
+                ("failed", Metrics::get(&m.requests_failed)),
+            ],
+        )?;
+        m.sink.request_seconds.encode(e.encode_descriptor(
+            "logship_bulk_request_duration_seconds",
+            "Time from sending a bulk request to its response or failure.",
+            None,
+            MetricType::Histogram,
+        )?)?;
+        m.sink.request_bytes.encode(e.encode_descriptor(
+            "logship_bulk_request_body_bytes",
+            "Body size of bulk requests as sent (after gzip).",
+            None,
+            MetricType::Histogram,
+        )?)?;
+        m.sink.request_items.encode(e.encode_descriptor(
+            "logship_bulk_request_events",
+            "Events per bulk request (batch size).",
+            None,
+            MetricType::Histogram,
+        )?)?;
+        gauge(
+            e,
+            "logship_bulk_requests_in_flight",
+            "Bulk requests sent and not yet answered.",
+            m.sink.in_flight.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            e,
+            "logship_sink_consecutive_failures",
+            "Bulk requests failed as a whole since the last bulk response (0: Elasticsearch answers).",
+            as_i64(m.sink.consecutive_failures.load(Ordering::Relaxed)),
+        )?;
+
+        // Buffer (the memory buffer: the span queue between tailers and batcher).
+        let (used, capacity) = s.span_queue().unwrap_or((0, 0));
+        gauge(
+            e,
+            "logship_buffer_used_spans",
+            "Spans (encoded groups of lines) queued in the memory buffer.",
+            as_i64(used as u64),
+        )?;
+        gauge(
+            e,
+            "logship_buffer_capacity_spans",
+            "Capacity of the memory buffer in spans (0 while no pipeline runs).",
+            as_i64(capacity as u64),
+        )?;
+
+        // Files.
+        let files = s.files.files();
+        let open = files.iter().filter(|f| f.size().is_some()).count();
+        gauge(
+            e,
+            "logship_files_followed",
+            "Files followed now (one follower each).",
+            as_i64(files.len() as u64),
+        )?;
+        gauge(
+            e,
+            "logship_files_open",
+            "File descriptors of followed files open now.",
+            as_i64(open as u64),
+        )?;
+        atomic(
+            e,
+            "logship_files_opened",
+            "Files opened for following.",
+            &m.files_opened,
+        )?;
+        atomic(
+            e,
+            "logship_files_closed",
+            "Files read to their end after rotation or deletion and closed.",
+            &m.files_closed,
+        )?;
+        atomic(
+            e,
+            "logship_rotations",
+            "Rotations by rename detected.",
+            &m.rotations,
+        )?;
+        atomic(
+            e,
+            "logship_truncations",
+            "Truncations (copytruncate) detected.",
+            &m.truncations,
+        )?;
+        atomic(
+            e,
+            "logship_checkpoint_write_errors",
+            "Checkpoint writes that failed.",
+            &m.checkpoint_write_errors,
+        )?;
+
+        // Lag: bytes in followed files not yet acknowledged.
+        let lags = lags(s);
+        let mut by_source: BTreeMap<&str, u64> =
+            sources.iter().map(|(n, _)| (n.as_str(), 0)).collect();
+        for (source, _, lag) in &lags {
+            *by_source.entry(source.as_str()).or_default() += lag;
+        }
+        {
+            let mut g = e.encode_descriptor(
+                "logship_lag_bytes",
+                "Bytes of followed files not yet acknowledged by Elasticsearch, per source.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (source, lag) in &by_source {
+                ConstGauge::new(as_i64(*lag)).encode(g.encode_family(&[("source", *source)])?)?;
+            }
+        }
+        if s.per_file_lag.load(Ordering::Relaxed) {
+            let mut g = e.encode_descriptor(
+                "logship_file_lag_bytes",
+                "Bytes of one followed file not yet acknowledged (http.per_file_lag).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (source, path, lag) in &lags {
+                ConstGauge::new(as_i64(*lag)).encode(
+                    g.encode_family(&[("source", source.as_str()), ("path", path.as_str())])?,
+                )?;
+            }
+        }
+
+        // Process.
+        if let Some(p) = ProcessStats::read() {
+            counter_f(
+                e,
+                "process_cpu_seconds",
+                "User and system CPU time of the process.",
+                p.cpu_seconds,
+            )?;
+            gauge(
+                e,
+                "process_resident_memory_bytes",
+                "Resident set size.",
+                as_i64(p.rss_bytes),
+            )?;
+            gauge(
+                e,
+                "process_open_fds",
+                "Open file descriptors.",
+                as_i64(p.open_fds),
+            )?;
+        }
+        gauge_f(
+            e,
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch.",
+            s.started_ms() as f64 / 1000.0,
+        )?;
+        gauge_f(
+            e,
+            "logship_uptime_seconds",
+            "Seconds since the process started.",
+            unix_millis().saturating_sub(s.started_ms()) as f64 / 1000.0,
+        )?;
+        Ok(())
+    }
+}
+
+fn counter_f(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> Result<(), Error> {
+    ConstCounter::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+/// CPU and memory of this process, from `/proc/self`.
+struct ProcessStats {
+    cpu_seconds: f64,
+    rss_bytes: u64,
+    open_fds: u64,
+}
+
+impl ProcessStats {
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold blanks), 1-based
+        // from field 3: utime is field 14, stime 15, rss (pages) 24.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let rss_pages: u64 = fields.get(21)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+        let page = if page > 0 { page as u64 } else { 4096 };
+        let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+        Some(ProcessStats {
+            cpu_seconds: (utime + stime) as f64 / ticks,
+            rss_bytes: rss_pages * page,
+            open_fds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tail::registry::FileRegistry;
+
+    #[test]
+    fn exposition_parses_and_carries_counters() {
+        let metrics = Arc::new(Metrics::default());
+        Metrics::add(&metrics.items_delivered, 7);
+        let files = Arc::new(FileRegistry::default());
+        files
+            .source("app")
+            .lines_read
+            .fetch_add(3, Ordering::Relaxed);
+        let status = Arc::new(Status::new(metrics.clone(), files, false));
+        let _t = metrics.sink.start(100, 2);
+        let text = Exporter::new(status).render().unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        let value = |name: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name)
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                })
+        };
+        assert_eq!(value("logship_events_shipped_total"), Some(7.0), "{text}");
+        assert_eq!(value("logship_lines_read_total"), Some(3.0), "{text}");
+        assert_eq!(
+            value("logship_bulk_requests_in_flight"),
+            Some(1.0),
+            "{text}"
+        );
+        assert!(
+            value("process_resident_memory_bytes").unwrap() > 0.0,
+            "{text}"
+        );
+    }
+}
