@@ -88,25 +88,33 @@ pub enum Step {
 #[derive(Clone, Debug)]
 pub struct Scanner {
     pub pos: u64,
+    started: bool,
 }
 
 impl Scanner {
     /// Starts after the header. A bad header is reported as damage of the
-    /// header bytes on the first step.
+    /// bytes up to the first record magic on the first step.
     pub fn new() -> Self {
-        Scanner { pos: 0 }
+        Scanner {
+            pos: 0,
+            started: false,
+        }
     }
 
     pub fn next<S: Source + ?Sized>(&mut self, src: &S, payload: &mut Vec<u8>) -> io::Result<Step> {
-        if self.pos == 0 {
+        if !self.started {
+            if src.size() == 0 {
+                return Ok(Step::End);
+            }
+            self.started = true;
             if header_ok(src) {
                 self.pos = HEADER_BYTES;
-            } else if src.size() == 0 {
-                return Ok(Step::End);
             } else {
                 let resumed = record::find_magic(src, 0)?.unwrap_or(src.size());
-                self.pos = resumed.max(1);
-                return Ok(Step::Damaged { at: 0, resumed });
+                self.pos = resumed;
+                if resumed > 0 {
+                    return Ok(Step::Damaged { at: 0, resumed });
+                }
             }
         }
         match record::decode_at(src, self.pos, payload)? {
