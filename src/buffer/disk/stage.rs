@@ -350,38 +350,56 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     }
 }
 
+/// Bodies of the spans a record is split into, at most (item boundaries
+/// permitting): the size tailers produce, so bodies recycled through
+/// `span_pool` stay small (a pooled 5 MiB batch body would pin memory).
+const READ_SPAN_BYTES: usize = 192 * 1024;
+
 /// The batch stored in record `id`, or `None` if the payload is not one.
+/// The first span carries the origin the sink acknowledges (`seq` = `id`).
 pub fn decode_batch(id: u64, payload: &[u8]) -> Option<Batch> {
     let n = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?) as usize;
     let body_at = n.checked_mul(4)?.checked_add(4)?;
     let body = payload.get(body_at..)?;
-    let mut items = Vec::with_capacity(n);
-    let mut prev = 0u32;
-    for i in 0..n {
-        let b = &payload[4 + 4 * i..8 + 4 * i];
-        let off = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        if off < prev || off as usize >= body.len() || (i == 0 && off != 0) {
-            return None;
-        }
-        prev = off;
-        items.push(off);
-    }
     if n == 0 {
         return None;
     }
-    let mut span = EncodedSpan {
-        origin: Some(SpanOrigin {
-            file: DISK_ORIGIN_FILE,
-            generation: 0,
-            seq: id,
-            end: 0,
-        }),
-        body: span_pool::take(body.len()),
-        items,
+    let offset = |i: usize| -> usize {
+        let b = &payload[4 + 4 * i..8 + 4 * i];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
     };
-    span.body.extend_from_slice(body);
+    let mut prev = 0usize;
+    for i in 0..n {
+        let off = offset(i);
+        if off < prev || off >= body.len() || (i == 0 && off != 0) {
+            return None;
+        }
+        prev = off;
+    }
     let mut batch = Batch::default();
-    batch.push(span);
+    let mut i = 0;
+    while i < n {
+        let start = offset(i);
+        let mut j = i + 1;
+        while j < n && offset(j) - start < READ_SPAN_BYTES {
+            j += 1;
+        }
+        let end = if j < n { offset(j) } else { body.len() };
+        let mut span = EncodedSpan::default();
+        if batch.spans.is_empty() {
+            span.origin = Some(SpanOrigin {
+                file: DISK_ORIGIN_FILE,
+                generation: 0,
+                seq: id,
+                end: 0,
+            });
+        }
+        span.body = span_pool::take(end - start);
+        span.body.extend_from_slice(&body[start..end]);
+        span.items = (i..j).map(|k| (offset(k) - start) as u32).collect();
+        batch.push(span);
+        i = j;
+    }
     Some(batch)
 }
 
@@ -514,14 +532,39 @@ mod tests {
         encode_batch(&b, &mut p);
         let back = decode_batch(9, &p).unwrap();
         assert_eq!(back.events, 6);
-        let got: Vec<&[u8]> = (0..6).map(|i| back.spans[0].item(i)).collect();
+        let got: Vec<&[u8]> = back
+            .spans
+            .iter()
+            .flat_map(|s| (0..s.len()).map(move |i| s.item(i)))
+            .collect();
         let want: Vec<&[u8]> = b
             .spans
             .iter()
             .flat_map(|s| (0..s.len()).map(move |i| s.item(i)))
             .collect();
         assert_eq!(got, want);
+        assert_eq!(back.origins().len(), 1, "one ack per record");
         assert_eq!(back.origins()[0].seq, 9);
+        // A large record comes back as several pool-sized spans.
+        let mut big = Batch::default();
+        for _ in 0..20 {
+            let mut s = EncodedSpan::default();
+            for _ in 0..4 {
+                s.items.push(s.body.len() as u32);
+                s.body.resize(s.body.len() + 50_000, b'y');
+            }
+            big.push(s);
+        }
+        encode_batch(&big, &mut p);
+        let back = decode_batch(1, &p).unwrap();
+        assert_eq!((back.events, back.body_bytes), (80, 80 * 50_000));
+        assert!(back.spans.len() > 1);
+        assert!(
+            back.spans
+                .iter()
+                .all(|s| s.body.len() <= READ_SPAN_BYTES + 50_000)
+        );
+        assert_eq!(back.origins().len(), 1);
         assert!(decode_batch(1, &p[..3]).is_none());
         assert!(decode_batch(1, &[0, 0, 0, 0]).is_none());
     }
