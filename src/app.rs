@@ -231,8 +231,15 @@ async fn run_stages(
     let metrics = status.metrics.clone();
     let checkpointer = Arc::new(Checkpointer::open(&config.data_dir)?);
     let sink = ElasticsearchSink::new(&config.sink, &config.data_dir, metrics.clone())?;
+    let k8s_stop = CancellationToken::new();
+    let (enricher, pod_watch) = crate::k8s::start(&config.kubernetes, k8s_stop.clone())
+        .await
+        .context("starting Kubernetes metadata")?;
+    let _k8s_guard = k8s_stop.drop_guard();
     let server = FileServer::new(&config, checkpointer.clone(), metrics.clone())?
+        .with_enricher(enricher)
         .with_registry(status.files.clone());
+    drop(pod_watch);
 
     let (span_tx, span_rx) = mpsc::channel(8);
     let (batch_tx, batch_rx) = mpsc::channel(1);

@@ -20,6 +20,7 @@
 //! same `Config`.
 
 pub mod interpolate;
+pub mod kubernetes;
 pub mod position;
 pub mod raw;
 pub mod size;
@@ -70,6 +71,7 @@ pub struct Config {
     pub sink: ElasticsearchConfig,
     /// Between the batcher and the sink: memory (default) or a disk queue.
     pub buffer: BufferConfig,
+    pub kubernetes: kubernetes::KubernetesConfig,
     /// The HTTP endpoint; `None`: off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpConfig>,

@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub sink: RawSink,
     #[serde(default)]
     pub buffer: RawBuffer,
+    #[serde(default)]
+    pub kubernetes: super::kubernetes::RawKubernetes,
     /// The HTTP endpoint (metrics, health, status); off when absent.
     #[serde(default)]
     pub http: Option<RawHttp>,

@@ -90,6 +90,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         .collect::<Result<Vec<_>, _>>()?;
 
     Ok(Config {
+        kubernetes: super::kubernetes::validate(raw.kubernetes, &node_name)?,
         node_name,
         data_dir: raw.data_dir,
         log: LogConfig {

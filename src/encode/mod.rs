@@ -25,8 +25,9 @@
 //! The hot path allocates nothing per line (it appends to the caller's
 //! buffer): everything per file (`log.file.path`, `host`, `agent`, the `_id`
 //! key) is serialised once in [`FileContext`], the action line prefix once
-//! per index name. Does not decide batch boundaries, compress, or add
-//! Kubernetes metadata.
+//! per index name. Kubernetes metadata (`container.*`, `kubernetes.*`) arrives
+//! pre-serialised per file ([`Encoder::file_context_with`]) and is spliced in
+//! after `host`. Does not decide batch boundaries or compress.
 
 pub mod escape;
 pub mod id;
@@ -63,8 +64,8 @@ pub struct FileContext {
     id_key: FileIdKey,
     /// `,"log":{"file":{"path":"…"},"offset":`
     log_prefix: Box<[u8]>,
-    /// `},"host":{"name":"…"},"agent":{"type":"logship","version":"…"}}\n`
-    /// (the `}` closes `log`).
+    /// `},"host":{"name":"…"}<extra>,"agent":{"type":"logship","version":"…"}}\n`
+    /// (the `}` closes `log`; `<extra>` is the file's Kubernetes metadata).
     doc_tail: Box<[u8]>,
 }
 
@@ -72,8 +73,10 @@ pub struct FileContext {
 #[derive(Debug)]
 pub struct Encoder {
     node_name: String,
-    /// See [`FileContext::doc_tail`].
-    doc_tail: Box<[u8]>,
+    /// `},"host":{"name":"…"}` (the `}` closes `log`).
+    host_part: Box<[u8]>,
+    /// `,"agent":{"type":"logship","version":"…"}}\n`
+    agent_part: Box<[u8]>,
     index: IndexName,
     /// `{"create":{"_index":"<current name>","_id":"`
     action_prefix: Vec<u8>,
@@ -88,17 +91,20 @@ const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 impl Encoder {
     pub fn new(node_name: &str, index_template: &str) -> Result<Self, IndexTemplateError> {
         let template = IndexTemplate::parse(index_template)?;
-        let mut doc_tail = Vec::new();
-        doc_tail.extend_from_slice(br#"},"host":{"name":"#);
-        write_json_str(&mut doc_tail, node_name);
-        doc_tail.extend_from_slice(br#"},"agent":{"type":"#);
-        write_json_str(&mut doc_tail, AGENT_TYPE);
-        doc_tail.extend_from_slice(br#","version":"#);
-        write_json_str(&mut doc_tail, AGENT_VERSION);
-        doc_tail.extend_from_slice(b"}}\n");
+        let mut host_part = Vec::new();
+        host_part.extend_from_slice(br#"},"host":{"name":"#);
+        write_json_str(&mut host_part, node_name);
+        host_part.push(b'}');
+        let mut agent_part = Vec::new();
+        agent_part.extend_from_slice(br#","agent":{"type":"#);
+        write_json_str(&mut agent_part, AGENT_TYPE);
+        agent_part.extend_from_slice(br#","version":"#);
+        write_json_str(&mut agent_part, AGENT_VERSION);
+        agent_part.extend_from_slice(b"}}\n");
         Ok(Encoder {
             node_name: node_name.to_owned(),
-            doc_tail: doc_tail.into_boxed_slice(),
+            host_part: host_part.into_boxed_slice(),
+            agent_part: agent_part.into_boxed_slice(),
             index: IndexName::new(template),
             action_prefix: Vec::new(),
             action_version: 0,
@@ -114,6 +120,25 @@ impl Encoder {
         identity: FileIdentity,
         generation: Generation,
     ) -> FileContext {
+        self.file_context_with(path, identity, generation, &[])
+    }
+
+    /// Like [`Encoder::file_context`], with `extra` members spliced into
+    /// every document after `host`: a run of `,"key":value` (the Kubernetes
+    /// and container metadata, see `k8s::metadata`), or empty. The caller
+    /// guarantees it is valid JSON in that shape.
+    pub fn file_context_with(
+        &self,
+        path: &Path,
+        identity: FileIdentity,
+        generation: Generation,
+        extra: &[u8],
+    ) -> FileContext {
+        let mut doc_tail =
+            Vec::with_capacity(self.host_part.len() + extra.len() + self.agent_part.len());
+        doc_tail.extend_from_slice(&self.host_part);
+        doc_tail.extend_from_slice(extra);
+        doc_tail.extend_from_slice(&self.agent_part);
         let mut log_prefix = Vec::new();
         log_prefix.extend_from_slice(br#","log":{"file":{"path":"#);
         log_prefix.push(b'"');
@@ -123,7 +148,7 @@ impl Encoder {
         FileContext {
             id_key: FileIdKey::new(&self.node_name, identity, generation),
             log_prefix: log_prefix.into_boxed_slice(),
-            doc_tail: self.doc_tail.clone(),
+            doc_tail: doc_tail.into_boxed_slice(),
         }
     }
 

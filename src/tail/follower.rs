@@ -45,6 +45,7 @@ use crate::config::SourceFormat;
 use crate::decode::LineDecoder;
 use crate::encode::{Encoder, FileContext};
 use crate::event::{DecodedLine, EncodedSpan, FileIdentity, FileKey, Generation, Timestamp};
+use crate::k8s::{Enricher, PodRef, Resolved};
 use crate::telemetry::Metrics;
 
 /// An idle follower re-checks its file this often even without an event.
@@ -64,6 +65,8 @@ const MAX_SPAN_BYTES: usize = 192 * 1024;
 /// allocator's fixed mmap threshold (256 KiB, set in `main`), so span bodies
 /// come from the heap and are recycled by `event::span_pool`.
 const SPAN_SLACK: usize = 32 * 1024;
+/// A file whose pod was not in the metadata cache looks again this often.
+const POD_RETRY: Duration = Duration::from_secs(1);
 
 /// Settings and handles every follower shares.
 pub struct Shared {
@@ -75,6 +78,8 @@ pub struct Shared {
     pub span_max_bytes: usize,
     /// ...or it holds this many items.
     pub span_max_items: usize,
+    /// Kubernetes metadata for each file (`Enricher::Off` in host mode).
+    pub enricher: Enricher,
 }
 
 impl Shared {
@@ -161,6 +166,11 @@ pub struct Follower {
     decoder: LineDecoder,
     encoder: Encoder,
     ctx: FileContext,
+    /// This file's Kubernetes members, spliced into every document.
+    metadata: Vec<u8>,
+    /// A pod log whose pod was not in the cache: shipped without metadata,
+    /// looked up again every [`POD_RETRY`].
+    missing_pod: Option<(PodRef, tokio::time::Instant)>,
     span: EncodedSpan,
     span_end: u64,
     lines_read: u64,
@@ -229,7 +239,34 @@ impl Follower {
         Metrics::add(&shared.metrics.files_opened, 1);
         spec.status.started(&file, start.generation, start.offset);
         tracing::info!(path = %spec.path.display(), %identity, generation = start.generation, offset = start.offset, "following file");
-        let ctx = encoder.file_context(&spec.path, identity, start.generation);
+        // Lines wait (at most `metadata_wait`) for the pod to be known.
+        let resolved = tokio::select! {
+            r = shared.enricher.resolve(&spec.path) => r,
+            _ = shutdown.cancelled() => Resolved::Fragment(Vec::new()),
+        };
+        let (metadata, missing_pod) = match resolved {
+            Resolved::Fragment(f) => (f, None),
+            Resolved::Excluded(pod) => {
+                Metrics::add(&shared.metrics.k8s_files_excluded, 1);
+                tracing::info!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, container = %pod.container, "excluded by pod annotation; not reading this file");
+                let closed = wait_until_gone(&file, &spec.path, &spec.wake, &shutdown).await;
+                return FollowerExit {
+                    key: spec.key,
+                    dev: identity.dev,
+                    ino: identity.ino,
+                    identity,
+                    generation: start.generation,
+                    offset: start.offset,
+                    closed,
+                };
+            }
+            Resolved::Missing(pod) => {
+                Metrics::add(&shared.metrics.k8s_files_without_metadata, 1);
+                tracing::warn!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, uid = %pod.uid, "pod not in the metadata cache; shipping without Kubernetes metadata until it is");
+                (Vec::new(), Some((pod, tokio::time::Instant::now())))
+            }
+        };
+        let ctx = encoder.file_context_with(&spec.path, identity, start.generation, &metadata);
         let read_limit = spec.max_line_bytes.saturating_add(READ_LINE_SLACK);
         let follower = Follower {
             key: spec.key,
@@ -244,6 +281,8 @@ impl Follower {
             decoder: LineDecoder::new(spec.format, spec.max_line_bytes),
             encoder,
             ctx,
+            metadata,
+            missing_pod,
             span: EncodedSpan::default(),
             span_end: start.offset,
             lines_read: 0,
@@ -293,6 +332,7 @@ impl Follower {
     /// Reads what is there, then handles end of file. `Ok(false)`: the file
     /// is done and closed.
     async fn step(&mut self) -> Result<bool, Stop> {
+        self.retry_missing_pod();
         if self.identity_pending {
             self.try_reidentify().await;
             if self.identity_pending {
@@ -327,6 +367,28 @@ impl Follower {
                     return Ok(false);
                 }
             }
+        }
+    }
+
+    /// Looks the file's pod up again (a map lookup, never an API request).
+    fn retry_missing_pod(&mut self) {
+        let Some((pod, last)) = &mut self.missing_pod else {
+            return;
+        };
+        if last.elapsed() < POD_RETRY {
+            return;
+        }
+        *last = tokio::time::Instant::now();
+        if let Some(metadata) = self.shared.enricher.retry(pod) {
+            tracing::info!(path = %self.path.display(), pod = %pod.pod_name, "pod metadata found; later lines carry it");
+            self.metadata = metadata;
+            self.missing_pod = None;
+            self.ctx = self.encoder.file_context_with(
+                &self.path,
+                self.identity,
+                self.generation,
+                &self.metadata,
+            );
         }
     }
 
@@ -451,6 +513,9 @@ impl Follower {
         let m = &self.shared.metrics;
         self.status.lines(self.lines_read);
         Metrics::add(&m.lines_read, std::mem::take(&mut self.lines_read));
+        if self.missing_pod.is_some() {
+            Metrics::add(&m.k8s_lines_without_metadata, self.events);
+        }
         Metrics::add(&m.events_encoded, std::mem::take(&mut self.events));
         Metrics::add(&m.invalid_utf8_lines, invalid_utf8);
         Metrics::add(&m.unparsed_lines, stats.unparsed_lines);
@@ -527,9 +592,12 @@ impl Follower {
         };
         self.status.set_identity(self.identity);
         self.status.set_state(FollowState::Reading);
-        self.ctx = self
-            .encoder
-            .file_context(&self.path, self.identity, self.generation);
+        self.ctx = self.encoder.file_context_with(
+            &self.path,
+            self.identity,
+            self.generation,
+            &self.metadata,
+        );
         self.shared
             .checkpointer
             .truncated(self.key, self.identity, &self.path, self.generation);
@@ -612,6 +680,38 @@ fn encode_line(
 }
 
 /// What happened to a file we read to `read_offset` (blocking).
+/// Holds an excluded file (unread) until its path is gone or names another
+/// file, then lets it go (`true`), or until shutdown (`false`).
+async fn wait_until_gone(
+    file: &Arc<File>,
+    path: &Path,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+) -> bool {
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(IDLE_RECHECK) => {}
+            _ = shutdown.cancelled() => return false,
+        }
+        let (f, p) = (file.clone(), path.to_path_buf());
+        let gone = tokio::task::spawn_blocking(move || {
+            let Ok(open) = f.metadata() else {
+                return false;
+            };
+            match std::fs::metadata(&p) {
+                Err(e) => e.kind() == io::ErrorKind::NotFound,
+                Ok(m) => (m.dev(), m.ino()) != (open.dev(), open.ino()),
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if gone {
+            return true;
+        }
+    }
+}
+
 fn check_file(file: &File, path: &Path, read_offset: u64, fingerprint: u64) -> FileState {
     let Ok(meta) = file.metadata() else {
         return FileState::Idle;

@@ -116,9 +116,19 @@ impl FileServer {
                 index_template: config.sink.index.clone(),
                 span_max_bytes,
                 span_max_items,
+                enricher: crate::k8s::Enricher::Off,
             }),
             registry: Arc::new(FileRegistry::default()),
         })
+    }
+
+    /// Sets where followers get their files' Kubernetes metadata (before `run`).
+    pub fn with_enricher(mut self, enricher: crate::k8s::Enricher) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.enricher = enricher,
+            None => tracing::error!("enricher set after followers started; ignored"),
+        }
+        self
     }
 
     /// Reports followed files to `registry` (by default a private one), and

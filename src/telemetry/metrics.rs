@@ -293,6 +293,24 @@ impl Collector for Exporter {
             "Checkpoint writes that failed.",
             &m.checkpoint_write_errors,
         )?;
+        atomic(
+            e,
+            "logship_k8s_files_without_metadata",
+            "Pod log files whose pod was not in the metadata cache after metadata_wait.",
+            &m.k8s_files_without_metadata,
+        )?;
+        atomic(
+            e,
+            "logship_k8s_lines_without_metadata",
+            "Lines of pod log files shipped before their pod was known.",
+            &m.k8s_lines_without_metadata,
+        )?;
+        atomic(
+            e,
+            "logship_k8s_files_excluded",
+            "Pod log files not read because a pod annotation excludes them.",
+            &m.k8s_files_excluded,
+        )?;
 
         // Lag: bytes in followed files not yet acknowledged.
         let lags = lags(s);

@@ -264,9 +264,22 @@ impl Elasticsearch {
 
     /// [`request`](Self::request) with an optional JSON body; panics unless
     /// the status is 2xx.
+    ///
+    /// A loaded single node answers 503 (`no_shard_available_action_exception`
+    /// on an index created a moment ago) or 429 for a short while; those are
+    /// retried for up to 30 s, since they say nothing about what is indexed.
     pub fn json(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Value {
         let bytes = body.map(|b| serde_json::to_vec(b).expect("serialise request"));
-        let (status, response) = self.request(method.clone(), path, "application/json", bytes);
+        let started = std::time::Instant::now();
+        let (status, response) = loop {
+            let (status, response) =
+                self.request(method.clone(), path, "application/json", bytes.clone());
+            if matches!(status, 429 | 503) && started.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(250));
+                continue;
+            }
+            break (status, response);
+        };
         assert!(
             (200..300).contains(&status),
             "{method} {path} answered {status}: {response}"

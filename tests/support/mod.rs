@@ -5,4 +5,5 @@
 #![allow(dead_code)]
 
 pub mod elasticsearch;
+pub mod fake_apiserver;
 pub mod logship;

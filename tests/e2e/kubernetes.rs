@@ -1,0 +1,466 @@
+//! Kubernetes metadata end to end: the real agent in daemonset mode watches
+//! a fake API server (real list/watch protocol, real Pod JSON; see
+//! `tests/support/fake_apiserver.rs`), follows pod log files laid out as the
+//! kubelet does, and the documents in the real Elasticsearch must carry
+//! their pod's metadata. The fake counts requests: one list and one watch
+//! per (re)connect, never one per pod or per line.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::scenario;
+use crate::support::fake_apiserver::{Counts, FakeApiServer, pod_json, write_kubeconfig};
+use crate::support::logship::{Options, Setup, append, cri_line, timestamp};
+
+const NODE: &str = "e2e-node";
+
+fn options() -> Options {
+    Options {
+        include: "pods/*/*/*.log",
+        ..Options::default()
+    }
+}
+
+/// Points the setup's agent at the kubeconfig, in daemonset mode.
+fn enable_kubernetes(setup: &Setup, kubeconfig: &Path, metadata_wait: &str) {
+    let yaml = format!(
+        "{}kubernetes:\n  mode: daemonset\n  kubeconfig: {}\n  metadata_wait: {metadata_wait}\n  delete_grace: 60s\n",
+        setup.config_yaml(),
+        kubeconfig.display()
+    );
+    std::fs::write(setup.config_path(), yaml).expect("write config");
+}
+
+/// The kubelet's log path for `pod`'s first container.
+fn pod_log(setup: &Setup, pod: &Value) -> PathBuf {
+    let m = &pod["metadata"];
+    let dir = setup.logs().join("pods").join(format!(
+        "{}_{}_{}",
+        m["namespace"].as_str().unwrap(),
+        m["name"].as_str().unwrap(),
+        m["uid"].as_str().unwrap()
+    ));
+    let container = pod["spec"]["containers"][0]["name"].as_str().unwrap();
+    std::fs::create_dir_all(dir.join(container)).expect("mkdir pod log dir");
+    dir.join(container).join("0.log")
+}
+
+fn write_lines(path: &Path, tag: &str, range: std::ops::Range<u64>) {
+    let mut bytes = Vec::new();
+    for i in range {
+        bytes.extend(cri_line(
+            &timestamp(i),
+            "stdout",
+            "F",
+            format!("{tag} line {i}").as_bytes(),
+        ));
+    }
+    append(path, &bytes);
+}
+
+fn docs_of(all: &[Value], tag: &str) -> Vec<Value> {
+    let prefix = format!("{tag} line ");
+    all.iter()
+        .filter(|d| {
+            d["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&prefix))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The document carries exactly the metadata the pod object describes.
+fn assert_pod_metadata(doc: &Value, pod: &Value) {
+    let k = &doc["kubernetes"];
+    let m = &pod["metadata"];
+    assert_eq!(k["namespace"], m["namespace"], "{doc}");
+    assert_eq!(k["pod"]["name"], m["name"], "{doc}");
+    assert_eq!(k["pod"]["uid"], m["uid"], "{doc}");
+    assert_eq!(k["pod"]["ip"], pod["status"]["podIP"], "{doc}");
+    assert_eq!(k["node"]["name"], pod["spec"]["nodeName"], "{doc}");
+    assert_eq!(
+        k["container"]["name"], pod["spec"]["containers"][0]["name"],
+        "{doc}"
+    );
+    for (key, value) in m["labels"].as_object().unwrap() {
+        assert_eq!(
+            &k["labels"][key.replace('.', "_")],
+            value,
+            "label {key}: {doc}"
+        );
+    }
+    for (key, value) in m["annotations"].as_object().unwrap() {
+        assert_eq!(
+            &k["annotations"][key.replace('.', "_")],
+            value,
+            "annotation {key}: {doc}"
+        );
+    }
+    let owner = &m["ownerReferences"][0];
+    assert_eq!(k["owner"]["kind"], owner["kind"], "{doc}");
+    assert_eq!(k["owner"]["name"], owner["name"], "{doc}");
+    let rs = owner["name"].as_str().unwrap();
+    let hash = m["labels"]["pod-template-hash"].as_str().unwrap();
+    assert_eq!(
+        k["deployment"]["name"],
+        rs.strip_suffix(&format!("-{hash}")).unwrap(),
+        "{doc}"
+    );
+    let status = &pod["status"]["containerStatuses"][0];
+    let (runtime, id) = status["containerID"]
+        .as_str()
+        .unwrap()
+        .split_once("://")
+        .unwrap();
+    assert_eq!(doc["container"]["id"], id, "{doc}");
+    assert_eq!(doc["container"]["runtime"], runtime, "{doc}");
+    assert_eq!(
+        doc["container"]["image"]["name"], pod["spec"]["containers"][0]["image"],
+        "{doc}"
+    );
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A pod that appears 2 s after its log file: its lines wait for it and all
+/// carry its metadata. A pod of another node (filtered out by the field
+/// selector) ships without metadata after `metadata_wait`. One list, one watch.
+#[test]
+fn pod_appearing_after_its_file_gets_metadata() {
+    let (es, setup) = scenario("k8s-late-pod", options());
+    let api = FakeApiServer::start();
+    let kubeconfig = setup.root().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    enable_kubernetes(&setup, &kubeconfig, "5s");
+
+    let pod = pod_json(
+        "shop",
+        "web-7d4b9c8f6-x2x9k",
+        "6b1f7e3a-1111-4c5d-9e8f-000000000001",
+        NODE,
+        "app",
+    );
+    let other = pod_json(
+        "shop",
+        "web-7d4b9c8f6-zzzzz",
+        "6b1f7e3a-2222-4c5d-9e8f-000000000002",
+        "other-node",
+        "app",
+    );
+    api.apply_pod(&other);
+    write_lines(&pod_log(&setup, &pod), "late", 0..50);
+    write_lines(&pod_log(&setup, &other), "other", 0..5);
+    let mut agent = setup.start();
+    std::thread::sleep(Duration::from_secs(2));
+    api.apply_pod(&pod);
+
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 55, Duration::from_secs(30)),
+        55
+    );
+    agent.assert_running();
+    let all = es.search_all(&setup.index_pattern);
+    let late = docs_of(&all, "late");
+    assert_eq!(late.len(), 50);
+    for doc in &late {
+        assert_pod_metadata(doc, &pod);
+    }
+    for doc in docs_of(&all, "other") {
+        assert!(
+            doc.get("kubernetes").is_none(),
+            "pod of another node must not be watched: {doc}"
+        );
+    }
+    assert_eq!(
+        api.counts(),
+        Counts {
+            lists: 1,
+            watches: 1,
+            other: 0
+        },
+        "{:?}",
+        api.requests()
+    );
+    for r in api.requests() {
+        assert!(r.contains("fieldSelector=spec.nodeName%3De2e-node"), "{r}");
+    }
+}
+
+/// A pod deleted before the agent reads its last lines keeps its metadata
+/// for `delete_grace`.
+#[test]
+fn deleted_pod_lines_keep_metadata() {
+    let (es, setup) = scenario("k8s-deleted-pod", options());
+    let api = FakeApiServer::start();
+    let kubeconfig = setup.root().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    enable_kubernetes(&setup, &kubeconfig, "5s");
+    let pod = pod_json(
+        "jobs",
+        "batch-5c6b7f8d9b-q8w7e",
+        "7c2a9d4b-3333-4e6f-8a9b-000000000003",
+        NODE,
+        "worker",
+    );
+    api.apply_pod(&pod);
+    let mut agent = setup.start();
+    wait_until("the agent's watch", Duration::from_secs(20), || {
+        api.counts().watches >= 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    api.delete_pod(pod["metadata"]["uid"].as_str().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    // The file appears (and is read) only after the pod is gone.
+    write_lines(&pod_log(&setup, &pod), "gone", 0..30);
+
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 30, Duration::from_secs(30)),
+        30
+    );
+    agent.assert_running();
+    for doc in docs_of(&es.search_all(&setup.index_pattern), "gone") {
+        assert_pod_metadata(&doc, &pod);
+    }
+}
+
+/// The watch expires with 410 mid-stream; a pod created meanwhile is found
+/// by the re-list. Exactly one more list and one more watch.
+#[test]
+fn expired_watch_relists_and_finds_new_pods() {
+    let (es, setup) = scenario("k8s-watch-410", options());
+    let api = FakeApiServer::start();
+    let kubeconfig = setup.root().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    enable_kubernetes(&setup, &kubeconfig, "10s");
+    let first = pod_json(
+        "shop",
+        "web-7d4b9c8f6-aaaaa",
+        "8d3b0e5c-4444-4f70-9bac-000000000004",
+        NODE,
+        "app",
+    );
+    api.apply_pod(&first);
+    let mut agent = setup.start();
+    wait_until("the first watch", Duration::from_secs(20), || {
+        api.counts().watches >= 1
+    });
+    write_lines(&pod_log(&setup, &first), "first", 0..10);
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 10, Duration::from_secs(30)),
+        10
+    );
+
+    api.expire_watches();
+    let second = pod_json(
+        "shop",
+        "api-6f7d8c9b5d-bbbbb",
+        "8d3b0e5c-5555-4f70-9bac-000000000005",
+        NODE,
+        "api",
+    );
+    api.apply_pod(&second);
+    write_lines(&pod_log(&setup, &second), "second", 0..20);
+
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 30, Duration::from_secs(30)),
+        30
+    );
+    agent.assert_running();
+    let all = es.search_all(&setup.index_pattern);
+    for doc in docs_of(&all, "first") {
+        assert_pod_metadata(&doc, &first);
+    }
+    let second_docs = docs_of(&all, "second");
+    assert_eq!(second_docs.len(), 20);
+    for doc in &second_docs {
+        assert_pod_metadata(doc, &second);
+    }
+    wait_until("the second watch", Duration::from_secs(20), || {
+        api.counts().watches >= 2
+    });
+    // Give a runaway client time to show itself.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        api.counts(),
+        Counts {
+            lists: 2,
+            watches: 2,
+            other: 0
+        },
+        "{:?}",
+        api.requests()
+    );
+}
+
+/// The API server is down when the agent starts: lines ship without
+/// metadata after `metadata_wait` (nothing is held forever), the agent keeps
+/// running, and once the server is up, later lines carry metadata.
+#[test]
+fn api_server_down_at_start() {
+    let (es, setup) = scenario("k8s-api-down", options());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let kubeconfig = setup.root().join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &format!("http://{port}"));
+    enable_kubernetes(&setup, &kubeconfig, "1s");
+    let pod = pod_json(
+        "shop",
+        "web-7d4b9c8f6-ccccc",
+        "9e4c1f6d-6666-4081-8cbd-000000000006",
+        NODE,
+        "app",
+    );
+    let log = pod_log(&setup, &pod);
+    write_lines(&log, "early", 0..10);
+    let mut agent = setup.start();
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 10, Duration::from_secs(30)),
+        10
+    );
+    for doc in docs_of(&es.search_all(&setup.index_pattern), "early") {
+        assert!(doc.get("kubernetes").is_none(), "{doc}");
+    }
+
+    let api = FakeApiServer::start_on(port);
+    api.apply_pod(&pod);
+    wait_until("the agent to list", Duration::from_secs(60), || {
+        api.counts().watches >= 1
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    write_lines(&log, "later", 10..30);
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 30, Duration::from_secs(30)),
+        30
+    );
+    agent.assert_running();
+    let later = docs_of(&es.search_all(&setup.index_pattern), "later");
+    assert_eq!(later.len(), 20);
+    for doc in &later {
+        assert_pod_metadata(doc, &pod);
+    }
+    assert_eq!(
+        api.counts(),
+        Counts {
+            lists: 1,
+            watches: 1,
+            other: 0
+        },
+        "{:?}",
+        api.requests()
+    );
+}
+
+/// `logship.io/exclude: "true"` drops a pod's logs and
+/// `logship.io/exclude-containers` a container's; other pods are shipped.
+#[test]
+fn annotations_exclude_pods_and_containers() {
+    let (es, setup) = scenario("k8s-exclude", options());
+    let api = FakeApiServer::start();
+    let kubeconfig = setup.root().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    enable_kubernetes(&setup, &kubeconfig, "5s");
+    let mut quiet = pod_json(
+        "shop",
+        "web-7d4b9c8f6-ddddd",
+        "a05d2a7e-7777-4192-9dce-000000000007",
+        NODE,
+        "app",
+    );
+    quiet["metadata"]["annotations"]["logship.io/exclude"] = "true".into();
+    let mut noisy = pod_json(
+        "shop",
+        "web-7d4b9c8f6-eeeee",
+        "a05d2a7e-8888-4192-9dce-000000000008",
+        NODE,
+        "noisy",
+    );
+    noisy["metadata"]["annotations"]["logship.io/exclude-containers"] = "istio-proxy, noisy".into();
+    let kept = pod_json(
+        "shop",
+        "web-7d4b9c8f6-fffff",
+        "a05d2a7e-9999-4192-9dce-000000000009",
+        NODE,
+        "app",
+    );
+    for pod in [&quiet, &noisy, &kept] {
+        api.apply_pod(pod);
+    }
+    write_lines(&pod_log(&setup, &quiet), "quiet", 0..10);
+    write_lines(&pod_log(&setup, &noisy), "noisy", 0..10);
+    write_lines(&pod_log(&setup, &kept), "kept", 0..10);
+    let mut agent = setup.start();
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 10, Duration::from_secs(30)),
+        10
+    );
+    // More lines for the excluded files after they were first seen.
+    write_lines(&pod_log(&setup, &quiet), "quiet", 10..20);
+    write_lines(&pod_log(&setup, &kept), "kept", 10..20);
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 20, Duration::from_secs(30)),
+        20
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    agent.assert_running();
+    let all = es.search_all(&setup.index_pattern);
+    assert_eq!(all.len(), 20);
+    let kept_docs = docs_of(&all, "kept");
+    assert_eq!(kept_docs.len(), 20);
+    for doc in &kept_docs {
+        assert_pod_metadata(doc, &kept);
+    }
+}
+
+/// Sidecar mode: the pod's fields come from the config and a downward-API
+/// labels file; no API server is involved.
+#[test]
+fn sidecar_mode_uses_downward_api() {
+    let (es, setup) = scenario("k8s-sidecar", Options::default());
+    let labels = setup.root().join("labels");
+    std::fs::write(
+        &labels,
+        "app=\"demo\"\napp.kubernetes.io/name=\"demo \\\"one\\\"\"\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "{}kubernetes:\n  mode: sidecar\n  pod:\n    name: demo-pod\n    namespace: demo-ns\n    uid: 0f6a8c1e-1b2c-4d5e-8f90-123456789abc\n    container: app\n    labels_file: {}\n",
+        setup.config_yaml(),
+        labels.display()
+    );
+    std::fs::write(setup.config_path(), yaml).unwrap();
+    let path = setup.log("app.log");
+    write_lines(&path, "side", 0..15);
+    let mut agent = setup.start();
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 15, Duration::from_secs(30)),
+        15
+    );
+    agent.assert_running();
+    for doc in es.search_all(&setup.index_pattern) {
+        let k = &doc["kubernetes"];
+        assert_eq!(k["pod"]["name"], "demo-pod", "{doc}");
+        assert_eq!(
+            k["pod"]["uid"], "0f6a8c1e-1b2c-4d5e-8f90-123456789abc",
+            "{doc}"
+        );
+        assert_eq!(k["namespace"], "demo-ns", "{doc}");
+        assert_eq!(k["container"]["name"], "app", "{doc}");
+        assert_eq!(k["node"]["name"], NODE, "{doc}");
+        assert_eq!(k["labels"]["app"], "demo", "{doc}");
+        assert_eq!(
+            k["labels"]["app_kubernetes_io/name"], "demo \"one\"",
+            "{doc}"
+        );
+    }
+}
