@@ -12,7 +12,14 @@
 //! `cargo bench --bench pipeline` — environment: `LOGSHIP_BENCH_MIB` (corpus
 //! size, default 1024), `LOGSHIP_BENCH_FILES` (default 20),
 //! `LOGSHIP_BENCH_DIR` (where the corpus is cached, default
-//! `/var/tmp/logship-bench`), `LOGSHIP_BENCH_CONCURRENCY` (default 2).
+//! `/var/tmp/logship-bench`), `LOGSHIP_BENCH_CONCURRENCY` (default 2),
+//! `LOGSHIP_BENCH_BUFFER` (`memory`, the default, or `disk`: the disk
+//! buffer in the run's data dir, fsync every second).
+//!
+//! `LOGSHIP_BENCH_OUTAGE=<seconds>`: instead, run with the disk buffer and
+//! the endpoint unreachable (a closed port) for that long, printing
+//! logship's RSS, peak RSS and the buffer's size every 5 s: memory must stay
+//! flat while the backlog grows on disk.
 //!
 //! The endpoint shares the machine's cores with logship; its gunzip costs
 //! about a fifth of a core at full speed, which is reflected in MiB/s but not
@@ -254,15 +261,36 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("work dir");
     let config = work.join("logship.yaml");
+    let outage = env_u64("LOGSHIP_BENCH_OUTAGE", 0);
+    let disk = outage > 0 || std::env::var("LOGSHIP_BENCH_BUFFER").is_ok_and(|b| b == "disk");
+    let buffer = if disk {
+        "buffer: {type: disk, max_bytes: 16GiB, fsync_interval: 1s}\n"
+    } else {
+        ""
+    };
+    // A port nothing listens on: bound, then closed.
+    let port = if outage > 0 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    } else {
+        port
+    };
+    println!("buffer: {}", if disk { "disk" } else { "memory" });
     std::fs::write(
         &config,
         format!(
-            "node_name: bench\ndata_dir: {data}\nlog: {{level: warn}}\nsources:\n  - name: bench\n    include: [\"{corpus}/*/0.log\"]\n    format: cri\nsink:\n  elasticsearch:\n    hosts: [\"http://127.0.0.1:{port}\"]\n    index: \"logs-%Y.%m.%d\"\n    compression: {{gzip: 1}}\n    concurrency: {concurrency}\n",
+            "node_name: bench\ndata_dir: {data}\nlog: {{level: warn}}\nsources:\n  - name: bench\n    include: [\"{corpus}/*/0.log\"]\n    format: cri\nsink:\n  elasticsearch:\n    hosts: [\"http://127.0.0.1:{port}\"]\n    index: \"logs-%Y.%m.%d\"\n    compression: {{gzip: 1}}\n    concurrency: {concurrency}\n{buffer}",
             data = work.join("data").display(),
             corpus = corpus_dir.display(),
         ),
     )
     .expect("config");
+    if outage > 0 {
+        run_outage(&config, &work.join("data").join("buffer"), outage);
+        return;
+    }
 
     let start = Instant::now();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_logship"))
@@ -311,4 +339,54 @@ fn main() {
     );
     println!("peak RSS: {:.1} MiB", hwm_kib as f64 / 1024.0);
     assert_eq!(got, lines, "every line acknowledged exactly once");
+}
+
+/// Runs logship against an unreachable endpoint for `secs` seconds and prints
+/// its memory and the disk buffer's size over time.
+fn run_outage(config: &Path, buffer_dir: &Path, secs: u64) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_logship"))
+        .args(["run", "--config"])
+        .arg(config)
+        .spawn()
+        .expect("spawn logship");
+    let pid = child.id();
+    let start = Instant::now();
+    let mut peak_rss = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_secs(5));
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("logship exited early: {status}");
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = |key: &str| -> u64 {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let (rss, hwm) = (kib("VmRSS:"), kib("VmHWM:"));
+        peak_rss = peak_rss.max(hwm);
+        let buffered: u64 = std::fs::read_dir(buffer_dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        println!(
+            "t={:>4}s  rss={:>6.1} MiB  peak={:>6.1} MiB  disk buffer={:>8.1} MiB",
+            start.elapsed().as_secs(),
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0,
+            buffered as f64 / 1048576.0
+        );
+    }
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = child.wait();
+    println!("peak RSS under outage: {:.1} MiB", peak_rss as f64 / 1024.0);
 }

@@ -11,6 +11,18 @@
 //! `shutdown_timeout`), and the checkpoints are written one last time. What
 //! was not acknowledged is read again from the files on the next start.
 //!
+//! With `buffer: {type: disk}` the disk queue sits between batcher and sink:
+//!
+//! ```text
+//! FileServer ─► Batcher ─► disk writer ─► segments ─► disk reader ─► sink ─acks─► queue ledger
+//!                              └─ after fsync ─► Checkpointer
+//! ```
+//!
+//! File checkpoints then advance once a batch is fsync'd into the queue. On
+//! shutdown the writer takes the batcher's last batch and fsyncs, the reader
+//! stops feeding the sink, the sink finishes what is in flight, and the
+//! ledger is written; what was not delivered is sent after the next start.
+//!
 //! Around the pipeline, [`serve`] owns what outlives it: the metrics, the
 //! file registry and the HTTP endpoint (`http.listen`). A reload (SIGHUP,
 //! a message on [`Reload::requests`]) re-reads the config file; an invalid
@@ -38,8 +50,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::Acknowledger;
+use crate::buffer::disk::stage::DiskBuffer;
 use crate::buffer::memory::Batcher;
-use crate::config::Config;
+use crate::config::{BufferConfig, Config};
 use crate::sink::elasticsearch::ElasticsearchSink;
 use crate::tail::{Checkpointer, FileRegistry, FileServer};
 use crate::telemetry::Metrics;
@@ -235,8 +248,29 @@ async fn run_stages(
     let tail_stop = CancellationToken::new();
     let tailers = tokio::spawn(server.run(span_tx, tail_stop.clone()));
     let batcher = tokio::spawn(Batcher::new(&config.sink.batch).run(span_rx, batch_tx));
-    let acks: Arc<dyn Acknowledger> = checkpointer.clone();
-    let mut sink_task = tokio::spawn(sink.run(batch_rx, acks));
+    let file_acks: Arc<dyn Acknowledger> = checkpointer.clone();
+    let reader_stop = CancellationToken::new();
+    let (mut sink_task, mut disk) = match &config.buffer {
+        BufferConfig::Memory => (tokio::spawn(sink.run(batch_rx, file_acks.clone())), None),
+        BufferConfig::Disk(d) => {
+            let dir = config.data_dir.join("buffer");
+            let max_bytes = d.max_bytes;
+            // Blocking: may wait for the pipeline a reload replaces to let go.
+            let disk = tokio::task::spawn_blocking(move || DiskBuffer::open(&dir, max_bytes))
+                .await
+                .context("disk buffer open task")??;
+            let writer = tokio::spawn(disk.clone().run_writer(
+                batch_rx,
+                file_acks.clone(),
+                d.when_full,
+                d.fsync_interval,
+            ));
+            let (sink_tx, sink_rx) = mpsc::channel(1);
+            let reader = tokio::spawn(disk.clone().run_reader(sink_tx, reader_stop.clone()));
+            let sink_task = tokio::spawn(sink.run(sink_rx, disk.acknowledger()));
+            (sink_task, Some((disk, writer, reader)))
+        }
+    };
 
     let persist_stop = CancellationToken::new();
     let persister = {
@@ -284,6 +318,12 @@ async fn run_stages(
     let drained = async {
         let _ = tailers.await;
         let _ = batcher.await;
+        if let Some((_, writer, reader)) = &mut disk {
+            // The last batches are on disk now; what is not sent yet waits there.
+            let _ = writer.await;
+            reader_stop.cancel();
+            let _ = reader.await;
+        }
         let _ = (&mut sink_task).await;
     };
     if tokio::time::timeout_at(deadline, drained).await.is_err() {
@@ -291,6 +331,27 @@ async fn run_stages(
             "drain deadline passed; unacknowledged lines will be read again on the next start"
         );
         sink_task.abort();
+        if let Some((_, writer, reader)) = &disk {
+            // A writer still blocked on a full buffer: what it holds was
+            // never fsync'd, so its lines are read from the files again.
+            writer.abort();
+            reader.abort();
+        }
+    }
+    if let Some((disk, _, _)) = &disk {
+        disk.flush(&*file_acks).await;
+        let st = disk.stats();
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            records_written = get(&st.records_written),
+            records_acked = get(&st.records_acked),
+            disk_bytes = get(&st.disk_bytes),
+            corrupt_regions = get(&st.corrupt_regions),
+            lost_records = get(&st.lost_records),
+            dropped_events = get(&st.dropped_events),
+            write_errors = get(&st.write_errors),
+            "disk buffer closed"
+        );
     }
     persist_stop.cancel();
     let _ = persister.await;

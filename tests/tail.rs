@@ -74,6 +74,7 @@ fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize)
             },
         },
         shutdown_timeout: Duration::from_secs(5),
+        buffer: Default::default(),
         kubernetes: logship::config::kubernetes::KubernetesConfig::off("node-1"),
         http: None,
     }

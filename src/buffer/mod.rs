@@ -5,8 +5,12 @@
 //! events and a timeout, and hands them to the sink over a bounded channel.
 //! Every channel is bounded, so when the sink is slow the batcher blocks, the
 //! tailers' sends block, and the tailers stop reading: the files hold the
-//! backlog. The disk queue (a later issue) slots in at the same seam.
+//! backlog. With `buffer: {type: disk}` the [`disk`] queue sits between the
+//! batcher and the sink (see `disk::stage`): batches are appended to segment
+//! files, file checkpoints advance once a batch is fsync'd, and the sink is
+//! fed from the queue.
 
+pub mod disk;
 pub mod memory;
 
 use crate::event::{EncodedSpan, SpanOrigin};

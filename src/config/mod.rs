@@ -69,6 +69,8 @@ pub struct Config {
     /// Written as `sink: {elasticsearch: …}` in the file.
     #[serde(serialize_with = "serialize_under_elasticsearch")]
     pub sink: ElasticsearchConfig,
+    /// Between the batcher and the sink: memory (default) or a disk queue.
+    pub buffer: BufferConfig,
     pub kubernetes: kubernetes::KubernetesConfig,
     /// The HTTP endpoint; `None`: off.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +83,38 @@ pub struct HttpConfig {
     pub listen: String,
     /// Export lag per file, not only per source.
     pub per_file_lag: bool,
+}
+
+/// `buffer:` — where batches wait for the sink.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BufferConfig {
+    /// At most `concurrency + 1` batches in memory; the files hold the backlog.
+    #[default]
+    Memory,
+    /// A durable queue in `<data_dir>/buffer` (see `buffer::disk`).
+    Disk(DiskBufferConfig),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DiskBufferConfig {
+    /// Segment files take at most this many bytes.
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+    /// Appended batches are fsync'd at least this often (0 = after each);
+    /// file checkpoints advance once their lines are fsync'd.
+    #[serde(with = "humantime_serde_compat")]
+    pub fsync_interval: Duration,
+}
+
+/// What a full disk buffer does with a new batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room: the tailers stop reading (backpressure).
+    Block,
+    /// Drop the batch and count its events (`dropped_events`).
+    DropNewest,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -994,5 +1028,36 @@ sink:
         assert_eq!(c.sink.dead_letter.max_files, 9);
         let err = load_err(&with_sink_keys("    dead_letter: {max_bytes: 1KiB}\n"));
         assert_eq!(err.key(), Some("sink.elasticsearch.dead_letter.max_bytes"));
+    }
+
+    #[test]
+    fn buffer_section() {
+        assert_eq!(load_text(MINIMAL).unwrap().buffer, BufferConfig::Memory);
+        let disk =
+            format!("{MINIMAL}buffer: {{type: disk, max_bytes: 3GiB, when_full: drop_newest}}\n");
+        let c = load_text(&disk).unwrap();
+        assert_eq!(
+            c.buffer,
+            BufferConfig::Disk(DiskBufferConfig {
+                max_bytes: 3 << 30,
+                when_full: WhenFull::DropNewest,
+                fsync_interval: Duration::from_secs(1),
+            })
+        );
+        let yaml = serde_yaml_ng::to_string(&c).unwrap();
+        let again = load_str(Path::new("effective.yaml"), &yaml, |_| None).unwrap();
+        assert_eq!(again.buffer, c.buffer, "{yaml}");
+        // Keys that would be silently ignored are refused.
+        let err = load_err(&format!("{MINIMAL}buffer: {{max_bytes: 1GiB}}\n"));
+        assert_eq!(err.key(), Some("buffer.max_bytes"), "{err}");
+        let err = load_err(&format!(
+            "{MINIMAL}buffer: {{type: disk, max_open_files: 10}}\n"
+        ));
+        assert_eq!(err.key(), Some("buffer.max_open_files"), "{err}");
+        assert!(err.to_string().contains("not implemented"), "{err}");
+        let err = load_err(&format!(
+            "{MINIMAL}buffer: {{type: disk, max_bytes: 1KiB}}\n"
+        ));
+        assert_eq!(err.key(), Some("buffer.max_bytes"), "{err}");
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::size::{deserialize_duration, deserialize_size};
-use super::{LogFormat, ReadFrom, SourceFormat};
+use super::{LogFormat, ReadFrom, SourceFormat, WhenFull};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub log: RawLog,
     pub sources: Vec<RawSource>,
     pub sink: RawSink,
+    #[serde(default)]
+    pub buffer: RawBuffer,
     #[serde(default)]
     pub kubernetes: super::kubernetes::RawKubernetes,
     /// The HTTP endpoint (metrics, health, status); off when absent.
@@ -221,6 +223,49 @@ impl Default for RawBatch {
             timeout: default_batch_timeout(),
         }
     }
+}
+
+/// `buffer:`; fields are optional so that validation can tell which ones
+/// were written (they only apply to `type: disk`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuffer {
+    #[serde(rename = "type", default)]
+    pub kind: BufferKind,
+    #[serde(default, deserialize_with = "deserialize_opt_size")]
+    pub max_bytes: Option<u64>,
+    #[serde(default)]
+    pub when_full: Option<WhenFull>,
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub fsync_interval: Option<Duration>,
+    /// Not implemented: rejected by validation with a clear message.
+    #[serde(default)]
+    pub max_open_files: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferKind {
+    #[default]
+    Memory,
+    Disk,
+}
+
+fn deserialize_opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    deserialize_size(d).map(Some)
+}
+
+fn deserialize_opt_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    deserialize_duration(d).map(Some)
+}
+
+pub fn default_disk_buffer_max_bytes() -> u64 {
+    2 << 30
+}
+pub fn default_fsync_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawElasticsearch, RawSource};
+use super::raw::{BufferKind, RawBuffer, RawConfig, RawElasticsearch, RawSource};
 use super::{
-    AuthConfig, BatchConfig, Config, ElasticsearchConfig, HttpConfig, LogConfig, RetryConfig,
-    SourceConfig, TlsConfig,
+    AuthConfig, BatchConfig, BufferConfig, Config, DiskBufferConfig, ElasticsearchConfig,
+    HttpConfig, LogConfig, RetryConfig, SourceConfig, TlsConfig, WhenFull,
 };
 
 /// Smallest accepted `max_line_bytes`: below this, ordinary lines get cut.
@@ -99,9 +99,59 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         },
         sources,
         sink: validate_elasticsearch(raw.sink.elasticsearch)?,
+        buffer: validate_buffer(raw.buffer)?,
         shutdown_timeout: raw.shutdown_timeout,
         http: raw.http.map(validate_http).transpose()?,
     })
+}
+
+/// Smallest accepted disk buffer.
+pub const MIN_DISK_BUFFER_BYTES: u64 = 1 << 20;
+
+fn validate_buffer(b: RawBuffer) -> Result<BufferConfig, Invalid> {
+    if b.max_open_files.is_some() {
+        return Err(invalid(
+            "buffer.max_open_files",
+            "not implemented yet: rotated or deleted files with unread data keep their file \
+             descriptor until they are read to the end, without a limit; remove this key",
+        ));
+    }
+    match b.kind {
+        BufferKind::Memory => {
+            for (key, set) in [
+                ("buffer.max_bytes", b.max_bytes.is_some()),
+                ("buffer.when_full", b.when_full.is_some()),
+                ("buffer.fsync_interval", b.fsync_interval.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        key,
+                        "only applies to `type: disk`; the memory buffer holds at most \
+                         `concurrency + 1` batches and always blocks when full",
+                    ));
+                }
+            }
+            Ok(BufferConfig::Memory)
+        }
+        BufferKind::Disk => {
+            let max_bytes = b
+                .max_bytes
+                .unwrap_or_else(super::raw::default_disk_buffer_max_bytes);
+            if max_bytes < MIN_DISK_BUFFER_BYTES {
+                return Err(invalid(
+                    "buffer.max_bytes",
+                    format!("must be at least {MIN_DISK_BUFFER_BYTES} bytes (1MiB)"),
+                ));
+            }
+            Ok(BufferConfig::Disk(DiskBufferConfig {
+                max_bytes,
+                when_full: b.when_full.unwrap_or(WhenFull::Block),
+                fsync_interval: b
+                    .fsync_interval
+                    .unwrap_or_else(super::raw::default_fsync_interval),
+            }))
+        }
+    }
 }
 
 fn validate_source(i: usize, source: RawSource) -> Result<SourceConfig, Invalid> {

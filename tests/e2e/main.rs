@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod buffer;
 mod expect;
 mod files;
 mod formats;
