@@ -259,6 +259,7 @@ async fn run_stages(
             let disk = tokio::task::spawn_blocking(move || DiskBuffer::open(&dir, max_bytes))
                 .await
                 .context("disk buffer open task")??;
+            status.disk_buffer_started(disk.stats(), max_bytes);
             let writer = tokio::spawn(disk.clone().run_writer(
                 batch_rx,
                 file_acks.clone(),

@@ -2,7 +2,8 @@
 //!
 //! [`Exporter`] is a `prometheus_client` collector: on each scrape it reads
 //! the atomic counters of [`Metrics`], the file registry (per-source read
-//! counters, lag), the sink's histograms and `/proc/self` (CPU, RSS) and
+//! counters, lag), the sink's histograms, the disk buffer's figures (when
+//! one runs) and `/proc/self` (CPU, RSS) and
 //! encodes them with `prometheus_client`'s text encoder (OpenMetrics text,
 //! which Prometheus reads). Nothing here is on a hot path; nothing is
 //! hand-formatted. `docs/observability.md` lists every metric.
@@ -25,6 +26,7 @@ use prometheus_client::registry::Registry;
 
 use super::status::{Status, lags};
 use super::{Metrics, unix_millis};
+use crate::buffer::disk::Stats as DiskStats;
 
 /// Collects every logship metric on each scrape.
 #[derive(Clone)]
@@ -248,6 +250,11 @@ impl Collector for Exporter {
             as_i64(capacity as u64),
         )?;
 
+        // Disk buffer (only when `buffer: {type: disk}` runs).
+        if let Some((d, max_bytes)) = s.disk_buffer() {
+            disk_buffer(e, &d, max_bytes)?;
+        }
+
         // Files.
         let files = s.files.files();
         let open = files.iter().filter(|f| f.size().is_some()).count();
@@ -381,6 +388,59 @@ impl Collector for Exporter {
     }
 }
 
+/// The disk buffer's figures (names in `docs/observability.md`).
+fn disk_buffer(e: &mut DescriptorEncoder, d: &DiskStats, max_bytes: u64) -> Result<(), Error> {
+    let get = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    gauge(
+        e,
+        "logship_buffer_bytes",
+        "Bytes of disk buffer segment files on disk now.",
+        as_i64(get(&d.disk_bytes)),
+    )?;
+    gauge(
+        e,
+        "logship_buffer_capacity_bytes",
+        "Configured disk buffer size (buffer.max_bytes).",
+        as_i64(max_bytes),
+    )?;
+    gauge(
+        e,
+        "logship_buffer_records",
+        "Records (batches) in the disk buffer not yet acknowledged by Elasticsearch.",
+        as_i64(get(&d.unacked_records)),
+    )?;
+    counter(
+        e,
+        "logship_buffer_corrupt_records",
+        "Damaged disk buffer regions skipped on read (bad checksum, torn tail, bad header).",
+        get(&d.corrupt_regions),
+    )?;
+    counter(
+        e,
+        "logship_buffer_corrupt_bytes",
+        "Bytes of damaged disk buffer regions skipped on read.",
+        get(&d.corrupt_bytes),
+    )?;
+    counter(
+        e,
+        "logship_buffer_lost_records",
+        "Disk buffer records lost to damage (missing from the sequence).",
+        get(&d.lost_records),
+    )?;
+    counter(
+        e,
+        "logship_buffer_write_errors",
+        "Disk buffer writes that failed (ENOSPC and others); the batch was refused, not half-written.",
+        get(&d.write_errors),
+    )?;
+    counter(
+        e,
+        "logship_buffer_dropped_events",
+        "Events dropped because the disk buffer was full (when_full: drop_newest).",
+        get(&d.dropped_events),
+    )
+}
+
 fn counter_f(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> Result<(), Error> {
     ConstCounter::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
 }
@@ -462,5 +522,71 @@ mod tests {
             value("process_resident_memory_bytes").unwrap() > 0.0,
             "{text}"
         );
+        assert_eq!(value("logship_buffer_capacity_bytes"), None, "{text}");
+    }
+
+    #[test]
+    fn disk_buffer_figures_are_exported_while_attached() {
+        let metrics = Arc::new(Metrics::default());
+        let status = Arc::new(Status::new(
+            metrics,
+            Arc::new(FileRegistry::default()),
+            false,
+        ));
+        let d = Arc::new(DiskStats::default());
+        d.disk_bytes.store(4096, Ordering::Relaxed);
+        d.unacked_records.store(2, Ordering::Relaxed);
+        d.corrupt_regions.store(3, Ordering::Relaxed);
+        d.corrupt_bytes.store(70, Ordering::Relaxed);
+        d.lost_records.store(1, Ordering::Relaxed);
+        d.write_errors.store(5, Ordering::Relaxed);
+        d.dropped_events.store(6, Ordering::Relaxed);
+        let max_bytes = 1 << 20;
+        status.disk_buffer_started(d.clone(), max_bytes);
+        let scrape = |status: &Arc<Status>| {
+            let text = Exporter::new(status.clone()).render().unwrap();
+            let lines = text.lines().map(|l| Ok(l.to_owned()));
+            let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+            scrape
+                .samples
+                .iter()
+                .filter(|s| {
+                    s.metric.starts_with("logship_buffer_") && !s.metric.ends_with("_spans")
+                })
+                .map(|s| {
+                    let v = match s.value {
+                        prometheus_parse::Value::Counter(v)
+                        | prometheus_parse::Value::Gauge(v)
+                        | prometheus_parse::Value::Untyped(v) => v,
+                        _ => f64::NAN,
+                    };
+                    (s.metric.clone(), v)
+                })
+                .collect::<BTreeMap<String, f64>>()
+        };
+        let get = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64;
+        let expected: BTreeMap<String, f64> = [
+            ("logship_buffer_bytes", get(&d.disk_bytes)),
+            ("logship_buffer_capacity_bytes", max_bytes as f64),
+            ("logship_buffer_records", get(&d.unacked_records)),
+            (
+                "logship_buffer_corrupt_records_total",
+                get(&d.corrupt_regions),
+            ),
+            ("logship_buffer_corrupt_bytes_total", get(&d.corrupt_bytes)),
+            ("logship_buffer_lost_records_total", get(&d.lost_records)),
+            ("logship_buffer_write_errors_total", get(&d.write_errors)),
+            (
+                "logship_buffer_dropped_events_total",
+                get(&d.dropped_events),
+            ),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect();
+        assert_eq!(scrape(&status), expected);
+        // A stopped pipeline (e.g. during a reload) exports no stale buffer.
+        status.pipeline_stopped();
+        assert_eq!(scrape(&status), BTreeMap::new());
     }
 }

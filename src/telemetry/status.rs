@@ -4,8 +4,9 @@
 //! (a reload drains the pipeline and starts a new one): the app attaches the
 //! running pipeline's checkpoint store and span channel with
 //! [`Status::pipeline_started`] and detaches them with
-//! [`Status::pipeline_stopped`]. Readiness (`/readyz`) is the conjunction of:
-//! a config is loaded and a pipeline runs; its checkpoint store was read and
+//! [`Status::pipeline_stopped`] (its disk buffer's figures, if any, attach
+//! with [`Status::disk_buffer_started`], so `/metrics` follows the current
+//! pipeline). Readiness (`/readyz`) is the conjunction of: a config is loaded and a pipeline runs; its checkpoint store was read and
 //! the last checkpoint write succeeded; the sink answers bulk requests (the
 //! most recent request did not fail as a whole — derived from request
 //! outcomes, no extra probe). `/healthz` only says the runtime answers.
@@ -21,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::{Metrics, age, unix_millis};
+use crate::buffer::disk::Stats as DiskStats;
 use crate::event::EncodedSpan;
 use crate::tail::Checkpointer;
 use crate::tail::registry::{FileRegistry, FileStatus};
@@ -38,6 +40,8 @@ pub struct Status {
     /// Export `logship_file_lag_bytes` per file (label cardinality grows with files).
     pub per_file_lag: AtomicBool,
     pipeline: Mutex<Option<Pipeline>>,
+    /// The running pipeline's disk buffer figures and its `max_bytes`.
+    disk_buffer: Mutex<Option<(Arc<DiskStats>, u64)>>,
     checkpoint_error: Mutex<Option<String>>,
     started_ms: u64,
     /// Unix ms of the last tick of the runtime heartbeat task.
@@ -91,6 +95,7 @@ impl Status {
             files,
             per_file_lag: AtomicBool::new(per_file_lag),
             pipeline: Mutex::new(None),
+            disk_buffer: Mutex::new(None),
             checkpoint_error: Mutex::new(None),
             started_ms: unix_millis(),
             heartbeat_ms: AtomicU64::new(unix_millis()),
@@ -142,6 +147,22 @@ impl Status {
         if let Ok(mut p) = self.pipeline.lock() {
             *p = None;
         }
+        if let Ok(mut d) = self.disk_buffer.lock() {
+            *d = None;
+        }
+    }
+
+    /// The running pipeline has a disk buffer of `max_bytes` with these figures
+    /// (until [`pipeline_stopped`](Self::pipeline_stopped)).
+    pub fn disk_buffer_started(&self, stats: Arc<DiskStats>, max_bytes: u64) {
+        if let Ok(mut d) = self.disk_buffer.lock() {
+            *d = Some((stats, max_bytes));
+        }
+    }
+
+    /// The running pipeline's disk buffer figures and capacity, if it has one.
+    pub fn disk_buffer(&self) -> Option<(Arc<DiskStats>, u64)> {
+        self.disk_buffer.lock().ok()?.clone()
     }
 
     /// The result of the last checkpoint write.

@@ -145,7 +145,15 @@ fn write_lines(
 fn metrics_equal_what_was_written_and_shipped_and_deploy_names_exist() {
     let (es, setup) = scenario("ops-metrics", Options::default());
     let port = free_port();
-    write_config(&setup, es.url(), port, &[("apps", "*.log")], "");
+    // A disk buffer, so its figures are in the scrape (and the alert on them checked).
+    let buffer_max_bytes: u64 = 48 << 20;
+    write_config(
+        &setup,
+        es.url(),
+        port,
+        &[("apps", "*.log")],
+        &format!("buffer: {{type: disk, max_bytes: {buffer_max_bytes}}}\n"),
+    );
     let mut expected = Vec::new();
     let mut written = 0;
     written += write_lines("ops-metrics", &setup.log("a.log"), 0..1200, &mut expected);
@@ -220,6 +228,29 @@ fn metrics_equal_what_was_written_and_shipped_and_deploy_names_exist() {
     );
     assert!(value(&m, "process_resident_memory_bytes", &[]).unwrap_or(0.0) > 0.0);
 
+    // The disk buffer: its capacity as configured, everything acknowledged,
+    // its segment files within bounds, nothing damaged, refused or dropped.
+    assert_eq!(
+        value(&m, "logship_buffer_capacity_bytes", &[]),
+        Some(buffer_max_bytes as f64)
+    );
+    let m = wait_scrape(port, &mut agent, "buffer records all acknowledged", |m| {
+        value(m, "logship_buffer_records", &[]) == Some(0.0)
+    });
+    let used = value(&m, "logship_buffer_bytes", &[]).unwrap_or(f64::NAN);
+    assert!(
+        used > 0.0 && used <= buffer_max_bytes as f64,
+        "buffer bytes {used} of {buffer_max_bytes}"
+    );
+    for name in [
+        "logship_buffer_corrupt_records_total",
+        "logship_buffer_corrupt_bytes_total",
+        "logship_buffer_write_errors_total",
+        "logship_buffer_dropped_events_total",
+    ] {
+        assert_eq!(value(&m, name, &[]), Some(0.0), "{name}");
+    }
+
     // Every metric the dashboard and the alert rules use exists in the scrape.
     // prometheus-parse folds `_bucket` series into one histogram sample.
     let mut exposed: BTreeSet<String> = m.samples.iter().map(|s| s.metric.clone()).collect();
@@ -240,6 +271,28 @@ fn metrics_equal_what_was_written_and_shipped_and_deploy_names_exist() {
             missing.is_empty(),
             "{file} uses metrics /metrics does not expose: {missing:?}\nexposed: {exposed:?}"
         );
+    }
+}
+
+/// Scrapes until `done` holds for a scrape (or the delivery timeout passes).
+fn wait_scrape(
+    port: u16,
+    agent: &mut Agent,
+    what: &str,
+    done: impl Fn(&prometheus_parse::Scrape) -> bool,
+) -> prometheus_parse::Scrape {
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    loop {
+        let m = scrape(port, agent);
+        if done(&m) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            agent.stderr_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

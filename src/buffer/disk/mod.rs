@@ -86,6 +86,9 @@ pub struct Stats {
     pub segments_deleted: AtomicU64,
     /// Bytes of segment files currently on disk (gauge).
     pub disk_bytes: AtomicU64,
+    /// Records pushed and not yet acknowledged, this run's and a previous
+    /// run's alike (gauge).
+    pub unacked_records: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -387,6 +390,12 @@ impl Queue {
         self.stats
             .disk_bytes
             .store(self.disk_bytes(), Ordering::Relaxed);
+        let acked_above: u64 = self.acked.iter().map(|(&s, &e)| e - s).sum();
+        let unacked = self
+            .next_id
+            .saturating_sub(self.ack)
+            .saturating_sub(acked_above);
+        self.stats.unacked_records.store(unacked, Ordering::Relaxed);
     }
 
     /// Appends one record; returns its id. Not durable until [`flush`](Self::flush).
