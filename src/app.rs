@@ -236,6 +236,9 @@ async fn run_stages(
         .await
         .context("starting Kubernetes metadata")?;
     let _k8s_guard = k8s_stop.drop_guard();
+    if let Some(cache) = enricher.pod_cache() {
+        status.pod_cache_started(cache);
+    }
     let server = FileServer::new(&config, checkpointer.clone(), metrics.clone())?
         .with_enricher(enricher)
         .with_registry(status.files.clone());

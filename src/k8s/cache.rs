@@ -14,6 +14,7 @@
 //! [`PodCache::wait_for`] waits (bounded) for a pod to appear.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -49,6 +50,9 @@ pub struct PodCache {
     delete_grace: Duration,
     /// Bumped on every change, for [`PodCache::wait_for`].
     version: watch::Sender<u64>,
+    /// `Init` events seen: the first list, then one per re-list after an
+    /// error, a dropped stream or a 410 Gone.
+    lists: AtomicU64,
 }
 
 impl PodCache {
@@ -57,6 +61,7 @@ impl PodCache {
             pods: RwLock::new(Pods::default()),
             delete_grace,
             version: watch::Sender::new(0),
+            lists: AtomicU64::new(0),
         }
     }
 
@@ -100,13 +105,22 @@ impl PodCache {
         self.len() == 0
     }
 
+    /// Times the watch re-listed after its first list (restarts after an
+    /// error, a dropped stream or a 410 Gone).
+    pub fn watch_restarts(&self) -> u64 {
+        self.lists.load(Ordering::Relaxed).saturating_sub(1)
+    }
+
     /// Applies one watcher event (reflector semantics plus the delete grace).
     pub fn apply(&self, event: Event<Pod>) {
         let now = Instant::now();
         {
             let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
             match event {
-                Event::Init => pods.relisted = Some(HashSet::new()),
+                Event::Init => {
+                    self.lists.fetch_add(1, Ordering::Relaxed);
+                    pods.relisted = Some(HashSet::new());
+                }
                 Event::InitApply(pod) => {
                     if let Some(info) = PodInfo::from_pod(&pod) {
                         if let Some(seen) = pods.relisted.as_mut() {
@@ -250,9 +264,12 @@ mod tests {
         ] {
             cache.apply(e);
         }
+        assert_eq!(cache.watch_restarts(), 0, "the first list is no restart");
+        assert_eq!(cache.len(), 2);
         for e in [Event::Init, Event::InitApply(pod("b")), Event::InitDone] {
             cache.apply(e);
         }
+        assert_eq!(cache.watch_restarts(), 1);
         assert!(cache.get("a").is_some(), "within grace");
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(cache.get("a").is_none());

@@ -73,6 +73,14 @@ pub fn excluded(pod: &PodInfo, container: &str) -> bool {
 }
 
 impl Enricher {
+    /// The pod cache (daemonset mode), for `/metrics`.
+    pub fn pod_cache(&self) -> Option<Arc<PodCache>> {
+        match self {
+            Enricher::Cache { cache, .. } => Some(cache.clone()),
+            Enricher::Off | Enricher::Static(_) => None,
+        }
+    }
+
     /// Metadata for the file at `path`, waiting at most `wait` (daemonset
     /// mode) for its pod to appear.
     pub async fn resolve(&self, path: &std::path::Path) -> Resolved {

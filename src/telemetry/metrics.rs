@@ -319,6 +319,21 @@ impl Collector for Exporter {
             &m.k8s_files_excluded,
         )?;
 
+        if let Some((pods, restarts)) = s.k8s_figures() {
+            gauge(
+                e,
+                "logship_k8s_cache_pods",
+                "Pods of this node in the metadata cache (deleted ones within delete_grace included).",
+                as_i64(pods as u64),
+            )?;
+            counter(
+                e,
+                "logship_k8s_watch_restarts",
+                "Times the pod watch re-listed after an error, a dropped stream or a 410 Gone.",
+                restarts,
+            )?;
+        }
+
         // Lag: bytes in followed files not yet acknowledged.
         let lags = lags(s);
         let mut by_source: BTreeMap<&str, u64> =
@@ -588,5 +603,68 @@ mod tests {
         // A stopped pipeline (e.g. during a reload) exports no stale buffer.
         status.pipeline_stopped();
         assert_eq!(scrape(&status), BTreeMap::new());
+    }
+
+    #[test]
+    fn k8s_figures_follow_the_pod_cache_and_restarts_survive_a_reload() {
+        use crate::k8s::PodCache;
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::runtime::watcher::Event;
+        let pod = |uid: &str| -> Pod {
+            serde_json::from_value(serde_json::json!(
+                {"metadata": {"name": uid, "namespace": "ns", "uid": uid}}
+            ))
+            .unwrap()
+        };
+        let status = Arc::new(Status::new(
+            Arc::new(Metrics::default()),
+            Arc::new(FileRegistry::default()),
+            false,
+        ));
+        let relist = |cache: &PodCache, uids: &[&str]| {
+            cache.apply(Event::Init);
+            for uid in uids {
+                cache.apply(Event::InitApply(pod(uid)));
+            }
+            cache.apply(Event::InitDone);
+        };
+        let figures = |status: &Arc<Status>| {
+            let text = Exporter::new(status.clone()).render().unwrap();
+            let lines = text.lines().map(|l| Ok(l.to_owned()));
+            let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+            let v = |name: &str| {
+                scrape
+                    .samples
+                    .iter()
+                    .find(|s| s.metric == name)
+                    .map(|s| match s.value {
+                        prometheus_parse::Value::Counter(v)
+                        | prometheus_parse::Value::Gauge(v)
+                        | prometheus_parse::Value::Untyped(v) => v,
+                        _ => f64::NAN,
+                    })
+            };
+            (
+                v("logship_k8s_cache_pods"),
+                v("logship_k8s_watch_restarts_total"),
+            )
+        };
+        assert_eq!(figures(&status), (None, None), "not in daemonset mode");
+
+        let cache = Arc::new(PodCache::new(std::time::Duration::from_secs(60)));
+        status.pod_cache_started(cache.clone());
+        relist(&cache, &["a", "b", "c"]);
+        assert_eq!(figures(&status), (Some(3.0), Some(0.0)));
+        relist(&cache, &["a", "b", "c"]);
+        relist(&cache, &["a", "b", "c"]);
+        assert_eq!(figures(&status), (Some(3.0), Some(2.0)));
+
+        // A reload: a new pipeline, a new cache; the counter keeps counting.
+        status.pipeline_stopped();
+        let cache = Arc::new(PodCache::new(std::time::Duration::from_secs(60)));
+        status.pod_cache_started(cache.clone());
+        relist(&cache, &["a"]);
+        relist(&cache, &["a"]);
+        assert_eq!(figures(&status), (Some(1.0), Some(3.0)));
     }
 }

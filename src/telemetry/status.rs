@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use super::{Metrics, age, unix_millis};
 use crate::buffer::disk::Stats as DiskStats;
 use crate::event::EncodedSpan;
+use crate::k8s::PodCache;
 use crate::tail::Checkpointer;
 use crate::tail::registry::{FileRegistry, FileStatus};
 
@@ -42,6 +43,10 @@ pub struct Status {
     pipeline: Mutex<Option<Pipeline>>,
     /// The running pipeline's disk buffer figures and its `max_bytes`.
     disk_buffer: Mutex<Option<(Arc<DiskStats>, u64)>>,
+    /// The running pipeline's pod cache (Kubernetes daemonset mode).
+    pod_cache: Mutex<Option<Arc<PodCache>>>,
+    /// Watch restarts of the pod caches of pipelines a reload replaced.
+    past_watch_restarts: AtomicU64,
     checkpoint_error: Mutex<Option<String>>,
     started_ms: u64,
     /// Unix ms of the last tick of the runtime heartbeat task.
@@ -96,6 +101,8 @@ impl Status {
             per_file_lag: AtomicBool::new(per_file_lag),
             pipeline: Mutex::new(None),
             disk_buffer: Mutex::new(None),
+            pod_cache: Mutex::new(None),
+            past_watch_restarts: AtomicU64::new(0),
             checkpoint_error: Mutex::new(None),
             started_ms: unix_millis(),
             heartbeat_ms: AtomicU64::new(unix_millis()),
@@ -150,6 +157,28 @@ impl Status {
         if let Ok(mut d) = self.disk_buffer.lock() {
             *d = None;
         }
+        if let Ok(mut c) = self.pod_cache.lock()
+            && let Some(c) = c.take()
+        {
+            self.past_watch_restarts
+                .fetch_add(c.watch_restarts(), Ordering::Relaxed);
+        }
+    }
+
+    /// The running pipeline watches pods into `cache` (until
+    /// [`pipeline_stopped`](Self::pipeline_stopped)).
+    pub fn pod_cache_started(&self, cache: Arc<PodCache>) {
+        if let Ok(mut c) = self.pod_cache.lock() {
+            *c = Some(cache);
+        }
+    }
+
+    /// Pods in the running pod cache, and watch restarts over the process's
+    /// life (`None` outside daemonset mode).
+    pub fn k8s_figures(&self) -> Option<(usize, u64)> {
+        let cache = self.pod_cache.lock().ok()?.clone()?;
+        let past = self.past_watch_restarts.load(Ordering::Relaxed);
+        Some((cache.len(), past + cache.watch_restarts()))
     }
 
     /// The running pipeline has a disk buffer of `max_bytes` with these figures
