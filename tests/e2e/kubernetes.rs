@@ -241,6 +241,11 @@ fn expired_watch_relists_and_finds_new_pods() {
     let kubeconfig = setup.root().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
     enable_kubernetes(&setup, &kubeconfig, "10s");
+    let port = crate::ops::free_port();
+    append(
+        &setup.config_path(),
+        format!("http: {{listen: \"127.0.0.1:{port}\"}}\n").as_bytes(),
+    );
     let first = pod_json(
         "shop",
         "web-7d4b9c8f6-aaaaa",
@@ -298,6 +303,16 @@ fn expired_watch_relists_and_finds_new_pods() {
         },
         "{:?}",
         api.requests()
+    );
+    // /metrics: both pods cached, one re-list after the 410 counted as a restart.
+    let m = crate::ops::scrape(port, &mut agent);
+    assert_eq!(
+        crate::ops::value(&m, "logship_k8s_cache_pods", &[]),
+        Some(2.0)
+    );
+    assert_eq!(
+        crate::ops::value(&m, "logship_k8s_watch_restarts_total", &[]),
+        Some(f64::from(api.counts().lists - 1))
     );
 }
 

@@ -17,7 +17,7 @@ use crate::support::elasticsearch::repo_root;
 use crate::support::logship::{Agent, LogWriter, Options, Setup, cri_line, timestamp};
 
 /// A loopback port nothing listens on (bound, then released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
@@ -97,14 +97,18 @@ fn wait_until(
 }
 
 /// A parsed scrape; panics on a malformed exposition.
-fn scrape(port: u16, agent: &mut Agent) -> prometheus_parse::Scrape {
+pub(crate) fn scrape(port: u16, agent: &mut Agent) -> prometheus_parse::Scrape {
     let (status, body) = wait_get(port, "/metrics", agent);
     assert_eq!(status, 200, "{body}");
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
         .unwrap_or_else(|e| panic!("malformed exposition: {e}\n{body}"))
 }
 
-fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     scrape
         .samples
         .iter()
