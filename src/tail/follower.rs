@@ -240,10 +240,12 @@ impl Follower {
         spec.status.started(&file, start.generation, start.offset);
         tracing::info!(path = %spec.path.display(), %identity, generation = start.generation, offset = start.offset, "following file");
         // Lines wait (at most `metadata_wait`) for the pod to be known.
+        spec.status.set_state(FollowState::WaitingForMetadata);
         let resolved = tokio::select! {
             r = shared.enricher.resolve(&spec.path) => r,
             _ = shutdown.cancelled() => Resolved::Fragment(Vec::new()),
         };
+        spec.status.set_state(FollowState::Reading);
         let (metadata, missing_pod) = match resolved {
             Resolved::Fragment(f) => (f, None),
             Resolved::Excluded(pod) => {

@@ -30,6 +30,9 @@ pub enum FollowState {
     Draining = 2,
     /// Truncated and still empty: waiting for a first line to identify it.
     WaitingForFirstLine = 3,
+    /// Waiting (at most `kubernetes.metadata_wait`) for its pod to appear in
+    /// the metadata cache before the first lines are shipped.
+    WaitingForMetadata = 4,
 }
 
 impl FollowState {
@@ -39,6 +42,7 @@ impl FollowState {
             FollowState::Backpressured => "backpressured",
             FollowState::Draining => "draining",
             FollowState::WaitingForFirstLine => "waiting_for_first_line",
+            FollowState::WaitingForMetadata => "waiting_for_metadata",
         }
     }
 
@@ -47,6 +51,7 @@ impl FollowState {
             1 => FollowState::Backpressured,
             2 => FollowState::Draining,
             3 => FollowState::WaitingForFirstLine,
+            4 => FollowState::WaitingForMetadata,
             _ => FollowState::Reading,
         }
     }

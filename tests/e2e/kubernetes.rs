@@ -141,6 +141,11 @@ fn pod_appearing_after_its_file_gets_metadata() {
     let kubeconfig = setup.root().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
     enable_kubernetes(&setup, &kubeconfig, "5s");
+    let port = crate::ops::free_port();
+    append(
+        &setup.config_path(),
+        format!("http: {{listen: \"127.0.0.1:{port}\"}}\n").as_bytes(),
+    );
 
     let pod = pod_json(
         "shop",
@@ -160,7 +165,16 @@ fn pod_appearing_after_its_file_gets_metadata() {
     write_lines(&pod_log(&setup, &pod), "late", 0..50);
     write_lines(&pod_log(&setup, &other), "other", 0..5);
     let mut agent = setup.start();
-    std::thread::sleep(Duration::from_secs(2));
+    // While its pod is unknown, the file says so in the status API.
+    let started = std::time::Instant::now();
+    let mut waiting_seen = false;
+    while started.elapsed() < Duration::from_secs(2) {
+        if let Some((200, body)) = crate::ops::get(port, "/api/v1/files") {
+            waiting_seen |= body.contains("waiting_for_metadata");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(waiting_seen, "no file was in state waiting_for_metadata");
     api.apply_pod(&pod);
 
     assert_eq!(

@@ -42,7 +42,7 @@ fn write_config(setup: &Setup, url: &str, port: u16, sources: &[(&str, &str)], e
 }
 
 /// `GET path` on the agent's HTTP port: (status, body). `None` if not connectable.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
