@@ -354,8 +354,12 @@ async fn rotation_by_rename_while_writing_loses_and_duplicates_nothing() {
     let got_all: Vec<String> = received.into_iter().map(|r| r.message).collect();
     assert!(got.len() <= got_all.len());
     assert_exactly_once(&got_all, &expected);
-    assert_eq!(Metrics::get(&metrics.rotations), rotations as u64);
+    // Every rotated-away file was read to its end and released. The
+    // `rotations` counter only counts the renames noticed after the new file
+    // existed; one noticed in the gap between rename and create looks like a
+    // deletion (the kubelet has the same gap), so it may be lower.
     assert_eq!(Metrics::get(&metrics.files_closed), rotations as u64);
+    assert!(Metrics::get(&metrics.rotations) <= rotations as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
