@@ -79,13 +79,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the config, or prints why not and gives exit code 64.
+fn load_config(path: &Path) -> Result<config::Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("logship: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 fn replay(file: &Path, path: &Path) -> ExitCode {
-    let config = match config::load(path) {
+    let config = match load_config(path) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("logship: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     if let Err(e) = logging::init(&config.log) {
         eprintln!("logship: {e}");
@@ -134,12 +139,9 @@ fn replay(file: &Path, path: &Path) -> ExitCode {
 }
 
 fn check_config(path: &Path) -> ExitCode {
-    let config = match config::load(path) {
+    let config = match load_config(path) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("logship: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     match serde_yaml_ng::to_string(&config) {
         Ok(yaml) => {
@@ -154,12 +156,9 @@ fn check_config(path: &Path) -> ExitCode {
 }
 
 fn run(path: &Path) -> ExitCode {
-    let config = match config::load(path) {
+    let config = match load_config(path) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("logship: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     if let Err(e) = logging::init(&config.log) {
         eprintln!("logship: {e}");
