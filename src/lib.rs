@@ -23,7 +23,9 @@
 //!   file generation, the unit of acknowledgement.
 //! * [`buffer`] gathers spans into batches (bytes, events, timeout) over
 //!   bounded channels; when the sink is busy, sends block and the followers
-//!   stop reading, so the files hold the backlog.
+//!   stop reading, so the files hold the backlog. With `buffer: {type: disk}`
+//!   batches go through a durable segment queue first, and a file's
+//!   checkpoint advances once its batch is fsync'd there.
 //! * [`sink::elasticsearch`] gzips each batch on the blocking pool, sends up
 //!   to `concurrency` `_bulk` requests, walks every item (2xx and 409
 //!   delivered, 429/5xx retried alone with capped jittered backoff, other 4xx
@@ -34,8 +36,10 @@
 //!   restart re-reads at most what was not acknowledged; the `_id`s make
 //!   Elasticsearch answer 409 for lines it already has.
 //! * [`app`] wires the stages and owns shutdown; [`config`] parses and
-//!   validates the YAML file; [`telemetry`] holds the counters and logging;
-//!   [`k8s`] is the seam for pod metadata.
+//!   validates the YAML file; [`telemetry`] holds the counters, logging and
+//!   the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, `/api/v1/files`);
+//!   [`k8s`] keeps a node-local pod cache (one watch) and serialises each
+//!   file's pod metadata once.
 
 pub mod app;
 pub mod buffer;
