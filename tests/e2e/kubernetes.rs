@@ -33,6 +33,25 @@ fn enable_kubernetes(setup: &Setup, kubeconfig: &Path, metadata_wait: &str) {
     std::fs::write(setup.config_path(), yaml).expect("write config");
 }
 
+/// Starts a fake API server and points the agent at it (daemonset mode).
+fn start_api_server(setup: &Setup, metadata_wait: &str) -> FakeApiServer {
+    let api = FakeApiServer::start();
+    let kubeconfig = setup.root().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    enable_kubernetes(setup, &kubeconfig, metadata_wait);
+    api
+}
+
+/// Turns on the agent's HTTP endpoints on a free port; returns the port.
+fn enable_http(setup: &Setup) -> u16 {
+    let port = crate::ops::free_port();
+    append(
+        &setup.config_path(),
+        format!("http: {{listen: \"127.0.0.1:{port}\"}}\n").as_bytes(),
+    );
+    port
+}
+
 /// The kubelet's log path for `pod`'s first container.
 fn pod_log(setup: &Setup, pod: &Value) -> PathBuf {
     let m = &pod["metadata"];
@@ -137,15 +156,8 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 #[test]
 fn pod_appearing_after_its_file_gets_metadata() {
     let (es, setup) = scenario("k8s-late-pod", options());
-    let api = FakeApiServer::start();
-    let kubeconfig = setup.root().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    enable_kubernetes(&setup, &kubeconfig, "5s");
-    let port = crate::ops::free_port();
-    append(
-        &setup.config_path(),
-        format!("http: {{listen: \"127.0.0.1:{port}\"}}\n").as_bytes(),
-    );
+    let api = start_api_server(&setup, "5s");
+    let port = enable_http(&setup);
 
     let pod = pod_json(
         "shop",
@@ -214,10 +226,7 @@ fn pod_appearing_after_its_file_gets_metadata() {
 #[test]
 fn deleted_pod_lines_keep_metadata() {
     let (es, setup) = scenario("k8s-deleted-pod", options());
-    let api = FakeApiServer::start();
-    let kubeconfig = setup.root().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    enable_kubernetes(&setup, &kubeconfig, "5s");
+    let api = start_api_server(&setup, "5s");
     let pod = pod_json(
         "jobs",
         "batch-5c6b7f8d9b-q8w7e",
@@ -251,15 +260,8 @@ fn deleted_pod_lines_keep_metadata() {
 #[test]
 fn expired_watch_relists_and_finds_new_pods() {
     let (es, setup) = scenario("k8s-watch-410", options());
-    let api = FakeApiServer::start();
-    let kubeconfig = setup.root().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    enable_kubernetes(&setup, &kubeconfig, "10s");
-    let port = crate::ops::free_port();
-    append(
-        &setup.config_path(),
-        format!("http: {{listen: \"127.0.0.1:{port}\"}}\n").as_bytes(),
-    );
+    let api = start_api_server(&setup, "10s");
+    let port = enable_http(&setup);
     let first = pod_json(
         "shop",
         "web-7d4b9c8f6-aaaaa",
@@ -395,10 +397,7 @@ fn api_server_down_at_start() {
 #[test]
 fn annotations_exclude_pods_and_containers() {
     let (es, setup) = scenario("k8s-exclude", options());
-    let api = FakeApiServer::start();
-    let kubeconfig = setup.root().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    enable_kubernetes(&setup, &kubeconfig, "5s");
+    let api = start_api_server(&setup, "5s");
     let mut quiet = pod_json(
         "shop",
         "web-7d4b9c8f6-ddddd",
