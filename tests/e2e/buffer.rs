@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once, wait_for_delivery};
+use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once, cri_stdout, wait_for_delivery};
 use crate::support::elasticsearch::{self, Elasticsearch};
-use crate::support::logship::{LogWriter, Options, Setup, cri_line, rotate_kubelet, timestamp};
+use crate::support::logship::{LogWriter, Options, Setup, rotate_kubelet};
 
 /// A switchable TCP proxy to Elasticsearch.
 struct Proxy {
@@ -119,11 +119,11 @@ fn write_lines(
         .unwrap_or_default();
     let mut bytes = Vec::new();
     for seq in seqs {
-        let ts = timestamp(seq);
-        let message =
-            format!("{name} {file} seq={seq:06} a line written while Elasticsearch may be away");
-        bytes.extend(cri_line(&ts, "stdout", "F", message.as_bytes()));
-        expected.push(Line::new(message, "stdout", &ts));
+        bytes.extend(cri_stdout(
+            seq,
+            format!("{name} {file} seq={seq:06} a line written while Elasticsearch may be away"),
+            expected,
+        ));
     }
     w.write(&bytes);
 }

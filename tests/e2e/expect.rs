@@ -242,3 +242,12 @@ pub fn assert_exactly_once(es: &Elasticsearch, index: &str, expected: &[Line], a
         );
     }
 }
+
+/// One stdout CRI `F` line carrying `message`, timestamped from `seq`
+/// (`support::logship::timestamp`), recorded in `expected`.
+pub fn cri_stdout(seq: u64, message: String, expected: &mut Vec<Line>) -> Vec<u8> {
+    let ts = crate::support::logship::timestamp(seq);
+    let bytes = crate::support::logship::cri_line(&ts, "stdout", "F", message.as_bytes());
+    expected.push(Line::new(message, "stdout", &ts));
+    bytes
+}

@@ -11,10 +11,10 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once, wait_for_delivery};
+use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once, cri_stdout, wait_for_delivery};
 use crate::scenario;
 use crate::support::elasticsearch::repo_root;
-use crate::support::logship::{Agent, LogWriter, Options, Setup, cri_line, timestamp};
+use crate::support::logship::{Agent, LogWriter, Options, Setup};
 
 /// A loopback port nothing listens on (bound, then released).
 pub(crate) fn free_port() -> u16 {
@@ -135,11 +135,11 @@ fn write_lines(
         .unwrap_or_default();
     let mut bytes = Vec::new();
     for seq in seqs {
-        let ts = timestamp(seq);
-        let message =
-            format!("{name} {file} seq={seq:07} a line of typical length for an application log");
-        bytes.extend(cri_line(&ts, "stdout", "F", message.as_bytes()));
-        expected.push(Line::new(message, "stdout", &ts));
+        bytes.extend(cri_stdout(
+            seq,
+            format!("{name} {file} seq={seq:07} a line of typical length for an application log"),
+            expected,
+        ));
     }
     writer.write(&bytes);
     bytes.len() as u64

@@ -3,7 +3,7 @@
 //! in the middle of shipping, several times. Checkpoints plus deterministic
 //! `_id`s must make the index hold every line exactly once afterwards.
 
-use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once};
+use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once, cri_stdout};
 use crate::scenario;
 use crate::support::logship::{LogWriter, Options, cri_line, timestamp};
 use std::time::{Duration, Instant};
@@ -23,10 +23,11 @@ fn write_lines(
         .unwrap_or_default();
     let mut bytes = Vec::new();
     for seq in seqs {
-        let ts = timestamp(seq);
-        let message = format!("{name} {file} seq={seq:06} payload of a typical log line");
-        bytes.extend(cri_line(&ts, "stdout", "F", message.as_bytes()));
-        expected.push(Line::new(message, "stdout", &ts));
+        bytes.extend(cri_stdout(
+            seq,
+            format!("{name} {file} seq={seq:06} payload of a typical log line"),
+            expected,
+        ));
         if let Some((every, pause)) = pause_every
             && seq % every == every - 1
         {

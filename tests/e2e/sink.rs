@@ -7,9 +7,9 @@
 //! logship's log while nothing is lost: once the config is fixed and the
 //! agent restarted, every line written meanwhile is indexed exactly once.
 
-use crate::expect::{Line, assert_exactly_once};
+use crate::expect::{Line, assert_exactly_once, cri_stdout};
 use crate::scenario;
-use crate::support::logship::{Agent, Options, Setup, cri_line, timestamp};
+use crate::support::logship::{Agent, Options, Setup, timestamp};
 use crate::support::nginx::{self, API_KEY, Nginx, PASSWORD, Pki, USERNAME};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,10 +17,7 @@ use std::time::{Duration, Instant};
 fn write_lines(setup: &Setup, name: &str, seqs: std::ops::Range<u64>, expected: &mut Vec<Line>) {
     let mut bytes = Vec::new();
     for seq in seqs {
-        let ts = timestamp(seq);
-        let message = format!("{name} seq={seq:06}");
-        bytes.extend(cri_line(&ts, "stdout", "F", message.as_bytes()));
-        expected.push(Line::new(message, "stdout", &ts));
+        bytes.extend(cri_stdout(seq, format!("{name} seq={seq:06}"), expected));
     }
     crate::support::logship::append(&setup.log("a.log"), &bytes);
 }
