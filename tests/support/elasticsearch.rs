@@ -1,24 +1,32 @@
-//! A real Elasticsearch for integration tests: one node per test binary,
-//! shared by all its tests, stopped when the test process exits.
+//! A real Elasticsearch (or OpenSearch) for integration tests: one node per
+//! test binary, shared by all its tests, stopped when the test process exits;
+//! or, for the compatibility matrix, a node of a given server per test,
+//! stopped when dropped.
 //!
 //! [`shared()`] starts the node on first use: `scripts/elasticsearch.sh fetch`
 //! downloads the integration-test distribution from Maven Central once into
 //! `$LOGSHIP_ES_CACHE` (default `/var/cache/logship-es`), then
 //! `scripts/elasticsearch.sh run DIR` runs it with a fresh temporary DIR
 //! (config, data, logs), loopback-only on free ports, single-node, 512 MiB
-//! heap, security off, disk thresholds off.
+//! heap, security off, disk thresholds off. It is the script's default
+//! server (Elasticsearch 8.19.8). [`start`] does the same for any
+//! distribution and version the script knows ([`matrix`] lists the ones
+//! tests/compat.rs runs against) and returns a node the caller owns.
 //!
-//! Rust tests have no teardown, so the node runs under a watchdog shell whose
+//! Rust tests have no teardown, so a node runs under a watchdog shell whose
 //! stdin is a pipe from this process. The pipe closes when this process
 //! exits, however it exits (normal end, panic, `kill -9`); the watchdog then
-//! stops the node's process group and removes DIR. On a normal exit an
-//! `atexit` handler closes the pipe itself and waits for the watchdog, so no
-//! `java` is left behind when `cargo test` returns.
+//! stops the node's process group and removes DIR. Dropping an owned node
+//! closes the pipe and waits for the watchdog; for the shared node an
+//! `atexit` handler does, so no `java` is left behind when `cargo test`
+//! returns.
 //!
-//! Set `LOGSHIP_ES_URL` to use an already running node instead.
+//! Set `LOGSHIP_ES_URL` to use an already running node instead (for
+//! [`shared()`] only).
 //!
 //! The helpers ([`Elasticsearch::count`], [`Elasticsearch::search_all`], ...)
-//! panic with the response body on any error: they are for tests.
+//! panic with the response body on any error: they are for tests. They work
+//! the same against Elasticsearch 8/9 and OpenSearch 2.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -54,6 +62,68 @@ wait "$pid" 2>/dev/null
 rm -rf "$1"
 "#;
 
+/// Which server a node runs: `distribution` is `elasticsearch` or
+/// `opensearch`, `version` e.g. `9.5.4`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    pub distribution: String,
+    pub version: String,
+}
+
+impl Server {
+    /// The major version number.
+    pub fn major(&self) -> u32 {
+        self.version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("version {:?} has no major number", self.version))
+    }
+
+    pub fn is_opensearch(&self) -> bool {
+        self.distribution == "opensearch"
+    }
+}
+
+impl std::fmt::Display for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.distribution, self.version)
+    }
+}
+
+/// The servers of the compatibility matrix, as `scripts/elasticsearch.sh
+/// matrix` lists them (the one place their versions are written down).
+pub fn matrix() -> Vec<Server> {
+    let script = repo_root().join("scripts/elasticsearch.sh");
+    let out = Command::new(&script)
+        .arg("matrix")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(out.status.success(), "`{} matrix` failed", script.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let (distribution, version) = line
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("`matrix` printed {line:?}"));
+            Server {
+                distribution: distribution.to_string(),
+                version: version.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The matrix entry of `distribution` with major version `major`.
+pub fn matrix_server(distribution: &str, major: u32) -> Server {
+    let all = matrix();
+    all.iter()
+        .find(|s| s.distribution == distribution && s.major() == major)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {distribution} {major}.x in the matrix {all:?}"))
+}
+
 /// A running node and a client for it.
 pub struct Elasticsearch {
     url: String,
@@ -61,21 +131,62 @@ pub struct Elasticsearch {
     runtime: tokio::runtime::Runtime,
     /// DIR of the node this process started; `None` for `LOGSHIP_ES_URL`.
     dir: Option<PathBuf>,
+    /// What answered (read from `GET /` once ready).
+    server: Server,
+    /// The watchdog of the node this process started; taken by [`Self::stop`].
+    watchdog: Mutex<Option<Child>>,
 }
 
 static SHARED: OnceLock<Elasticsearch> = OnceLock::new();
 
-/// The watchdog of the node this process started; taken by the `atexit` hook.
-static RUNNING_WATCHDOG: Mutex<Option<Child>> = Mutex::new(None);
-
 /// The node shared by every test of this binary, started on first use.
 pub fn shared() -> &'static Elasticsearch {
-    SHARED.get_or_init(Elasticsearch::start)
+    SHARED.get_or_init(|| {
+        let es = match std::env::var("LOGSHIP_ES_URL") {
+            Ok(url) => connect(&url),
+            Err(_) => Elasticsearch::start(None),
+        };
+        register_atexit();
+        es
+    })
+}
+
+/// Starts a node of `server` that the caller owns: it is stopped (and its
+/// directory removed) when dropped.
+pub fn start(server: &Server) -> Elasticsearch {
+    Elasticsearch::start(Some(server))
 }
 
 /// A client for a node someone else runs (e.g. a node of a test cluster
 /// started with `scripts/elasticsearch.sh start`), ready once it answers yellow.
 pub fn connect(url: &str) -> Elasticsearch {
+    let (runtime, client) = http_client();
+    let mut es = Elasticsearch {
+        url: url.trim_end_matches('/').to_string(),
+        client,
+        runtime,
+        dir: None,
+        server: default_server(),
+        watchdog: Mutex::new(None),
+    };
+    es.wait_ready(DEFAULT_START_TIMEOUT);
+    es
+}
+
+/// Directory holding `Cargo.toml` (and `scripts/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What an unidentified node is taken for until `GET /` says otherwise.
+fn default_server() -> Server {
+    Server {
+        distribution: "elasticsearch".to_string(),
+        version: "unknown".to_string(),
+    }
+}
+
+fn http_client() -> (tokio::runtime::Runtime, reqwest::Client) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -88,55 +199,34 @@ pub fn connect(url: &str) -> Elasticsearch {
             .build()
             .expect("reqwest client")
     };
-    let es = Elasticsearch {
-        url: url.trim_end_matches('/').to_string(),
-        client,
-        runtime,
-        dir: None,
-    };
-    es.wait_ready(DEFAULT_START_TIMEOUT);
-    es
-}
-
-/// Directory holding `Cargo.toml` (and `scripts/`).
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    (runtime, client)
 }
 
 impl Elasticsearch {
-    fn start() -> Elasticsearch {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime for the Elasticsearch client");
-        let client = {
-            let _context = runtime.enter();
-            reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("reqwest client")
+    /// Starts a node of `server` (`None`: the script's default) under a
+    /// watchdog. A panic on the way drops the half-built value, which stops
+    /// the node.
+    fn start(server: Option<&Server>) -> Elasticsearch {
+        let (runtime, client) = http_client();
+        let env: Vec<(&str, String)> = match server {
+            Some(s) => vec![
+                ("LOGSHIP_ES_DISTRIBUTION", s.distribution.clone()),
+                ("LOGSHIP_ES_VERSION", s.version.clone()),
+            ],
+            None => Vec::new(),
         };
-        if let Ok(url) = std::env::var("LOGSHIP_ES_URL") {
-            let es = Elasticsearch {
-                url: url.trim_end_matches('/').to_string(),
-                client,
-                runtime,
-                dir: None,
-            };
-            es.wait_ready(DEFAULT_START_TIMEOUT);
-            return es;
-        }
+        let shown = server.map_or_else(|| "Elasticsearch".to_string(), Server::to_string);
 
         let script = repo_root().join("scripts/elasticsearch.sh");
         let fetch = Command::new(&script)
             .arg("fetch")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stderr(Stdio::inherit())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
         assert!(
             fetch.status.success(),
-            "`{} fetch` failed ({}); see its stderr above",
+            "`{} fetch` of {shown} failed ({}); see its stderr above",
             script.display(),
             fetch.status
         );
@@ -147,25 +237,27 @@ impl Elasticsearch {
             .expect("temp dir for Elasticsearch")
             .keep();
         let out = dir.join("es.out");
-        // Hold the lock from spawn to store, so a panic in between cannot
-        // leave a node without its watchdog registered.
-        let mut slot = RUNNING_WATCHDOG.lock().unwrap_or_else(|p| p.into_inner());
-        assert!(slot.is_none(), "an Elasticsearch is already running");
         let mut watchdog = Command::new("sh")
             .arg("-c")
             .arg(WATCHDOG)
             .arg(&script)
             .arg(&dir)
             .arg(&out)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn the Elasticsearch watchdog");
         let stdout = watchdog.stdout.take();
-        *slot = Some(watchdog);
-        drop(slot);
-        register_atexit();
+        let mut es = Elasticsearch {
+            url: String::new(),
+            client,
+            runtime,
+            dir: Some(dir.clone()),
+            server: server.cloned().unwrap_or_else(default_server),
+            watchdog: Mutex::new(Some(watchdog)),
+        };
         let mut pid_line = String::new();
         BufReader::new(stdout.expect("watchdog stdout"))
             .read_line(&mut pid_line)
@@ -190,32 +282,50 @@ impl Elasticsearch {
             }
             if !process_alive(pid) {
                 let log = tail(&out, 40);
-                stop_node();
-                panic!("Elasticsearch exited during start-up; last lines of its console:\n{log}");
+                es.stop();
+                panic!("{shown} exited during start-up; last lines of its console:\n{log}");
             }
             if started.elapsed() > timeout {
                 let log = tail(&out, 40);
-                stop_node();
+                es.stop();
                 panic!(
-                    "Elasticsearch wrote no {} within {timeout:?}; last lines of its console:\n{log}",
+                    "{shown} wrote no {} within {timeout:?}; last lines of its console:\n{log}",
                     ports.display(),
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
         };
-        let es = Elasticsearch {
-            url: format!("http://{addr}"),
-            client,
-            runtime,
-            dir: Some(dir),
-        };
+        es.url = format!("http://{addr}");
         es.wait_ready(timeout.saturating_sub(started.elapsed()));
+        if let Some(wanted) = server {
+            assert_eq!(&es.server, wanted, "started {wanted}, another answered");
+        }
         es
+    }
+
+    /// Stops the node this process started (closes the watchdog's stdin and
+    /// waits until it has stopped the node and removed its directory). A
+    /// no-op for a node someone else runs, or once stopped.
+    pub fn stop(&self) {
+        let taken = match self.watchdog.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(mut watchdog) = taken {
+            drop(watchdog.stdin.take());
+            let _ = watchdog.wait();
+        }
+    }
+
+    /// What answered: distribution and version from `GET /` (Elasticsearch's
+    /// test distribution has no `GET /`, so `_nodes/_local` is asked then).
+    pub fn server(&self) -> &Server {
+        &self.server
     }
 
     /// Waits for `GET /_cluster/health?wait_for_status=yellow`; on timeout
     /// stops the node (if ours) and panics with its log tail.
-    fn wait_ready(&self, timeout: Duration) {
+    fn wait_ready(&mut self, timeout: Duration) {
         let started = Instant::now();
         let url = format!(
             "{}/_cluster/health?wait_for_status=yellow&timeout=5s",
@@ -228,19 +338,50 @@ impl Elasticsearch {
             if let Ok(response) = health
                 && response.status().is_success()
             {
+                self.server = self.ask_server();
                 return;
             }
             if started.elapsed() > timeout {
                 let log = self.log_tail(40);
-                if self.dir.is_some() {
-                    stop_node();
-                }
+                self.stop();
                 panic!(
                     "Elasticsearch at {} was not yellow within {timeout:?}; log tail:\n{log}",
                     self.url
                 );
             }
             std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Reads distribution and version from `GET /`, or from
+    /// `GET /_nodes/_local` where `GET /` has no handler (Elasticsearch's
+    /// test distribution; OpenSearch always serves `GET /`).
+    fn ask_server(&self) -> Server {
+        let (status, root) = self.request(reqwest::Method::GET, "", "application/json", None);
+        if status == 200
+            && let Some(number) = root["version"]["number"].as_str()
+        {
+            return Server {
+                distribution: root["version"]["distribution"]
+                    .as_str()
+                    .unwrap_or("elasticsearch")
+                    .to_string(),
+                version: number.to_string(),
+            };
+        }
+        let nodes = self.json(
+            reqwest::Method::GET,
+            "_nodes/_local?filter_path=nodes.*.version",
+            None,
+        );
+        let version = nodes["nodes"]
+            .as_object()
+            .and_then(|n| n.values().next())
+            .and_then(|n| n["version"].as_str())
+            .unwrap_or_else(|| panic!("_nodes/_local without a version: {nodes}"));
+        Server {
+            distribution: "elasticsearch".to_string(),
+            version: version.to_string(),
         }
     }
 
@@ -363,10 +504,14 @@ impl Elasticsearch {
 
     /// Every document of `index` (name or pattern) as its `_source` with
     /// `_id` and `_index` added, paging through a point in time with
-    /// `search_after`. Refreshes first.
+    /// `search_after` (Elasticsearch) or a scroll (OpenSearch, whose point
+    /// in time API differs). Refreshes first.
     pub fn search_all(&self, index: &str) -> Vec<Value> {
         if self.count(index) == 0 {
             return Vec::new();
+        }
+        if self.server.is_opensearch() {
+            return self.scroll_all(index);
         }
         let pit = self.json(
             reqwest::Method::POST,
@@ -414,6 +559,45 @@ impl Elasticsearch {
     }
 }
 
+impl Elasticsearch {
+    fn scroll_all(&self, index: &str) -> Vec<Value> {
+        let mut page = self.json(
+            reqwest::Method::POST,
+            &format!("{index}/_search?scroll=1m&allow_no_indices=true&ignore_unavailable=true"),
+            Some(&json!({"size": 5000, "sort": ["_doc"]})),
+        );
+        let mut docs = Vec::new();
+        loop {
+            let hits = page["hits"]["hits"]
+                .as_array()
+                .unwrap_or_else(|| panic!("_search without hits: {page}"));
+            if hits.is_empty() {
+                break;
+            }
+            for hit in hits {
+                let mut doc = hit["_source"].clone();
+                doc["_id"] = hit["_id"].clone();
+                doc["_index"] = hit["_index"].clone();
+                docs.push(doc);
+            }
+            let scroll_id = page["_scroll_id"].clone();
+            page = self.json(
+                reqwest::Method::POST,
+                "_search/scroll",
+                Some(&json!({"scroll": "1m", "scroll_id": scroll_id})),
+            );
+        }
+        // Clearing early only frees resources; the scroll expires on its own.
+        let _ = self.request(
+            reqwest::Method::DELETE,
+            "_search/scroll",
+            "application/json",
+            Some(serde_json::to_vec(&json!({"scroll_id": page["_scroll_id"]})).expect("serialise")),
+        );
+        docs
+    }
+}
+
 /// True while process `pid` exists and is not a zombie.
 fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -452,19 +636,19 @@ fn register_atexit() {
     });
 }
 
-/// Closes the watchdog's stdin and waits until it has stopped the node and
-/// removed its directory.
-fn stop_node() {
-    let taken = match RUNNING_WATCHDOG.lock() {
-        Ok(mut guard) => guard.take(),
-        Err(poisoned) => poisoned.into_inner().take(),
-    };
-    if let Some(mut watchdog) = taken {
-        drop(watchdog.stdin.take());
-        let _ = watchdog.wait();
+impl Drop for Elasticsearch {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Stops the shared node, if this process started one.
+fn stop_shared() {
+    if let Some(es) = SHARED.get() {
+        es.stop();
     }
 }
 
 extern "C" fn stop_at_exit() {
-    let _ = std::panic::catch_unwind(stop_node);
+    let _ = std::panic::catch_unwind(stop_shared);
 }

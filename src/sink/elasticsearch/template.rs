@@ -3,35 +3,93 @@
 //!
 //! The template matches every index the `index` setting can produce (its
 //! pattern: directives and `{field}` placeholders become `*`), or the data
-//! stream's name (then with `data_stream: {}`, which makes Elasticsearch
-//! create a data stream on the first `create`). Mappings: `message` is
-//! `text`; `@timestamp` is `date_nanos`; every metadata field logship writes
-//! is `keyword`; other strings default to `keyword` (`ignore_above: 1024`).
+//! stream's name (then with `data_stream: {}`, which makes the server create
+//! a data stream on the first `create`). Mappings: `message` is `text`;
+//! `@timestamp` is `date_nanos` (so a line stamped before 1970 is rejected by
+//! the server and dead-lettered); every metadata field logship writes is
+//! `keyword`; other strings default to `keyword` (`ignore_above: 1024`).
 //! Kubernetes labels and annotations: with `dedot: true` (default) their keys
-//! have no dots and map as keywords; with `dedot: false` both objects are
-//! `flattened`, so `app: x` and `app.kubernetes.io/name: y` cannot collide as
-//! value and object.
+//! have no dots and map as keywords; with `dedot: false` both objects get a
+//! single flat field type, so `app: x` and `app.kubernetes.io/name: y` cannot
+//! collide as value and object.
+//!
+//! The flat type is not the same everywhere, so the template's [`Flavour`] is
+//! chosen per host from what `GET /` says (see [`super::version`]):
+//!
+//! | server                        | labels / annotations with `dedot: false`       |
+//! |-------------------------------|------------------------------------------------|
+//! | Elasticsearch 7.10+, 8, 9     | `flattened` (`ignore_above: 1024`), searchable |
+//! | OpenSearch 2.7+               | `flat_object` (takes no `ignore_above`), searchable |
+//! | OpenSearch 1.x, 2.0 – 2.6     | `object` with `enabled: false`: kept in `_source`, not searchable |
+//! | no version readable           | as Elasticsearch                               |
+//!
+//! Everything else (composable `_index_template`, `data_stream: {}`,
+//! `date_nanos`, `dynamic_templates`, `_meta`, `priority`) is the same on all
+//! of them; tests/compat.rs checks the template against Elasticsearch 8 and 9
+//! and OpenSearch 2 (`scripts/elasticsearch.sh matrix`).
 //!
 //! Promises: installation is retried (capped backoff, no limit) until a host
 //! accepts it; meanwhile no batch is sent, so no index is auto-created with
 //! dynamic mappings. Does not: delete or version older templates (the put
-//! overwrites logship's own, by name).
+//! overwrites logship's own, by name), or use `subobjects: false` (OpenSearch
+//! has no such setting).
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::version::{self, ServerVersion, Unknown};
 use crate::config::ElasticsearchConfig;
 use crate::encode::FieldTemplate;
 
 /// Above Elasticsearch's built-in `logs` template (priority 100).
 pub const PRIORITY: u64 = 200;
 
-/// What to put, and where.
+/// The mapping dialect of a server (see the module doc's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// Elasticsearch: `flattened`.
+    Elasticsearch,
+    /// OpenSearch 2.7+: `flat_object`.
+    OpenSearch,
+    /// OpenSearch before 2.7: no flat field type.
+    OpenSearchWithoutFlatObject,
+}
+
+impl Flavour {
+    /// The dialect of `server`; anything that is not OpenSearch is taken
+    /// for Elasticsearch.
+    pub fn of(server: &ServerVersion) -> Flavour {
+        if server.distribution != "opensearch" {
+            return Flavour::Elasticsearch;
+        }
+        let mut parts = server.number.split('.').map(|p| p.parse::<u32>().ok());
+        let major = parts.next().flatten().unwrap_or(0);
+        let minor = parts.next().flatten().unwrap_or(0);
+        if (major, minor) >= (2, 7) {
+            Flavour::OpenSearch
+        } else {
+            Flavour::OpenSearchWithoutFlatObject
+        }
+    }
+}
+
+/// What to put, and where: the template's name and what its body depends
+/// on besides the server's [`Flavour`].
 #[derive(Debug, Clone)]
 pub struct IndexTemplatePut {
     pub name: String,
-    pub body: Value,
+    /// The `index_patterns` entry.
+    pub pattern: String,
+    pub data_stream: bool,
+    pub dedot: bool,
+}
+
+impl IndexTemplatePut {
+    /// The body for a server of `flavour`.
+    pub fn body(&self, flavour: Flavour) -> Value {
+        body(&self.pattern, self.data_stream, self.dedot, flavour)
+    }
 }
 
 /// The template for `cfg`; `None` unless `template: install`.
@@ -50,7 +108,9 @@ pub fn for_config(cfg: &ElasticsearchConfig) -> Option<IndexTemplatePut> {
         .collect();
     Some(IndexTemplatePut {
         name,
-        body: body(&pattern, cfg.data_stream.is_some(), cfg.dedot),
+        pattern,
+        data_stream: cfg.data_stream.is_some(),
+        dedot: cfg.dedot,
     })
 }
 
@@ -67,7 +127,7 @@ fn object(fields: &[(&str, Value)]) -> Value {
 }
 
 /// The index template body.
-pub fn body(pattern: &str, data_stream: bool, dedot: bool) -> Value {
+pub fn body(pattern: &str, data_stream: bool, dedot: bool, flavour: Flavour) -> Value {
     let kv = |keys: &[&str]| -> Value {
         object(
             &keys
@@ -76,10 +136,13 @@ pub fn body(pattern: &str, data_stream: bool, dedot: bool) -> Value {
                 .collect::<Vec<(&str, Value)>>(),
         )
     };
-    let metadata_map = if dedot {
-        json!({"type": "object"})
-    } else {
-        json!({"type": "flattened", "ignore_above": 1024})
+    let metadata_map = match (dedot, flavour) {
+        (true, _) => json!({"type": "object"}),
+        (false, Flavour::Elasticsearch) => json!({"type": "flattened", "ignore_above": 1024}),
+        (false, Flavour::OpenSearch) => json!({"type": "flat_object"}),
+        (false, Flavour::OpenSearchWithoutFlatObject) => {
+            json!({"type": "object", "enabled": false})
+        }
     };
     let properties = json!({
         "@timestamp": {"type": "date_nanos"},
@@ -130,7 +193,8 @@ pub fn body(pattern: &str, data_stream: bool, dedot: bool) -> Value {
 }
 
 /// Puts `put` on one of `bases` (trying each in turn), retrying with capped
-/// exponential backoff until one accepts it.
+/// exponential backoff until one accepts it. Each try first asks the host
+/// what it runs, to pick the body's [`Flavour`].
 pub async fn install(
     client: &reqwest::Client,
     bases: &[(reqwest::Url, String)],
@@ -142,6 +206,25 @@ pub async fn install(
     let mut attempt: u64 = 0;
     loop {
         for (base, shown) in bases {
+            let flavour = match version::probe(client, base).await {
+                Ok(server) => Flavour::of(&server),
+                Err(Unknown::Unreadable { .. }) => Flavour::Elasticsearch,
+                Err(Unknown::Unreachable(error)) => {
+                    if attempt.is_multiple_of(10) {
+                        tracing::warn!(
+                            host = %shown, template = %put.name, %error,
+                            "cannot reach the host to install the index template; retrying"
+                        );
+                    }
+                    continue;
+                }
+            };
+            if flavour == Flavour::OpenSearchWithoutFlatObject && !put.dedot {
+                tracing::warn!(
+                    host = %shown, template = %put.name,
+                    "this OpenSearch (before 2.7) has no flat_object: with dedot: false, labels and annotations are kept in _source but not searchable"
+                );
+            }
             let mut url = base.clone();
             let path = format!(
                 "{}/_index_template/{}",
@@ -152,12 +235,15 @@ pub async fn install(
             let result = client
                 .put(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(put.body.to_string())
+                .body(put.body(flavour).to_string())
                 .send()
                 .await;
             match result {
                 Ok(r) if r.status().is_success() => {
-                    tracing::info!(host = %shown, template = %put.name, "index template installed");
+                    tracing::info!(
+                        host = %shown, template = %put.name, flavour = ?flavour,
+                        "index template installed"
+                    );
                     return;
                 }
                 Ok(r) => {
@@ -190,23 +276,93 @@ pub async fn install(
 mod tests {
     use super::*;
 
+    fn labels(body: &Value) -> &Value {
+        &body["template"]["mappings"]["properties"]["kubernetes"]["properties"]["labels"]
+    }
+
+    fn server(distribution: &str, number: &str) -> ServerVersion {
+        ServerVersion {
+            distribution: distribution.into(),
+            number: number.into(),
+        }
+    }
+
     #[test]
     fn labels_are_flattened_only_without_dedot_and_data_streams_are_marked() {
-        let dotted = body("logs-*", false, false);
-        assert_eq!(
-            dotted["template"]["mappings"]["properties"]["kubernetes"]["properties"]["labels"]["type"],
-            "flattened"
-        );
+        let dotted = body("logs-*", false, false, Flavour::Elasticsearch);
+        assert_eq!(labels(&dotted)["type"], "flattened");
         assert!(dotted.get("data_stream").is_none());
-        let ds = body("logs-a-b", true, true);
-        assert_eq!(
-            ds["template"]["mappings"]["properties"]["kubernetes"]["properties"]["labels"]["type"],
-            "object"
-        );
+        let ds = body("logs-a-b", true, true, Flavour::Elasticsearch);
+        assert_eq!(labels(&ds)["type"], "object");
         assert_eq!(ds["data_stream"], json!({}));
         assert_eq!(
             ds["template"]["mappings"]["properties"]["message"]["type"],
             "text"
         );
+    }
+
+    #[test]
+    fn the_flat_type_follows_the_server() {
+        for (distribution, number, flavour, flat) in [
+            (
+                "elasticsearch",
+                "8.19.8",
+                Flavour::Elasticsearch,
+                json!({"type": "flattened", "ignore_above": 1024}),
+            ),
+            (
+                "elasticsearch",
+                "9.5.4",
+                Flavour::Elasticsearch,
+                json!({"type": "flattened", "ignore_above": 1024}),
+            ),
+            (
+                "opensearch",
+                "2.19.6",
+                Flavour::OpenSearch,
+                json!({"type": "flat_object"}),
+            ),
+            (
+                "opensearch",
+                "2.7.0",
+                Flavour::OpenSearch,
+                json!({"type": "flat_object"}),
+            ),
+            (
+                "opensearch",
+                "3.1.0",
+                Flavour::OpenSearch,
+                json!({"type": "flat_object"}),
+            ),
+            (
+                "opensearch",
+                "2.6.0",
+                Flavour::OpenSearchWithoutFlatObject,
+                json!({"type": "object", "enabled": false}),
+            ),
+            (
+                "opensearch",
+                "1.3.20",
+                Flavour::OpenSearchWithoutFlatObject,
+                json!({"type": "object", "enabled": false}),
+            ),
+        ] {
+            let got = Flavour::of(&server(distribution, number));
+            assert_eq!(got, flavour, "{distribution} {number}");
+            let put = IndexTemplatePut {
+                name: "logship-logs-_".into(),
+                pattern: "logs-*".into(),
+                data_stream: false,
+                dedot: false,
+            };
+            let b = put.body(got);
+            assert_eq!(*labels(&b), flat, "{distribution} {number}");
+            let annotations =
+                &b["template"]["mappings"]["properties"]["kubernetes"]["properties"]["annotations"];
+            assert_eq!(*annotations, flat, "{distribution} {number}");
+            // With dedot the keys have no dots: a plain object everywhere.
+            let dedotted = IndexTemplatePut { dedot: true, ..put }.body(got);
+            assert_eq!(labels(&dedotted)["type"], "object");
+        }
     }
 }
