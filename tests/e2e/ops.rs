@@ -6,21 +6,15 @@
 //! every metric name in `deploy/` exists in a real scrape.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once, cri_stdout, wait_for_delivery};
 use crate::scenario;
+use crate::support::agent_http::wait_get;
+pub(crate) use crate::support::agent_http::{free_port, get, scrape, value};
 use crate::support::elasticsearch::repo_root;
 use crate::support::logship::{Agent, LogWriter, Options, Setup};
-
-/// A loopback port nothing listens on (bound, then released).
-pub(crate) fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 /// The agent's config: `sources` (name, include glob under logs/), `url`, http on `port`.
 fn write_config(setup: &Setup, url: &str, port: u16, sources: &[(&str, &str)], extra: &str) {
@@ -39,38 +33,6 @@ fn write_config(setup: &Setup, url: &str, port: u16, sources: &[(&str, &str)], e
         setup.index_template
     ));
     std::fs::write(setup.config_path(), yaml).expect("write config");
-}
-
-/// `GET path` on the agent's HTTP port: (status, body). `None` if not connectable.
-pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
-fn wait_get(port: u16, path: &str, agent: &mut Agent) -> (u16, String) {
-    let started = Instant::now();
-    loop {
-        agent.assert_running();
-        if let Some(r) = get(port, path) {
-            return r;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{path} never answered:\n{}",
-            agent.stderr_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Polls `path` until `ok` holds for (status, body), or fails with the last answer.
@@ -94,31 +56,6 @@ fn wait_until(
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// A parsed scrape; panics on a malformed exposition.
-pub(crate) fn scrape(port: u16, agent: &mut Agent) -> prometheus_parse::Scrape {
-    let (status, body) = wait_get(port, "/metrics", agent);
-    assert_eq!(status, 200, "{body}");
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
-        .unwrap_or_else(|e| panic!("malformed exposition: {e}\n{body}"))
-}
-
-pub(crate) fn value(
-    scrape: &prometheus_parse::Scrape,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
 }
 
 /// Writes CRI lines `seqs` to `path`, returning the expected lines and the bytes written.

@@ -4,6 +4,7 @@
 //! `#[path = "../support/mod.rs"] mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod agent_http;
 pub mod elasticsearch;
 pub mod fake_apiserver;
 pub mod logship;
