@@ -53,12 +53,15 @@ fn opensearch_2() {
     run_matrix(&elasticsearch::matrix_server("opensearch", 2), "os2");
 }
 
+/// One scenario: the node, and the tag that makes its index names unique.
+type Scenario = fn(&Elasticsearch, &str);
+
 /// Starts `server`, runs every scenario against it, stops it.
 fn run_matrix(server: &Server, tag: &str) {
     let started = Instant::now();
     let es = elasticsearch::start(server);
     eprintln!("{server}: ready in {:?}", started.elapsed());
-    let scenarios: [(&str, fn(&Elasticsearch, &str)); 3] = [
+    let scenarios: [(&str, Scenario); 3] = [
         ("mixed batch with a mapping failure", mixed_batch),
         (
             "data stream, then a replay of only 409s",
