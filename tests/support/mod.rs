@@ -1,7 +1,8 @@
-//! Shared helpers for integration tests: a real Elasticsearch
-//! ([`elasticsearch`]) and the real agent binary with log-file writers
-//! ([`logship`]). Each test binary includes this with
-//! `#[path = "../support/mod.rs"] mod support;` and uses what it needs.
+//! Shared helpers for integration tests: a real Elasticsearch or OpenSearch
+//! ([`elasticsearch`]), the real agent binary with log-file writers
+//! ([`logship`]) and its HTTP endpoints ([`agent_http`]). Each test binary
+//! includes this with `#[path = "../support/mod.rs"] mod support;` (or
+//! `#[path = "support/mod.rs"]` from `tests/`) and uses what it needs.
 #![allow(dead_code)]
 
 pub mod agent_http;
