@@ -190,6 +190,13 @@ fn mixed_batch(es: &Elasticsearch, tag: &str) {
     assert!(reason.contains("@timestamp"), "reason: {record}");
     let delivered = expected.len() as u64;
     assert_eq!(es.count(&setup.index_pattern), delivered);
+    let server = es.server();
+    let connected = format!("connected to {} {}", server.distribution, server.version);
+    assert!(
+        agent.stderr_tail(200).contains(&connected),
+        "the version check did not say {connected:?}:\n{}",
+        agent.stderr_tail(30)
+    );
 
     // The template logship installed shaped the index.
     let (_, mappings) = mapping_of(es, &format!("e2e-{tag}-mixed-2026.*"));
@@ -291,6 +298,15 @@ fn dotted_labels(es: &Elasticsearch, tag: &str) {
         "the labels were not shipped with their dots"
     );
     let pattern = &setup.index_pattern;
+    // The template's flat type is the server's own.
+    let (_, mappings) = mapping_of(es, pattern);
+    let flat = if es.server().is_opensearch() {
+        "flat_object"
+    } else {
+        "flattened"
+    };
+    let kubernetes = &mappings["properties"]["kubernetes"]["properties"];
+    assert_eq!(kubernetes["labels"]["type"], flat, "{mappings}");
     assert_eq!(hits(es, pattern, "kubernetes.labels.app", "x"), n);
     assert_eq!(
         hits(es, pattern, "kubernetes.labels.app.kubernetes.io/name", "y"),
