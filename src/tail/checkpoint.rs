@@ -314,6 +314,33 @@ impl Checkpointer {
         st.dirty = true;
     }
 
+    /// The follower of `key` gave its file up at `offset` of `generation`
+    /// (past `buffer.max_open_files`): the stored checkpoint moves there at
+    /// once, past lines never acknowledged, so that nothing waits for them;
+    /// acknowledgements of its spans still in flight are ignored.
+    pub fn give_up(&self, key: FileKey, path: &Path, generation: Generation, offset: u64) {
+        let now = unix_now();
+        let mut st = self.state();
+        let st = &mut *st;
+        let Some(f) = st.followed.remove(&key) else {
+            return;
+        };
+        upsert(
+            &mut st.stored,
+            f.identity,
+            path,
+            generation,
+            offset,
+            now,
+            false,
+        );
+        if let Some(s) = st.stored.get_mut(&f.identity) {
+            s.followers = s.followers.saturating_sub(1);
+            s.last_seen = now;
+        }
+        st.dirty = true;
+    }
+
     /// The committed `(generation, offset)` of file `key` in this run.
     pub fn committed(&self, key: FileKey) -> Option<Checkpoint> {
         self.state().followed.get(&key).map(|f| Checkpoint {

@@ -26,6 +26,15 @@
 //! On shutdown the follower stops reading, sends the span it holds (without
 //! finishing partial lines: they are read again on the next start) and
 //! returns.
+//!
+//! **Giving up.** The file server cancels a follower's `give_up` token when
+//! more rotated or deleted files are held open than `buffer.max_open_files`
+//! allows (see the `tail` module doc). Whatever it is doing (usually waiting
+//! for downstream to take a span), the follower then drops what it has not
+//! handed downstream, closes the file, counts the bytes from the end of the
+//! last span it sent to the file's size as lost
+//! (`logship_dropped_bytes_total{reason="max_open_files"}`), logs an error
+//! naming the file, and moves its checkpoint to the file's end.
 
 use std::fs::File;
 use std::io;
@@ -111,6 +120,8 @@ pub struct FollowerSpec {
     pub format: SourceFormat,
     pub max_line_bytes: usize,
     pub wake: Arc<Notify>,
+    /// Cancelled by the server to make the follower give its file up.
+    pub give_up: CancellationToken,
 }
 
 /// Why a follower ended, and where.
@@ -123,7 +134,8 @@ pub struct FollowerExit {
     pub generation: Generation,
     /// Offset up to which the file was read.
     pub offset: u64,
-    /// The file was read to its end after rotation or deletion and closed.
+    /// The file was read to its end after rotation or deletion and closed
+    /// (or given up: then `offset` is its size when it was given up).
     pub closed: bool,
 }
 
@@ -132,6 +144,8 @@ pub struct FollowerExit {
 enum Stop {
     Shutdown,
     Closed,
+    /// The server asked this follower to give its file up.
+    GivenUp,
 }
 
 /// What the file looked like at end of file.
@@ -173,6 +187,9 @@ pub struct Follower {
     missing_pod: Option<(PodRef, tokio::time::Instant)>,
     span: EncodedSpan,
     span_end: u64,
+    /// End of the last span handed downstream (in `generation`): what is
+    /// past it is lost if the file is given up.
+    sent_end: u64,
     lines_read: u64,
     events: u64,
     invalid_utf8: u64,
@@ -182,6 +199,7 @@ pub struct Follower {
     spans: mpsc::Sender<EncodedSpan>,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
+    give_up: CancellationToken,
 }
 
 impl Follower {
@@ -251,7 +269,8 @@ impl Follower {
             Resolved::Excluded(pod) => {
                 Metrics::add(&shared.metrics.k8s_files_excluded, 1);
                 tracing::info!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, container = %pod.container, "excluded by pod annotation; not reading this file");
-                let closed = wait_until_gone(&file, &spec.path, &spec.wake, &shutdown).await;
+                let closed =
+                    wait_until_gone(&file, &spec.path, &spec.wake, &shutdown, &spec.give_up).await;
                 return FollowerExit {
                     key: spec.key,
                     dev: identity.dev,
@@ -287,6 +306,7 @@ impl Follower {
             missing_pod,
             span: EncodedSpan::default(),
             span_end: start.offset,
+            sent_end: start.offset,
             lines_read: 0,
             events: 0,
             invalid_utf8: 0,
@@ -297,13 +317,20 @@ impl Follower {
             spans,
             wake: spec.wake,
             shutdown,
+            give_up: spec.give_up,
         };
         follower.run().await
     }
 
     async fn run(mut self) -> FollowerExit {
+        let give_up = self.give_up.clone();
         let closed = loop {
-            match self.step().await {
+            let step = tokio::select! {
+                biased;
+                _ = give_up.cancelled() => Err(Stop::GivenUp),
+                r = self.step() => r,
+            };
+            match step {
                 Ok(true) => continue,
                 Ok(false) => break true,
                 Err(Stop::Shutdown) => {
@@ -313,6 +340,7 @@ impl Follower {
                     break false;
                 }
                 Err(Stop::Closed) => break false,
+                Err(Stop::GivenUp) => return self.given_up(),
             }
         };
         self.shared.checkpointer.unfollow(self.key);
@@ -328,6 +356,40 @@ impl Follower {
             generation: self.generation,
             offset: self.reader.read_offset(),
             closed,
+        }
+    }
+
+    /// Gives the file up (see module doc): counts and logs what is lost,
+    /// moves the checkpoint past it, and closes the file (on return).
+    fn given_up(self) -> FollowerExit {
+        let size = self
+            .file
+            .metadata()
+            .map_or(self.sent_end, |m| m.len())
+            .max(self.sent_end);
+        let lost = size - self.sent_end;
+        self.status.set_state(FollowState::GivenUp);
+        Metrics::add(&self.shared.metrics.max_open_files_lost_bytes, lost);
+        self.shared
+            .checkpointer
+            .give_up(self.key, &self.path, self.generation, size);
+        tracing::error!(
+            path = %self.path.display(),
+            identity = %self.identity,
+            generation = self.generation,
+            shipped_up_to = self.sent_end,
+            size,
+            bytes_lost = lost,
+            "LOST LINES: gave up a deleted file with unshipped data because more rotated or deleted files are held open than buffer.max_open_files allows (the sink has been slow or down for long); its unshipped bytes are counted in logship_dropped_bytes_total{{reason=\"max_open_files\"}}"
+        );
+        FollowerExit {
+            key: self.key,
+            dev: self.dev,
+            ino: self.ino,
+            identity: self.identity,
+            generation: self.generation,
+            offset: size,
+            closed: true,
         }
     }
 
@@ -536,7 +598,8 @@ impl Follower {
             self.generation,
             self.span_end,
         ));
-        match self.spans.try_send(span) {
+        let end = self.span_end;
+        let sent = match self.spans.try_send(span) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Stop::Closed),
             Err(mpsc::error::TrySendError::Full(span)) => {
@@ -546,7 +609,11 @@ impl Follower {
                 self.status.set_state(state);
                 sent
             }
+        };
+        if sent.is_ok() {
+            self.sent_end = end;
         }
+        sent
     }
 
     /// Looks at the open file and its path (blocking syscalls, off the runtime).
@@ -567,6 +634,7 @@ impl Follower {
         self.reader.reset(0);
         self.decoder.reset();
         self.span_end = 0;
+        self.sent_end = 0;
         self.status.restarted(self.generation);
         match fingerprint {
             Some(fp) => self.set_identity(fp),
@@ -683,18 +751,21 @@ fn encode_line(
 
 /// What happened to a file we read to `read_offset` (blocking).
 /// Holds an excluded file (unread) until its path is gone or names another
-/// file, then lets it go (`true`), or until shutdown (`false`).
+/// file, or the server asks to give it up, then lets it go (`true`), or
+/// until shutdown (`false`).
 async fn wait_until_gone(
     file: &Arc<File>,
     path: &Path,
     wake: &Notify,
     shutdown: &CancellationToken,
+    give_up: &CancellationToken,
 ) -> bool {
     loop {
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(IDLE_RECHECK) => {}
             _ = shutdown.cancelled() => return false,
+            _ = give_up.cancelled() => return true,
         }
         let (f, p) = (file.clone(), path.to_path_buf());
         let gone = tokio::task::spawn_blocking(move || {

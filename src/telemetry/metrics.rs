@@ -164,9 +164,15 @@ impl Collector for Exporter {
         counters_by(
             e,
             "logship_dropped_bytes",
-            "Bytes dropped, by reason (line_too_long: the rest of a line past max_line_bytes). Lines themselves are never dropped.",
+            "Bytes dropped, by reason (line_too_long: the rest of a line past max_line_bytes; max_open_files: the unshipped part of a deleted file given up past buffer.max_open_files).",
             "reason",
-            &[("line_too_long", Metrics::get(&m.truncated_bytes))],
+            &[
+                ("line_too_long", Metrics::get(&m.truncated_bytes)),
+                (
+                    "max_open_files",
+                    Metrics::get(&m.max_open_files_lost_bytes),
+                ),
+            ],
         )?;
 
         // Shipping.

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub truncations: AtomicU64,
     /// Checkpoint writes that failed.
     pub checkpoint_write_errors: AtomicU64,
+    /// Unread bytes of deleted files given up past `buffer.max_open_files`.
+    pub max_open_files_lost_bytes: AtomicU64,
     /// Pod log files whose pod was not in the metadata cache after `metadata_wait`.
     pub k8s_files_without_metadata: AtomicU64,
     /// Lines of such files shipped before their pod became known.
