@@ -168,10 +168,7 @@ impl Collector for Exporter {
             "reason",
             &[
                 ("line_too_long", Metrics::get(&m.truncated_bytes)),
-                (
-                    "max_open_files",
-                    Metrics::get(&m.max_open_files_lost_bytes),
-                ),
+                ("max_open_files", Metrics::get(&m.max_open_files_lost_bytes)),
             ],
         )?;
 
