@@ -584,6 +584,28 @@ mod tests {
     }
 
     #[test]
+    fn a_given_up_file_checkpoints_its_end_and_ignores_late_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.log");
+        let c = Checkpointer::open(dir.path()).unwrap();
+        c.follow(3, id(3), &path, 0, 0);
+        let sent = c.issue(3, 0, 400);
+        c.give_up(3, &path, 0, 9000);
+        assert_eq!(
+            c.lookup(&id(3)),
+            Some(Checkpoint {
+                generation: 0,
+                offset: 9000
+            })
+        );
+        assert_eq!(c.committed(3), None, "no longer followed");
+        // The span sent before giving up is acknowledged later: no effect.
+        c.delivered(&[sent]);
+        c.persist().unwrap();
+        assert_eq!(read_store(dir.path())["checkpoints"][0]["offset"], 9000);
+    }
+
+    #[test]
     fn unchanged_store_is_not_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpointer::open(dir.path()).unwrap();

@@ -27,22 +27,25 @@
 //! Checkpoints advance only to the ack watermark ([`checkpoint`],
 //! [`watermark`]); what was not acknowledged is read again after a restart.
 //!
+//! `run` returns after shutdown, or when the span receiver is dropped, once
+//! every follower returned. The server does not decode or encode itself and never blocks the runtime
+//! on directory walks (they run on blocking threads).
+//!
 //! **Held files and `buffer.max_open_files`.** A follower keeps the fd of a
 //! file that was rotated away (its path names another file) or deleted until
 //! it has read and shipped it to the end, so a rotation cannot take unread
 //! lines away while downstream is slow or down. After every scan (a rename
-//! or deletion triggers one through inotify) and at least once a second,
-//! the server counts these held files; while there are more than
-//! `max_open_files`, it gives up the oldest (by modification time) of them
-//! that is **deleted**: its follower closes it and counts its unshipped bytes
-//! as lost (see [`follower`]). A file that was only renamed is never given
-//! up, whatever the count: it still holds its lines under its new name and
-//! costs no hidden disk space, and both Filebeat (`close_renamed: false`)
-//! and Vector keep such files open until read; the count being over the
-//! limit because of renamed files is logged once per crossing.
-//! `run` returns after shutdown, or when the span receiver is dropped, once
-//! every follower returned. The server does not decode or encode itself and never blocks the runtime
-//! on directory walks (they run on blocking threads).
+//! or deletion triggers one through inotify) and at least once a second, the
+//! server counts these held files (not one already read to its end whose
+//! follower is not waiting for downstream: that one closes within
+//! `ROTATION_GRACE`). While there are more than `max_open_files`, it gives up
+//! the oldest (by modification time) of them that is **deleted**: its
+//! follower closes it and counts its unshipped bytes as lost (see
+//! [`follower`]). A file that was only renamed is never given up, whatever
+//! the count: it still holds its lines under its new name and costs no
+//! hidden disk space, and both Filebeat (`close_renamed: false`) and Vector
+//! keep such files open until read. The count being over the limit because
+//! of renamed files is logged once per crossing.
 
 pub mod checkpoint;
 pub mod discover;
@@ -72,7 +75,7 @@ pub use checkpoint::{Checkpoint, CheckpointError, Checkpointer};
 use discover::{Found, Notice, SourceMatcher, Watcher};
 use follower::{Follower, FollowerExit, FollowerSpec, Shared, StartAt};
 pub use registry::FileRegistry;
-use registry::FileStatus;
+use registry::{FileStatus, FollowState};
 
 /// Filesystem notices queued between notify's thread and the server.
 const NOTICE_QUEUE: usize = 1024;
@@ -467,7 +470,8 @@ impl ServerState<'_> {
 }
 
 /// Which of `candidates` (key, dev, ino, path, status) are held open while
-/// no longer at their path (blocking: an `fstat` and a `stat` each).
+/// no longer at their path, with lines not read or not yet handed
+/// downstream (blocking: an `fstat` and a `stat` each).
 fn held_files(candidates: &[(FileKey, u64, u64, PathBuf, Arc<FileStatus>)]) -> Vec<HeldFile> {
     use std::os::unix::fs::MetadataExt;
     let mut held = Vec::new();
@@ -479,6 +483,11 @@ fn held_files(candidates: &[(FileKey, u64, u64, PathBuf, Arc<FileStatus>)]) -> V
             continue;
         };
         drop(file);
+        if status.read_offset() >= meta.len() && status.state() != FollowState::Backpressured {
+            // Read to its end and not waiting for downstream: its follower
+            // closes it within `ROTATION_GRACE` by itself.
+            continue;
+        }
         let gone = match std::fs::metadata(path) {
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
             Ok(m) => (m.dev(), m.ino()) != (*dev, *ino),
