@@ -132,6 +132,7 @@ impl FileServer {
     ) -> Result<Self, IndexTemplateError> {
         // Fails early on a bad template; followers create their own encoders.
         Encoder::new(&config.node_name, &config.sink.index)?;
+        warn_if_fd_limit_below(config.buffer.max_open_files());
         let (span_max_bytes, span_max_items) =
             Shared::span_limits(config.sink.batch.max_bytes, config.sink.batch.max_events);
         let rescan_interval = config
@@ -510,6 +511,34 @@ fn files_to_give_up(held: &[HeldFile], limit: usize) -> Vec<FileKey> {
     let mut deleted: Vec<&HeldFile> = held.iter().filter(|h| h.deleted).collect();
     deleted.sort_by_key(|h| (h.modified, h.key));
     deleted.iter().take(excess).map(|h| h.key).collect()
+}
+
+/// Descriptors besides held files: live files, sockets, buffer, logs.
+const FD_HEADROOM: u64 = 256;
+
+/// Warns when the process may run out of file descriptors before holding
+/// `max_open_files` rotated or deleted files (systemd's and containerd 2's
+/// default soft `RLIMIT_NOFILE` is 1024).
+fn warn_if_fd_limit_below(max_open_files: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return;
+    }
+    let soft = limit.rlim_cur;
+    if soft < max_open_files.saturating_add(FD_HEADROOM) {
+        tracing::warn!(
+            soft_limit = soft,
+            hard_limit = limit.rlim_max,
+            max_open_files,
+            "the open file limit (RLIMIT_NOFILE) is below buffer.max_open_files plus room for followed files and sockets: during a long outage opens may fail before files are given up; raise it (LimitNOFILE=, ulimit -n) or lower buffer.max_open_files"
+        );
+    }
 }
 
 /// Opens a found file and identifies it; `None` if it has no identity yet
