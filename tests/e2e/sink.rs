@@ -706,3 +706,80 @@ fn https_without_a_ca_file_trusts_the_system_store() {
     assert!(out.contains("0 delivered, 3 already indexed"), "{out}");
     drop(proxy);
 }
+
+#[test]
+fn nginx_body_limit_413_splits_and_dead_letters_only_the_oversized_lines() {
+    if !nginx::available() {
+        panic!("/usr/sbin/nginx is missing: apt-get install nginx-light (see .ci/run)");
+    }
+    let (es, setup) = scenario(
+        "bodylimit",
+        Options {
+            format: "cri",
+            ..Options::default()
+        },
+    );
+    let pki = Pki::new();
+    let proxy = Nginx::start(&pki, es.url());
+    let password = secret_file(setup.root(), "password", PASSWORD);
+    let ca = pki.ca().display().to_string();
+    configure(
+        &setup,
+        &proxy.small_body_url,
+        &format!(
+            "    tls: {{ca_file: \"{ca}\"}}\n    auth: {{basic: {{username: {USERNAME}, password_file: \"{password}\"}}}}\n"
+        ),
+    );
+    // Uncompressed, so what nginx measures is what the lines weigh.
+    let yaml = std::fs::read_to_string(setup.config_path()).expect("read config");
+    std::fs::write(
+        setup.config_path(),
+        yaml.replace("compression: {gzip: 1}", "compression: {gzip: 0}"),
+    )
+    .expect("write config");
+    let mut expected = Vec::new();
+    let mut oversized = Vec::new();
+    let mut bytes = Vec::new();
+    for seq in 0..400u64 {
+        if seq % 100 == 50 {
+            // Alone in a request, still over nginx's limit.
+            let message = format!(
+                "bodylimit huge seq={seq:06} {}",
+                "z".repeat(nginx::SMALL_BODY_BYTES)
+            );
+            bytes.extend(cri_stdout(seq, message.clone(), &mut Vec::new()));
+            oversized.push(message);
+        } else {
+            bytes.extend(cri_stdout(
+                seq,
+                format!("bodylimit seq={seq:06} {}", "a".repeat(200)),
+                &mut expected,
+            ));
+        }
+    }
+    crate::support::logship::append(&setup.log("a.log"), &bytes);
+    let mut agent = setup.start();
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+
+    let dead_letters = setup.data_dir().join("dead-letter.ndjson");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&dead_letters)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON record"))
+        .collect();
+    let mut messages: Vec<String> = records
+        .iter()
+        .map(|r| r["document"]["message"].as_str().unwrap_or("").to_string())
+        .collect();
+    messages.sort();
+    oversized.sort();
+    assert!(
+        messages == oversized,
+        "dead-lettered {} records, expected the {} oversized lines",
+        messages.len(),
+        oversized.len()
+    );
+    assert!(records.iter().all(|r| r["status"] == 413), "{records:?}");
+    agent.sigterm(Duration::from_secs(30));
+    drop(proxy);
+}

@@ -496,6 +496,88 @@ mod tests {
         assert_eq!(decoded, expected(&["a", "c", "d", "e"]));
     }
 
+    /// The transport failure of one POST of `body` to a server that
+    /// handles its one connection with `serve` (`None`: nothing listens).
+    async fn failure_kind<F, Fut>(body: usize, serve: Option<F>) -> TransportKind
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/_bulk", listener.local_addr().unwrap());
+        match serve {
+            Some(serve) => {
+                tokio::spawn(async move {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    serve(stream).await;
+                });
+            }
+            None => drop(listener),
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let err = client
+            .post(url)
+            .body(vec![b'x'; body])
+            .send()
+            .await
+            .expect_err("the request must fail");
+        transport_kind(&err)
+    }
+
+    #[tokio::test]
+    async fn transport_failures_tell_a_cut_from_an_outage() {
+        use tokio::io::AsyncReadExt;
+        type Serve = fn(tokio::net::TcpStream) -> std::future::Ready<()>;
+        // Nothing listens: refused, never a cut.
+        assert_eq!(
+            failure_kind::<Serve, _>(10, None).await,
+            TransportKind::Connect
+        );
+        // Closed right after accepting, the body unread: reset.
+        let kind = failure_kind(4 << 20, Some(|s| async move { drop(s) })).await;
+        assert_eq!(kind, TransportKind::ConnectionBroken);
+        // Part of the body read, then reset (SO_LINGER 0).
+        let kind = failure_kind(
+            4 << 20,
+            Some(|mut s: tokio::net::TcpStream| async move {
+                let mut buf = vec![0; 64 << 10];
+                let _ = s.read(&mut buf).await;
+                let _ = s.set_zero_linger();
+            }),
+        )
+        .await;
+        assert_eq!(kind, TransportKind::ConnectionBroken);
+        // Everything read, then closed without an answer.
+        let kind = failure_kind(
+            100,
+            Some(|mut s: tokio::net::TcpStream| async move {
+                let mut buf = vec![0; 64 << 10];
+                let mut total = 0;
+                while total < 100 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+            }),
+        )
+        .await;
+        assert_eq!(kind, TransportKind::ConnectionBroken);
+        // Accepted, never answered: a timeout, not a cut.
+        let kind = failure_kind(
+            100,
+            Some(|s: tokio::net::TcpStream| async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                drop(s);
+            }),
+        )
+        .await;
+        assert_eq!(kind, TransportKind::Timeout);
+    }
+
     #[test]
     fn statuses_are_classified() {
         let ok = br#"{"errors":false,"items":[{"create":{"status":201}}]}"#;
