@@ -47,7 +47,7 @@ pub fn sidecar_fragment(config: &KubernetesConfig) -> Result<Option<Vec<u8>>, Do
         }],
         ..Default::default()
     };
-    Ok(Some(info.fragment(&container, config.dedot)))
+    Ok(Some(info.fragment(&container, config.dedot, None)))
 }
 
 fn read_downward_file(path: &Path) -> Result<BTreeMap<String, String>, DownwardApiError> {
