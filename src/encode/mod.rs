@@ -353,7 +353,7 @@ impl Encoder {
 
     /// Appends `member` and `message` parsed as a JSON object, compacted; or
     /// nothing (counted) if it is not one.
-    #[cold]
+    #[inline(never)]
     fn write_json_message(&mut self, body: &mut Vec<u8>, member: &[u8], message: &[u8]) {
         match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(message) {
             Ok(object) => {
