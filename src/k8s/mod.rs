@@ -459,4 +459,136 @@ mod tests {
             assert_eq!(instead.as_deref(), Some(DEFAULT_JSON_TARGET), "{bad}");
         }
     }
+
+    fn pod_object(
+        namespace: &str,
+        uid: &str,
+        annotations: serde_json::Value,
+    ) -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {
+            "name": "p", "namespace": namespace, "uid": uid, "annotations": annotations,
+        }}))
+        .unwrap()
+    }
+
+    fn namespace_object(
+        name: &str,
+        annotations: serde_json::Value,
+    ) -> k8s_openapi::api::core::v1::Namespace {
+        serde_json::from_value(serde_json::json!({"metadata": {
+            "name": name, "labels": {"team": "a"}, "annotations": annotations,
+        }}))
+        .unwrap()
+    }
+
+    fn enricher(namespace_labels: bool) -> (Enricher, Arc<PodCache>, Arc<NamespaceCache>) {
+        let cache = Arc::new(PodCache::new(Duration::from_secs(60)));
+        let namespaces = Arc::new(NamespaceCache::new(Duration::from_secs(60)));
+        let enricher = Enricher::Cache {
+            cache: cache.clone(),
+            namespaces: namespaces.clone(),
+            wait: Duration::from_secs(5),
+            dedot: true,
+            namespace_labels,
+        };
+        (enricher, cache, namespaces)
+    }
+
+    fn log_path(namespace: &str, uid: &str) -> std::path::PathBuf {
+        format!("/var/log/pods/{namespace}_p_{uid}/app/0.log").into()
+    }
+
+    fn fields(resolved: Resolved) -> (serde_json::Value, Option<String>) {
+        let Resolved::Metadata(m) = resolved else {
+            panic!("not shipped: {resolved:?}");
+        };
+        let doc = [b"{\"x\":1".as_slice(), &m.fragment, b"}"].concat();
+        (serde_json::from_slice(&doc).unwrap(), m.json_target)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resolve_applies_the_namespace_and_the_format() {
+        use kube::runtime::watcher::Event;
+        use serde_json::json;
+        let (with_labels, cache, namespaces) = enricher(true);
+        namespaces.apply(Event::Apply(namespace_object("shop", json!({}))));
+        namespaces.apply(Event::Apply(namespace_object(
+            "quiet",
+            json!({EXCLUDE_ANNOTATION: "true"}),
+        )));
+        cache.apply(Event::Apply(pod_object(
+            "shop",
+            "u1",
+            json!({FORMAT_ANNOTATION: "json"}),
+        )));
+        cache.apply(Event::Apply(pod_object("quiet", "u2", json!({}))));
+        cache.apply(Event::Apply(pod_object(
+            "quiet",
+            "u3",
+            json!({EXCLUDE_ANNOTATION: "false"}),
+        )));
+
+        let (doc, target) = fields(with_labels.resolve(&log_path("shop", "u1")).await);
+        assert_eq!(doc["kubernetes"]["namespace_labels"]["team"], "a");
+        assert_eq!(target.as_deref(), Some(DEFAULT_JSON_TARGET));
+        assert!(matches!(
+            with_labels.resolve(&log_path("quiet", "u2")).await,
+            Resolved::Excluded(_)
+        ));
+        let (_, target) = fields(with_labels.resolve(&log_path("quiet", "u3")).await);
+        assert_eq!(target, None);
+
+        // Without namespace_labels the namespace still excludes, but adds no labels.
+        let (without, ..) = enricher(false);
+        let Enricher::Cache {
+            cache: c,
+            namespaces: n,
+            ..
+        } = &without
+        else {
+            unreachable!()
+        };
+        n.apply(Event::Apply(namespace_object(
+            "quiet",
+            json!({EXCLUDE_ANNOTATION: "true"}),
+        )));
+        n.apply(Event::Apply(namespace_object("shop", json!({}))));
+        c.apply(Event::Apply(pod_object("quiet", "u2", json!({}))));
+        c.apply(Event::Apply(pod_object("shop", "u1", json!({}))));
+        assert!(matches!(
+            without.resolve(&log_path("quiet", "u2")).await,
+            Resolved::Excluded(_)
+        ));
+        let (doc, _) = fields(without.resolve(&log_path("shop", "u1")).await);
+        assert!(doc["kubernetes"].get("namespace_labels").is_none(), "{doc}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_namespace_is_waited_for_within_metadata_wait() {
+        use kube::runtime::watcher::Event;
+        use serde_json::json;
+        let (enricher, cache, namespaces) = enricher(true);
+        cache.apply(Event::Apply(pod_object("late", "u1", json!({}))));
+        cache.apply(Event::Apply(pod_object("never", "u2", json!({}))));
+        let ns = namespaces.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            ns.apply(Event::Apply(namespace_object(
+                "late",
+                json!({EXCLUDE_ANNOTATION: "true"}),
+            )));
+        });
+        let start = tokio::time::Instant::now();
+        assert!(matches!(
+            enricher.resolve(&log_path("late", "u1")).await,
+            Resolved::Excluded(_)
+        ));
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        // A namespace that never comes: shipped with the pod's fields after
+        // metadata_wait, no namespace labels.
+        let (doc, _) = fields(enricher.resolve(&log_path("never", "u2")).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(7));
+        assert_eq!(doc["kubernetes"]["namespace"], "never");
+        assert!(doc["kubernetes"].get("namespace_labels").is_none(), "{doc}");
+    }
 }
