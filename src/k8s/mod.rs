@@ -12,17 +12,19 @@
 //!   all for them to appear ([`Enricher`]). There is never an API request
 //!   per pod, per file or per line.
 //! - `sidecar`: the pod is this pod, described by the config (filled from the
-//!   downward API via `${ENV}` and a labels file); no API server at all.
+//!   downward API via `${ENV}` and labels/annotations files); no API server
+//!   at all. `logship.io/format` applies, exclusion does not.
 //! - `off` (host mode): no Kubernetes fields.
 //!
 //! Metadata is serialised once per file ([`PodInfo::fragment`]) and spliced
 //! into every document of that file by the encoder. Annotations are read
-//! once, when a file is first followed (daemonset mode only):
+//! once, when a file is first followed:
 //! - `logship.io/exclude: "true"` on the pod, or on its namespace, and
 //!   `logship.io/exclude-containers: a,b` on the pod naming the file's
-//!   container: the file is not read at all ([`excluded`]). The pod's own
-//!   `logship.io/exclude` (any value) beats its namespace's: a pod annotated
-//!   `"false"` in an excluded namespace is shipped.
+//!   container (daemonset mode): the file is not read at all
+//!   ([`excluded`]). The pod's own `logship.io/exclude` (any value) beats
+//!   its namespace's: a pod annotated `"false"` in an excluded namespace is
+//!   shipped.
 //! - `logship.io/format: json` (default `plain`): a message that is a JSON
 //!   object is also parsed into the field named by `logship.io/json-target`
 //!   (default `json`), see [`FileMetadata::json_target`] and the encoder.
@@ -64,8 +66,8 @@ pub enum Enricher {
         /// Add `kubernetes.namespace_labels.*`.
         namespace_labels: bool,
     },
-    /// Sidecar mode: the same members for every file (already serialised).
-    Static(Arc<[u8]>),
+    /// Sidecar mode: the same metadata for every file (already serialised).
+    Static(Arc<FileMetadata>),
 }
 
 /// What a file's documents get from its pod.
@@ -205,10 +207,7 @@ impl Enricher {
     pub async fn resolve(&self, path: &Path) -> Resolved {
         match self {
             Enricher::Off => Resolved::Metadata(FileMetadata::default()),
-            Enricher::Static(f) => Resolved::Metadata(FileMetadata {
-                fragment: f.to_vec(),
-                json_target: None,
-            }),
+            Enricher::Static(m) => Resolved::Metadata(FileMetadata::clone(m)),
             Enricher::Cache {
                 cache,
                 namespaces,
@@ -303,8 +302,8 @@ pub async fn start(
     match config.mode {
         KubernetesMode::Off => Ok((Enricher::Off, None)),
         KubernetesMode::Sidecar => {
-            let fragment = sidecar::sidecar_fragment(config)?.unwrap_or_default();
-            Ok((Enricher::Static(fragment.into()), None))
+            let metadata = sidecar::sidecar_metadata(config)?.unwrap_or_default();
+            Ok((Enricher::Static(Arc::new(metadata)), None))
         }
         KubernetesMode::Daemonset => {
             let client_config = match &config.kubeconfig {

@@ -645,8 +645,9 @@ fn json_format_annotation_parses_messages_into_json() {
     );
 }
 
-/// Sidecar mode: the pod's fields come from the config and a downward-API
-/// labels file; no API server is involved.
+/// Sidecar mode: the pod's fields come from the config and downward-API
+/// labels and annotations files; no API server is involved. The
+/// annotations ask for JSON messages parsed into `payload`.
 #[test]
 fn sidecar_mode_uses_downward_api() {
     let (es, setup) = scenario("k8s-sidecar", Options::default());
@@ -656,18 +657,30 @@ fn sidecar_mode_uses_downward_api() {
         "app=\"demo\"\napp.kubernetes.io/name=\"demo \\\"one\\\"\"\n",
     )
     .unwrap();
+    let annotations = setup.root().join("annotations");
+    std::fs::write(
+        &annotations,
+        "logship.io/format=\"json\"\nlogship.io/json-target=\"payload\"\n",
+    )
+    .unwrap();
     let yaml = format!(
-        "{}kubernetes:\n  mode: sidecar\n  pod:\n    name: demo-pod\n    namespace: demo-ns\n    uid: 0f6a8c1e-1b2c-4d5e-8f90-123456789abc\n    container: app\n    labels_file: {}\n",
+        "{}kubernetes:\n  mode: sidecar\n  pod:\n    name: demo-pod\n    namespace: demo-ns\n    uid: 0f6a8c1e-1b2c-4d5e-8f90-123456789abc\n    container: app\n    labels_file: {}\n    annotations_file: {}\n",
         setup.config_yaml(),
-        labels.display()
+        labels.display(),
+        annotations.display()
     );
     std::fs::write(setup.config_path(), yaml).unwrap();
     let path = setup.log("app.log");
     write_lines(&path, "side", 0..15);
+    let json_message = r#"{"side":"json","n":15}"#;
+    append(
+        &path,
+        &cri_line(&timestamp(15), "stdout", "F", json_message.as_bytes()),
+    );
     let mut agent = setup.start();
     assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 15, Duration::from_secs(30)),
-        15
+        es.wait_for_count(&setup.index_pattern, 16, Duration::from_secs(30)),
+        16
     );
     agent.assert_running();
     for doc in es.search_all(&setup.index_pattern) {
@@ -685,5 +698,17 @@ fn sidecar_mode_uses_downward_api() {
             k["labels"]["app_kubernetes_io/name"], "demo \"one\"",
             "{doc}"
         );
+        assert_eq!(k["annotations"]["logship_io/format"], "json", "{doc}");
+        if doc["message"] == json_message {
+            assert_eq!(doc["payload"], serde_json::json!({"side": "json", "n": 15}));
+        } else {
+            assert!(doc.get("payload").is_none(), "{doc}");
+        }
     }
+    let payloads = es
+        .search_all(&setup.index_pattern)
+        .iter()
+        .filter(|d| d.get("payload").is_some())
+        .count();
+    assert_eq!(payloads, 1);
 }
