@@ -289,7 +289,7 @@ pub fn namespace_json(name: &str, labels: Value, annotations: Value) -> Value {
         "kind": "Namespace",
         "metadata": {
             "name": name,
-            "uid": format!("5e0b1c2d-0000-4000-8000-{:012x}", name.len() * 7919 + name.bytes().map(usize::from).sum::<usize>()),
+            "uid": format!("5e0b1c2d-0000-4000-8000-{:0>12}", name.len()),
             "resourceVersion": "1",
             "creationTimestamp": "2026-11-26T00:00:00Z",
             "labels": all_labels,
