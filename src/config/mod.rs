@@ -236,8 +236,9 @@ pub enum TemplateMode {
     Install,
 }
 
-/// TLS for `https://` hosts. Without `ca_file` Mozilla's root store (built
-/// in) is trusted; with it, only that CA bundle.
+/// TLS for `https://` hosts. Without `ca_file` the system's trust store is
+/// trusted (built-in Mozilla roots if it cannot be read); with it, only that
+/// CA bundle.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TlsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]

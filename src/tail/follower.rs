@@ -54,7 +54,7 @@ use crate::config::SourceFormat;
 use crate::decode::LineDecoder;
 use crate::encode::{Encoder, FileContext};
 use crate::event::{DecodedLine, EncodedSpan, FileIdentity, FileKey, Generation, Timestamp};
-use crate::k8s::{Enricher, PodRef, Resolved};
+use crate::k8s::{Enricher, FileMetadata, PodRef, Resolved};
 use crate::telemetry::Metrics;
 
 /// An idle follower re-checks its file this often even without an event.
@@ -180,8 +180,9 @@ pub struct Follower {
     decoder: LineDecoder,
     encoder: Encoder,
     ctx: FileContext,
-    /// This file's Kubernetes members, spliced into every document.
-    metadata: Vec<u8>,
+    /// This file's Kubernetes members, spliced into every document, and
+    /// whether its messages are parsed as JSON.
+    metadata: FileMetadata,
     /// A pod log whose pod was not in the cache: shipped without metadata,
     /// looked up again every [`POD_RETRY`].
     missing_pod: Option<(PodRef, tokio::time::Instant)>,
@@ -195,6 +196,8 @@ pub struct Follower {
     invalid_utf8: u64,
     /// Bad data in this file was already reported (once per file, not per line).
     reported_bad_data: bool,
+    /// Messages that were not JSON objects were already reported (once per file).
+    reported_json_failures: bool,
     shared: Arc<Shared>,
     spans: mpsc::Sender<EncodedSpan>,
     wake: Arc<Notify>,
@@ -261,14 +264,14 @@ impl Follower {
         spec.status.set_state(FollowState::WaitingForMetadata);
         let resolved = tokio::select! {
             r = shared.enricher.resolve(&spec.path) => r,
-            _ = shutdown.cancelled() => Resolved::Fragment(Vec::new()),
+            _ = shutdown.cancelled() => Resolved::Metadata(FileMetadata::default()),
         };
         spec.status.set_state(FollowState::Reading);
         let (metadata, missing_pod) = match resolved {
-            Resolved::Fragment(f) => (f, None),
+            Resolved::Metadata(m) => (m, None),
             Resolved::Excluded(pod) => {
                 Metrics::add(&shared.metrics.k8s_files_excluded, 1);
-                tracing::info!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, container = %pod.container, "excluded by pod annotation; not reading this file");
+                tracing::info!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, container = %pod.container, "excluded by pod or namespace annotation; not reading this file");
                 let closed =
                     wait_until_gone(&file, &spec.path, &spec.wake, &shutdown, &spec.give_up).await;
                 return FollowerExit {
@@ -284,10 +287,13 @@ impl Follower {
             Resolved::Missing(pod) => {
                 Metrics::add(&shared.metrics.k8s_files_without_metadata, 1);
                 tracing::warn!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, uid = %pod.uid, "pod not in the metadata cache; shipping without Kubernetes metadata until it is");
-                (Vec::new(), Some((pod, tokio::time::Instant::now())))
+                (
+                    FileMetadata::default(),
+                    Some((pod, tokio::time::Instant::now())),
+                )
             }
         };
-        let ctx = encoder.file_context_with(&spec.path, identity, start.generation, &metadata);
+        let ctx = metadata.file_context(&encoder, &spec.path, identity, start.generation);
         let read_limit = spec.max_line_bytes.saturating_add(READ_LINE_SLACK);
         let follower = Follower {
             key: spec.key,
@@ -311,6 +317,7 @@ impl Follower {
             events: 0,
             invalid_utf8: 0,
             reported_bad_data: false,
+            reported_json_failures: false,
             path: spec.path,
             file,
             shared,
@@ -443,15 +450,15 @@ impl Follower {
             return;
         }
         *last = tokio::time::Instant::now();
-        if let Some(metadata) = self.shared.enricher.retry(pod) {
+        if let Some(metadata) = self.shared.enricher.retry(&self.path, pod) {
             tracing::info!(path = %self.path.display(), pod = %pod.pod_name, "pod metadata found; later lines carry it");
             self.metadata = metadata;
             self.missing_pod = None;
-            self.ctx = self.encoder.file_context_with(
+            self.ctx = self.metadata.file_context(
+                &self.encoder,
                 &self.path,
                 self.identity,
                 self.generation,
-                &self.metadata,
             );
         }
     }
@@ -585,6 +592,19 @@ impl Follower {
         Metrics::add(&m.unparsed_lines, stats.unparsed_lines);
         Metrics::add(&m.truncated_lines, stats.truncated_lines);
         Metrics::add(&m.truncated_bytes, stats.dropped_bytes + reader_cut);
+        let json_failures = self.encoder.take_json_parse_failures();
+        if json_failures > 0 {
+            Metrics::add(&m.json_parse_failures, json_failures);
+            if !self.reported_json_failures {
+                self.reported_json_failures = true;
+                tracing::warn!(
+                    path = %self.path.display(),
+                    target = self.metadata.json_target.as_deref().unwrap_or_default(),
+                    lines = json_failures,
+                    "logship.io/format is json but messages are not JSON objects; shipping them unparsed; not reported again for this file"
+                );
+            }
+        }
     }
 
     /// Sends the current span, if it holds anything.
@@ -662,12 +682,9 @@ impl Follower {
         };
         self.status.set_identity(self.identity);
         self.status.set_state(FollowState::Reading);
-        self.ctx = self.encoder.file_context_with(
-            &self.path,
-            self.identity,
-            self.generation,
-            &self.metadata,
-        );
+        self.ctx =
+            self.metadata
+                .file_context(&self.encoder, &self.path, self.identity, self.generation);
         self.shared
             .checkpointer
             .truncated(self.key, self.identity, &self.path, self.generation);

@@ -318,8 +318,14 @@ impl Collector for Exporter {
         atomic(
             e,
             "logship_k8s_files_excluded",
-            "Pod log files not read because a pod annotation excludes them.",
+            "Pod log files not read because a pod or namespace annotation excludes them.",
             &m.k8s_files_excluded,
+        )?;
+        atomic(
+            e,
+            "logship_json_parse_failures",
+            "Messages of logship.io/format: json pods that were not JSON objects (shipped unparsed).",
+            &m.json_parse_failures,
         )?;
 
         if let Some((pods, restarts)) = s.k8s_figures() {

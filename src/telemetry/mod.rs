@@ -63,8 +63,11 @@ pub struct Metrics {
     pub k8s_files_without_metadata: AtomicU64,
     /// Lines of such files shipped before their pod became known.
     pub k8s_lines_without_metadata: AtomicU64,
-    /// Pod log files not read because a pod annotation excludes them.
+    /// Pod log files not read because a pod or namespace annotation excludes them.
     pub k8s_files_excluded: AtomicU64,
+    /// Messages of `logship.io/format: json` pods that were not JSON objects
+    /// (shipped unparsed).
+    pub json_parse_failures: AtomicU64,
     /// Per-request figures of the sink (histograms, in flight, health).
     pub sink: SinkStats,
 }

@@ -7,10 +7,10 @@
 //! create a data stream on the first `create`). Mappings: `message` is
 //! `text`; `@timestamp` is `date_nanos`; every metadata field logship writes
 //! is `keyword`; other strings default to `keyword` (`ignore_above: 1024`).
-//! Kubernetes labels and annotations: with `dedot: true` (default) their keys
-//! have no dots and map as keywords; with `dedot: false` both objects are
-//! `flattened`, so `app: x` and `app.kubernetes.io/name: y` cannot collide as
-//! value and object.
+//! Kubernetes labels, annotations and namespace labels: with `dedot: true`
+//! (default) their keys have no dots and map as keywords; with `dedot: false`
+//! those objects are `flattened`, so `app: x` and `app.kubernetes.io/name: y`
+//! cannot collide as value and object.
 //!
 //! Promises: installation is retried (capped backoff, no limit) until a host
 //! accepts it; meanwhile no batch is sent, so no index is auto-created with
@@ -104,7 +104,8 @@ pub fn body(pattern: &str, data_stream: bool, dedot: bool) -> Value {
             ("node", kv(&["name"])),
             ("deployment", kv(&["name"])),
             ("labels", metadata_map.clone()),
-            ("annotations", metadata_map),
+            ("annotations", metadata_map.clone()),
+            ("namespace_labels", metadata_map),
         ]),
     });
     let mut body = json!({
