@@ -14,7 +14,11 @@
 //! `LOGSHIP_BENCH_DIR` (where the corpus is cached, default
 //! `/var/tmp/logship-bench`), `LOGSHIP_BENCH_CONCURRENCY` (default 2),
 //! `LOGSHIP_BENCH_BUFFER` (`memory`, the default, or `disk`: the disk
-//! buffer in the run's data dir, fsync every second).
+//! buffer in the run's data dir, fsync every second; or `compare`: memory
+//! and disk runs interleaved, m,d,m,d,..., `LOGSHIP_BENCH_ROUNDS` rounds
+//! (default 3) on the same corpus, printing every run, each round's
+//! disk/memory ratio and their median, so that load from other processes
+//! weighs on both alike).
 //!
 //! `LOGSHIP_BENCH_OUTAGE=<seconds>`: instead, run with the disk buffer and
 //! the endpoint unreachable (a closed port) for that long, printing
@@ -257,27 +261,111 @@ fn main() {
     let port = listener.local_addr().expect("addr").port();
     rt.spawn(serve(listener, items.clone()));
 
-    let work = root.join("run");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).expect("work dir");
-    let config = work.join("logship.yaml");
     let outage = env_u64("LOGSHIP_BENCH_OUTAGE", 0);
-    let disk = outage > 0 || std::env::var("LOGSHIP_BENCH_BUFFER").is_ok_and(|b| b == "disk");
+    let mode = std::env::var("LOGSHIP_BENCH_BUFFER").unwrap_or_else(|_| "memory".into());
+    if outage > 0 {
+        // A port nothing listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let work = root.join("run");
+        let config = write_config(&work, &corpus_dir, port, concurrency, true);
+        println!("buffer: disk");
+        run_outage(&config, &work.join("data").join("buffer"), outage);
+        return;
+    }
+    let bench = Bench {
+        corpus_dir,
+        work: root.join("run"),
+        port,
+        concurrency,
+        items,
+        lines,
+        raw_bytes,
+    };
+    match mode.as_str() {
+        "memory" | "disk" => {
+            let disk = mode == "disk";
+            println!("buffer: {mode}");
+            let run = bench.run(disk);
+            println!("delivered: {lines} of {lines} lines");
+            println!(
+                "throughput: {:.1} MiB/s of raw CRI input ({:.1} s)",
+                run.mib_per_s, run.seconds
+            );
+            println!(
+                "cpu: {:.2} CPU-seconds per GiB ({:.1} s total)",
+                run.cpu_per_gib, run.cpu_seconds
+            );
+            println!("peak RSS: {:.1} MiB", run.peak_rss_mib);
+        }
+        "compare" => {
+            let rounds = env_u64("LOGSHIP_BENCH_ROUNDS", 3).max(1);
+            println!(
+                "buffer: memory and disk interleaved, {rounds} rounds (m,d,m,d,...) on the same corpus"
+            );
+            let mut ratios = Vec::new();
+            let (mut memory, mut disk) = (Vec::new(), Vec::new());
+            for round in 1..=rounds {
+                for (is_disk, name) in [(false, "memory"), (true, "disk")] {
+                    let run = bench.run(is_disk);
+                    println!(
+                        "round {round} {name:>6}: {:>6.1} MiB/s  {:>5.1} s  {:>5.2} CPU-s/GiB  peak RSS {:>5.1} MiB",
+                        run.mib_per_s, run.seconds, run.cpu_per_gib, run.peak_rss_mib
+                    );
+                    if is_disk {
+                        disk.push(run.mib_per_s);
+                    } else {
+                        memory.push(run.mib_per_s);
+                    }
+                }
+                let ratio = disk[disk.len() - 1] / memory[memory.len() - 1];
+                println!("round {round} disk/memory: {:.1}%", ratio * 100.0);
+                ratios.push(ratio);
+            }
+            println!(
+                "median MiB/s: memory {:.1}, disk {:.1}",
+                median(&mut memory),
+                median(&mut disk)
+            );
+            println!(
+                "disk/memory throughput, median of the {rounds} rounds' ratios: {:.1}%",
+                median(&mut ratios) * 100.0
+            );
+        }
+        other => panic!("LOGSHIP_BENCH_BUFFER={other}: expected memory, disk or compare"),
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Writes a fresh run directory (no checkpoints, no buffer) and its config.
+fn write_config(
+    work: &Path,
+    corpus_dir: &Path,
+    port: u16,
+    concurrency: u64,
+    disk: bool,
+) -> PathBuf {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).expect("work dir");
+    let config = work.join("logship.yaml");
     let buffer = if disk {
         "buffer: {type: disk, max_bytes: 16GiB, fsync_interval: 1s}\n"
     } else {
         ""
     };
-    // A port nothing listens on: bound, then closed.
-    let port = if outage > 0 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port()
-    } else {
-        port
-    };
-    println!("buffer: {}", if disk { "disk" } else { "memory" });
     std::fs::write(
         &config,
         format!(
@@ -287,58 +375,86 @@ fn main() {
         ),
     )
     .expect("config");
-    if outage > 0 {
-        run_outage(&config, &work.join("data").join("buffer"), outage);
-        return;
-    }
+    config
+}
 
-    let start = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_logship"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .spawn()
-        .expect("spawn logship");
-    let pid = child.id();
-    let mut last = (0.0, 0);
-    let deadline = start + Duration::from_secs(1800);
-    while items.load(Ordering::Relaxed) < lines {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "timed out: {} of {lines} items",
-                items.load(Ordering::Relaxed)
-            );
+/// What one run needs: the corpus, the endpoint and its item counter.
+struct Bench {
+    corpus_dir: PathBuf,
+    work: PathBuf,
+    port: u16,
+    concurrency: u64,
+    items: Arc<AtomicU64>,
+    lines: u64,
+    raw_bytes: u64,
+}
+
+/// The figures of one run.
+struct Run {
+    seconds: f64,
+    mib_per_s: f64,
+    cpu_seconds: f64,
+    cpu_per_gib: f64,
+    peak_rss_mib: f64,
+}
+
+impl Bench {
+    /// Ships the whole corpus once, from a fresh data dir; panics unless
+    /// every line is acknowledged exactly once.
+    fn run(&self, disk: bool) -> Run {
+        let config = write_config(
+            &self.work,
+            &self.corpus_dir,
+            self.port,
+            self.concurrency,
+            disk,
+        );
+        self.items.store(0, Ordering::Relaxed);
+        let lines = self.lines;
+        let start = Instant::now();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_logship"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .spawn()
+            .expect("spawn logship");
+        let pid = child.id();
+        let mut last = (0.0, 0);
+        let deadline = start + Duration::from_secs(1800);
+        while self.items.load(Ordering::Relaxed) < lines {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "timed out: {} of {lines} items",
+                    self.items.load(Ordering::Relaxed)
+                );
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("logship exited early: {status}");
+            }
+            last = proc_stats(pid);
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("logship exited early: {status}");
+        let elapsed = start.elapsed().as_secs_f64();
+        let (cpu, hwm_kib) = {
+            let now = proc_stats(pid);
+            if now.0 > 0.0 { now } else { last }
+        };
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        let _ = child.wait();
+        let got = self.items.load(Ordering::Relaxed);
+        assert_eq!(got, lines, "every line acknowledged exactly once");
+        let gib = self.raw_bytes as f64 / (1u64 << 30) as f64;
+        Run {
+            seconds: elapsed,
+            mib_per_s: self.raw_bytes as f64 / 1048576.0 / elapsed,
+            cpu_seconds: cpu,
+            cpu_per_gib: cpu / gib,
+            peak_rss_mib: hwm_kib as f64 / 1024.0,
         }
-        last = proc_stats(pid);
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let (cpu, hwm_kib) = {
-        let now = proc_stats(pid);
-        if now.0 > 0.0 { now } else { last }
-    };
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
-    let _ = child.wait();
-    let gib = raw_bytes as f64 / (1u64 << 30) as f64;
-    let got = items.load(Ordering::Relaxed);
-    println!("delivered: {got} of {lines} lines");
-    println!(
-        "throughput: {:.1} MiB/s of raw CRI input ({:.1} s)",
-        raw_bytes as f64 / 1048576.0 / elapsed,
-        elapsed
-    );
-    println!(
-        "cpu: {:.2} CPU-seconds per GiB ({cpu:.1} s total)",
-        cpu / gib
-    );
-    println!("peak RSS: {:.1} MiB", hwm_kib as f64 / 1024.0);
-    assert_eq!(got, lines, "every line acknowledged exactly once");
 }
 
 /// Runs logship against an unreachable endpoint for `secs` seconds and prints

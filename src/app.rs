@@ -254,7 +254,7 @@ async fn run_stages(
     let file_acks: Arc<dyn Acknowledger> = checkpointer.clone();
     let reader_stop = CancellationToken::new();
     let (mut sink_task, mut disk) = match &config.buffer {
-        BufferConfig::Memory => (tokio::spawn(sink.run(batch_rx, file_acks.clone())), None),
+        BufferConfig::Memory { .. } => (tokio::spawn(sink.run(batch_rx, file_acks.clone())), None),
         BufferConfig::Disk(d) => {
             let dir = config.data_dir.join("buffer");
             let max_bytes = d.max_bytes;

@@ -38,8 +38,8 @@
 //! * [`app`] wires the stages and owns shutdown; [`config`] parses and
 //!   validates the YAML file; [`telemetry`] holds the counters, logging and
 //!   the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, `/api/v1/files`);
-//!   [`k8s`] keeps a node-local pod cache (one watch) and serialises each
-//!   file's pod metadata once.
+//!   [`k8s`] keeps a node-local pod cache and a namespace cache (one watch
+//!   each) and serialises each file's pod metadata once.
 
 pub mod app;
 pub mod buffer;

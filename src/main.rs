@@ -65,6 +65,7 @@ enum Command {
 
 fn main() -> ExitCode {
     tune_allocator();
+    raise_fd_limit();
     match Cli::parse().command {
         Command::Version => {
             println!("logship {}", env!("CARGO_PKG_VERSION"));
@@ -241,6 +242,26 @@ async fn next_signal(terminate: &mut Signal, interrupt: &mut Signal) -> &'static
     tokio::select! {
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, as the Go runtime and
+/// many daemons do: systemd and containerd start services with a soft limit
+/// of 1024 (the `select()` era) and a hard one far above, while logship
+/// may hold up to `buffer.max_open_files` rotated or deleted files during an
+/// outage besides the files it follows. Never lowers a limit.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fake_es::{FakeEs, ItemFault, RequestFault};
+use fake_es::{FakeEs, ItemFault, Oversized, RequestFault};
 use logship::buffer::{Acknowledger, Batch};
 use logship::config::{BatchConfig, ElasticsearchConfig, RetryConfig};
 use logship::event::{EncodedSpan, SpanOrigin};
@@ -641,4 +641,376 @@ async fn requests_spread_over_healthy_hosts_and_a_dead_one_is_marked_down() {
     // this run), so it is not tried for every request.
     let failed = get(&run.metrics.requests_failed);
     assert!((1..=2).contains(&failed), "dead host tried {failed} times");
+}
+
+/// A document of about `len` bytes.
+fn sized_document(file: u64, line: u64, len: usize) -> String {
+    format!(
+        r#"{{"@timestamp":"2026-11-26T01:02:03.000000000Z","message":"line {line:05} of file {file} {}"}}"#,
+        "y".repeat(len)
+    )
+}
+
+/// `n` batches of two spans whose documents vary in size (up to ~1.2 KiB).
+fn mixed_batches(n: u64, per_span: u64) -> Vec<Batch> {
+    (0..n)
+        .map(|i| {
+            let spans = (1..=2)
+                .map(|file| {
+                    let lines = i * per_span..(i + 1) * per_span;
+                    let mut s = EncodedSpan::default();
+                    s.origin = Some(SpanOrigin {
+                        file,
+                        generation: 0,
+                        seq: i,
+                        end: lines.end * 100,
+                    });
+                    for line in lines {
+                        let len = ((line * 37 + file * 101) % 1100) as usize + 20;
+                        push_item(
+                            &mut s,
+                            &doc_id(file, line),
+                            &sized_document(file, line, len),
+                        );
+                    }
+                    s
+                })
+                .collect();
+            batch(spans)
+        })
+        .collect()
+}
+
+/// Each item's `_id` and its length as sent alone (uncompressed).
+fn item_sizes(batches: &[Batch]) -> Vec<(String, usize)> {
+    batches
+        .iter()
+        .flat_map(|b| &b.spans)
+        .flat_map(|s| (0..s.len()).map(move |i| (item_id(s.item(i)), s.item(i).len())))
+        .collect()
+}
+
+/// The `_id`s in the dead-letter file, sorted.
+fn dead_lettered_ids(data_dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = dead_letters(data_dir)
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Stored and dead-lettered `_id`s are disjoint and together are `written`.
+fn assert_indexed_plus_dead_lettered_is_written(es: &FakeEs, data_dir: &Path, written: &[String]) {
+    let stored = es.stored_ids();
+    let dead = dead_lettered_ids(data_dir);
+    let mut all: Vec<String> = stored.iter().chain(&dead).cloned().collect();
+    all.sort();
+    assert_eq!(
+        all, written,
+        "indexed + dead-lettered differs from what was written (or overlaps)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_connections_split_oversized_requests_at_several_limits() {
+    let input = mixed_batches(3, 20);
+    let written = ids_of(&input);
+    let largest_item = item_sizes(&input).iter().map(|(_, n)| *n).max().unwrap();
+    let batch_bytes = input.iter().map(|b| b.body_bytes).max().unwrap();
+    // Every single document fits (a cut never dead-letters one), whole
+    // batches do not.
+    let limits = [largest_item, 3 * largest_item, 10 * largest_item];
+    assert!(limits.iter().all(|&l| l < batch_bytes));
+    for how in [Oversized::CloseAfterHeaders, Oversized::ResetMidBody] {
+        for limit in limits {
+            let es = FakeEs::start().await;
+            es.close_above(limit, how);
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = config(vec![es.url()], 2);
+            cfg.gzip_level = 0;
+
+            let run = run_sink(&cfg, dir.path(), mixed_batches(3, 20)).await;
+
+            let what = format!("{how:?} above {limit} bytes");
+            assert_all_stored(&es, &written);
+            assert!(dead_letters(dir.path()).is_empty(), "{what}");
+            let requests = es.requests();
+            let cut = requests.iter().filter(|r| r.status == 0).count();
+            assert!(cut > 0, "{what}: no request was cut");
+            for r in requests.iter().filter(|r| r.status == 200) {
+                assert!(r.decoded_bytes <= limit, "{what}: {r:?}");
+            }
+            assert_eq!(run.acks.keys(), origins_of(&input), "{what}");
+            assert_eq!(get(&run.metrics.items_delivered), written.len() as u64);
+            eprintln!("{what}: {cut} cut, {} answered", requests.len() - cut);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_answered_413_at_several_limits_index_or_dead_letter_each_document() {
+    let input = mixed_batches(3, 20);
+    let written = ids_of(&input);
+    let sizes = item_sizes(&input);
+    let largest_item = sizes.iter().map(|(_, n)| *n).max().unwrap();
+    // From below the largest document (some dead-lettered) to several per request.
+    for limit in [largest_item / 2, largest_item, 4 * largest_item] {
+        for how in [None, Some(Oversized::Answer413AndClose)] {
+            let es = FakeEs::start().await;
+            match how {
+                // Elasticsearch's own empty 413 on a kept-alive connection.
+                None => es.set_max_content_length(limit),
+                Some(how) => es.close_above(limit, how),
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = config(vec![es.url()], 2);
+            cfg.gzip_level = 0;
+
+            let run = run_sink(&cfg, dir.path(), mixed_batches(3, 20)).await;
+
+            let what = format!("{how:?} above {limit} bytes");
+            assert_indexed_plus_dead_lettered_is_written(&es, dir.path(), &written);
+            let mut too_large: Vec<String> = sizes
+                .iter()
+                .filter(|(_, n)| *n > limit)
+                .map(|(id, _)| id.clone())
+                .collect();
+            too_large.sort();
+            assert_eq!(dead_lettered_ids(dir.path()), too_large, "{what}");
+            assert!(dead_letters(dir.path()).iter().all(|l| l["status"] == 413));
+            assert!(es.requests().iter().any(|r| r.status == 413), "{what}");
+            assert_eq!(run.acks.keys(), origins_of(&input), "{what}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_answering_413_early_to_a_multi_megabyte_body_loses_nothing() {
+    // nginx past client_max_body_size answers before reading the body and
+    // closes; with a body far larger than the socket buffers, the client may
+    // see the 413 or only the closed connection. Either way: split, deliver.
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut span = EncodedSpan::default();
+    span.origin = Some(SpanOrigin {
+        file: 1,
+        generation: 0,
+        seq: 0,
+        end: 100,
+    });
+    for line in 0..40 {
+        push_item(
+            &mut span,
+            &doc_id(1, line),
+            &sized_document(1, line, 64 << 10),
+        );
+    }
+    let input = vec![batch(vec![span])];
+    let written = ids_of(&input);
+    assert!(input[0].body_bytes > 2 << 20);
+    es.close_above(256 << 10, Oversized::Answer413AndClose);
+    let mut cfg = config(vec![es.url()], 1);
+    cfg.gzip_level = 0;
+
+    let run = run_sink(&cfg, dir.path(), input).await;
+
+    assert_all_stored(&es, &written);
+    assert!(dead_letters(dir.path()).is_empty());
+    assert!(es.requests().iter().any(|r| r.status == 413));
+    assert_eq!(run.acks.keys(), vec![(1, 0)]);
+}
+
+/// A sink running in the background, fed batch by batch.
+struct Running {
+    tx: Option<mpsc::Sender<Batch>>,
+    task: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+    acks: Arc<RecordingAcks>,
+}
+
+impl Running {
+    fn start(cfg: &ElasticsearchConfig, data_dir: &Path) -> Running {
+        let metrics = Arc::new(Metrics::default());
+        let acks = Arc::new(RecordingAcks::default());
+        let sink = ElasticsearchSink::new(cfg, data_dir, metrics.clone()).expect("sink");
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(sink.run(rx, acks.clone()));
+        Running {
+            tx: Some(tx),
+            task,
+            metrics,
+            acks,
+        }
+    }
+
+    async fn send(&self, b: Batch) {
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(b)
+            .await
+            .expect("sink stopped");
+    }
+
+    /// Closes the channel and waits for every batch to be settled.
+    async fn finish(mut self) -> Run {
+        self.tx = None;
+        tokio::time::timeout(RUN_LIMIT, self.task)
+            .await
+            .expect("sink did not finish")
+            .expect("sink panicked");
+        Run {
+            metrics: self.metrics,
+            acks: self.acks,
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms for up to [`RUN_LIMIT`].
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + RUN_LIMIT;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_with_the_port_closed_and_reopened_never_splits_or_dead_letters() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(6, 10);
+    let written = ids_of(&input);
+    let per_batch = input[0].events;
+    let mut input = input.into_iter();
+    let sink = Running::start(&config(vec![es.url()], 2), dir.path());
+    sink.send(input.next().unwrap()).await;
+    wait_until("first batch stored", || es.stored_ids().len() == per_batch).await;
+
+    // Elasticsearch stops with requests in flight: they are cut, the port is
+    // closed, the kept-alive connections are dropped.
+    es.set_response_delay(Duration::from_secs(5));
+    for b in input.by_ref().take(3) {
+        sink.send(b).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    es.stop();
+    es.set_response_delay(Duration::ZERO);
+    wait_until("requests failing during the outage", || {
+        get(&sink.metrics.requests_failed) >= 6
+    })
+    .await;
+    es.restart().await;
+    for b in input {
+        sink.send(b).await;
+    }
+    let run = sink.finish().await;
+
+    assert_all_stored(&es, &written);
+    assert!(dead_letters(dir.path()).is_empty());
+    // Never split: every answered request carried a whole batch.
+    for r in es.requests() {
+        assert_eq!(r.items, per_batch, "{r:?}");
+    }
+    assert_eq!(run.acks.keys(), origins_of(&batches(6, 10)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_reset_on_accept_probes_included_never_split_or_dead_letter() {
+    // A load balancer without a healthy backend resets every connection,
+    // including the probe: an outage, not a size problem.
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    es.reset_connections_for(Duration::from_millis(1500));
+    let input = batches(4, 10);
+    let written = ids_of(&input);
+    let per_batch = input[0].events;
+
+    let run = run_sink(&config(vec![es.url()], 2), dir.path(), input).await;
+
+    assert_all_stored(&es, &written);
+    assert!(dead_letters(dir.path()).is_empty());
+    assert!(
+        get(&run.metrics.requests_failed) >= 4,
+        "the outage was not exercised"
+    );
+    for r in es.requests() {
+        assert_eq!(r.items, per_batch, "{r:?}");
+    }
+    assert_eq!(run.acks.keys(), origins_of(&batches(4, 10)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_document_cut_every_time_is_retried_not_dead_lettered() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = span(1, 0, 0..6);
+    let huge_id = "huge-1";
+    push_item(&mut big, huge_id, &sized_document(1, 99, 20_000));
+    let input = vec![batch(vec![big]), batch(vec![span(2, 0, 0..6)])];
+    let written = ids_of(&input);
+    let origins = origins_of(&input);
+    es.close_above(8_000, Oversized::ResetMidBody);
+    let mut cfg = config(vec![es.url()], 2);
+    cfg.gzip_level = 0;
+    let sink = Running::start(&cfg, dir.path());
+    for b in input {
+        sink.send(b).await;
+    }
+
+    // Everything else gets through; the huge document is tried again and again.
+    let others: Vec<String> = written
+        .iter()
+        .filter(|id| *id != huge_id)
+        .cloned()
+        .collect();
+    wait_until("the other documents stored", || es.stored_ids() == others).await;
+    let cut = |es: &FakeEs| es.requests().iter().filter(|r| r.status == 0).count();
+    let before = cut(&es);
+    wait_until("the huge document retried", || cut(&es) >= before + 3).await;
+    assert!(dead_letters(dir.path()).is_empty());
+    assert_eq!(
+        sink.acks.keys(),
+        vec![(2, 0)],
+        "only the batch without it is acked"
+    );
+
+    // The operator raises the proxy's limit: it is delivered, not lost.
+    es.accept_any_size();
+    let run = sink.finish().await;
+    assert_all_stored(&es, &written);
+    assert!(dead_letters(dir.path()).is_empty());
+    assert_eq!(run.acks.keys(), origins);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_responses_time_out_and_are_retried_until_delivered() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(vec![es.url()], 2);
+    cfg.request_timeout = Duration::from_millis(200);
+    es.set_response_delay(Duration::from_millis(600));
+    let input = batches(4, 10);
+    let written = ids_of(&input);
+    let sink = Running::start(&cfg, dir.path());
+    for b in input {
+        sink.send(b).await;
+    }
+    wait_until("requests timing out", || {
+        get(&sink.metrics.requests_failed) >= 4
+    })
+    .await;
+    assert!(sink.acks.keys().is_empty(), "acked without an answer");
+    es.set_response_delay(Duration::ZERO);
+    let run = sink.finish().await;
+
+    assert_all_stored(&es, &written);
+    assert!(dead_letters(dir.path()).is_empty());
+    // A slow answer may still have indexed: resent items then count as duplicates.
+    assert_eq!(
+        get(&run.metrics.items_delivered) + get(&run.metrics.items_duplicate),
+        written.len() as u64
+    );
+    assert_eq!(run.acks.keys(), origins_of(&batches(4, 10)));
 }

@@ -97,6 +97,8 @@ struct Options {
     ack: bool,
     paused: bool,
     batch_max_bytes: usize,
+    /// `buffer.max_open_files` (default: the config default).
+    max_open_files: Option<u64>,
 }
 
 impl Default for Options {
@@ -106,6 +108,7 @@ impl Default for Options {
             ack: true,
             paused: false,
             batch_max_bytes: 5 * 1024 * 1024,
+            max_open_files: None,
         }
     }
 }
@@ -126,7 +129,10 @@ fn messages_of(span: &EncodedSpan) -> Vec<(String, u64)> {
 
 impl Pipeline {
     fn start(logs: &Path, data: &Path, opts: Options) -> Pipeline {
-        let config = config(logs, data, opts.read_from, opts.batch_max_bytes);
+        let mut config = config(logs, data, opts.read_from, opts.batch_max_bytes);
+        if let Some(max_open_files) = opts.max_open_files {
+            config.buffer = logship::config::BufferConfig::Memory { max_open_files };
+        }
         let checkpointer = Arc::new(Checkpointer::open(data).unwrap());
         let metrics = Arc::new(Metrics::default());
         let server = FileServer::new(&config, checkpointer.clone(), metrics.clone()).unwrap();
@@ -482,6 +488,136 @@ async fn deleted_unread_file_is_read_to_its_end_then_closed() {
     assert!(!fd_links_to_deleted(name), "deleted file's fd was closed");
     let (_, metrics) = p.stop().await;
     assert_eq!(Metrics::get(&metrics.files_closed), 1);
+}
+
+/// Deleted files this process holds open whose name starts with `prefix`.
+fn deleted_fds(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| {
+            t.ends_with(" (deleted)")
+                && Path::new(t)
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_open_files_the_oldest_deleted_files_are_given_up_and_counted() {
+    let (_d, logs, data) = dirs();
+    let limit = 2;
+    // Five files, oldest first by modification time; the first four are
+    // deleted while downstream takes nothing, the fifth stays.
+    let names: Vec<String> = (0..5).map(|i| format!("held-{i}.log")).collect();
+    let mut written: Vec<Vec<String>> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let path = logs.join(name);
+        let file_lines = lines(&format!("held-{i}"), 0..20_000);
+        append(&path, file_lines.clone());
+        let age = Duration::from_secs(600 - 100 * i as u64);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+        written.push(file_lines);
+    }
+    let sizes: Vec<u64> = names
+        .iter()
+        .map(|n| std::fs::metadata(logs.join(n)).unwrap().len())
+        .collect();
+    let mut p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            paused: true,
+            batch_max_bytes: 64 * 1024,
+            max_open_files: Some(limit),
+            ..Options::default()
+        },
+    );
+    // Every follower reads until its send blocks.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for name in &names[..4] {
+        std::fs::remove_file(logs.join(name)).unwrap();
+    }
+    // The server notices within a scan (inotify) and gives up the two oldest.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while deleted_fds("held-").len() > limit as usize && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // From then on, never more than the limit.
+    let watch_until = Instant::now() + Duration::from_millis(1500);
+    let mut most = 0;
+    while Instant::now() < watch_until {
+        most = most.max(deleted_fds("held-").len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        most <= limit as usize,
+        "{most} deleted files held open, limit {limit}"
+    );
+    let mut still_held = deleted_fds("held-");
+    still_held.sort();
+    assert_eq!(
+        still_held,
+        vec![
+            format!("{} (deleted)", logs.join(&names[2]).display()),
+            format!("{} (deleted)", logs.join(&names[3]).display()),
+        ],
+        "the two oldest deleted files are given up, the newer ones are held"
+    );
+
+    let _ = p.release.take().unwrap().send(());
+    let all: usize = written[2..].iter().map(Vec::len).sum();
+    p.wait_for(all, Duration::from_secs(20)).await;
+    // Lines of given-up files already handed downstream still arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = p.messages();
+    let of = |i: usize| -> Vec<String> {
+        let prefix = format!("held-{i} ");
+        got.iter()
+            .filter(|m| m.starts_with(&prefix))
+            .cloned()
+            .collect()
+    };
+    let kept: Vec<String> = written[2..].concat();
+    let kept_got: Vec<String> = (2..5).flat_map(of).collect();
+    assert_exactly_once(&kept_got, &kept);
+    // A given-up file's shipped lines are a prefix of it; the rest is counted.
+    let mut lost = 0;
+    for i in 0..2 {
+        let shipped = of(i);
+        assert_eq!(
+            shipped[..],
+            written[i][..shipped.len()],
+            "held-{i}: shipped lines are the file's first ones, once each"
+        );
+        let shipped_bytes: u64 = shipped.iter().map(|l| l.len() as u64 + 1).sum();
+        assert!(shipped_bytes < sizes[i], "held-{i} had unshipped data");
+        lost += sizes[i] - shipped_bytes;
+    }
+    let (_, metrics) = p.stop().await;
+    assert_eq!(Metrics::get(&metrics.max_open_files_lost_bytes), lost);
+    assert!(deleted_fds("held-").is_empty(), "every deleted file closed");
+    // Their checkpoints moved to their ends: nothing waits for them.
+    let store: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("checkpoints.json")).unwrap()).unwrap();
+    for i in 0..2 {
+        let path = logs.join(&names[i]);
+        let entry = store["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no checkpoint for {}: {store}", path.display()));
+        assert_eq!(entry["offset"], sizes[i], "{}", path.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@
 //!   delete_grace: 60s        # how long a deleted pod's metadata is kept
 //!   dedot: true              # `.` → `_` in label and annotation keys
 //!   kubeconfig: /path        # optional; default: in-cluster, then $KUBECONFIG / ~/.kube/config
-//!   namespace_labels: false  # not implemented: `true` is rejected
+//!   namespace_labels: false  # daemonset: add kubernetes.namespace_labels.* (namespaces are watched anyway)
 //!   pod:                     # sidecar mode only: this pod, from the downward API
 //!     name: ${POD_NAME}
 //!     namespace: ${POD_NAMESPACE}
@@ -148,10 +148,10 @@ fn invalid(key: &str, message: impl Into<String>) -> Invalid {
 }
 
 pub(super) fn validate(raw: RawKubernetes, node_name: &str) -> Result<KubernetesConfig, Invalid> {
-    if raw.namespace_labels {
+    if raw.namespace_labels && raw.mode != KubernetesMode::Daemonset {
         return Err(invalid(
             "namespace_labels",
-            "namespace labels are not implemented yet; remove the key or set it to false",
+            "only used in daemonset mode (namespace labels come from the API server)",
         ));
     }
     let node_name = match raw.node_name {
@@ -194,7 +194,7 @@ pub(super) fn validate(raw: RawKubernetes, node_name: &str) -> Result<Kubernetes
         delete_grace: raw.delete_grace,
         dedot: raw.dedot,
         kubeconfig: raw.kubeconfig,
-        namespace_labels: false,
+        namespace_labels: raw.namespace_labels,
         pod: raw.pod,
     })
 }
@@ -233,13 +233,22 @@ mod tests {
         assert_eq!(k.delete_grace, Duration::from_secs(300));
         assert!(!k.dedot);
         assert_eq!(k.kubeconfig.as_deref(), Some(Path::new("/k")));
+        assert!(!k.namespace_labels, "off by default");
+        let k = load("kubernetes: {mode: daemonset, namespace_labels: true}")
+            .unwrap()
+            .kubernetes;
+        assert!(k.namespace_labels);
     }
 
     #[test]
     fn unimplemented_and_inconsistent_keys_are_rejected_by_name() {
         for (section, key) in [
             (
-                "kubernetes: {mode: daemonset, namespace_labels: true}",
+                "kubernetes: {mode: sidecar, namespace_labels: true, pod: {name: a, namespace: b}}",
+                "kubernetes.namespace_labels",
+            ),
+            (
+                "kubernetes: {namespace_labels: true}",
                 "kubernetes.namespace_labels",
             ),
             ("kubernetes: {mode: sidecar}", "kubernetes.pod"),

@@ -86,14 +86,36 @@ pub struct HttpConfig {
 }
 
 /// `buffer:` — where batches wait for the sink.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BufferConfig {
     /// At most `concurrency + 1` batches in memory; the files hold the backlog.
-    #[default]
-    Memory,
+    Memory {
+        /// See [`BufferConfig::max_open_files`].
+        max_open_files: u64,
+    },
     /// A durable queue in `<data_dir>/buffer` (see `buffer::disk`).
     Disk(DiskBufferConfig),
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig::Memory {
+            max_open_files: raw::default_max_open_files(),
+        }
+    }
+}
+
+impl BufferConfig {
+    /// Rotated or deleted files with unread data held open at most; past it
+    /// the oldest deleted one is given up and its unread bytes counted as
+    /// lost (see `tail`).
+    pub fn max_open_files(&self) -> u64 {
+        match self {
+            BufferConfig::Memory { max_open_files } => *max_open_files,
+            BufferConfig::Disk(d) => d.max_open_files,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -105,6 +127,8 @@ pub struct DiskBufferConfig {
     /// file checkpoints advance once their lines are fsync'd.
     #[serde(with = "humantime_serde_compat")]
     pub fsync_interval: Duration,
+    /// See [`BufferConfig::max_open_files`].
+    pub max_open_files: u64,
 }
 
 /// What a full disk buffer does with a new batch.
@@ -212,8 +236,9 @@ pub enum TemplateMode {
     Install,
 }
 
-/// TLS for `https://` hosts. Without `ca_file` Mozilla's root store (built
-/// in) is trusted; with it, only that CA bundle.
+/// TLS for `https://` hosts. Without `ca_file` the system's trust store is
+/// trusted (built-in Mozilla roots if it cannot be read); with it, only that
+/// CA bundle.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TlsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1032,7 +1057,12 @@ sink:
 
     #[test]
     fn buffer_section() {
-        assert_eq!(load_text(MINIMAL).unwrap().buffer, BufferConfig::Memory);
+        assert_eq!(
+            load_text(MINIMAL).unwrap().buffer,
+            BufferConfig::Memory {
+                max_open_files: 1024
+            }
+        );
         let disk =
             format!("{MINIMAL}buffer: {{type: disk, max_bytes: 3GiB, when_full: drop_newest}}\n");
         let c = load_text(&disk).unwrap();
@@ -1042,19 +1072,31 @@ sink:
                 max_bytes: 3 << 30,
                 when_full: WhenFull::DropNewest,
                 fsync_interval: Duration::from_secs(1),
+                max_open_files: 1024,
             })
         );
         let yaml = serde_yaml_ng::to_string(&c).unwrap();
         let again = load_str(Path::new("effective.yaml"), &yaml, |_| None).unwrap();
         assert_eq!(again.buffer, c.buffer, "{yaml}");
+        // `max_open_files` applies to both buffer types.
+        for kind in ["memory", "disk"] {
+            let c = load_text(&format!(
+                "{MINIMAL}buffer: {{type: {kind}, max_open_files: 10}}\n"
+            ))
+            .unwrap();
+            assert_eq!(c.buffer.max_open_files(), 10, "{kind}");
+            let yaml = serde_yaml_ng::to_string(&c).unwrap();
+            let again = load_str(Path::new("effective.yaml"), &yaml, |_| None).unwrap();
+            assert_eq!(again.buffer, c.buffer, "{yaml}");
+        }
         // Keys that would be silently ignored are refused.
         let err = load_err(&format!("{MINIMAL}buffer: {{max_bytes: 1GiB}}\n"));
         assert_eq!(err.key(), Some("buffer.max_bytes"), "{err}");
         let err = load_err(&format!(
-            "{MINIMAL}buffer: {{type: disk, max_open_files: 10}}\n"
+            "{MINIMAL}buffer: {{type: disk, max_open_files: 0}}\n"
         ));
         assert_eq!(err.key(), Some("buffer.max_open_files"), "{err}");
-        assert!(err.to_string().contains("not implemented"), "{err}");
+        assert!(err.to_string().contains("at least 1"), "{err}");
         let err = load_err(&format!(
             "{MINIMAL}buffer: {{type: disk, max_bytes: 1KiB}}\n"
         ));

@@ -238,7 +238,8 @@ pub struct RawBuffer {
     pub when_full: Option<WhenFull>,
     #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub fsync_interval: Option<Duration>,
-    /// Not implemented: rejected by validation with a clear message.
+    /// Both types: rotated or deleted files with unread data held open at
+    /// most (default [`default_max_open_files`]).
     #[serde(default)]
     pub max_open_files: Option<u64>,
 }
@@ -266,6 +267,15 @@ pub fn default_disk_buffer_max_bytes() -> u64 {
 }
 pub fn default_fsync_interval() -> Duration {
     Duration::from_secs(1)
+}
+
+/// 1024: bounded by default, like every other resource (a dead
+/// Elasticsearch must not let held deleted files, each still taking its disk
+/// space, grow without end: 1024 kubelet rotations of 10 MiB are 10 GiB),
+/// yet far above what a node needs in any outage the disk buffer rides out,
+/// and below common `RLIMIT_NOFILE` hard limits.
+pub fn default_max_open_files() -> u64 {
+    1024
 }
 
 #[derive(Debug, Deserialize)]

@@ -109,11 +109,13 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
 pub const MIN_DISK_BUFFER_BYTES: u64 = 1 << 20;
 
 fn validate_buffer(b: RawBuffer) -> Result<BufferConfig, Invalid> {
-    if b.max_open_files.is_some() {
+    let max_open_files = b
+        .max_open_files
+        .unwrap_or_else(super::raw::default_max_open_files);
+    if max_open_files == 0 {
         return Err(invalid(
             "buffer.max_open_files",
-            "not implemented yet: rotated or deleted files with unread data keep their file \
-             descriptor until they are read to the end, without a limit; remove this key",
+            "must be at least 1 (rotated or deleted files with unread data held open)",
         ));
     }
     match b.kind {
@@ -131,7 +133,7 @@ fn validate_buffer(b: RawBuffer) -> Result<BufferConfig, Invalid> {
                     ));
                 }
             }
-            Ok(BufferConfig::Memory)
+            Ok(BufferConfig::Memory { max_open_files })
         }
         BufferKind::Disk => {
             let max_bytes = b
@@ -149,6 +151,7 @@ fn validate_buffer(b: RawBuffer) -> Result<BufferConfig, Invalid> {
                 fsync_interval: b
                     .fsync_interval
                     .unwrap_or_else(super::raw::default_fsync_interval),
+                max_open_files,
             }))
         }
     }

@@ -31,7 +31,18 @@
 //! key) is serialised once in [`FileContext`], the action line prefix once
 //! per index name. Kubernetes metadata (`container.*`, `kubernetes.*`) arrives
 //! pre-serialised per file ([`Encoder::file_context_with`]) and is spliced in
-//! after `host`. Does not decide batch boundaries or compress.
+//! after `host`.
+//!
+//! A file context made with [`FileContext::with_json_messages`] (a pod
+//! annotated `logship.io/format: json`) also parses every message that is a
+//! JSON object and writes it, compacted, as `"<target>":{…}` after `stream`
+//! (`message` keeps the line as written). Keys repeated in the message keep
+//! their last value, so the document never has a key twice; numbers outside
+//! the 64-bit integer range become doubles. A message that is not a JSON
+//! object (or not valid JSON, or nested over 128 deep) is shipped without
+//! the target and counted ([`Encoder::take_json_parse_failures`]). Only such
+//! files pay for the parse (and its allocations); the others see one branch
+//! per line. Does not decide batch boundaries or compress.
 
 pub mod escape;
 pub mod id;
@@ -80,6 +91,23 @@ pub struct FileContext {
     /// For templates with fields: the template resolved for lines without a
     /// stream, stdout, stderr (in that order).
     index: Option<Arc<[IndexTemplate; 3]>>,
+    /// `,"<target>":` when messages that are JSON objects are parsed into
+    /// `<target>` ([`FileContext::with_json_messages`]).
+    json_member: Option<Box<[u8]>>,
+}
+
+impl FileContext {
+    /// Messages that are JSON objects are also written as `<target>`'s
+    /// value (see the module doc). The caller keeps `target` clear of the
+    /// document's own top-level fields.
+    pub fn with_json_messages(mut self, target: &str) -> Self {
+        let mut member = Vec::with_capacity(target.len() + 4);
+        member.push(b',');
+        write_json_str(&mut member, target);
+        member.push(b':');
+        self.json_member = Some(member.into_boxed_slice());
+        self
+    }
 }
 
 static NEXT_CONTEXT_UID: AtomicU64 = AtomicU64::new(1);
@@ -128,6 +156,9 @@ pub struct Encoder {
     /// (version 0 = none yet).
     action_version: (usize, u64),
     timestamps: TimestampFormatter,
+    /// Messages of JSON-parsing files that were not a JSON object, since
+    /// the last [`Encoder::take_json_parse_failures`].
+    json_parse_failures: u64,
 }
 
 const AGENT_TYPE: &str = "logship";
@@ -161,6 +192,7 @@ impl Encoder {
             action_prefix: Vec::new(),
             action_version: (0, 0),
             timestamps: TimestampFormatter::default(),
+            json_parse_failures: 0,
         })
     }
 
@@ -230,6 +262,7 @@ impl Encoder {
             doc_tail: doc_tail.into_boxed_slice(),
             uid: NEXT_CONTEXT_UID.fetch_add(1, Ordering::Relaxed),
             index,
+            json_member: None,
         }
     }
 
@@ -295,6 +328,9 @@ impl Encoder {
             Some(Stream::Stderr) => body.extend_from_slice(br#","stream":"stderr""#),
             None => {}
         }
+        if let Some(member) = &file.json_member {
+            self.write_json_message(body, member, line.message);
+        }
         body.extend_from_slice(&file.log_prefix);
         write_u64(body, line.offset);
         let mut flags = line.flags;
@@ -313,6 +349,26 @@ impl Encoder {
         }
         body.extend_from_slice(&file.doc_tail);
         EncodeOutcome { invalid_utf8 }
+    }
+
+    /// Appends `member` and `message` parsed as a JSON object, compacted; or
+    /// nothing (counted) if it is not one.
+    #[inline(never)]
+    fn write_json_message(&mut self, body: &mut Vec<u8>, member: &[u8], message: &[u8]) {
+        match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(message) {
+            Ok(object) => {
+                body.extend_from_slice(member);
+                // Serialising a `Map` into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *body, &object);
+            }
+            Err(_) => self.json_parse_failures += 1,
+        }
+    }
+
+    /// Messages that a JSON-parsing file context could not parse as a JSON
+    /// object since the last call (they were shipped without the target).
+    pub fn take_json_parse_failures(&mut self) -> u64 {
+        std::mem::take(&mut self.json_parse_failures)
     }
 
     /// The node name every document carries as `host.name`.

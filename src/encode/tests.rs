@@ -382,3 +382,147 @@ fn index_fields_read_dotted_label_keys_from_the_metadata() {
     let (action, _, _) = encode_one(&mut encoder, &file, &line(b"m", 1));
     assert_eq!(action["create"]["_index"], "logs-web");
 }
+
+/// A JSON value that refuses an object with a key twice, at any depth.
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NoDuplicateKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                    }
+                    map.next_value::<NoDuplicateKeys>()?;
+                }
+                Ok(NoDuplicateKeys)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+fn assert_no_duplicate_keys(span: &EncodedSpan, i: usize) {
+    let item = std::str::from_utf8(span.item(i)).unwrap();
+    for line in item.lines() {
+        if let Err(e) = serde_json::from_str::<NoDuplicateKeys>(line) {
+            panic!("{e}: {line}");
+        }
+    }
+}
+
+#[test]
+fn the_duplicate_key_check_can_fail() {
+    assert!(serde_json::from_str::<NoDuplicateKeys>(r#"{"a":{"b":1,"b":2}}"#).is_err());
+    assert!(serde_json::from_str::<NoDuplicateKeys>(r#"{"a":{"b":1,"c":[{"b":2}]}}"#).is_ok());
+}
+
+#[test]
+fn json_messages_go_under_the_target_and_keep_message() {
+    let mut encoder = Encoder::new(NODE, "logs-%Y.%m.%d").unwrap();
+    let file = encoder
+        .file_context(Path::new(PATH), FILE, 0)
+        .with_json_messages("json");
+    let message = b"{\"level\":\"info\",\"level\":\"warn\", \"message\":\"inner\",\n \"n\":{\"a\":[1,2.5,{\"b\":null}],\"t\":true},\"big\":123456789012345678901234567890,\"u\":\"\\u00e9\\\"\"}  ";
+    let mut span = EncodedSpan::default();
+    encoder.encode(&file, &line(message, 7), &mut span);
+    assert_no_duplicate_keys(&span, 0);
+    let (_, doc) = parse_item(&span, 0);
+    assert_eq!(doc["message"], std::str::from_utf8(message).unwrap());
+    let expected: Value = json!({
+        "level": "warn",
+        "message": "inner",
+        "n": {"a": [1, 2.5, {"b": null}], "t": true},
+        "big": 1.2345678901234568e29,
+        "u": "é\"",
+    });
+    assert_eq!(doc["json"], expected);
+    assert_eq!(doc["stream"], "stdout");
+    assert_eq!(doc["log"]["offset"], 7);
+    assert_eq!(encoder.take_json_parse_failures(), 0);
+
+    // A dotted target is one key; Elasticsearch expands it.
+    let dotted = encoder
+        .file_context(Path::new(PATH), FILE, 0)
+        .with_json_messages("app.payload");
+    let mut span = EncodedSpan::default();
+    encoder.encode(&dotted, &line(br#"{"x":1}"#, 0), &mut span);
+    let (_, doc) = parse_item(&span, 0);
+    assert_eq!(doc["app.payload"], json!({"x": 1}));
+}
+
+#[test]
+fn messages_that_are_not_json_objects_ship_unchanged_and_are_counted() {
+    let mut encoder = Encoder::new(NODE, "logs-%Y.%m.%d").unwrap();
+    let file = encoder
+        .file_context(Path::new(PATH), FILE, 0)
+        .with_json_messages("json");
+    let bad: &[&[u8]] = &[
+        b"plain text",
+        b"[1,2]",
+        b"\"a string\"",
+        b"42",
+        b"{\"a\":1} trailing",
+        b"{\"a\":",
+        b"{\"a\":\"\xff\"}",
+        b"",
+    ];
+    let mut span = EncodedSpan::default();
+    for (i, m) in bad.iter().enumerate() {
+        encoder.encode(&file, &line(m, i as u64), &mut span);
+    }
+    // One that parses, among them.
+    encoder.encode(&file, &line(br#"{"ok":1}"#, 99), &mut span);
+    assert_eq!(encoder.take_json_parse_failures(), bad.len() as u64);
+    assert_eq!(encoder.take_json_parse_failures(), 0, "taken");
+    for (i, m) in bad.iter().enumerate() {
+        let (_, doc) = parse_item(&span, i);
+        assert_eq!(doc["message"], String::from_utf8_lossy(m).as_ref());
+        assert!(doc.get("json").is_none(), "{doc}");
+    }
+    let (_, doc) = parse_item(&span, bad.len());
+    assert_eq!(doc["json"]["ok"], 1);
+
+    // Without the setting, a JSON message is only a message.
+    let plain = encoder.file_context(Path::new(PATH), FILE, 0);
+    let mut span = EncodedSpan::default();
+    encoder.encode(&plain, &line(br#"{"ok":1}"#, 0), &mut span);
+    let (_, doc) = parse_item(&span, 0);
+    assert!(doc.get("json").is_none(), "{doc}");
+    assert_eq!(encoder.take_json_parse_failures(), 0);
+}

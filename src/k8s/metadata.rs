@@ -10,12 +10,13 @@
 //! ,"container":{"id":"…","image":{"name":"…"},"runtime":"containerd"}
 //! ,"kubernetes":{"namespace":"…","pod":{"name":"…","uid":"…","ip":"…"},
 //!   "container":{"name":"…"},"node":{"name":"…"},"labels":{…},"annotations":{…},
+//!   "namespace_labels":{…},
 //!   "owner":{"kind":"ReplicaSet","name":"web-7d4b9c8f6"},"deployment":{"name":"web"}}
 //! ```
 //!
 //! Members whose value is unknown (no IP yet, no owner, container not yet
-//! started) are left out. With `dedot`, every `.` in a label or annotation
-//! key becomes `_`, so `app` and `app.kubernetes.io/name` never collide as
+//! started, namespace labels not asked for) are left out. With `dedot`,
+//! every `.` in a label (pod or namespace) or annotation key becomes `_`, so `app` and `app.kubernetes.io/name` never collide as
 //! object and value in Elasticsearch's mapping.
 
 use std::collections::BTreeMap;
@@ -129,8 +130,14 @@ impl PodInfo {
     }
 
     /// The `,"container":{…},"kubernetes":{…}` members for documents of
-    /// `container` (see module doc).
-    pub fn fragment(&self, container: &str, dedot: bool) -> Vec<u8> {
+    /// `container` (see module doc), with `kubernetes.namespace_labels` when
+    /// `namespace_labels` is given and not empty.
+    pub fn fragment(
+        &self,
+        container: &str,
+        dedot: bool,
+        namespace_labels: Option<&BTreeMap<String, String>>,
+    ) -> Vec<u8> {
         let c = self.containers.iter().find(|c| c.name == container);
         let mut doc = Map::new();
         let mut cont = Map::new();
@@ -166,6 +173,9 @@ impl PodInfo {
         }
         if !self.annotations.is_empty() {
             k.insert("annotations".into(), key_map(&self.annotations, dedot));
+        }
+        if let Some(labels) = namespace_labels.filter(|l| !l.is_empty()) {
+            k.insert("namespace_labels".into(), key_map(labels, dedot));
         }
         if let Some((kind, name)) = &self.owner {
             k.insert("owner".into(), json!({ "kind": kind, "name": name }));
@@ -252,7 +262,7 @@ mod tests {
     #[test]
     fn fragment_has_the_design_fields() {
         let info = PodInfo::from_pod(&pod()).unwrap();
-        let frag = info.fragment("app", true);
+        let frag = info.fragment("app", true, None);
         let doc: Value =
             serde_json::from_slice(&[b"{\"x\":1".as_slice(), &frag, b"}"].concat()).unwrap();
         assert_eq!(doc["container"]["id"], "abc123");
@@ -273,9 +283,36 @@ mod tests {
     }
 
     #[test]
+    fn namespace_labels_only_when_given() {
+        let info = PodInfo::from_pod(&pod()).unwrap();
+        let labels: BTreeMap<String, String> = [
+            ("team".to_owned(), "payments".to_owned()),
+            ("kubernetes.io/metadata.name".to_owned(), "shop".to_owned()),
+        ]
+        .into();
+        let parse = |frag: Vec<u8>| -> Value {
+            serde_json::from_slice(&[b"{\"x\":1".as_slice(), &frag, b"}"].concat()).unwrap()
+        };
+        let doc = parse(info.fragment("app", true, Some(&labels)));
+        assert_eq!(
+            doc["kubernetes"]["namespace_labels"],
+            json!({"team": "payments", "kubernetes_io/metadata_name": "shop"})
+        );
+        let doc = parse(info.fragment("app", false, Some(&labels)));
+        assert_eq!(
+            doc["kubernetes"]["namespace_labels"]["kubernetes.io/metadata.name"],
+            "shop"
+        );
+        for none in [None, Some(&BTreeMap::new())] {
+            let doc = parse(info.fragment("app", true, none));
+            assert!(doc["kubernetes"].get("namespace_labels").is_none(), "{doc}");
+        }
+    }
+
+    #[test]
     fn container_not_started_and_no_dedot() {
         let info = PodInfo::from_pod(&pod()).unwrap();
-        let frag = info.fragment("side", false);
+        let frag = info.fragment("side", false, None);
         let doc: Value =
             serde_json::from_slice(&[b"{\"x\":1".as_slice(), &frag, b"}"].concat()).unwrap();
         assert_eq!(doc["container"]["image"]["name"], "busybox");

@@ -1,35 +1,54 @@
 //! Kubernetes metadata: which pod a file belongs to, and that pod's fields.
 //!
-//! Owns the `kubernetes.*` and `container.*` parts of documents. Three modes
-//! (`kubernetes.mode`):
+//! Owns the `kubernetes.*` and `container.*` parts of documents, and the
+//! per-pod controls read from annotations. Three modes (`kubernetes.mode`):
 //! - `daemonset`: [`cache::run_pod_watch`] keeps a node-local [`PodCache`]
-//!   fed by ONE list+watch of this node's pods; a follower parses its file's
-//!   path into a [`PodRef`] and looks the pod up by uid, waiting up to
-//!   `metadata_wait` for a pod that is not there yet ([`Enricher`]). There is
-//!   never an API request per pod, per file or per line.
+//!   fed by ONE list+watch of this node's pods, and
+//!   [`cache::run_namespace_watch`] a [`NamespaceCache`] fed by ONE
+//!   list+watch of namespaces (for the namespace exclusion annotation and,
+//!   with `namespace_labels: true`, `kubernetes.namespace_labels.*`). A
+//!   follower parses its file's path into a [`PodRef`] and looks the pod up
+//!   by uid, then its namespace by name, waiting up to `metadata_wait` in
+//!   all for them to appear ([`Enricher`]). There is never an API request
+//!   per pod, per file or per line.
 //! - `sidecar`: the pod is this pod, described by the config (filled from the
-//!   downward API via `${ENV}` and a labels file); no API server at all.
+//!   downward API via `${ENV}` and labels/annotations files); no API server
+//!   at all. `logship.io/format` applies, exclusion does not.
 //! - `off` (host mode): no Kubernetes fields.
 //!
 //! Metadata is serialised once per file ([`PodInfo::fragment`]) and spliced
-//! into every document of that file by the encoder. A pod annotated
-//! `logship.io/exclude: "true"`, or `logship.io/exclude-containers: a,b`
-//! naming the file's container, has its files not read at all ([`excluded`];
-//! decided when a file is first followed, daemonset mode only). Does not read
-//! files, exclude by namespace annotation, or parse JSON messages
-//! (`logship.io/format` is not implemented).
+//! into every document of that file by the encoder. Annotations are read
+//! once, when a file is first followed:
+//! - `logship.io/exclude: "true"` on the pod, or on its namespace, and
+//!   `logship.io/exclude-containers: a,b` on the pod naming the file's
+//!   container (daemonset mode): the file is not read at all
+//!   ([`excluded`]). The pod's own `logship.io/exclude` (any value) beats
+//!   its namespace's: a pod annotated `"false"` in an excluded namespace is
+//!   shipped.
+//! - `logship.io/format: json` (default `plain`): a message that is a JSON
+//!   object is also parsed into the field named by `logship.io/json-target`
+//!   (default `json`), see [`FileMetadata::json_target`] and the encoder.
+//!
+//! A namespace not known by the time the pod is (within `metadata_wait`)
+//! counts as having no labels and no exclusion annotation. Does not read
+//! files or parse messages itself.
 
 pub mod cache;
 pub mod metadata;
 pub mod pod_ref;
 pub mod sidecar;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::kubernetes::{KubernetesConfig, KubernetesMode};
+use crate::encode::{Encoder, FileContext};
+use crate::event::{FileIdentity, Generation};
 
-pub use cache::{PodCache, run_pod_watch};
+pub use cache::{
+    MetadataCache, NamespaceCache, NamespaceInfo, PodCache, run_namespace_watch, run_pod_watch,
+};
 pub use metadata::{ContainerInfo, PodInfo};
 pub use pod_ref::PodRef;
 
@@ -38,38 +57,140 @@ pub use pod_ref::PodRef;
 pub enum Enricher {
     /// Host mode: nothing to add.
     Off,
-    /// DaemonSet mode: look the file's pod up in the cache.
+    /// DaemonSet mode: look the file's pod (and its namespace) up in the caches.
     Cache {
         cache: Arc<PodCache>,
+        namespaces: Arc<NamespaceCache>,
         wait: Duration,
         dedot: bool,
+        /// Add `kubernetes.namespace_labels.*`.
+        namespace_labels: bool,
     },
-    /// Sidecar mode: the same members for every file (already serialised).
-    Static(Arc<[u8]>),
+    /// Sidecar mode: the same metadata for every file (already serialised).
+    Static(Arc<FileMetadata>),
+}
+
+/// What a file's documents get from its pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileMetadata {
+    /// Members to splice into every document (may be empty; see
+    /// [`PodInfo::fragment`]).
+    pub fragment: Vec<u8>,
+    /// `logship.io/format: json`: messages that are JSON objects are also
+    /// parsed into this top-level field (`logship.io/json-target`, default
+    /// [`DEFAULT_JSON_TARGET`]).
+    pub json_target: Option<String>,
+}
+
+impl FileMetadata {
+    /// The encoder's per-file context for these metadata.
+    pub fn file_context(
+        &self,
+        encoder: &Encoder,
+        path: &Path,
+        identity: FileIdentity,
+        generation: Generation,
+    ) -> FileContext {
+        let ctx = encoder.file_context_with(path, identity, generation, &self.fragment);
+        match &self.json_target {
+            Some(target) => ctx.with_json_messages(target),
+            None => ctx,
+        }
+    }
 }
 
 /// The outcome of resolving one file's metadata.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resolved {
-    /// Members to splice into the file's documents (may be empty).
-    Fragment(Vec<u8>),
+    /// What to add to the file's documents (may be nothing).
+    Metadata(FileMetadata),
     /// A pod log whose pod is not (yet) in the cache.
     Missing(PodRef),
-    /// The pod's annotations exclude this file's logs (see [`excluded`]).
+    /// The pod's or its namespace's annotations exclude this file's logs
+    /// (see [`excluded`]).
     Excluded(PodRef),
 }
 
-/// Pod annotation: `"true"` drops all of the pod's logs.
+/// Pod or namespace annotation: `"true"` drops all of the pod's logs.
 pub const EXCLUDE_ANNOTATION: &str = "logship.io/exclude";
 /// Pod annotation: comma-separated container names whose logs are dropped.
 pub const EXCLUDE_CONTAINERS_ANNOTATION: &str = "logship.io/exclude-containers";
+/// Pod annotation: `plain` (default) or `json`.
+pub const FORMAT_ANNOTATION: &str = "logship.io/format";
+/// Pod annotation: the field JSON messages are parsed into.
+pub const JSON_TARGET_ANNOTATION: &str = "logship.io/json-target";
+/// Where JSON messages go without `logship.io/json-target`.
+pub const DEFAULT_JSON_TARGET: &str = "json";
+/// Top-level fields logship writes itself: a JSON target may not be one of
+/// them (nor start with one of them and a `.`), so documents never have a
+/// key twice.
+pub const RESERVED_FIELDS: &[&str] = &[
+    "@timestamp",
+    "message",
+    "stream",
+    "log",
+    "host",
+    "container",
+    "kubernetes",
+    "agent",
+];
 
-/// Whether `pod`'s annotations exclude the logs of `container`.
-pub fn excluded(pod: &PodInfo, container: &str) -> bool {
+/// Whether the logs of `container` of `pod` (in `namespace`, if known) are
+/// excluded: the pod's `logship.io/exclude` if it has one, else its
+/// namespace's, is `"true"`; or the pod's `logship.io/exclude-containers`
+/// names the container.
+pub fn excluded(pod: &PodInfo, namespace: Option<&NamespaceInfo>, container: &str) -> bool {
     let annotation = |key: &str| pod.annotations.get(key).map(|v| v.trim());
-    annotation(EXCLUDE_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    let exclude = annotation(EXCLUDE_ANNOTATION).or_else(|| {
+        namespace
+            .and_then(|ns| ns.exclude.as_deref())
+            .map(str::trim)
+    });
+    exclude.is_some_and(|v| v.eq_ignore_ascii_case("true"))
         || annotation(EXCLUDE_CONTAINERS_ANNOTATION)
             .is_some_and(|list| list.split(',').any(|c| c.trim() == container))
+}
+
+/// Why a pod's `logship.io/format` / `logship.io/json-target` was ignored.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FormatAnnotationError {
+    #[error("logship.io/format: {0:?} is not plain or json; shipping messages as plain text")]
+    UnknownFormat(String),
+    #[error(
+        "logship.io/json-target: {0:?} is empty, has an empty dotted segment or names a field logship writes itself ({reserved}); using {DEFAULT_JSON_TARGET:?}",
+        reserved = RESERVED_FIELDS.join(", ")
+    )]
+    BadTarget(String),
+}
+
+/// The JSON target a pod's annotations ask for: `Ok(None)` for plain
+/// messages. A bad annotation is an `Err` carrying the setting to use
+/// instead (plain, or the default target).
+pub fn json_target(
+    pod: &PodInfo,
+) -> Result<Option<String>, (FormatAnnotationError, Option<String>)> {
+    let format = pod.annotations.get(FORMAT_ANNOTATION).map(|v| v.trim());
+    match format {
+        None => return Ok(None),
+        Some(f) if f.eq_ignore_ascii_case("plain") || f.is_empty() => return Ok(None),
+        Some(f) if f.eq_ignore_ascii_case("json") => {}
+        Some(f) => return Err((FormatAnnotationError::UnknownFormat(f.to_owned()), None)),
+    }
+    let Some(target) = pod
+        .annotations
+        .get(JSON_TARGET_ANNOTATION)
+        .map(|t| t.trim())
+    else {
+        return Ok(Some(DEFAULT_JSON_TARGET.to_owned()));
+    };
+    let first = target.split('.').next().unwrap_or_default();
+    if target.split('.').any(str::is_empty) || RESERVED_FIELDS.contains(&first) {
+        return Err((
+            FormatAnnotationError::BadTarget(target.to_owned()),
+            Some(DEFAULT_JSON_TARGET.to_owned()),
+        ));
+    }
+    Ok(Some(target.to_owned()))
 }
 
 impl Enricher {
@@ -82,31 +203,74 @@ impl Enricher {
     }
 
     /// Metadata for the file at `path`, waiting at most `wait` (daemonset
-    /// mode) for its pod to appear.
-    pub async fn resolve(&self, path: &std::path::Path) -> Resolved {
+    /// mode) for its pod and namespace to appear.
+    pub async fn resolve(&self, path: &Path) -> Resolved {
         match self {
-            Enricher::Off => Resolved::Fragment(Vec::new()),
-            Enricher::Static(f) => Resolved::Fragment(f.to_vec()),
-            Enricher::Cache { cache, wait, dedot } => {
+            Enricher::Off => Resolved::Metadata(FileMetadata::default()),
+            Enricher::Static(m) => Resolved::Metadata(FileMetadata::clone(m)),
+            Enricher::Cache {
+                cache,
+                namespaces,
+                wait,
+                ..
+            } => {
                 let Some(pod_ref) = PodRef::from_path(path) else {
-                    return Resolved::Fragment(Vec::new());
+                    return Resolved::Metadata(FileMetadata::default());
                 };
-                match cache.wait_for(&pod_ref.uid, *wait).await {
-                    Some(pod) if excluded(&pod, &pod_ref.container) => Resolved::Excluded(pod_ref),
-                    Some(pod) => Resolved::Fragment(pod.fragment(&pod_ref.container, *dedot)),
-                    None => Resolved::Missing(pod_ref),
+                let deadline = tokio::time::Instant::now() + *wait;
+                let Some(pod) = cache.wait_until(&pod_ref.uid, deadline).await else {
+                    return Resolved::Missing(pod_ref);
+                };
+                let namespace = namespaces.wait_until(&pod.namespace, deadline).await;
+                if namespace.is_none() {
+                    tracing::warn!(path = %path.display(), namespace = %pod.namespace, "namespace not in the metadata cache; its labels and exclusion annotation are not applied to this file");
                 }
+                if excluded(&pod, namespace.as_deref(), &pod_ref.container) {
+                    return Resolved::Excluded(pod_ref);
+                }
+                Resolved::Metadata(self.metadata(path, &pod, namespace.as_deref(), &pod_ref))
             }
         }
     }
 
-    /// Like [`Enricher::resolve`] for a pod that was missing, without waiting.
-    pub fn retry(&self, pod_ref: &PodRef) -> Option<Vec<u8>> {
+    /// Like [`Enricher::resolve`] for a pod that was missing, without
+    /// waiting (exclusion is not looked at again: the file is being read).
+    pub fn retry(&self, path: &Path, pod_ref: &PodRef) -> Option<FileMetadata> {
         match self {
-            Enricher::Cache { cache, dedot, .. } => cache
-                .get(&pod_ref.uid)
-                .map(|pod| pod.fragment(&pod_ref.container, *dedot)),
+            Enricher::Cache {
+                cache, namespaces, ..
+            } => {
+                let pod = cache.get(&pod_ref.uid)?;
+                let namespace = namespaces.get(&pod.namespace);
+                Some(self.metadata(path, &pod, namespace.as_deref(), pod_ref))
+            }
             _ => None,
+        }
+    }
+
+    fn metadata(
+        &self,
+        path: &Path,
+        pod: &PodInfo,
+        namespace: Option<&NamespaceInfo>,
+        pod_ref: &PodRef,
+    ) -> FileMetadata {
+        let Enricher::Cache {
+            dedot,
+            namespace_labels,
+            ..
+        } = self
+        else {
+            return FileMetadata::default();
+        };
+        let labels = namespace.filter(|_| *namespace_labels).map(|ns| &ns.labels);
+        let json_target = json_target(pod).unwrap_or_else(|(error, instead)| {
+            tracing::warn!(path = %path.display(), namespace = %pod.namespace, pod = %pod.name, %error, "bad pod annotation");
+            instead
+        });
+        FileMetadata {
+            fragment: pod.fragment(&pod_ref.container, *dedot, labels),
+            json_target,
         }
     }
 }
@@ -128,8 +292,8 @@ pub enum K8sError {
     DownwardApi(#[from] sidecar::DownwardApiError),
 }
 
-/// Builds the enricher for `config`; in daemonset mode also spawns the one
-/// pod watch (which runs until `shutdown`). Does not contact the API server:
+/// Builds the enricher for `config`; in daemonset mode also spawns the pod
+/// watch and the namespace watch (one task; it runs until `shutdown`). Does not contact the API server:
 /// an unreachable server is retried in the background.
 pub async fn start(
     config: &KubernetesConfig,
@@ -138,8 +302,8 @@ pub async fn start(
     match config.mode {
         KubernetesMode::Off => Ok((Enricher::Off, None)),
         KubernetesMode::Sidecar => {
-            let fragment = sidecar::sidecar_fragment(config)?.unwrap_or_default();
-            Ok((Enricher::Static(fragment.into()), None))
+            let metadata = sidecar::sidecar_metadata(config)?.unwrap_or_default();
+            Ok((Enricher::Static(Arc::new(metadata)), None))
         }
         KubernetesMode::Daemonset => {
             let client_config = match &config.kubeconfig {
@@ -162,18 +326,30 @@ pub async fn start(
             };
             let client = kube::Client::try_from(client_config)?;
             let cache = Arc::new(PodCache::new(config.delete_grace));
-            tracing::info!(node = %config.node_name, "watching this node's pods for metadata");
-            let task = tokio::spawn(run_pod_watch(
-                client,
+            let namespaces = Arc::new(NamespaceCache::new(config.delete_grace));
+            tracing::info!(node = %config.node_name, "watching this node's pods and the namespaces for metadata");
+            let pods = run_pod_watch(
+                client.clone(),
                 config.node_name.clone(),
                 cache.clone(),
+                shutdown.clone(),
+            );
+            let namespace_watch = run_namespace_watch(
+                client,
+                config.node_name.clone(),
+                namespaces.clone(),
                 shutdown,
-            ));
+            );
+            let task = tokio::spawn(async move {
+                tokio::join!(pods, namespace_watch);
+            });
             Ok((
                 Enricher::Cache {
                     cache,
+                    namespaces,
                     wait: config.metadata_wait,
                     dedot: config.dedot,
+                    namespace_labels: config.namespace_labels,
                 },
                 Some(task),
             ))
@@ -195,14 +371,223 @@ mod tests {
         }
     }
 
+    fn namespace(exclude: Option<&str>) -> NamespaceInfo {
+        NamespaceInfo {
+            name: "ns".into(),
+            exclude: exclude.map(str::to_owned),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn exclusion_annotations() {
-        assert!(!excluded(&pod(&[]), "app"));
-        assert!(excluded(&pod(&[(EXCLUDE_ANNOTATION, "true")]), "app"));
-        assert!(!excluded(&pod(&[(EXCLUDE_ANNOTATION, "false")]), "app"));
+        assert!(!excluded(&pod(&[]), None, "app"));
+        assert!(excluded(&pod(&[(EXCLUDE_ANNOTATION, "true")]), None, "app"));
+        assert!(excluded(
+            &pod(&[(EXCLUDE_ANNOTATION, " True ")]),
+            None,
+            "app"
+        ));
+        assert!(!excluded(
+            &pod(&[(EXCLUDE_ANNOTATION, "false")]),
+            None,
+            "app"
+        ));
         let p = pod(&[(EXCLUDE_CONTAINERS_ANNOTATION, "istio-proxy, app2")]);
-        assert!(excluded(&p, "istio-proxy"));
-        assert!(excluded(&p, "app2"));
-        assert!(!excluded(&p, "app"));
+        assert!(excluded(&p, None, "istio-proxy"));
+        assert!(excluded(&p, None, "app2"));
+        assert!(!excluded(&p, None, "app"));
+    }
+
+    #[test]
+    fn namespace_exclusion_and_the_pod_annotation_beating_it() {
+        let excluding = namespace(Some("true"));
+        assert!(excluded(&pod(&[]), Some(&excluding), "app"));
+        assert!(!excluded(&pod(&[]), Some(&namespace(Some("false"))), "app"));
+        assert!(!excluded(&pod(&[]), Some(&namespace(None)), "app"));
+        // The pod's own annotation wins, either way.
+        assert!(!excluded(
+            &pod(&[(EXCLUDE_ANNOTATION, "false")]),
+            Some(&excluding),
+            "app"
+        ));
+        assert!(excluded(
+            &pod(&[(EXCLUDE_ANNOTATION, "true")]),
+            Some(&namespace(Some("false"))),
+            "app"
+        ));
+        // exclude-containers still applies to a pod kept by its own annotation.
+        let p = pod(&[
+            (EXCLUDE_ANNOTATION, "false"),
+            (EXCLUDE_CONTAINERS_ANNOTATION, "sidecar"),
+        ]);
+        assert!(excluded(&p, Some(&excluding), "sidecar"));
+        assert!(!excluded(&p, Some(&excluding), "app"));
+    }
+
+    #[test]
+    fn format_annotations() {
+        assert_eq!(json_target(&pod(&[])), Ok(None));
+        assert_eq!(json_target(&pod(&[(FORMAT_ANNOTATION, "plain")])), Ok(None));
+        assert_eq!(
+            json_target(&pod(&[(FORMAT_ANNOTATION, "json")])),
+            Ok(Some(DEFAULT_JSON_TARGET.to_owned()))
+        );
+        assert_eq!(
+            json_target(&pod(&[
+                (FORMAT_ANNOTATION, "JSON"),
+                (JSON_TARGET_ANNOTATION, "app.payload")
+            ])),
+            Ok(Some("app.payload".to_owned()))
+        );
+        // The target alone does nothing.
+        assert_eq!(
+            json_target(&pod(&[(JSON_TARGET_ANNOTATION, "x")])),
+            Ok(None)
+        );
+        let (error, instead) = json_target(&pod(&[(FORMAT_ANNOTATION, "yaml")])).unwrap_err();
+        assert_eq!(error, FormatAnnotationError::UnknownFormat("yaml".into()));
+        assert_eq!(instead, None);
+        for bad in ["", "message", "kubernetes.extra", "a..b", ".x", "log"] {
+            let (error, instead) = json_target(&pod(&[
+                (FORMAT_ANNOTATION, "json"),
+                (JSON_TARGET_ANNOTATION, bad),
+            ]))
+            .unwrap_err();
+            assert_eq!(error, FormatAnnotationError::BadTarget(bad.into()), "{bad}");
+            assert_eq!(instead.as_deref(), Some(DEFAULT_JSON_TARGET), "{bad}");
+        }
+    }
+
+    fn pod_object(
+        namespace: &str,
+        uid: &str,
+        annotations: serde_json::Value,
+    ) -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {
+            "name": "p", "namespace": namespace, "uid": uid, "annotations": annotations,
+        }}))
+        .unwrap()
+    }
+
+    fn namespace_object(
+        name: &str,
+        annotations: serde_json::Value,
+    ) -> k8s_openapi::api::core::v1::Namespace {
+        serde_json::from_value(serde_json::json!({"metadata": {
+            "name": name, "labels": {"team": "a"}, "annotations": annotations,
+        }}))
+        .unwrap()
+    }
+
+    fn enricher(namespace_labels: bool) -> (Enricher, Arc<PodCache>, Arc<NamespaceCache>) {
+        let cache = Arc::new(PodCache::new(Duration::from_secs(60)));
+        let namespaces = Arc::new(NamespaceCache::new(Duration::from_secs(60)));
+        let enricher = Enricher::Cache {
+            cache: cache.clone(),
+            namespaces: namespaces.clone(),
+            wait: Duration::from_secs(5),
+            dedot: true,
+            namespace_labels,
+        };
+        (enricher, cache, namespaces)
+    }
+
+    fn log_path(namespace: &str, uid: &str) -> std::path::PathBuf {
+        format!("/var/log/pods/{namespace}_p_{uid}/app/0.log").into()
+    }
+
+    fn fields(resolved: Resolved) -> (serde_json::Value, Option<String>) {
+        let Resolved::Metadata(m) = resolved else {
+            panic!("not shipped: {resolved:?}");
+        };
+        let doc = [b"{\"x\":1".as_slice(), &m.fragment, b"}"].concat();
+        (serde_json::from_slice(&doc).unwrap(), m.json_target)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resolve_applies_the_namespace_and_the_format() {
+        use kube::runtime::watcher::Event;
+        use serde_json::json;
+        let (with_labels, cache, namespaces) = enricher(true);
+        namespaces.apply(Event::Apply(namespace_object("shop", json!({}))));
+        namespaces.apply(Event::Apply(namespace_object(
+            "quiet",
+            json!({EXCLUDE_ANNOTATION: "true"}),
+        )));
+        cache.apply(Event::Apply(pod_object(
+            "shop",
+            "u1",
+            json!({FORMAT_ANNOTATION: "json"}),
+        )));
+        cache.apply(Event::Apply(pod_object("quiet", "u2", json!({}))));
+        cache.apply(Event::Apply(pod_object(
+            "quiet",
+            "u3",
+            json!({EXCLUDE_ANNOTATION: "false"}),
+        )));
+
+        let (doc, target) = fields(with_labels.resolve(&log_path("shop", "u1")).await);
+        assert_eq!(doc["kubernetes"]["namespace_labels"]["team"], "a");
+        assert_eq!(target.as_deref(), Some(DEFAULT_JSON_TARGET));
+        assert!(matches!(
+            with_labels.resolve(&log_path("quiet", "u2")).await,
+            Resolved::Excluded(_)
+        ));
+        let (_, target) = fields(with_labels.resolve(&log_path("quiet", "u3")).await);
+        assert_eq!(target, None);
+
+        // Without namespace_labels the namespace still excludes, but adds no labels.
+        let (without, ..) = enricher(false);
+        let Enricher::Cache {
+            cache: c,
+            namespaces: n,
+            ..
+        } = &without
+        else {
+            unreachable!()
+        };
+        n.apply(Event::Apply(namespace_object(
+            "quiet",
+            json!({EXCLUDE_ANNOTATION: "true"}),
+        )));
+        n.apply(Event::Apply(namespace_object("shop", json!({}))));
+        c.apply(Event::Apply(pod_object("quiet", "u2", json!({}))));
+        c.apply(Event::Apply(pod_object("shop", "u1", json!({}))));
+        assert!(matches!(
+            without.resolve(&log_path("quiet", "u2")).await,
+            Resolved::Excluded(_)
+        ));
+        let (doc, _) = fields(without.resolve(&log_path("shop", "u1")).await);
+        assert!(doc["kubernetes"].get("namespace_labels").is_none(), "{doc}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_namespace_is_waited_for_within_metadata_wait() {
+        use kube::runtime::watcher::Event;
+        use serde_json::json;
+        let (enricher, cache, namespaces) = enricher(true);
+        cache.apply(Event::Apply(pod_object("late", "u1", json!({}))));
+        cache.apply(Event::Apply(pod_object("never", "u2", json!({}))));
+        let ns = namespaces.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            ns.apply(Event::Apply(namespace_object(
+                "late",
+                json!({EXCLUDE_ANNOTATION: "true"}),
+            )));
+        });
+        let start = tokio::time::Instant::now();
+        assert!(matches!(
+            enricher.resolve(&log_path("late", "u1")).await,
+            Resolved::Excluded(_)
+        ));
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        // A namespace that never comes: shipped with the pod's fields after
+        // metadata_wait, no namespace labels.
+        let (doc, _) = fields(enricher.resolve(&log_path("never", "u2")).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(7));
+        assert_eq!(doc["kubernetes"]["namespace"], "never");
+        assert!(doc["kubernetes"].get("namespace_labels").is_none(), "{doc}");
     }
 }

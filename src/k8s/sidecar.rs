@@ -4,11 +4,14 @@
 //! `${POD_NAME}` etc., set from `fieldRef`s); labels and annotations from
 //! downward-API volume files, whose format is one `key="value"` per line with
 //! the value quoted Go-style (`\"`, `\\`, `\n`, `\t`, `\xNN`…). The files are
-//! read once at start; no API server is involved.
+//! read once at start; no API server is involved. Of the pod's annotations,
+//! `logship.io/format` and `logship.io/json-target` apply (as in daemonset
+//! mode); the exclusion ones do not (a sidecar is there to ship).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::FileMetadata;
 use super::metadata::{ContainerInfo, PodInfo};
 use crate::config::kubernetes::KubernetesConfig;
 
@@ -20,9 +23,11 @@ pub struct DownwardApiError {
     pub source: std::io::Error,
 }
 
-/// The serialised members for every document (see `metadata::PodInfo::fragment`).
-/// `Ok(None)` unless the mode is sidecar.
-pub fn sidecar_fragment(config: &KubernetesConfig) -> Result<Option<Vec<u8>>, DownwardApiError> {
+/// What every document gets (see `metadata::PodInfo::fragment` and
+/// `k8s::json_target`). `Ok(None)` unless the mode is sidecar.
+pub fn sidecar_metadata(
+    config: &KubernetesConfig,
+) -> Result<Option<FileMetadata>, DownwardApiError> {
     let Some(pod) = &config.pod else {
         return Ok(None);
     };
@@ -47,7 +52,14 @@ pub fn sidecar_fragment(config: &KubernetesConfig) -> Result<Option<Vec<u8>>, Do
         }],
         ..Default::default()
     };
-    Ok(Some(info.fragment(&container, config.dedot)))
+    let json_target = super::json_target(&info).unwrap_or_else(|(error, instead)| {
+        tracing::warn!(%error, "bad pod annotation");
+        instead
+    });
+    Ok(Some(FileMetadata {
+        fragment: info.fragment(&container, config.dedot, None),
+        json_target,
+    }))
 }
 
 fn read_downward_file(path: &Path) -> Result<BTreeMap<String, String>, DownwardApiError> {

@@ -314,6 +314,33 @@ impl Checkpointer {
         st.dirty = true;
     }
 
+    /// The follower of `key` gave its file up at `offset` of `generation`
+    /// (past `buffer.max_open_files`): the stored checkpoint moves there at
+    /// once, past lines never acknowledged, so that nothing waits for them;
+    /// acknowledgements of its spans still in flight are ignored.
+    pub fn give_up(&self, key: FileKey, path: &Path, generation: Generation, offset: u64) {
+        let now = unix_now();
+        let mut st = self.state();
+        let st = &mut *st;
+        let Some(f) = st.followed.remove(&key) else {
+            return;
+        };
+        upsert(
+            &mut st.stored,
+            f.identity,
+            path,
+            generation,
+            offset,
+            now,
+            false,
+        );
+        if let Some(s) = st.stored.get_mut(&f.identity) {
+            s.followers = s.followers.saturating_sub(1);
+            s.last_seen = now;
+        }
+        st.dirty = true;
+    }
+
     /// The committed `(generation, offset)` of file `key` in this run.
     pub fn committed(&self, key: FileKey) -> Option<Checkpoint> {
         self.state().followed.get(&key).map(|f| Checkpoint {
@@ -554,6 +581,28 @@ mod tests {
         let v = read_store(dir.path());
         assert_eq!(v["version"], 1);
         assert_eq!(v["checkpoints"][0]["path"], path.to_str().unwrap());
+    }
+
+    #[test]
+    fn a_given_up_file_checkpoints_its_end_and_ignores_late_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.log");
+        let c = Checkpointer::open(dir.path()).unwrap();
+        c.follow(3, id(3), &path, 0, 0);
+        let sent = c.issue(3, 0, 400);
+        c.give_up(3, &path, 0, 9000);
+        assert_eq!(
+            c.lookup(&id(3)),
+            Some(Checkpoint {
+                generation: 0,
+                offset: 9000
+            })
+        );
+        assert_eq!(c.committed(3), None, "no longer followed");
+        // The span sent before giving up is acknowledged later: no effect.
+        c.delivered(&[sent]);
+        c.persist().unwrap();
+        assert_eq!(read_store(dir.path())["checkpoints"][0]["offset"], 9000);
     }
 
     #[test]

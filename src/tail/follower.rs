@@ -26,6 +26,15 @@
 //! On shutdown the follower stops reading, sends the span it holds (without
 //! finishing partial lines: they are read again on the next start) and
 //! returns.
+//!
+//! **Giving up.** The file server cancels a follower's `give_up` token when
+//! more rotated or deleted files are held open than `buffer.max_open_files`
+//! allows (see the `tail` module doc). Whatever it is doing (usually waiting
+//! for downstream to take a span), the follower then drops what it has not
+//! handed downstream, closes the file, counts the bytes from the end of the
+//! last span it sent to the file's size as lost
+//! (`logship_dropped_bytes_total{reason="max_open_files"}`), logs an error
+//! naming the file, and moves its checkpoint to the file's end.
 
 use std::fs::File;
 use std::io;
@@ -45,7 +54,7 @@ use crate::config::SourceFormat;
 use crate::decode::LineDecoder;
 use crate::encode::{Encoder, FileContext};
 use crate::event::{DecodedLine, EncodedSpan, FileIdentity, FileKey, Generation, Timestamp};
-use crate::k8s::{Enricher, PodRef, Resolved};
+use crate::k8s::{Enricher, FileMetadata, PodRef, Resolved};
 use crate::telemetry::Metrics;
 
 /// An idle follower re-checks its file this often even without an event.
@@ -111,6 +120,8 @@ pub struct FollowerSpec {
     pub format: SourceFormat,
     pub max_line_bytes: usize,
     pub wake: Arc<Notify>,
+    /// Cancelled by the server to make the follower give its file up.
+    pub give_up: CancellationToken,
 }
 
 /// Why a follower ended, and where.
@@ -123,7 +134,8 @@ pub struct FollowerExit {
     pub generation: Generation,
     /// Offset up to which the file was read.
     pub offset: u64,
-    /// The file was read to its end after rotation or deletion and closed.
+    /// The file was read to its end after rotation or deletion and closed
+    /// (or given up: then `offset` is its size when it was given up).
     pub closed: bool,
 }
 
@@ -132,6 +144,8 @@ pub struct FollowerExit {
 enum Stop {
     Shutdown,
     Closed,
+    /// The server asked this follower to give its file up.
+    GivenUp,
 }
 
 /// What the file looked like at end of file.
@@ -166,22 +180,29 @@ pub struct Follower {
     decoder: LineDecoder,
     encoder: Encoder,
     ctx: FileContext,
-    /// This file's Kubernetes members, spliced into every document.
-    metadata: Vec<u8>,
+    /// This file's Kubernetes members, spliced into every document, and
+    /// whether its messages are parsed as JSON.
+    metadata: FileMetadata,
     /// A pod log whose pod was not in the cache: shipped without metadata,
     /// looked up again every [`POD_RETRY`].
     missing_pod: Option<(PodRef, tokio::time::Instant)>,
     span: EncodedSpan,
     span_end: u64,
+    /// End of the last span handed downstream (in `generation`): what is
+    /// past it is lost if the file is given up.
+    sent_end: u64,
     lines_read: u64,
     events: u64,
     invalid_utf8: u64,
     /// Bad data in this file was already reported (once per file, not per line).
     reported_bad_data: bool,
+    /// Messages that were not JSON objects were already reported (once per file).
+    reported_json_failures: bool,
     shared: Arc<Shared>,
     spans: mpsc::Sender<EncodedSpan>,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
+    give_up: CancellationToken,
 }
 
 impl Follower {
@@ -243,15 +264,16 @@ impl Follower {
         spec.status.set_state(FollowState::WaitingForMetadata);
         let resolved = tokio::select! {
             r = shared.enricher.resolve(&spec.path) => r,
-            _ = shutdown.cancelled() => Resolved::Fragment(Vec::new()),
+            _ = shutdown.cancelled() => Resolved::Metadata(FileMetadata::default()),
         };
         spec.status.set_state(FollowState::Reading);
         let (metadata, missing_pod) = match resolved {
-            Resolved::Fragment(f) => (f, None),
+            Resolved::Metadata(m) => (m, None),
             Resolved::Excluded(pod) => {
                 Metrics::add(&shared.metrics.k8s_files_excluded, 1);
-                tracing::info!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, container = %pod.container, "excluded by pod annotation; not reading this file");
-                let closed = wait_until_gone(&file, &spec.path, &spec.wake, &shutdown).await;
+                tracing::info!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, container = %pod.container, "excluded by pod or namespace annotation; not reading this file");
+                let closed =
+                    wait_until_gone(&file, &spec.path, &spec.wake, &shutdown, &spec.give_up).await;
                 return FollowerExit {
                     key: spec.key,
                     dev: identity.dev,
@@ -265,10 +287,13 @@ impl Follower {
             Resolved::Missing(pod) => {
                 Metrics::add(&shared.metrics.k8s_files_without_metadata, 1);
                 tracing::warn!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, uid = %pod.uid, "pod not in the metadata cache; shipping without Kubernetes metadata until it is");
-                (Vec::new(), Some((pod, tokio::time::Instant::now())))
+                (
+                    FileMetadata::default(),
+                    Some((pod, tokio::time::Instant::now())),
+                )
             }
         };
-        let ctx = encoder.file_context_with(&spec.path, identity, start.generation, &metadata);
+        let ctx = metadata.file_context(&encoder, &spec.path, identity, start.generation);
         let read_limit = spec.max_line_bytes.saturating_add(READ_LINE_SLACK);
         let follower = Follower {
             key: spec.key,
@@ -287,23 +312,32 @@ impl Follower {
             missing_pod,
             span: EncodedSpan::default(),
             span_end: start.offset,
+            sent_end: start.offset,
             lines_read: 0,
             events: 0,
             invalid_utf8: 0,
             reported_bad_data: false,
+            reported_json_failures: false,
             path: spec.path,
             file,
             shared,
             spans,
             wake: spec.wake,
             shutdown,
+            give_up: spec.give_up,
         };
         follower.run().await
     }
 
     async fn run(mut self) -> FollowerExit {
+        let give_up = self.give_up.clone();
         let closed = loop {
-            match self.step().await {
+            let step = tokio::select! {
+                biased;
+                _ = give_up.cancelled() => Err(Stop::GivenUp),
+                r = self.step() => r,
+            };
+            match step {
                 Ok(true) => continue,
                 Ok(false) => break true,
                 Err(Stop::Shutdown) => {
@@ -313,6 +347,7 @@ impl Follower {
                     break false;
                 }
                 Err(Stop::Closed) => break false,
+                Err(Stop::GivenUp) => return self.given_up(),
             }
         };
         self.shared.checkpointer.unfollow(self.key);
@@ -328,6 +363,40 @@ impl Follower {
             generation: self.generation,
             offset: self.reader.read_offset(),
             closed,
+        }
+    }
+
+    /// Gives the file up (see module doc): counts and logs what is lost,
+    /// moves the checkpoint past it, and closes the file (on return).
+    fn given_up(self) -> FollowerExit {
+        let size = self
+            .file
+            .metadata()
+            .map_or(self.sent_end, |m| m.len())
+            .max(self.sent_end);
+        let lost = size - self.sent_end;
+        self.status.set_state(FollowState::GivenUp);
+        Metrics::add(&self.shared.metrics.max_open_files_lost_bytes, lost);
+        self.shared
+            .checkpointer
+            .give_up(self.key, &self.path, self.generation, size);
+        tracing::error!(
+            path = %self.path.display(),
+            identity = %self.identity,
+            generation = self.generation,
+            shipped_up_to = self.sent_end,
+            size,
+            bytes_lost = lost,
+            "LOST LINES: gave up a deleted file with unshipped data because more rotated or deleted files are held open than buffer.max_open_files allows (the sink has been slow or down for long); its unshipped bytes are counted in logship_dropped_bytes_total{{reason=\"max_open_files\"}}"
+        );
+        FollowerExit {
+            key: self.key,
+            dev: self.dev,
+            ino: self.ino,
+            identity: self.identity,
+            generation: self.generation,
+            offset: size,
+            closed: true,
         }
     }
 
@@ -381,15 +450,15 @@ impl Follower {
             return;
         }
         *last = tokio::time::Instant::now();
-        if let Some(metadata) = self.shared.enricher.retry(pod) {
+        if let Some(metadata) = self.shared.enricher.retry(&self.path, pod) {
             tracing::info!(path = %self.path.display(), pod = %pod.pod_name, "pod metadata found; later lines carry it");
             self.metadata = metadata;
             self.missing_pod = None;
-            self.ctx = self.encoder.file_context_with(
+            self.ctx = self.metadata.file_context(
+                &self.encoder,
                 &self.path,
                 self.identity,
                 self.generation,
-                &self.metadata,
             );
         }
     }
@@ -523,6 +592,19 @@ impl Follower {
         Metrics::add(&m.unparsed_lines, stats.unparsed_lines);
         Metrics::add(&m.truncated_lines, stats.truncated_lines);
         Metrics::add(&m.truncated_bytes, stats.dropped_bytes + reader_cut);
+        let json_failures = self.encoder.take_json_parse_failures();
+        if json_failures > 0 {
+            Metrics::add(&m.json_parse_failures, json_failures);
+            if !self.reported_json_failures {
+                self.reported_json_failures = true;
+                tracing::warn!(
+                    path = %self.path.display(),
+                    target = self.metadata.json_target.as_deref().unwrap_or_default(),
+                    lines = json_failures,
+                    "logship.io/format is json but messages are not JSON objects; shipping them unparsed; not reported again for this file"
+                );
+            }
+        }
     }
 
     /// Sends the current span, if it holds anything.
@@ -536,7 +618,8 @@ impl Follower {
             self.generation,
             self.span_end,
         ));
-        match self.spans.try_send(span) {
+        let end = self.span_end;
+        let sent = match self.spans.try_send(span) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Stop::Closed),
             Err(mpsc::error::TrySendError::Full(span)) => {
@@ -546,7 +629,11 @@ impl Follower {
                 self.status.set_state(state);
                 sent
             }
+        };
+        if sent.is_ok() {
+            self.sent_end = end;
         }
+        sent
     }
 
     /// Looks at the open file and its path (blocking syscalls, off the runtime).
@@ -567,6 +654,7 @@ impl Follower {
         self.reader.reset(0);
         self.decoder.reset();
         self.span_end = 0;
+        self.sent_end = 0;
         self.status.restarted(self.generation);
         match fingerprint {
             Some(fp) => self.set_identity(fp),
@@ -594,12 +682,9 @@ impl Follower {
         };
         self.status.set_identity(self.identity);
         self.status.set_state(FollowState::Reading);
-        self.ctx = self.encoder.file_context_with(
-            &self.path,
-            self.identity,
-            self.generation,
-            &self.metadata,
-        );
+        self.ctx =
+            self.metadata
+                .file_context(&self.encoder, &self.path, self.identity, self.generation);
         self.shared
             .checkpointer
             .truncated(self.key, self.identity, &self.path, self.generation);
@@ -683,18 +768,21 @@ fn encode_line(
 
 /// What happened to a file we read to `read_offset` (blocking).
 /// Holds an excluded file (unread) until its path is gone or names another
-/// file, then lets it go (`true`), or until shutdown (`false`).
+/// file, or the server asks to give it up, then lets it go (`true`), or
+/// until shutdown (`false`).
 async fn wait_until_gone(
     file: &Arc<File>,
     path: &Path,
     wake: &Notify,
     shutdown: &CancellationToken,
+    give_up: &CancellationToken,
 ) -> bool {
     loop {
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(IDLE_RECHECK) => {}
             _ = shutdown.cancelled() => return false,
+            _ = give_up.cancelled() => return true,
         }
         let (f, p) = (file.clone(), path.to_path_buf());
         let gone = tokio::task::spawn_blocking(move || {

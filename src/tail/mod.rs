@@ -26,9 +26,26 @@
 //!
 //! Checkpoints advance only to the ack watermark ([`checkpoint`],
 //! [`watermark`]); what was not acknowledged is read again after a restart.
+//!
 //! `run` returns after shutdown, or when the span receiver is dropped, once
 //! every follower returned. The server does not decode or encode itself and never blocks the runtime
 //! on directory walks (they run on blocking threads).
+//!
+//! **Held files and `buffer.max_open_files`.** A follower keeps the fd of a
+//! file that was rotated away (its path names another file) or deleted until
+//! it has read and shipped it to the end, so a rotation cannot take unread
+//! lines away while downstream is slow or down. After every scan (a rename
+//! or deletion triggers one through inotify) and at least once a second, the
+//! server counts these held files (not one already read to its end whose
+//! follower is not waiting for downstream: that one closes within
+//! `ROTATION_GRACE`). While there are more than `max_open_files`, it gives up
+//! the oldest (by modification time) of them that is **deleted**: its
+//! follower closes it and counts its unshipped bytes as lost (see
+//! [`follower`]). A file that was only renamed is never given up, whatever
+//! the count: it still holds its lines under its new name and costs no
+//! hidden disk space, and both Filebeat (`close_renamed: false`) and Vector
+//! keep such files open until read. The count being over the limit because
+//! of renamed files is logged once per crossing.
 
 pub mod checkpoint;
 pub mod discover;
@@ -58,11 +75,14 @@ pub use checkpoint::{Checkpoint, CheckpointError, Checkpointer};
 use discover::{Found, Notice, SourceMatcher, Watcher};
 use follower::{Follower, FollowerExit, FollowerSpec, Shared, StartAt};
 pub use registry::FileRegistry;
+use registry::{FileStatus, FollowState};
 
 /// Filesystem notices queued between notify's thread and the server.
 const NOTICE_QUEUE: usize = 1024;
 /// Rescan at least this often even if every source asks for less.
 const MAX_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+/// Held rotated or deleted files are counted at least this often.
+const HELD_FILES_CHECK: Duration = Duration::from_secs(1);
 
 /// Follows every file the sources match and sends encoded spans downstream.
 pub struct FileServer {
@@ -71,6 +91,8 @@ pub struct FileServer {
     rescan_interval: Duration,
     shared: Arc<Shared>,
     registry: Arc<FileRegistry>,
+    /// `buffer.max_open_files`: rotated or deleted files held open at most.
+    max_open_files: usize,
 }
 
 /// A file being followed.
@@ -78,6 +100,20 @@ struct Active {
     key: FileKey,
     path: PathBuf,
     wake: Arc<Notify>,
+    status: Arc<FileStatus>,
+    /// Cancelled to make the follower give its file up.
+    give_up: CancellationToken,
+}
+
+/// A followed file that is no longer at its path (rotated away or deleted)
+/// and whose follower still holds it open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HeldFile {
+    key: FileKey,
+    /// Deleted (no link left), not merely renamed.
+    deleted: bool,
+    /// Last modification, for "oldest first".
+    modified: (i64, i64),
 }
 
 /// A new file, opened, with what the server needs to start it.
@@ -96,6 +132,7 @@ impl FileServer {
     ) -> Result<Self, IndexTemplateError> {
         // Fails early on a bad template; followers create their own encoders.
         Encoder::new(&config.node_name, &config.sink.index)?;
+        warn_if_fd_limit_below(config.buffer.max_open_files());
         let (span_max_bytes, span_max_items) =
             Shared::span_limits(config.sink.batch.max_bytes, config.sink.batch.max_events);
         let rescan_interval = config
@@ -119,6 +156,7 @@ impl FileServer {
                 enricher: crate::k8s::Enricher::Off,
             }),
             registry: Arc::new(FileRegistry::default()),
+            max_open_files: usize::try_from(config.buffer.max_open_files()).unwrap_or(usize::MAX),
         })
     }
 
@@ -162,14 +200,21 @@ impl FileServer {
             pending: HashSet::new(),
             next_key: 0,
             first_scan: true,
+            over_limit_by_renamed: false,
         };
         let mut rescan = true;
         let mut next_rescan = Instant::now();
+        let mut next_held_check = Instant::now();
         loop {
             if rescan {
                 rescan = false;
                 next_rescan = Instant::now() + self.rescan_interval;
                 state.scan(&mut watcher).await;
+                next_held_check = Instant::now();
+            }
+            if Instant::now() >= next_held_check {
+                next_held_check = Instant::now() + HELD_FILES_CHECK;
+                state.limit_held_files().await;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -189,6 +234,7 @@ impl FileServer {
                     }
                 }
                 _ = tokio::time::sleep_until(next_rescan) => rescan = true,
+                _ = tokio::time::sleep_until(next_held_check), if !state.active.is_empty() => {}
             }
             if overflow.swap(false, Ordering::AcqRel) {
                 // Events were lost: look at everything.
@@ -223,6 +269,8 @@ struct ServerState<'a> {
     pending: HashSet<PathBuf>,
     next_key: FileKey,
     first_scan: bool,
+    /// More files are held than `max_open_files`, all renamed (logged once).
+    over_limit_by_renamed: bool,
 }
 
 impl ServerState<'_> {
@@ -317,6 +365,44 @@ impl ServerState<'_> {
         self.first_scan = false;
     }
 
+    /// Counts the held rotated or deleted files and gives up the oldest
+    /// deleted ones past `max_open_files` (see module doc).
+    async fn limit_held_files(&mut self) {
+        let limit = self.server.max_open_files;
+        if self.active.len() <= limit {
+            // Cannot be over the limit: skip the syscalls.
+            return;
+        }
+        let candidates: Vec<(FileKey, u64, u64, PathBuf, Arc<FileStatus>)> = self
+            .active
+            .iter()
+            .filter(|(_, a)| !a.give_up.is_cancelled())
+            .map(|(&(dev, ino), a)| (a.key, dev, ino, a.path.clone(), a.status.clone()))
+            .collect();
+        let held = match tokio::task::spawn_blocking(move || held_files(&candidates)).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "counting held files failed");
+                return;
+            }
+        };
+        let victims = files_to_give_up(&held, limit);
+        let still_over = held.len() - victims.len() > limit;
+        if still_over && !self.over_limit_by_renamed {
+            tracing::warn!(
+                held = held.len() - victims.len(),
+                max_open_files = limit,
+                "more rotated files are held open than buffer.max_open_files; they are renamed, not deleted, so they keep their lines on disk and are not given up"
+            );
+        }
+        self.over_limit_by_renamed = still_over;
+        for key in victims {
+            if let Some(active) = self.active.values().find(|a| a.key == key) {
+                active.give_up.cancel();
+            }
+        }
+    }
+
     fn start(&mut self, o: Opened) {
         let source = &self.server.sources[o.found.source];
         let shared = &self.server.shared;
@@ -346,20 +432,23 @@ impl ServerState<'_> {
         let key = self.next_key;
         self.next_key += 1;
         let wake = Arc::new(Notify::new());
+        let give_up = CancellationToken::new();
         self.by_path
             .insert(o.found.path.clone(), (key, wake.clone()));
+        let status = self
+            .server
+            .registry
+            .add(key, &source.name, o.found.path.clone(), o.identity);
         self.active.insert(
             (o.found.dev, o.found.ino),
             Active {
                 key,
                 path: o.found.path.clone(),
                 wake: wake.clone(),
+                status: status.clone(),
+                give_up: give_up.clone(),
             },
         );
-        let status = self
-            .server
-            .registry
-            .add(key, &source.name, o.found.path.clone(), o.identity);
         let spec = FollowerSpec {
             key,
             status,
@@ -370,6 +459,7 @@ impl ServerState<'_> {
             format: source.format,
             max_line_bytes: source.max_line_bytes,
             wake,
+            give_up,
         };
         self.followers.spawn(Follower::follow(
             spec,
@@ -377,6 +467,77 @@ impl ServerState<'_> {
             self.spans.clone(),
             self.shutdown.clone(),
         ));
+    }
+}
+
+/// Which of `candidates` (key, dev, ino, path, status) are held open while
+/// no longer at their path, with lines not read or not yet handed
+/// downstream (blocking: an `fstat` and a `stat` each).
+fn held_files(candidates: &[(FileKey, u64, u64, PathBuf, Arc<FileStatus>)]) -> Vec<HeldFile> {
+    use std::os::unix::fs::MetadataExt;
+    let mut held = Vec::new();
+    for (key, dev, ino, path, status) in candidates {
+        let Some(file) = status.open_file() else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else {
+            continue;
+        };
+        drop(file);
+        if status.read_offset() >= meta.len() && status.state() != FollowState::Backpressured {
+            // Read to its end and not waiting for downstream: its follower
+            // closes it within `ROTATION_GRACE` by itself.
+            continue;
+        }
+        let gone = match std::fs::metadata(path) {
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            Ok(m) => (m.dev(), m.ino()) != (*dev, *ino),
+        };
+        if gone {
+            held.push(HeldFile {
+                key: *key,
+                deleted: meta.nlink() == 0,
+                modified: (meta.mtime(), meta.mtime_nsec()),
+            });
+        }
+    }
+    held
+}
+
+/// The held files to give up so that at most `limit` stay: the oldest
+/// deleted ones (never a merely renamed one), oldest first.
+fn files_to_give_up(held: &[HeldFile], limit: usize) -> Vec<FileKey> {
+    let excess = held.len().saturating_sub(limit);
+    let mut deleted: Vec<&HeldFile> = held.iter().filter(|h| h.deleted).collect();
+    deleted.sort_by_key(|h| (h.modified, h.key));
+    deleted.iter().take(excess).map(|h| h.key).collect()
+}
+
+/// Descriptors besides held files: live files, sockets, buffer, logs.
+const FD_HEADROOM: u64 = 256;
+
+/// Warns when the process may run out of file descriptors before holding
+/// `max_open_files` rotated or deleted files (systemd's and containerd 2's
+/// default soft `RLIMIT_NOFILE` is 1024).
+fn warn_if_fd_limit_below(max_open_files: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return;
+    }
+    let soft = limit.rlim_cur;
+    if soft < max_open_files.saturating_add(FD_HEADROOM) {
+        tracing::warn!(
+            soft_limit = soft,
+            hard_limit = limit.rlim_max,
+            max_open_files,
+            "the open file limit (RLIMIT_NOFILE) is below buffer.max_open_files plus room for followed files and sockets: during a long outage opens may fail before files are given up; raise it (LimitNOFILE=, ulimit -n) or lower buffer.max_open_files"
+        );
     }
 }
 
@@ -395,4 +556,37 @@ fn open(found: &Found) -> std::io::Result<Option<Opened>> {
         file,
         identity,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(key: FileKey, deleted: bool, modified: i64) -> HeldFile {
+        HeldFile {
+            key,
+            deleted,
+            modified: (modified, 0),
+        }
+    }
+
+    #[test]
+    fn the_oldest_deleted_files_are_given_up_never_renamed_ones() {
+        let files = [
+            held(1, false, 10), // renamed, oldest of all
+            held(2, true, 30),
+            held(3, true, 20),
+            held(4, false, 40),
+            held(5, true, 50),
+        ];
+        assert_eq!(files_to_give_up(&files, 5), Vec::<FileKey>::new());
+        assert_eq!(files_to_give_up(&files, 4), vec![3]);
+        assert_eq!(files_to_give_up(&files, 3), vec![3, 2]);
+        // Only three are deleted: the renamed ones stay, even over the limit.
+        assert_eq!(files_to_give_up(&files, 1), vec![3, 2, 5]);
+        assert_eq!(files_to_give_up(&files, 0), vec![3, 2, 5]);
+        // Same modification time: the file followed first goes first.
+        let tie = [held(9, true, 7), held(8, true, 7)];
+        assert_eq!(files_to_give_up(&tie, 1), vec![8]);
+    }
 }

@@ -33,6 +33,9 @@ pub enum FollowState {
     /// Waiting (at most `kubernetes.metadata_wait`) for its pod to appear in
     /// the metadata cache before the first lines are shipped.
     WaitingForMetadata = 4,
+    /// Deleted with unread data past `buffer.max_open_files`: closed, its
+    /// unread bytes counted as lost (shown until the follower is gone).
+    GivenUp = 5,
 }
 
 impl FollowState {
@@ -43,6 +46,7 @@ impl FollowState {
             FollowState::Draining => "draining",
             FollowState::WaitingForFirstLine => "waiting_for_first_line",
             FollowState::WaitingForMetadata => "waiting_for_metadata",
+            FollowState::GivenUp => "given_up",
         }
     }
 
@@ -52,6 +56,7 @@ impl FollowState {
             2 => FollowState::Draining,
             3 => FollowState::WaitingForFirstLine,
             4 => FollowState::WaitingForMetadata,
+            5 => FollowState::GivenUp,
             _ => FollowState::Reading,
         }
     }
@@ -130,8 +135,11 @@ impl FileStatus {
     }
     /// The open file's size now (`fstat`; `None` once the follower let it go).
     pub fn size(&self) -> Option<u64> {
-        let file = self.file.get()?.upgrade()?;
-        file.metadata().ok().map(|m| m.len())
+        self.open_file()?.metadata().ok().map(|m| m.len())
+    }
+    /// The follower's open file, while it holds it (for `fstat`; drop soon).
+    pub fn open_file(&self) -> Option<Arc<File>> {
+        self.file.get()?.upgrade()
     }
 }
 

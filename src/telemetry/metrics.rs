@@ -164,9 +164,12 @@ impl Collector for Exporter {
         counters_by(
             e,
             "logship_dropped_bytes",
-            "Bytes dropped, by reason (line_too_long: the rest of a line past max_line_bytes). Lines themselves are never dropped.",
+            "Bytes dropped, by reason (line_too_long: the rest of a line past max_line_bytes; max_open_files: the unshipped part of a deleted file given up past buffer.max_open_files).",
             "reason",
-            &[("line_too_long", Metrics::get(&m.truncated_bytes))],
+            &[
+                ("line_too_long", Metrics::get(&m.truncated_bytes)),
+                ("max_open_files", Metrics::get(&m.max_open_files_lost_bytes)),
+            ],
         )?;
 
         // Shipping.
@@ -315,8 +318,14 @@ impl Collector for Exporter {
         atomic(
             e,
             "logship_k8s_files_excluded",
-            "Pod log files not read because a pod annotation excludes them.",
+            "Pod log files not read because a pod or namespace annotation excludes them.",
             &m.k8s_files_excluded,
+        )?;
+        atomic(
+            e,
+            "logship_json_parse_failures",
+            "Messages of logship.io/format: json pods that were not JSON objects (shipped unparsed).",
+            &m.json_parse_failures,
         )?;
 
         if let Some((pods, restarts)) = s.k8s_figures() {

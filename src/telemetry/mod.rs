@@ -57,12 +57,17 @@ pub struct Metrics {
     pub truncations: AtomicU64,
     /// Checkpoint writes that failed.
     pub checkpoint_write_errors: AtomicU64,
+    /// Unread bytes of deleted files given up past `buffer.max_open_files`.
+    pub max_open_files_lost_bytes: AtomicU64,
     /// Pod log files whose pod was not in the metadata cache after `metadata_wait`.
     pub k8s_files_without_metadata: AtomicU64,
     /// Lines of such files shipped before their pod became known.
     pub k8s_lines_without_metadata: AtomicU64,
-    /// Pod log files not read because a pod annotation excludes them.
+    /// Pod log files not read because a pod or namespace annotation excludes them.
     pub k8s_files_excluded: AtomicU64,
+    /// Messages of `logship.io/format: json` pods that were not JSON objects
+    /// (shipped unparsed).
+    pub json_parse_failures: AtomicU64,
     /// Per-request figures of the sink (histograms, in flight, health).
     pub sink: SinkStats,
 }

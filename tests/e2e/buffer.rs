@@ -297,3 +297,185 @@ fn kill_9_loop_with_disk_buffer() {
 fn kill_9_loop_long_with_disk_buffer() {
     kill_loop("disk-kill9-long", 25);
 }
+
+/// Rotated or deleted files this agent holds open: fds into `logs` other
+/// than the live file `live` (a rotated name, or a deleted file).
+fn held_files(pid: u32, logs: &std::path::Path, live: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.starts_with(logs) && p != live)
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
+fn deleted_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|p| p.to_string_lossy().ends_with(" (deleted)"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// `buffer.max_open_files` with Elasticsearch away and the memory buffer
+/// full: the kubelet rotates and deletes four files with unread data. The
+/// agent never holds more than the limit of deleted files open (each rename
+/// is given time to be noticed before the deletion, as the kubelet's
+/// rotations are minutes apart); it gives up the two oldest, and the bytes
+/// it counts as lost are exactly what of them was never shipped. Once
+/// Elasticsearch is back every line of the other files is indexed once.
+#[test]
+fn past_max_open_files_the_oldest_deleted_files_are_given_up_and_counted() {
+    const LIMIT: usize = 2;
+    const LINES: u64 = 6000;
+    let es: &Elasticsearch = elasticsearch::shared();
+    let proxy = Proxy::start(es.url());
+    let name = "max-open-files";
+    let options = Options {
+        format: "cri",
+        batch_max_events: 200,
+        ..Options::default()
+    };
+    let setup = disk_setup(name, &proxy.url(), options, "{type: memory}");
+    let port = crate::ops::free_port();
+    let yaml = format!(
+        "{}    retry: {{initial_backoff: 50ms, max_backoff: 1s}}\nshutdown_timeout: 2s\n\
+         buffer: {{type: memory, max_open_files: {LIMIT}}}\nhttp: {{listen: \"127.0.0.1:{port}\"}}\n",
+        setup.config_yaml()
+    );
+    std::fs::write(setup.config_path(), yaml).expect("write config");
+
+    // Lines of each file, in order, with their sizes in bytes.
+    let mut files: Vec<Vec<(Line, u64)>> = vec![Vec::new()];
+    let mut next = 0u64;
+    let mut write = |w: &mut LogWriter, file: &mut Vec<(Line, u64)>, part: usize, n: u64| {
+        let mut bytes = Vec::new();
+        for seq in next..next + n {
+            let mut one = Vec::new();
+            let line = cri_stdout(
+                seq,
+                format!(
+                    "{name} part{part} seq={seq:06} a line written while Elasticsearch is away"
+                ),
+                &mut one,
+            );
+            file.push((one.remove(0), line.len() as u64));
+            bytes.extend(line);
+        }
+        next += n;
+        w.write(&bytes);
+    };
+    let path = setup.log("app.log");
+    let logs = setup.logs();
+    let mut w = LogWriter::create(&path);
+    write(&mut w, &mut files[0], 0, 200);
+    let mut agent = setup.start();
+    wait_for_delivery(es, &setup.index_pattern, 200, &mut agent);
+
+    proxy.set_up(false);
+    write(&mut w, &mut files[0], 0, LINES);
+    let pid = agent.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !stop.load(Ordering::SeqCst) {
+                most = most.max(deleted_count(pid));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            most
+        })
+    };
+    for part in 1..=4 {
+        // The follower reads until downstream is full.
+        std::thread::sleep(Duration::from_millis(500));
+        let rotated = rotate_kubelet(&path);
+        w = LogWriter::create(&path);
+        files.push(Vec::new());
+        write(&mut w, &mut files[part], part, LINES);
+        wait_file_open(&agent, &path);
+        let started = Instant::now();
+        while held_files(pid, &logs, &path).len() > LIMIT {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "agent holds more than {LIMIT} rotated files: {:?}\n{}",
+                held_files(pid, &logs, &path),
+                agent.stderr_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::remove_file(&rotated).expect("delete rotated file");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    agent.assert_running();
+    stop.store(true, Ordering::SeqCst);
+    let most = sampler.join().expect("sampler");
+    assert!(
+        most <= LIMIT,
+        "{most} deleted files held open at once, limit {LIMIT}"
+    );
+    assert_eq!(
+        deleted_count(pid),
+        LIMIT,
+        "the two newest deleted files are held with their unread lines"
+    );
+    let m = crate::ops::scrape(port, &mut agent);
+    let lost_counted = crate::ops::value(
+        &m,
+        "logship_dropped_bytes_total",
+        &[("reason", "max_open_files")],
+    )
+    .expect("lost bytes counter");
+
+    // Elasticsearch is back: wait until the index stops growing.
+    proxy.set_up(true);
+    let kept: Vec<Line> = files[2..]
+        .iter()
+        .flatten()
+        .map(|(l, _)| l.clone())
+        .collect();
+    let started = Instant::now();
+    let mut last = u64::MAX;
+    loop {
+        agent.assert_running();
+        let count = es.count(&setup.index_pattern);
+        if count >= kept.len() as u64 && count == last {
+            break;
+        }
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "{count} documents, at least {} expected",
+            kept.len()
+        );
+        last = count;
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    // The given-up files (the two oldest): what was shipped of each is its
+    // first lines; the rest is what the counter says was lost.
+    let docs = es.search_all(&setup.index_pattern);
+    let indexed: std::collections::HashSet<&str> =
+        docs.iter().filter_map(|d| d["message"].as_str()).collect();
+    let mut expected = kept;
+    let mut lost = 0u64;
+    for (i, file) in files[..2].iter().enumerate() {
+        let shipped = file
+            .iter()
+            .take_while(|(l, _)| indexed.contains(l.message.as_str()))
+            .count();
+        let size: u64 = file.iter().map(|(_, n)| n).sum();
+        let shipped_bytes: u64 = file[..shipped].iter().map(|(_, n)| n).sum();
+        assert!(
+            shipped < file.len(),
+            "file {i} was given up with unread lines"
+        );
+        lost += size - shipped_bytes;
+        expected.extend(file[..shipped].iter().map(|(l, _)| l.clone()));
+    }
+    assert_eq!(lost_counted, lost as f64, "bytes counted as lost");
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+}

@@ -3,7 +3,8 @@
 //! `tests/support/fake_apiserver.rs`), follows pod log files laid out as the
 //! kubelet does, and the documents in the real Elasticsearch must carry
 //! their pod's metadata. The fake counts requests: one list and one watch
-//! per (re)connect, never one per pod or per line.
+//! of pods and one of namespaces per (re)connect, never one per pod or per
+//! line.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::scenario;
-use crate::support::fake_apiserver::{Counts, FakeApiServer, pod_json, write_kubeconfig};
+use crate::support::fake_apiserver::{
+    Counts, FakeApiServer, namespace_json, pod_json, write_kubeconfig,
+};
 use crate::support::logship::{Options, Setup, append, cri_line, timestamp};
 
 const NODE: &str = "e2e-node";
@@ -206,18 +209,13 @@ fn pod_appearing_after_its_file_gets_metadata() {
             "pod of another node must not be watched: {doc}"
         );
     }
-    assert_eq!(
-        api.counts(),
-        Counts {
-            lists: 1,
-            watches: 1,
-            other: 0
-        },
-        "{:?}",
-        api.requests()
-    );
+    assert_eq!(api.counts(), Counts::each(1, 1), "{:?}", api.requests());
     for r in api.requests() {
-        assert!(r.contains("fieldSelector=spec.nodeName%3De2e-node"), "{r}");
+        if r.starts_with("/api/v1/pods") {
+            assert!(r.contains("fieldSelector=spec.nodeName%3De2e-node"), "{r}");
+        } else {
+            assert!(r.starts_with("/api/v1/namespaces?"), "{r}");
+        }
     }
 }
 
@@ -237,7 +235,7 @@ fn deleted_pod_lines_keep_metadata() {
     api.apply_pod(&pod);
     let mut agent = setup.start();
     wait_until("the agent's watch", Duration::from_secs(20), || {
-        api.counts().watches >= 1
+        api.counts().pods.watches >= 1
     });
     std::thread::sleep(Duration::from_millis(300));
     api.delete_pod(pod["metadata"]["uid"].as_str().unwrap());
@@ -272,7 +270,7 @@ fn expired_watch_relists_and_finds_new_pods() {
     api.apply_pod(&first);
     let mut agent = setup.start();
     wait_until("the first watch", Duration::from_secs(20), || {
-        api.counts().watches >= 1
+        api.counts().pods.watches >= 1
     });
     write_lines(&pod_log(&setup, &first), "first", 0..10);
     assert_eq!(
@@ -306,20 +304,11 @@ fn expired_watch_relists_and_finds_new_pods() {
         assert_pod_metadata(doc, &second);
     }
     wait_until("the second watch", Duration::from_secs(20), || {
-        api.counts().watches >= 2
+        api.counts().pods.watches >= 2
     });
     // Give a runaway client time to show itself.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        api.counts(),
-        Counts {
-            lists: 2,
-            watches: 2,
-            other: 0
-        },
-        "{:?}",
-        api.requests()
-    );
+    assert_eq!(api.counts(), Counts::each(2, 2), "{:?}", api.requests());
     // /metrics: both pods cached, one re-list after the 410 counted as a restart.
     let m = crate::ops::scrape(port, &mut agent);
     assert_eq!(
@@ -328,7 +317,7 @@ fn expired_watch_relists_and_finds_new_pods() {
     );
     assert_eq!(
         crate::ops::value(&m, "logship_k8s_watch_restarts_total", &[]),
-        Some(f64::from(api.counts().lists - 1))
+        Some(f64::from(api.counts().pods.lists - 1))
     );
 }
 
@@ -366,7 +355,7 @@ fn api_server_down_at_start() {
     let api = FakeApiServer::start_on(port);
     api.apply_pod(&pod);
     wait_until("the agent to list", Duration::from_secs(60), || {
-        api.counts().watches >= 1
+        api.counts().pods.watches >= 1
     });
     std::thread::sleep(Duration::from_millis(1500));
     write_lines(&log, "later", 10..30);
@@ -380,16 +369,7 @@ fn api_server_down_at_start() {
     for doc in &later {
         assert_pod_metadata(doc, &pod);
     }
-    assert_eq!(
-        api.counts(),
-        Counts {
-            lists: 1,
-            watches: 1,
-            other: 0
-        },
-        "{:?}",
-        api.requests()
-    );
+    assert_eq!(api.counts(), Counts::each(1, 1), "{:?}", api.requests());
 }
 
 /// `logship.io/exclude: "true"` drops a pod's logs and
@@ -450,8 +430,224 @@ fn annotations_exclude_pods_and_containers() {
     }
 }
 
-/// Sidecar mode: the pod's fields come from the config and a downward-API
-/// labels file; no API server is involved.
+/// Namespaces: with `namespace_labels: true` every document carries its
+/// namespace's labels (dedotted); `logship.io/exclude: "true"` on a
+/// namespace drops the logs of its pods, except a pod that says
+/// `logship.io/exclude: "false"` itself; another namespace ships. One list
+/// and one watch of pods and of namespaces.
+#[test]
+fn namespace_labels_and_namespace_exclusion() {
+    let (es, setup) = scenario("k8s-namespaces", options());
+    let api = start_api_server(&setup, "5s");
+    append(&setup.config_path(), b"  namespace_labels: true\n");
+    let port = enable_http(&setup);
+    let shop = namespace_json(
+        "shop",
+        serde_json::json!({"team": "payments", "tier.example.com/level": "gold"}),
+        serde_json::json!({}),
+    );
+    let quiet = namespace_json(
+        "quiet",
+        serde_json::json!({"team": "batch"}),
+        serde_json::json!({"logship.io/exclude": "true"}),
+    );
+    api.apply_namespace(&shop);
+    api.apply_namespace(&quiet);
+    let kept = pod_json(
+        "shop",
+        "web-7d4b9c8f6-ggggg",
+        "b16e3b8f-1010-42a3-8edf-000000000010",
+        NODE,
+        "app",
+    );
+    let muted = pod_json(
+        "quiet",
+        "cron-6f7d8c9b5d-hhhhh",
+        "b16e3b8f-1111-42a3-8edf-000000000011",
+        NODE,
+        "app",
+    );
+    let mut rebel = pod_json(
+        "quiet",
+        "cron-6f7d8c9b5d-jjjjj",
+        "b16e3b8f-1212-42a3-8edf-000000000012",
+        NODE,
+        "app",
+    );
+    rebel["metadata"]["annotations"]["logship.io/exclude"] = "false".into();
+    for pod in [&kept, &muted, &rebel] {
+        api.apply_pod(pod);
+    }
+    write_lines(&pod_log(&setup, &kept), "kept", 0..10);
+    write_lines(&pod_log(&setup, &muted), "muted", 0..10);
+    write_lines(&pod_log(&setup, &rebel), "rebel", 0..10);
+    let mut agent = setup.start();
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 20, Duration::from_secs(30)),
+        20
+    );
+    // More lines for the excluded file after it was first seen.
+    write_lines(&pod_log(&setup, &muted), "muted", 10..20);
+    write_lines(&pod_log(&setup, &kept), "kept", 10..20);
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 30, Duration::from_secs(30)),
+        30
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    agent.assert_running();
+    let all = es.search_all(&setup.index_pattern);
+    assert_eq!(all.len(), 30);
+    assert!(docs_of(&all, "muted").is_empty());
+    for (tag, pod, namespace, n) in [("kept", &kept, &shop, 20), ("rebel", &rebel, &quiet, 10)] {
+        let docs = docs_of(&all, tag);
+        assert_eq!(docs.len(), n, "{tag}");
+        for doc in &docs {
+            assert_pod_metadata(doc, pod);
+            let labels = &doc["kubernetes"]["namespace_labels"];
+            let want = namespace["metadata"]["labels"].as_object().unwrap();
+            assert_eq!(
+                labels.as_object().map(|l| l.len()),
+                Some(want.len()),
+                "{doc}"
+            );
+            for (key, value) in want {
+                assert_eq!(&labels[key.replace('.', "_")], value, "{key}: {doc}");
+            }
+        }
+    }
+    let m = crate::ops::scrape(port, &mut agent);
+    assert_eq!(
+        crate::ops::value(&m, "logship_k8s_files_excluded_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(api.counts(), Counts::each(1, 1), "{:?}", api.requests());
+}
+
+/// `logship.io/format: json`: a message that is a JSON object is also
+/// indexed under `json.*` (searchable), `message` keeps the line; a line
+/// that is not JSON arrives unchanged and is counted. A pod without the
+/// annotation gets no `json` field for the same lines.
+#[test]
+fn json_format_annotation_parses_messages_into_json() {
+    let (es, setup) = scenario("k8s-json", options());
+    let api = start_api_server(&setup, "5s");
+    let port = enable_http(&setup);
+    let mut parsed = pod_json(
+        "shop",
+        "api-6f7d8c9b5d-kkkkk",
+        "c27f4c90-1313-43b4-9fe0-000000000013",
+        NODE,
+        "api",
+    );
+    parsed["metadata"]["annotations"]["logship.io/format"] = "json".into();
+    let plain = pod_json(
+        "shop",
+        "api-6f7d8c9b5d-lllll",
+        "c27f4c90-1414-43b4-9fe0-000000000014",
+        NODE,
+        "api",
+    );
+    api.apply_pod(&parsed);
+    api.apply_pod(&plain);
+    let json_line = |tag: &str, i: u64| {
+        serde_json::json!({
+            "msg": format!("{tag} line {i}"),
+            "level": if i.is_multiple_of(3) { "warn" } else { "info" },
+            "user": {"id": format!("u-{i}"), "roles": ["a", "b"]},
+            "latency_ms": i * 10,
+        })
+        .to_string()
+    };
+    let mut written = Vec::new();
+    for (tag, pod) in [("parsed", &parsed), ("plain", &plain)] {
+        let mut bytes = Vec::new();
+        for i in 0..12 {
+            let text = if i % 4 == 3 {
+                format!("{tag} line {i} is not json")
+            } else {
+                json_line(tag, i)
+            };
+            bytes.extend(cri_line(&timestamp(i), "stdout", "F", text.as_bytes()));
+            written.push((tag, i, text));
+        }
+        append(&pod_log(&setup, pod), &bytes);
+    }
+    let mut agent = setup.start();
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 24, Duration::from_secs(30)),
+        24
+    );
+    agent.assert_running();
+    let all = es.search_all(&setup.index_pattern);
+    assert_eq!(all.len(), 24);
+    for (tag, i, text) in &written {
+        let docs: Vec<&Value> = all
+            .iter()
+            .filter(|d| d["message"] == text.as_str())
+            .collect();
+        assert_eq!(docs.len(), 1, "{text}");
+        let doc = docs[0];
+        let expected: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        if *tag == "parsed" && expected.is_object() {
+            assert_eq!(doc["json"], expected, "{doc}");
+        } else {
+            assert!(doc.get("json").is_none(), "{tag} {i}: {doc}");
+        }
+        assert_eq!(
+            doc["kubernetes"]["pod"]["name"],
+            if *tag == "parsed" {
+                parsed["metadata"]["name"].clone()
+            } else {
+                plain["metadata"]["name"].clone()
+            }
+        );
+    }
+    // Searchable by the parsed fields.
+    es.refresh(&setup.index_pattern);
+    let count = |query: Value| {
+        es.json(
+            reqwest::Method::POST,
+            &format!("{}/_count", setup.index_pattern),
+            Some(&serde_json::json!({ "query": query })),
+        )["count"]
+            .as_u64()
+            .unwrap()
+    };
+    let warn_lines = written
+        .iter()
+        .filter(|(tag, i, _)| *tag == "parsed" && i % 4 != 3 && i.is_multiple_of(3))
+        .count() as u64;
+    assert!(warn_lines > 0);
+    assert_eq!(
+        count(serde_json::json!({"match_phrase": {"json.level": "warn"}})),
+        warn_lines
+    );
+    assert_eq!(
+        count(serde_json::json!({"match_phrase": {"json.user.id": "u-5"}})),
+        1
+    );
+    let slow_lines = written
+        .iter()
+        .filter(|(tag, i, _)| *tag == "parsed" && i % 4 != 3 && i * 10 >= 50)
+        .count() as u64;
+    assert_eq!(
+        count(serde_json::json!({"range": {"json.latency_ms": {"gte": 50}}})),
+        slow_lines
+    );
+    let not_json = written
+        .iter()
+        .filter(|(tag, _, text)| *tag == "parsed" && !text.starts_with('{'))
+        .count();
+    let m = crate::ops::scrape(port, &mut agent);
+    assert_eq!(
+        crate::ops::value(&m, "logship_json_parse_failures_total", &[]),
+        Some(not_json as f64)
+    );
+}
+
+/// Sidecar mode: the pod's fields come from the config and downward-API
+/// labels and annotations files; no API server is involved. The
+/// annotations ask for JSON messages parsed into `payload`.
 #[test]
 fn sidecar_mode_uses_downward_api() {
     let (es, setup) = scenario("k8s-sidecar", Options::default());
@@ -461,18 +657,30 @@ fn sidecar_mode_uses_downward_api() {
         "app=\"demo\"\napp.kubernetes.io/name=\"demo \\\"one\\\"\"\n",
     )
     .unwrap();
+    let annotations = setup.root().join("annotations");
+    std::fs::write(
+        &annotations,
+        "logship.io/format=\"json\"\nlogship.io/json-target=\"payload\"\n",
+    )
+    .unwrap();
     let yaml = format!(
-        "{}kubernetes:\n  mode: sidecar\n  pod:\n    name: demo-pod\n    namespace: demo-ns\n    uid: 0f6a8c1e-1b2c-4d5e-8f90-123456789abc\n    container: app\n    labels_file: {}\n",
+        "{}kubernetes:\n  mode: sidecar\n  pod:\n    name: demo-pod\n    namespace: demo-ns\n    uid: 0f6a8c1e-1b2c-4d5e-8f90-123456789abc\n    container: app\n    labels_file: {}\n    annotations_file: {}\n",
         setup.config_yaml(),
-        labels.display()
+        labels.display(),
+        annotations.display()
     );
     std::fs::write(setup.config_path(), yaml).unwrap();
     let path = setup.log("app.log");
     write_lines(&path, "side", 0..15);
+    let json_message = r#"{"side":"json","n":15}"#;
+    append(
+        &path,
+        &cri_line(&timestamp(15), "stdout", "F", json_message.as_bytes()),
+    );
     let mut agent = setup.start();
     assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 15, Duration::from_secs(30)),
-        15
+        es.wait_for_count(&setup.index_pattern, 16, Duration::from_secs(30)),
+        16
     );
     agent.assert_running();
     for doc in es.search_all(&setup.index_pattern) {
@@ -490,5 +698,17 @@ fn sidecar_mode_uses_downward_api() {
             k["labels"]["app_kubernetes_io/name"], "demo \"one\"",
             "{doc}"
         );
+        assert_eq!(k["annotations"]["logship_io/format"], "json", "{doc}");
+        if doc["message"] == json_message {
+            assert_eq!(doc["payload"], serde_json::json!({"side": "json", "n": 15}));
+        } else {
+            assert!(doc.get("payload").is_none(), "{doc}");
+        }
     }
+    let payloads = es
+        .search_all(&setup.index_pattern)
+        .iter()
+        .filter(|d| d.get("payload").is_some())
+        .count();
+    assert_eq!(payloads, 1);
 }

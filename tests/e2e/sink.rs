@@ -581,3 +581,205 @@ fn two_node_cluster_with_a_node_stopped_mid_stream_gets_every_line_once() {
     drop(node2);
     drop(node1);
 }
+
+/// Runs `logship replay` of `file` with only `env` among the TLS trust
+/// variables; stops it once its output contains `stop_at` (if given).
+/// Returns its exit code (`None` if stopped) and its output.
+fn replay_with_trust(
+    setup: &Setup,
+    file: &Path,
+    env: &[(&str, &Path)],
+    stop_at: Option<&str>,
+) -> (Option<i32>, String) {
+    let out_path = setup.root().join("replay-output.txt");
+    let out = std::fs::File::create(&out_path).expect("create replay output");
+    let mut command = std::process::Command::new(crate::support::logship::LOGSHIP_BIN);
+    command
+        .args(["replay", "--dead-letter"])
+        .arg(file)
+        .arg("--config")
+        .arg(setup.config_path())
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .env("RUST_LOG", "logship=debug")
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("run logship replay");
+    let deadline = Instant::now() + Duration::from_secs(50);
+    loop {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if let Some(status) = child.try_wait().expect("wait replay") {
+            let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+            return (status.code(), text);
+        }
+        if stop_at.is_some_and(|needle| text.contains(needle)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, text);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("replay neither finished nor said {stop_at:?}:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn https_without_a_ca_file_trusts_the_system_store() {
+    if !nginx::available() {
+        panic!("/usr/sbin/nginx is missing: apt-get install nginx-light (see .ci/run)");
+    }
+    let (es, setup) = scenario(
+        "sysroots",
+        Options {
+            format: "cri",
+            ..Options::default()
+        },
+    );
+    let pki = Pki::new();
+    let proxy = Nginx::start(&pki, es.url());
+    let password = secret_file(setup.root(), "password", PASSWORD);
+    // No `tls:` key at all: https with the system's roots.
+    configure(
+        &setup,
+        &proxy.basic_url,
+        &format!("    auth: {{basic: {{username: {USERNAME}, password_file: \"{password}\"}}}}\n"),
+    );
+    let index = "e2e-sysroots-docs";
+    let records: Vec<String> = (0..3)
+        .map(|i| {
+            serde_json::json!({
+                "time": timestamp(i), "index": index, "id": format!("sysroots-{i}"),
+                "status": 400, "error": {"type": "test", "reason": "test"},
+                "document": {"@timestamp": timestamp(i), "message": format!("sysroots {i}")},
+            })
+            .to_string()
+        })
+        .collect();
+    let file = setup.root().join("dead-letter.ndjson");
+    std::fs::write(&file, records.join("\n") + "\n").expect("write dead letters");
+
+    // A system store without the test CA: refused.
+    let wrong = pki.wrong_ca();
+    let (code, out) = replay_with_trust(
+        &setup,
+        &file,
+        &[("SSL_CERT_FILE", &wrong)],
+        Some("UnknownIssuer"),
+    );
+    assert_eq!(code, None, "{out}");
+    assert!(out.contains("roots=1"), "system store not used:\n{out}");
+    // An unreadable store: a warning, then Mozilla's built-in roots (which
+    // do not hold the test CA either).
+    let absent = setup.root().join("absent.pem");
+    let (code, out) = replay_with_trust(
+        &setup,
+        &file,
+        &[("SSL_CERT_FILE", &absent)],
+        Some("UnknownIssuer"),
+    );
+    assert_eq!(code, None, "{out}");
+    assert!(
+        out.contains("no trusted CA certificate could be read"),
+        "no fallback warning:\n{out}"
+    );
+    assert_eq!(es.count(index), 0);
+
+    // The test CA installed in the system store (a file): shipped.
+    let ca = pki.ca();
+    let (code, out) = replay_with_trust(&setup, &file, &[("SSL_CERT_FILE", &ca)], None);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("3 delivered"), "{out}");
+    assert_eq!(es.count(index), 3);
+
+    // ... or a directory, as `update-ca-certificates` leaves /etc/ssl/certs.
+    let dir = setup.root().join("certs");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::copy(pki.ca(), dir.join("logship-test-ca.pem")).expect("copy CA");
+    let (code, out) = replay_with_trust(&setup, &file, &[("SSL_CERT_DIR", &dir)], None);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("0 delivered, 3 already indexed"), "{out}");
+    drop(proxy);
+}
+
+#[test]
+fn nginx_body_limit_413_splits_and_dead_letters_only_the_oversized_lines() {
+    if !nginx::available() {
+        panic!("/usr/sbin/nginx is missing: apt-get install nginx-light (see .ci/run)");
+    }
+    let (es, setup) = scenario(
+        "bodylimit",
+        Options {
+            format: "cri",
+            ..Options::default()
+        },
+    );
+    let pki = Pki::new();
+    let proxy = Nginx::start(&pki, es.url());
+    let password = secret_file(setup.root(), "password", PASSWORD);
+    let ca = pki.ca().display().to_string();
+    configure(
+        &setup,
+        &proxy.small_body_url,
+        &format!(
+            "    tls: {{ca_file: \"{ca}\"}}\n    auth: {{basic: {{username: {USERNAME}, password_file: \"{password}\"}}}}\n"
+        ),
+    );
+    // Uncompressed, so what nginx measures is what the lines weigh.
+    let yaml = std::fs::read_to_string(setup.config_path()).expect("read config");
+    std::fs::write(
+        setup.config_path(),
+        yaml.replace("compression: {gzip: 1}", "compression: {gzip: 0}"),
+    )
+    .expect("write config");
+    let mut expected = Vec::new();
+    let mut oversized = Vec::new();
+    let mut bytes = Vec::new();
+    for seq in 0..400u64 {
+        if seq % 100 == 50 {
+            // Alone in a request, still over nginx's limit.
+            let message = format!(
+                "bodylimit huge seq={seq:06} {}",
+                "z".repeat(nginx::SMALL_BODY_BYTES)
+            );
+            bytes.extend(cri_stdout(seq, message.clone(), &mut Vec::new()));
+            oversized.push(message);
+        } else {
+            bytes.extend(cri_stdout(
+                seq,
+                format!("bodylimit seq={seq:06} {}", "a".repeat(200)),
+                &mut expected,
+            ));
+        }
+    }
+    crate::support::logship::append(&setup.log("a.log"), &bytes);
+    let mut agent = setup.start();
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+
+    let dead_letters = setup.data_dir().join("dead-letter.ndjson");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&dead_letters)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON record"))
+        .collect();
+    let mut messages: Vec<String> = records
+        .iter()
+        .map(|r| r["document"]["message"].as_str().unwrap_or("").to_string())
+        .collect();
+    messages.sort();
+    oversized.sort();
+    assert!(
+        messages == oversized,
+        "dead-lettered {} records, expected the {} oversized lines",
+        messages.len(),
+        oversized.len()
+    );
+    assert!(records.iter().all(|r| r["status"] == 413), "{records:?}");
+    agent.sigterm(Duration::from_secs(30));
+    drop(proxy);
+}

@@ -1,16 +1,19 @@
 //! A fake Kubernetes API server that speaks the real list/watch protocol for
-//! pods over HTTP/1.1, for tests of the metadata cache.
+//! pods and namespaces over HTTP/1.1, for tests of the metadata caches.
 //!
 //! `GET /api/v1/pods` (and `/api/v1/namespaces/<ns>/pods`) answers a `PodList`
-//! whose `metadata.resourceVersion` is the current version; with
-//! `watch=true` it answers a chunked stream of `{"type":…,"object":…}\n`
-//! events: first every stored event newer than the `resourceVersion` asked
-//! for, then live ones (`ADDED`/`MODIFIED`/`DELETED`), with a `BOOKMARK` at the
-//! start when `allowWatchBookmarks=true`. A watch from a version older than
-//! the last [`FakeApiServer::expire_watches`] gets an `ERROR` event with a 410
+//! whose `metadata.resourceVersion` is the current version, `GET
+//! /api/v1/namespaces` a `NamespaceList`; with `watch=true` either answers a
+//! chunked stream of `{"type":…,"object":…}\n` events of its kind: first
+//! every stored event newer than the `resourceVersion` asked for, then live
+//! ones (`ADDED`/`MODIFIED`/`DELETED`), with a `BOOKMARK` at the start when
+//! `allowWatchBookmarks=true`. A watch from a version older than the last
+//! [`FakeApiServer::expire_watches`] gets an `ERROR` event with a 410
 //! `Expired` Status, as does every open watch when it is called. The
-//! `fieldSelector` `spec.nodeName=<node>` is honoured for lists and watches.
-//! Lists and watches are counted ([`FakeApiServer::counts`]).
+//! `fieldSelector` `spec.nodeName=<node>` is honoured for pod lists and
+//! watches. A pod's namespace is created (as the real API server requires
+//! it to exist) when the pod is applied, unless the test applied it first.
+//! Lists and watches are counted per resource ([`FakeApiServer::counts`]).
 //!
 //! The server runs on its own runtime thread so synchronous tests can use it.
 #![allow(dead_code)]
@@ -31,16 +34,42 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-/// Lists and watches received so far.
+/// Lists and watches of one resource received so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
+pub struct Reflector {
     pub lists: u32,
     pub watches: u32,
+}
+
+/// Requests received so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pods: Reflector,
+    pub namespaces: Reflector,
     /// Any other request (there should be none).
     pub other: u32,
 }
 
+impl Counts {
+    /// `lists` lists and `watches` watches of pods and of namespaces, nothing else.
+    pub fn each(lists: u32, watches: u32) -> Counts {
+        let r = Reflector { lists, watches };
+        Counts {
+            pods: r,
+            namespaces: r,
+            other: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Pod,
+    Namespace,
+}
+
 struct Watcher {
+    kind: Kind,
     node: Option<String>,
     tx: mpsc::UnboundedSender<Bytes>,
 }
@@ -51,7 +80,8 @@ struct State {
     /// Oldest version a watch may start from.
     compacted: u64,
     pods: BTreeMap<String, Value>,
-    history: Vec<(u64, &'static str, Value)>,
+    namespaces: BTreeMap<String, Value>,
+    history: Vec<(u64, Kind, &'static str, Value)>,
     watchers: Vec<Watcher>,
     counts: Counts,
     /// Every request's path and query, in order.
@@ -129,18 +159,31 @@ impl FakeApiServer {
         self.state().requests.clone()
     }
 
-    /// Adds (or replaces) a pod: an `ADDED` (or `MODIFIED`) event.
+    /// Adds (or replaces) a pod: an `ADDED` (or `MODIFIED`) event; first
+    /// creates its namespace if there is none (see [`namespace_json`]).
     pub fn apply_pod(&self, pod: &Value) {
         let uid = pod["metadata"]["uid"].as_str().expect("pod uid").to_owned();
+        let namespace = pod["metadata"]["namespace"]
+            .as_str()
+            .expect("pod namespace");
         let mut s = self.state();
-        let kind = if s.pods.contains_key(&uid) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        let pod = s.bump(pod.clone());
-        s.pods.insert(uid, pod.clone());
-        s.publish(kind, pod);
+        if !s.namespaces.contains_key(namespace) {
+            s.apply(
+                Kind::Namespace,
+                namespace.to_owned(),
+                namespace_json(namespace, json!({}), json!({})),
+            );
+        }
+        s.apply(Kind::Pod, uid, pod.clone());
+    }
+
+    /// Adds (or replaces) a namespace: an `ADDED` (or `MODIFIED`) event.
+    pub fn apply_namespace(&self, namespace: &Value) {
+        let name = namespace["metadata"]["name"]
+            .as_str()
+            .expect("namespace name");
+        self.state()
+            .apply(Kind::Namespace, name.to_owned(), namespace.clone());
     }
 
     /// Deletes a pod: a `DELETED` event.
@@ -150,7 +193,7 @@ impl FakeApiServer {
             return;
         };
         let pod = s.bump(pod);
-        s.publish("DELETED", pod);
+        s.publish(Kind::Pod, "DELETED", pod);
     }
 
     /// Every open watch gets an `ERROR` 410 and ends; watches from older
@@ -234,19 +277,62 @@ pub fn pod_json(namespace: &str, name: &str, uid: &str, node: &str, container: &
     })
 }
 
+/// A Namespace as the API server returns it, with `labels` and
+/// `annotations` (objects) added to the ones Kubernetes sets itself.
+pub fn namespace_json(name: &str, labels: Value, annotations: Value) -> Value {
+    let mut all_labels = json!({"kubernetes.io/metadata.name": name});
+    for (k, v) in labels.as_object().expect("labels object") {
+        all_labels[k] = v.clone();
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "uid": format!("5e0b1c2d-0000-4000-8000-{:0>12}", name.len()),
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-11-26T00:00:00Z",
+            "labels": all_labels,
+            "annotations": annotations,
+            "managedFields": [{"manager": "kubectl-create", "operation": "Update",
+                "apiVersion": "v1", "time": "2026-11-26T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}]
+        },
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"}
+    })
+}
+
 impl State {
-    fn bump(&mut self, mut pod: Value) -> Value {
+    fn bump(&mut self, mut object: Value) -> Value {
         self.rv += 1;
-        pod["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        pod
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        object
     }
 
-    fn publish(&mut self, kind: &'static str, pod: Value) {
-        self.history.push((self.rv, kind, pod.clone()));
-        let node = pod["spec"]["nodeName"].as_str().map(str::to_owned);
-        let line = event_line(kind, pod);
+    fn apply(&mut self, kind: Kind, key: String, object: Value) {
+        let store = match kind {
+            Kind::Pod => &self.pods,
+            Kind::Namespace => &self.namespaces,
+        };
+        let event = if store.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let object = self.bump(object);
+        match kind {
+            Kind::Pod => self.pods.insert(key, object.clone()),
+            Kind::Namespace => self.namespaces.insert(key, object.clone()),
+        };
+        self.publish(kind, event, object);
+    }
+
+    fn publish(&mut self, kind: Kind, event: &'static str, object: Value) {
+        self.history.push((self.rv, kind, event, object.clone()));
+        let node = object["spec"]["nodeName"].as_str().map(str::to_owned);
+        let line = event_line(event, object);
         self.watchers.retain(|w| {
-            if w.node.is_some() && w.node != node {
+            if w.kind != kind || (w.node.is_some() && w.node != node) {
                 return !w.tx.is_closed();
             }
             w.tx.send(line.clone()).is_ok()
@@ -320,7 +406,12 @@ async fn handle(
         .strip_prefix("/api/v1/namespaces/")
         .and_then(|rest| rest.strip_suffix("/pods"))
         .map(str::to_owned);
-    if path != "/api/v1/pods" && namespace.is_none() {
+    let kind = if path == "/api/v1/namespaces" {
+        Kind::Namespace
+    } else {
+        Kind::Pod
+    };
+    if path != "/api/v1/pods" && path != "/api/v1/namespaces" && namespace.is_none() {
         s.counts.other += 1;
         let _ = tx.send(Bytes::from_static(b"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"reason\":\"NotFound\",\"code\":404}"));
         drop(tx);
@@ -332,15 +423,23 @@ async fn handle(
         .get("fieldSelector")
         .and_then(|f| f.split(',').find_map(|t| t.strip_prefix("spec.nodeName=")))
         .map(str::to_owned);
-    let matches = |pod: &Value| {
-        node.as_deref().is_none_or(|n| pod["spec"]["nodeName"] == n)
-            && namespace
-                .as_deref()
-                .is_none_or(|ns| pod["metadata"]["namespace"] == ns)
+    let matches = |object_kind: Kind, object: &Value| {
+        object_kind == kind
+            && (kind == Kind::Namespace
+                || node
+                    .as_deref()
+                    .is_none_or(|n| object["spec"]["nodeName"] == n)
+                    && namespace
+                        .as_deref()
+                        .is_none_or(|ns| object["metadata"]["namespace"] == ns))
+    };
+    let (counts, kind_name) = match kind {
+        Kind::Pod => (&mut s.counts.pods, "Pod"),
+        Kind::Namespace => (&mut s.counts.namespaces, "Namespace"),
     };
     let watch = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
     if watch {
-        s.counts.watches += 1;
+        counts.watches += 1;
         let from: u64 = params
             .get("resourceVersion")
             .and_then(|v| v.parse().ok())
@@ -352,22 +451,30 @@ async fn handle(
             if params.get("allowWatchBookmarks").map(String::as_str) == Some("true") {
                 let _ = tx.send(event_line(
                     "BOOKMARK",
-                    json!({"kind": "Pod", "apiVersion": "v1",
+                    json!({"kind": kind_name, "apiVersion": "v1",
                         "metadata": {"resourceVersion": s.rv.to_string(),
                             "annotations": {"k8s.io/initial-events-end": "true"}}}),
                 ));
             }
-            for (rv, kind, pod) in &s.history {
-                if *rv > from && matches(pod) {
-                    let _ = tx.send(event_line(kind, pod.clone()));
+            for (rv, object_kind, event, object) in &s.history {
+                if *rv > from && matches(*object_kind, object) {
+                    let _ = tx.send(event_line(event, object.clone()));
                 }
             }
-            s.watchers.push(Watcher { node, tx });
+            s.watchers.push(Watcher { kind, node, tx });
         }
     } else {
-        s.counts.lists += 1;
-        let items: Vec<Value> = s.pods.values().filter(|p| matches(p)).cloned().collect();
-        let list = json!({"kind": "PodList", "apiVersion": "v1",
+        counts.lists += 1;
+        let store = match kind {
+            Kind::Pod => &s.pods,
+            Kind::Namespace => &s.namespaces,
+        };
+        let items: Vec<Value> = store
+            .values()
+            .filter(|o| matches(kind, o))
+            .cloned()
+            .collect();
+        let list = json!({"kind": format!("{kind_name}List"), "apiVersion": "v1",
             "metadata": {"resourceVersion": s.rv.to_string()}, "items": items});
         let _ = tx.send(Bytes::from(serde_json::to_vec(&list).expect("json")));
         drop(tx);

@@ -20,10 +20,20 @@
 //!   or a stall that stores the items and then answers late (a client timeout
 //!   after Elasticsearch indexed);
 //! - a body size limit answered with an empty 413 ([`FakeEs::set_max_content_length`]);
-//! - a delay before every answer ([`FakeEs::set_response_delay`]).
+//! - a delay before every answer ([`FakeEs::set_response_delay`]);
+//! - a limit on a request's `Content-Length` enforced the way proxies and
+//!   overloaded servers do it, at the TCP level ([`FakeEs::close_above`]):
+//!   the connection is closed after the headers without an answer, reset
+//!   (`SO_LINGER` 0) after part of the body, or answered with an empty 413
+//!   and closed without reading the body ([`Oversized`]);
+//! - outages: the port closed and reopened ([`FakeEs::stop`],
+//!   [`FakeEs::restart`], which also drop open connections), or every
+//!   connection reset as soon as it is accepted, probes included
+//!   ([`FakeEs::reset_connections_for`]).
 //!
-//! It records every request (path, headers, item count, status) and the
-//! highest number of requests it was handling at once.
+//! It records every request (path, headers, item count, status; status 0
+//! when it closed the connection without answering) and the highest number
+//! of requests it was handling at once.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -59,6 +69,20 @@ pub enum RequestFault {
     MissingItem,
     /// Stores the items normally, then waits this long before answering.
     Stall(Duration),
+}
+
+/// What the fake does with a `_bulk` request whose `Content-Length` is over
+/// the limit set by [`FakeEs::close_above`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Oversized {
+    /// Closes the socket right after the headers, without an answer (the
+    /// unread body makes the kernel reset the connection).
+    CloseAfterHeaders,
+    /// Reads about half the body, then resets the connection (`SO_LINGER` 0).
+    ResetMidBody,
+    /// Answers an empty 413 at once and closes without reading the body, as
+    /// nginx does past `client_max_body_size`.
+    Answer413AndClose,
 }
 
 /// An error for one item.
@@ -126,6 +150,8 @@ struct State {
     fault_until: Option<(Instant, RequestFault)>,
     max_content_length: Option<usize>,
     delay: Duration,
+    close_above: Option<(usize, Oversized)>,
+    reset_until: Option<Instant>,
     in_flight: usize,
     max_in_flight: usize,
     requests: Vec<RecordedRequest>,
@@ -136,12 +162,14 @@ struct State {
 pub struct FakeEs {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    server: JoinHandle<()>,
+    /// The accept loop; it owns every connection's task, so aborting it
+    /// closes the port and drops every open connection.
+    server: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for FakeEs {
     fn drop(&mut self) {
-        self.server.abort();
+        self.stop();
     }
 }
 
@@ -152,26 +180,55 @@ impl FakeEs {
             .expect("bind fake ES");
         let addr = listener.local_addr().expect("fake ES address");
         let state = Arc::new(Mutex::new(State::default()));
-        let server_state = state.clone();
-        let server = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = server_state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let server = tokio::spawn(serve(listener, state.clone()));
         FakeEs {
             addr,
             state,
-            server,
+            server: Mutex::new(Some(server)),
         }
+    }
+
+    /// Closes the port (connections are refused) and drops every open
+    /// connection, as when Elasticsearch stops.
+    pub fn stop(&self) {
+        if let Some(server) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            server.abort();
+        }
+    }
+
+    /// Listens again on the same port, with the same stored documents.
+    pub async fn restart(&self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("fake ES: rebinding {}: {e}", self.addr);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("fake ES: cannot rebind {}: {e}", self.addr),
+            }
+        };
+        let server = tokio::spawn(serve(listener, self.state.clone()));
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+    }
+
+    /// `_bulk` requests with a `Content-Length` over `bytes` (the body as
+    /// sent, gzip'd or not) are cut off as `how` says.
+    pub fn close_above(&self, bytes: usize, how: Oversized) {
+        self.state().close_above = Some((bytes, how));
+    }
+
+    /// Ends [`FakeEs::close_above`].
+    pub fn accept_any_size(&self) {
+        self.state().close_above = None;
+    }
+
+    /// For `duration`, every connection is reset as soon as it is accepted
+    /// (a load balancer without a healthy backend).
+    pub fn reset_connections_for(&self, duration: Duration) {
+        self.state().reset_until = Some(Instant::now() + duration);
     }
 
     /// The base URL, e.g. `http://127.0.0.1:41234`.
@@ -256,6 +313,177 @@ impl FakeEs {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         false
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (reset, close_above) = {
+            let s = state.lock().unwrap_or_else(|p| p.into_inner());
+            let reset = s.reset_until.is_some_and(|until| Instant::now() < until);
+            (reset, s.close_above)
+        };
+        let state = state.clone();
+        connections.spawn(async move {
+            if reset {
+                let _ = stream.set_zero_linger();
+                return;
+            }
+            match close_above {
+                Some((limit, how)) => guarded_connection(stream, state, limit, how).await,
+                None => serve_connection(stream, state, true).await,
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(stream: S, state: Arc<Mutex<State>>, keep_alive: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(state.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(keep_alive)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// One request per connection: its headers are read here, and an oversized
+/// `_bulk` body is refused at the TCP level; anything else is served
+/// normally (then the connection closes, so the next request is checked too).
+async fn guarded_connection(
+    mut stream: tokio::net::TcpStream,
+    state: Arc<Mutex<State>>,
+    limit: usize,
+    how: Oversized,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+        if head.len() > 64 << 10 {
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&head[..header_end]).into_owned();
+    let is_bulk = text
+        .lines()
+        .next()
+        .is_some_and(|l| l.starts_with("POST ") && l.contains("/_bulk"));
+    let content_length = text.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    let oversized = is_bulk && content_length.is_some_and(|n| n > limit);
+    if !oversized {
+        let stream = Prefixed {
+            prefix: head,
+            pos: 0,
+            inner: stream,
+        };
+        serve_connection(stream, state, false).await;
+        return;
+    }
+    let path = text
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or("")
+        .to_string();
+    let status = match how {
+        Oversized::CloseAfterHeaders => 0,
+        Oversized::ResetMidBody => {
+            let want = content_length.unwrap_or(0) / 2;
+            let mut read = head.len() - header_end;
+            while read < want {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+            let _ = stream.set_zero_linger();
+            0
+        }
+        Oversized::Answer413AndClose => {
+            let _ = stream
+                .write_all(b"HTTP/1.1 413 Request Entity Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+            let _ = stream.flush().await;
+            413
+        }
+    };
+    state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .requests
+        .push(RecordedRequest {
+            path_and_query: path,
+            content_type: None,
+            content_encoding: None,
+            decoded_bytes: 0,
+            items: 0,
+            status,
+        });
+    drop(stream);
+}
+
+/// A stream that yields `prefix` (bytes already read from `inner`) first.
+struct Prefixed {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: tokio::net::TcpStream,
+}
+
+impl tokio::io::AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = buf.remaining().min(self.prefix.len() - self.pos);
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

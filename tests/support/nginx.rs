@@ -12,7 +12,10 @@
 //! - `api_key_url`: valid certificate, `Authorization: ApiKey <API_KEY>`;
 //! - `expired_url`: the expired certificate, basic auth;
 //! - `client_cert_url`: valid certificate, a client certificate signed by
-//!   the test CA required (403 without one).
+//!   the test CA required (403 without one);
+//! - `small_body_url`: valid certificate, basic auth, and
+//!   `client_max_body_size` [`SMALL_BODY_BYTES`]: a larger request body is
+//!   answered 413 by nginx itself, before it is read.
 //!
 //! nginx is killed when the [`Nginx`] is dropped and, should the test
 //! process die, by `PR_SET_PDEATHSIG`.
@@ -28,6 +31,9 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub const API_KEY: &str = "bG9nc2hpcDp0ZXN0LWFwaS1rZXk=";
 
 const NGINX: &str = "/usr/sbin/nginx";
+
+/// `client_max_body_size` of `small_body_url`, in bytes.
+pub const SMALL_BODY_BYTES: usize = 32 << 10;
 
 /// Test certificates, in a temp dir.
 pub struct Pki {
@@ -165,6 +171,8 @@ pub struct Nginx {
     pub expired_url: String,
     /// Valid certificate; requires a client certificate signed by the CA.
     pub client_cert_url: String,
+    /// Valid certificate, basic auth, bodies over [`SMALL_BODY_BYTES`] refused.
+    pub small_body_url: String,
 }
 
 /// Whether Debian's nginx is installed (`.ci/run` installs `nginx-light`).
@@ -198,6 +206,7 @@ impl Nginx {
         let upstream = upstream.trim_start_matches("http://");
         let (basic, api_key, expired) = (free_port(), free_port(), free_port());
         let client_cert = free_port();
+        let small_body = free_port();
         let server = |port: u16, cert: &str, check: &str| {
             format!(
                 r#"
@@ -244,6 +253,7 @@ http {{
 {b}
 {c}
 {d}
+{e}
 }}
 "#,
             pid = dir.path().join("nginx.pid").display(),
@@ -264,6 +274,11 @@ http {{
                     "ssl_client_certificate {};\n        ssl_verify_client optional;\n        ssl_certificate ",
                     pki.ca().display()
                 ),
+            ),
+            e = server(
+                small_body,
+                "server",
+                &format!("{basic_check}\n            client_max_body_size {SMALL_BODY_BYTES};"),
             ),
         );
         let conf_path = dir.path().join("nginx.conf");
@@ -296,8 +311,9 @@ http {{
             api_key_url: format!("https://127.0.0.1:{api_key}"),
             expired_url: format!("https://127.0.0.1:{expired}"),
             client_cert_url: format!("https://127.0.0.1:{client_cert}"),
+            small_body_url: format!("https://127.0.0.1:{small_body}"),
         };
-        nginx.wait_listening(&[basic, api_key, expired, client_cert]);
+        nginx.wait_listening(&[basic, api_key, expired, client_cert, small_body]);
         nginx
     }
 

@@ -5,12 +5,19 @@
 //! the API key from their files at start-up (a missing or malformed file is a
 //! [`SinkError`] naming the file, never its content).
 //!
-//! Promises: TLS is rustls (no OpenSSL); `https://` hosts are verified
-//! against Mozilla's root store built into the binary (webpki-roots), or only against
-//! `tls.ca_file` when given; `tls.verify: false` is honoured only when
-//! written and logged as a warning at start. Secrets travel as
-//! `Authorization` headers marked sensitive (hidden from `Debug` output) and
-//! are never logged.
+//! Promises: TLS is rustls (no OpenSSL). `https://` hosts are verified
+//! against `tls.ca_file` only, when given; otherwise against the system's
+//! trust store — `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, else the
+//! distribution's bundle and directory (`/etc/ssl/certs` on Debian), read
+//! with `rustls-native-certs` — and, when that store cannot be read or holds
+//! no certificate (a distroless image), against Mozilla's roots built into
+//! the binary (webpki-roots), with a warning. The store is read once per
+//! client and only when some host is `https://`, no `tls.ca_file` is given
+//! and `tls.verify` is on, so plain-`http` setups pay nothing for it; the
+//! number of roots loaded is logged at debug level. `tls.verify: false` is
+//! honoured only when written and logged as a warning at start. Secrets
+//! travel as `Authorization` headers marked sensitive (hidden from `Debug`
+//! output) and are never logged.
 //!
 //! Does not: re-read the secret files while running (a rotated password needs
 //! a restart), or choose hosts (`hosts`).
@@ -33,6 +40,23 @@ pub fn build(cfg: &ElasticsearchConfig, timeout: Duration) -> Result<reqwest::Cl
         .default_headers(headers(cfg)?);
     if let Some(tls) = &cfg.tls {
         builder = apply_tls(builder, tls)?;
+    }
+    let verifies_with_public_roots = cfg
+        .tls
+        .as_ref()
+        .is_none_or(|tls| tls.verify && tls.ca_file.is_none());
+    let any_https = cfg.hosts.iter().any(|h| {
+        h.get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    });
+    if verifies_with_public_roots
+        && any_https
+        && let Some(roots) = system_roots()
+    {
+        builder = builder.tls_built_in_root_certs(false);
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
     }
     builder
         .build()
@@ -82,6 +106,46 @@ fn apply_tls(
         builder = builder.identity(identity);
     }
     Ok(builder)
+}
+
+/// The system's trusted CA certificates, or `None` (with a warning) when
+/// none can be read, to keep the built-in roots.
+fn system_roots() -> Option<Vec<reqwest::Certificate>> {
+    let started = std::time::Instant::now();
+    let found = rustls_native_certs::load_native_certs();
+    let errors: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+    // A certificate rustls cannot take as a trust anchor would fail the
+    // whole client build: skip it, as rustls' own `add_parsable_certificates`.
+    let roots: Vec<reqwest::Certificate> = found
+        .certs
+        .iter()
+        .filter(|der| webpki::anchor_from_trusted_cert(der).is_ok())
+        .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+        .collect();
+    let skipped = found.certs.len() - roots.len();
+    if roots.is_empty() {
+        tracing::warn!(
+            errors = %errors.join("; "),
+            "no trusted CA certificate could be read from the system store \
+             (SSL_CERT_FILE, SSL_CERT_DIR or /etc/ssl/certs); https hosts are \
+             verified against Mozilla's roots built into logship"
+        );
+        return None;
+    }
+    if !errors.is_empty() {
+        tracing::warn!(
+            errors = %errors.join("; "),
+            loaded = roots.len(),
+            "parts of the system's trusted CA store could not be read; using the rest"
+        );
+    }
+    tracing::debug!(
+        roots = roots.len(),
+        skipped,
+        took = ?started.elapsed(),
+        "https hosts are verified against the system's trusted CA certificates"
+    );
+    Some(roots)
 }
 
 fn headers(cfg: &ElasticsearchConfig) -> Result<HeaderMap, SinkError> {

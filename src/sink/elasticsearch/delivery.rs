@@ -8,8 +8,44 @@
 //!   2xx that is not a bulk response) → back off, resend the same body;
 //! - 413 → split the group in halves, each sent on its own; a single item
 //!   that is still too large is dead-lettered;
+//! - the connection cut before an answer, repeatedly, while the host answers
+//!   otherwise → split in halves as for a 413 (below);
 //! - bulk response → per item: 2xx delivered, 409 duplicate (delivered),
 //!   429/5xx kept and resent alone after a backoff, anything else rejected.
+//!
+//! ## A connection cut instead of a 413
+//!
+//! Elasticsearch sometimes closes the connection rather than answer 413, and
+//! proxies and load balancers in front of it (nginx past
+//! `client_max_body_size`, cloud load balancers) reset it while the body is
+//! still being sent. To the client that is a broken connection
+//! ([`TransportKind::ConnectionBroken`]: reset, broken pipe, or closed before
+//! an answer, on a connection that was established), which an outage also
+//! produces: a node stopping mid-request, an idle pooled connection the
+//! server had closed. The rule that tells them apart:
+//!
+//! - a group of two or more items whose request was cut
+//!   [`CUTS_BEFORE_SPLIT`] times in a row (any other outcome resets the
+//!   count) makes the sink probe that host (`HEAD /`, any answer but
+//!   502/503/504 counts). If the host answers, the size of the request is the
+//!   likely cause: the group is split in halves, and each half is split
+//!   again after a single cut (the size is already suspect). If the probe
+//!   fails too, it is an outage: the whole group is retried with backoff,
+//!   unsplit;
+//! - connect errors (refused, DNS, TLS) and timeouts never count: the host
+//!   did not cut anything, it was not there or slow.
+//!
+//! Splitting on a wrong guess costs only more, smaller requests; nothing is
+//! dropped. A **single** document whose request keeps being cut is *not*
+//! dead-lettered: a cut carries no reason, and a flapping proxy that resets
+//! connections while answering `HEAD /` would then turn a network fault into
+//! documents taken out of the index. It is retried with backoff and, from the
+//! second cut on, logged at error level with its size, naming the body
+//! limits to check (`http.max_content_length`, the proxy's); the batch stays
+//! unacknowledged, so the problem shows as backpressure, not loss. A 413,
+//! which does carry the reason, still dead-letters a single document.
+//! Timeouts (a proxy that stops reading the body) are retried like any
+//! timeout.
 //!
 //! Rejected items are written to the dead-letter file, durably, before
 //! [`deliver`] returns; the caller then acknowledges the batch. There is no
@@ -23,6 +59,8 @@ use std::time::Duration;
 use tracing::{error, warn};
 
 use super::dead_letter::{self, DeadLetter, DeadLetterFile};
+#[cfg(doc)]
+use super::request::TransportKind;
 use super::request::{self, Attempt, BulkBody, BulkRequester, ItemRef};
 use super::response::{self, BulkItemOutcome, ItemError};
 use super::retry::{Backoff, LogLimiter};
@@ -31,6 +69,18 @@ use crate::telemetry::Metrics;
 
 /// At most one retry warning of each kind per this interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Consecutive cut connections before a group of several items is split
+/// (if its host still answers a probe).
+pub const CUTS_BEFORE_SPLIT: u32 = 2;
+
+/// Items sent together until their response settles them.
+struct Group {
+    items: Vec<ItemRef>,
+    /// Cuts counted before this group existed: a half of a group split
+    /// because of cuts starts at `CUTS_BEFORE_SPLIT - 1`.
+    cuts: u32,
+}
 
 /// What all batch tasks of one sink share.
 pub struct Delivery {
@@ -82,7 +132,10 @@ impl Delivery {
             return;
         }
         let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
-        let mut groups = VecDeque::from([all]);
+        let mut groups = VecDeque::from([Group {
+            items: all,
+            cuts: 0,
+        }]);
         let mut rejected = Vec::new();
         while let Some(group) = groups.pop_front() {
             self.send_group(batch, group, &mut backoff, &mut groups, &mut rejected)
@@ -94,16 +147,18 @@ impl Delivery {
     }
 
     /// Sends `group` until each of its items is delivered or rejected, or
-    /// until a 413 split it into two groups pushed to the front of `groups`.
+    /// until a 413 or repeated cuts split it into two groups pushed to the
+    /// front of `groups`.
     async fn send_group(
         &self,
         batch: &Arc<Batch>,
-        group: Vec<ItemRef>,
+        group: Group,
         backoff: &mut Backoff,
-        groups: &mut VecDeque<Vec<ItemRef>>,
+        groups: &mut VecDeque<Group>,
         rejected: &mut Vec<Rejected>,
     ) {
-        let mut items: Arc<[ItemRef]> = group.into();
+        let mut cuts = group.cuts;
+        let mut items: Arc<[ItemRef]> = group.items.into();
         let mut body: Option<BulkBody> = None;
         loop {
             let current = match &body {
@@ -120,7 +175,8 @@ impl Delivery {
                 }
             };
             let timer = self.metrics.sink.start(current.bytes.len(), items.len());
-            let (host, attempt) = self.requester.send(&current, items.len()).await;
+            let (host_index, attempt) = self.requester.send_indexed(&current, items.len()).await;
+            let host = self.requester.display(host_index);
             match &attempt {
                 // A 413 is an answer too: Elasticsearch is reachable.
                 Attempt::Bulk(_) | Attempt::TooLarge => timer.answered(),
@@ -129,12 +185,13 @@ impl Delivery {
             match attempt {
                 Attempt::Bulk(results) => {
                     Metrics::add(&self.metrics.requests_ok, 1);
+                    cuts = 0;
                     let retry = self.walk_items(host, &items, results, rejected);
-                    if retry.is_empty() {
-                        return;
-                    }
                     if retry.len() < items.len() {
                         backoff.reset();
+                    }
+                    if retry.is_empty() {
+                        return;
                     }
                     Metrics::add(&self.metrics.items_retried, retry.len() as u64);
                     tokio::time::sleep(backoff.next_delay()).await;
@@ -169,13 +226,47 @@ impl Delivery {
                             "bulk request too large; splitting it in halves"
                         );
                     }
-                    let (front, back) = items.split_at(items.len() / 2);
-                    groups.push_front(back.to_vec());
-                    groups.push_front(front.to_vec());
+                    split(&items, 0, groups);
                     return;
                 }
                 Attempt::Failed(failure) => {
                     Metrics::add(&self.metrics.requests_failed, 1);
+                    if failure.is_connection_broken() {
+                        cuts += 1;
+                    } else {
+                        cuts = 0;
+                    }
+                    if cuts >= CUTS_BEFORE_SPLIT {
+                        if items.len() > 1 {
+                            if self.requester.probe(host_index).await {
+                                if let Some(suppressed) = self.request_log.check() {
+                                    warn!(
+                                        host,
+                                        items = items.len(),
+                                        bytes = current.bytes.len(),
+                                        cuts,
+                                        suppressed,
+                                        "the connection was cut {cuts} times while sending this bulk request, \
+                                         yet the host answers: taking it as too large and splitting it in halves ({failure})"
+                                    );
+                                }
+                                split(&items, CUTS_BEFORE_SPLIT - 1, groups);
+                                return;
+                            }
+                        } else if let Some(suppressed) = self.request_log.check() {
+                            let document_bytes = request::item_bytes(batch, items[0]).len();
+                            error!(
+                                host,
+                                document_bytes,
+                                body_bytes = current.bytes.len(),
+                                cuts,
+                                suppressed,
+                                "the connection is cut each time this single document is sent; if a body limit \
+                                 (Elasticsearch http.max_content_length, a proxy's client_max_body_size) is below \
+                                 its size, raise it. Not dead-lettered (a cut carries no reason); retrying ({failure})"
+                            );
+                        }
+                    }
                     let delay = backoff.next_delay();
                     if let Some(suppressed) = self.request_log.check() {
                         let status = failure.status().map(|s| s.as_u16());
@@ -294,6 +385,19 @@ impl Delivery {
             summary.join("; ")
         );
     }
+}
+
+/// Pushes the two halves of `items` to the front of `groups`, in order.
+fn split(items: &[ItemRef], cuts: u32, groups: &mut VecDeque<Group>) {
+    let (front, back) = items.split_at(items.len() / 2);
+    groups.push_front(Group {
+        items: back.to_vec(),
+        cuts,
+    });
+    groups.push_front(Group {
+        items: front.to_vec(),
+        cuts,
+    });
 }
 
 /// Splits one item into its action line and document line (without newlines).

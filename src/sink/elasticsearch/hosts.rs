@@ -6,7 +6,8 @@
 //! failed without an HTTP answer (refused, reset, timed out) or answered 502,
 //! 503 or 504 is marked down for a backoff (1 s doubling per consecutive
 //! failure, capped at [`MAX_DOWN`], jittered); once it elapses the host gets
-//! the next request as a probe, and a success marks it up. When every host
+//! the next request as a probe, and a success marks it up (so does an
+//! answered `HEAD /` probe after cut connections, see `delivery`). When every host
 //! is down, the one due back first is tried: requests keep failing and
 //! backing off in the delivery loop, batches stay queued, and backpressure
 //! reaches the tailers — nothing is dropped. Credentials in a host URL

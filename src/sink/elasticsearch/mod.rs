@@ -13,9 +13,11 @@
 //! Promises: nothing is dropped — whole-request failures of any kind
 //! (connect errors, timeouts, 429, 5xx, other 4xx, a 2xx that is not a bulk
 //! response for exactly the items sent) are retried with capped, jittered
-//! exponential backoff without a limit on attempts; a 413 splits the request;
-//! only items Elasticsearch rejects for good (4xx other than 409/429, or a
-//! single document too large to send) are dead-lettered.
+//! exponential backoff without a limit on attempts; a 413, or a connection
+//! cut repeatedly while the host still answers a probe (`delivery` documents
+//! the rule), splits the request; only items Elasticsearch rejects for good
+//! (4xx other than 409/429, or a single document answered 413) are
+//! dead-lettered — never a document on a guess from a cut connection.
 //!
 //! Does not: give up, reorder acknowledgements (batches may finish in any
 //! order; the checkpoint store's watermark handles that), or decide when to

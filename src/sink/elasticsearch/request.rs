@@ -10,6 +10,16 @@
 //! [`Attempt`]: a bulk response (whose items the caller walks), a 413, or a
 //! whole-request failure to retry. A 2xx body that is not a bulk response for
 //! exactly the items sent is a failure, never a success.
+//!
+//! A failure without an HTTP answer is classified by [`TransportKind`] from
+//! reqwest's error and its source chain: `is_connect` (refused, DNS, TLS
+//! handshake, connect timeout) and `is_timeout` say the request never got an
+//! answer in time; a `hyper::Error` that is an incomplete message, or an
+//! `io::Error` that is a reset, broken pipe or abort, on a connection that
+//! was established, says the peer cut the connection while the request was
+//! being sent or before it answered ([`TransportKind::ConnectionBroken`]) —
+//! what a server or proxy does to a body it finds too large.
+//! [`BulkRequester::probe`] asks a host whether it answers at all (`HEAD /`).
 
 use std::io::Write;
 use std::ops::Range;
@@ -134,11 +144,25 @@ pub enum Attempt {
     Failed(RequestFailure),
 }
 
+/// How a request without an HTTP answer failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// No connection: refused, DNS, TLS handshake, connect timeout.
+    Connect,
+    /// No answer within the request timeout.
+    Timeout,
+    /// The connection was established, then reset or closed by the peer
+    /// before an answer: while the body was sent, or after.
+    ConnectionBroken,
+    /// Anything else (e.g. a body that could not be encoded).
+    Other,
+}
+
 /// Why a whole request failed, for logs.
 #[derive(Debug)]
 pub enum RequestFailure {
     /// No HTTP response: connect error, timeout, broken connection.
-    Transport { error: String, timeout: bool },
+    Transport { error: String, kind: TransportKind },
     /// 429 or 5xx (Elasticsearch or a proxy in front of it is overloaded or down).
     Unavailable {
         status: StatusCode,
@@ -160,6 +184,17 @@ pub enum RequestFailure {
 }
 
 impl RequestFailure {
+    /// Whether the peer cut an established connection before answering.
+    pub fn is_connection_broken(&self) -> bool {
+        matches!(
+            self,
+            RequestFailure::Transport {
+                kind: TransportKind::ConnectionBroken,
+                ..
+            }
+        )
+    }
+
     /// Whether the operator has to act (logged at error, not warn).
     pub fn needs_operator(&self) -> bool {
         matches!(self, RequestFailure::Rejected { .. })
@@ -178,8 +213,12 @@ impl RequestFailure {
     /// Elasticsearch's `error.type`, or what kind of failure it was.
     pub fn error_type(&self) -> &str {
         match self {
-            RequestFailure::Transport { timeout: true, .. } => "timeout",
-            RequestFailure::Transport { .. } => "transport",
+            RequestFailure::Transport { kind, .. } => match kind {
+                TransportKind::Connect => "connect",
+                TransportKind::Timeout => "timeout",
+                TransportKind::ConnectionBroken => "connection_broken",
+                TransportKind::Other => "transport",
+            },
             RequestFailure::Unavailable { error: Some(e), .. }
             | RequestFailure::Rejected { error: Some(e), .. } => e.kind_or_unknown(),
             RequestFailure::Unavailable { error: None, .. }
@@ -199,8 +238,12 @@ impl std::fmt::Display for RequestFailure {
         match self {
             RequestFailure::Transport {
                 error,
-                timeout: true,
+                kind: TransportKind::Timeout,
             } => write!(f, "request timed out: {error}"),
+            RequestFailure::Transport {
+                error,
+                kind: TransportKind::ConnectionBroken,
+            } => write!(f, "connection closed before an answer: {error}"),
             RequestFailure::Transport { error, .. } => write!(f, "{error}"),
             RequestFailure::Unavailable { status, error } => {
                 write!(f, "HTTP {status}: {}", reason(error))
@@ -235,6 +278,13 @@ impl BulkRequester {
     /// One attempt to send `body`, which holds `sent` items, to the next
     /// host; returns that host (for logs) and what happened.
     pub async fn send(&self, body: &BulkBody, sent: usize) -> (&str, Attempt) {
+        let (i, attempt) = self.send_indexed(body, sent).await;
+        (&self.hosts.get(i).display, attempt)
+    }
+
+    /// As [`BulkRequester::send`], returning the host's index (for
+    /// [`BulkRequester::probe`] and [`BulkRequester::display`]).
+    pub async fn send_indexed(&self, body: &BulkBody, sent: usize) -> (usize, Attempt) {
         let i = self.hosts.pick_index();
         let host = self.hosts.get(i);
         let attempt = self.send_to(&host.bulk_url, body, sent).await;
@@ -246,7 +296,29 @@ impl BulkRequester {
             _ => false,
         };
         self.hosts.report(i, !unhealthy);
-        (&host.display, attempt)
+        (i, attempt)
+    }
+
+    /// Host `i` for logs.
+    pub fn display(&self, i: usize) -> &str {
+        &self.hosts.get(i).display
+    }
+
+    /// Whether host `i` answers a `HEAD /` with any HTTP status but 502,
+    /// 503 or 504 (a 401 or 403 still proves it is up and reachable) within
+    /// [`PROBE_TIMEOUT`]. Reports the outcome to the host rotation.
+    pub async fn probe(&self, i: usize) -> bool {
+        let host = self.hosts.get(i);
+        let mut base = host.bulk_url.clone();
+        let path = base.path().trim_end_matches("_bulk").to_string();
+        base.set_path(&path);
+        base.set_query(None);
+        let answered = match self.client.head(base).timeout(PROBE_TIMEOUT).send().await {
+            Ok(r) => !matches!(r.status().as_u16(), 502..=504),
+            Err(_) => false,
+        };
+        self.hosts.report(i, answered);
+        answered
     }
 
     async fn send_to(&self, url: &reqwest::Url, body: &BulkBody, sent: usize) -> Attempt {
@@ -290,19 +362,46 @@ impl BulkRequester {
     }
 }
 
+/// Longest wait for a [`BulkRequester::probe`].
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn transport_failure(e: &reqwest::Error) -> RequestFailure {
-    // The top-level message of a reqwest error is vague; the sources say why.
-    let mut error = e.to_string();
+    RequestFailure::Transport {
+        // The top-level message of a reqwest error is vague; the sources say why.
+        error: super::client::error_chain(e),
+        kind: transport_kind(e),
+    }
+}
+
+/// What kind of transport failure `e` is (see the module doc).
+fn transport_kind(e: &reqwest::Error) -> TransportKind {
+    if e.is_timeout() {
+        return TransportKind::Timeout;
+    }
+    if e.is_connect() {
+        return TransportKind::Connect;
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        error.push_str(": ");
-        error.push_str(&s.to_string());
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && h.is_incomplete_message()
+        {
+            return TransportKind::ConnectionBroken;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return TransportKind::ConnectionBroken;
+        }
         source = s.source();
     }
-    RequestFailure::Transport {
-        error,
-        timeout: e.is_timeout(),
-    }
+    TransportKind::Other
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -395,6 +494,88 @@ mod tests {
             .read_to_end(&mut decoded)
             .unwrap();
         assert_eq!(decoded, expected(&["a", "c", "d", "e"]));
+    }
+
+    /// The transport failure of one POST of `body` to a server that
+    /// handles its one connection with `serve` (`None`: nothing listens).
+    async fn failure_kind<F, Fut>(body: usize, serve: Option<F>) -> TransportKind
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/_bulk", listener.local_addr().unwrap());
+        match serve {
+            Some(serve) => {
+                tokio::spawn(async move {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    serve(stream).await;
+                });
+            }
+            None => drop(listener),
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let err = client
+            .post(url)
+            .body(vec![b'x'; body])
+            .send()
+            .await
+            .expect_err("the request must fail");
+        transport_kind(&err)
+    }
+
+    #[tokio::test]
+    async fn transport_failures_tell_a_cut_from_an_outage() {
+        use tokio::io::AsyncReadExt;
+        type Serve = fn(tokio::net::TcpStream) -> std::future::Ready<()>;
+        // Nothing listens: refused, never a cut.
+        assert_eq!(
+            failure_kind::<Serve, _>(10, None).await,
+            TransportKind::Connect
+        );
+        // Closed right after accepting, the body unread: reset.
+        let kind = failure_kind(4 << 20, Some(|s| async move { drop(s) })).await;
+        assert_eq!(kind, TransportKind::ConnectionBroken);
+        // Part of the body read, then reset (SO_LINGER 0).
+        let kind = failure_kind(
+            4 << 20,
+            Some(|mut s: tokio::net::TcpStream| async move {
+                let mut buf = vec![0; 64 << 10];
+                let _ = s.read(&mut buf).await;
+                let _ = s.set_zero_linger();
+            }),
+        )
+        .await;
+        assert_eq!(kind, TransportKind::ConnectionBroken);
+        // Everything read, then closed without an answer.
+        let kind = failure_kind(
+            100,
+            Some(|mut s: tokio::net::TcpStream| async move {
+                let mut buf = vec![0; 64 << 10];
+                let mut total = 0;
+                while total < 100 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+            }),
+        )
+        .await;
+        assert_eq!(kind, TransportKind::ConnectionBroken);
+        // Accepted, never answered: a timeout, not a cut.
+        let kind = failure_kind(
+            100,
+            Some(|s: tokio::net::TcpStream| async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                drop(s);
+            }),
+        )
+        .await;
+        assert_eq!(kind, TransportKind::Timeout);
     }
 
     #[test]

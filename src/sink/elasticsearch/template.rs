@@ -8,15 +8,15 @@
 //! `@timestamp` is `date_nanos` (so a line stamped before 1970 is rejected by
 //! the server and dead-lettered); every metadata field logship writes is
 //! `keyword`; other strings default to `keyword` (`ignore_above: 1024`).
-//! Kubernetes labels and annotations: with `dedot: true` (default) their keys
-//! have no dots and map as keywords; with `dedot: false` both objects get a
-//! single flat field type, so `app: x` and `app.kubernetes.io/name: y` cannot
-//! collide as value and object.
+//! Kubernetes labels, annotations and namespace labels: with `dedot: true`
+//! (default) their keys have no dots and map as keywords; with `dedot: false`
+//! those objects get a single flat field type, so `app: x` and
+//! `app.kubernetes.io/name: y` cannot collide as value and object.
 //!
 //! The flat type is not the same everywhere, so the template's [`Flavour`] is
 //! chosen per host from what `GET /` says (see [`super::version`]):
 //!
-//! | server                        | labels / annotations with `dedot: false`       |
+//! | server                        | labels, annotations, namespace labels with `dedot: false` |
 //! |-------------------------------|------------------------------------------------|
 //! | Elasticsearch 7.10+, 8, 9     | `flattened` (`ignore_above: 1024`), searchable |
 //! | OpenSearch 2.7+               | `flat_object` (takes no `ignore_above`), searchable |
@@ -167,7 +167,8 @@ pub fn body(pattern: &str, data_stream: bool, dedot: bool, flavour: Flavour) -> 
             ("node", kv(&["name"])),
             ("deployment", kv(&["name"])),
             ("labels", metadata_map.clone()),
-            ("annotations", metadata_map),
+            ("annotations", metadata_map.clone()),
+            ("namespace_labels", metadata_map),
         ]),
     });
     let mut body = json!({
