@@ -1007,6 +1007,19 @@ sink:
     }
 
     #[test]
+    fn template_dedot_follows_kubernetes_dedot_and_a_mismatch_is_refused() {
+        let kube = "kubernetes: {mode: daemonset, node_name: n1, dedot: false}\n";
+        let c = load_text(&format!("{MINIMAL}{kube}")).unwrap();
+        assert!(!c.kubernetes.dedot);
+        assert!(!c.sink.dedot, "unset sink dedot follows kubernetes.dedot");
+        let err = load_err(&format!("{}{kube}", with_sink_keys("    dedot: true\n")));
+        assert_eq!(err.key(), Some("sink.elasticsearch.dedot"), "{err}");
+        assert!(err.to_string().contains("kubernetes.dedot"), "{err}");
+        let same = load_text(&format!("{}{kube}", with_sink_keys("    dedot: false\n"))).unwrap();
+        assert!(!same.sink.dedot);
+    }
+
+    #[test]
     fn data_stream_names_the_index_and_template_keys_load() {
         let c = load_text(&with_sink_keys(
             "    data_stream: {dataset: nginx.access, namespace: prod}\n    template: install\n    dedot: false\n",

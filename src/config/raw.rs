@@ -130,8 +130,10 @@ pub struct RawElasticsearch {
     pub data_stream: Option<RawDataStream>,
     #[serde(default = "default_template")]
     pub template: super::TemplateMode,
-    #[serde(default = "default_dedot")]
-    pub dedot: bool,
+    /// Unset: the same as `kubernetes.dedot` (the template must map the
+    /// keys the way the metadata writes them).
+    #[serde(default)]
+    pub dedot: Option<bool>,
     #[serde(default)]
     pub dead_letter: RawDeadLetter,
 }

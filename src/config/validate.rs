@@ -89,8 +89,10 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         .map(|(i, source)| validate_source(i, source))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let kubernetes = super::kubernetes::validate(raw.kubernetes, &node_name)?;
+    let sink = validate_elasticsearch(raw.sink.elasticsearch, &kubernetes)?;
     Ok(Config {
-        kubernetes: super::kubernetes::validate(raw.kubernetes, &node_name)?,
+        kubernetes,
         node_name,
         data_dir: raw.data_dir,
         log: LogConfig {
@@ -98,7 +100,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
             level,
         },
         sources,
-        sink: validate_elasticsearch(raw.sink.elasticsearch)?,
+        sink,
         buffer: validate_buffer(raw.buffer)?,
         shutdown_timeout: raw.shutdown_timeout,
         http: raw.http.map(validate_http).transpose()?,
@@ -197,7 +199,31 @@ fn validate_source(i: usize, source: RawSource) -> Result<SourceConfig, Invalid>
     })
 }
 
-fn validate_elasticsearch(es: RawElasticsearch) -> Result<ElasticsearchConfig, Invalid> {
+fn validate_elasticsearch(
+    es: RawElasticsearch,
+    kubernetes: &super::kubernetes::KubernetesConfig,
+) -> Result<ElasticsearchConfig, Invalid> {
+    // The template maps label keys the way the metadata writes them: one
+    // setting in effect, so a mismatch is refused rather than left to turn
+    // into mapping conflicts (dead letters) at run time.
+    let dedot = match es.dedot {
+        None => kubernetes.dedot,
+        Some(d)
+            if kubernetes.mode != super::kubernetes::KubernetesMode::Off
+                && d != kubernetes.dedot =>
+        {
+            return Err(invalid(
+                format!("{AT}.dedot"),
+                format!(
+                    "is {d} but kubernetes.dedot is {}: the template must map label keys the way \
+                     the metadata writes them; remove this key (it follows kubernetes.dedot) \
+                     or set both alike",
+                    kubernetes.dedot
+                ),
+            ));
+        }
+        Some(d) => d,
+    };
     const AT: &str = "sink.elasticsearch";
     if es.hosts.is_empty() {
         return Err(invalid(
@@ -404,7 +430,7 @@ fn validate_elasticsearch(es: RawElasticsearch) -> Result<ElasticsearchConfig, I
         headers: es.headers,
         data_stream,
         template: es.template,
-        dedot: es.dedot,
+        dedot,
         dead_letter: {
             if es.dead_letter.max_bytes < 4096 {
                 return Err(invalid(
