@@ -400,10 +400,17 @@ impl Queue {
 
     /// Appends one record; returns its id. Not durable until [`flush`](Self::flush).
     pub fn push(&mut self, payload: &[u8]) -> Result<u64, PushError> {
-        if self.is_full_for(payload.len()) {
+        self.push_parts(&[payload])
+    }
+
+    /// [`Queue::push`] of the payload made of `parts` one after another,
+    /// written as they are (no copy into one buffer first).
+    pub fn push_parts(&mut self, parts: &[&[u8]]) -> Result<u64, PushError> {
+        let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.is_full_for(payload_len) {
             return Err(PushError::Full);
         }
-        let need = (record::HEADER_BYTES + payload.len()) as u64;
+        let need = (record::HEADER_BYTES + payload_len) as u64;
         let cur_len = self.segments.back().map_or(0, |s| s.len);
         if cur_len > segment::HEADER_BYTES
             && (!self.has_unacked() || cur_len + need > self.opts.segment_bytes)
@@ -412,13 +419,10 @@ impl Queue {
         }
         let id = self.next_id;
         let mut h = [0u8; record::HEADER_BYTES];
-        record::encode_header(id, payload, &mut h);
+        record::encode_header_parts(id, parts, &mut h);
         let res = match self.fail_writes {
             Some(kind) => Err(io::Error::from(kind)),
-            None => self
-                .writer
-                .write_all(&h)
-                .and_then(|()| self.writer.write_all(payload)),
+            None => self.write_frame(&h, parts),
         };
         if let Err(source) = res {
             // Cut off whatever part of the record reached the file.
@@ -434,6 +438,29 @@ impl Queue {
         add(&self.stats.records_written, 1);
         self.publish_size();
         Ok(id)
+    }
+
+    /// Writes the header and the parts with as few `writev` calls as the
+    /// kernel allows.
+    fn write_frame(&mut self, header: &[u8], parts: &[&[u8]]) -> io::Result<()> {
+        let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
+        slices.push(io::IoSlice::new(header));
+        slices.extend(
+            parts
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| io::IoSlice::new(p)),
+        );
+        let mut bufs = &mut slices[..];
+        while !bufs.is_empty() {
+            match self.writer.write_vectored(bufs) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn write_failed(&self, source: io::Error) -> PushError {

@@ -57,10 +57,20 @@ impl Source for std::fs::File {
 
 /// Writes the frame header for `payload` into `out` (cleared first).
 pub fn encode_header(id: u64, payload: &[u8], out: &mut [u8; HEADER_BYTES]) {
+    encode_header_parts(id, &[payload], out);
+}
+
+/// [`encode_header`] for a payload given as consecutive parts (written
+/// without copying them together first).
+pub fn encode_header_parts(id: u64, parts: &[&[u8]], out: &mut [u8; HEADER_BYTES]) {
     let mut crc = crc32c::crc32c(&id.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, payload);
+    let mut len = 0usize;
+    for part in parts {
+        crc = crc32c::crc32c_append(crc, part);
+        len += part.len();
+    }
     out[0..4].copy_from_slice(&MAGIC);
-    out[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    out[4..8].copy_from_slice(&(len as u32).to_le_bytes());
     out[8..12].copy_from_slice(&crc.to_le_bytes());
     out[12..20].copy_from_slice(&id.to_le_bytes());
 }
@@ -84,17 +94,19 @@ pub fn decode_at<S: Source + ?Sized>(
     pos: u64,
     payload: &mut Vec<u8>,
 ) -> io::Result<Frame> {
-    payload.clear();
     let size = src.size();
     if pos >= size {
+        payload.clear();
         return Ok(Frame::End);
     }
     if size - pos < HEADER_BYTES as u64 {
+        payload.clear();
         return Ok(Frame::Damaged);
     }
     let mut h = [0u8; HEADER_BYTES];
     src.read_exact_at(&mut h, pos)?;
     if h[0..4] != MAGIC {
+        payload.clear();
         return Ok(Frame::Damaged);
     }
     let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
@@ -102,10 +114,21 @@ pub fn decode_at<S: Source + ?Sized>(
     let id = u64::from_le_bytes([h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]]);
     let body_at = pos + HEADER_BYTES as u64;
     if len > MAX_RECORD_BYTES || (len as u64) > size - body_at {
+        payload.clear();
         return Ok(Frame::Damaged);
     }
-    payload.resize(len, 0);
-    src.read_exact_at(payload, body_at)?;
+    // The buffer keeps its length from the previous record: only growth is
+    // zeroed (clearing first would zero every payload before the read
+    // overwrites it, a memset of everything read).
+    if payload.len() < len {
+        payload.resize(len, 0);
+    } else {
+        payload.truncate(len);
+    }
+    if let Err(e) = src.read_exact_at(payload, body_at) {
+        payload.clear();
+        return Err(e);
+    }
     let got = crc32c::crc32c_append(crc32c::crc32c(&h[12..20]), payload);
     if got != crc {
         payload.clear();

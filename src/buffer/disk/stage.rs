@@ -174,12 +174,11 @@ impl DiskBuffer {
             if batch.is_empty() {
                 continue;
             }
-            encode_batch(&batch, &mut payload);
+            encode_batch_head(&batch, &mut payload);
             let origins = batch.origins();
             let events = batch.events as u64;
-            drop(batch);
             payload = self
-                .push(payload, origins, events, &*checkpoints, when_full)
+                .push(payload, batch, origins, events, &*checkpoints, when_full)
                 .await;
             if fsync_interval.is_zero() {
                 self.flush(&*checkpoints).await;
@@ -190,11 +189,12 @@ impl DiskBuffer {
         self.shared.data.notify_one();
     }
 
-    /// Pushes one record, waiting (or dropping) while full; returns the
-    /// payload buffer for reuse.
+    /// Pushes one record (`head`, then the bodies of `batch`'s spans),
+    /// waiting (or dropping) while full; returns the head buffer for reuse.
     async fn push(
         &self,
         mut payload: Vec<u8>,
+        mut batch: Batch,
         origins: Vec<SpanOrigin>,
         events: u64,
         checkpoints: &dyn Acknowledger,
@@ -204,10 +204,14 @@ impl DiskBuffer {
         let mut origins = Some(origins);
         loop {
             let shared = self.shared.clone();
-            let (buf, res) = match tokio::task::spawn_blocking(move || {
-                let mut st = shared.lock();
-                let res = st.queue.push(&payload);
-                (payload, res)
+            let (buf, b, res) = match tokio::task::spawn_blocking(move || {
+                let res = {
+                    let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.spans.len() + 1);
+                    parts.push(&payload);
+                    parts.extend(batch.spans.iter().map(|s| s.body.as_slice()));
+                    shared.lock().queue.push_parts(&parts)
+                };
+                (payload, batch, res)
             })
             .await
             {
@@ -218,6 +222,7 @@ impl DiskBuffer {
                 }
             };
             payload = buf;
+            batch = b;
             match res {
                 Ok(_) => {
                     if failing {
@@ -334,8 +339,19 @@ impl Acknowledger for DiskAcks {
     }
 }
 
-/// Serialises a batch as one record payload (cleared first).
+/// Serialises a batch as one record payload (cleared first): the head
+/// ([`encode_batch_head`]) followed by the span bodies. The writer does not
+/// call it: it writes the head and the bodies as they are.
 pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
+    encode_batch_head(batch, out);
+    for span in &batch.spans {
+        out.extend_from_slice(&span.body);
+    }
+}
+
+/// The part of a batch's record payload before the bodies: the item count
+/// and the item offsets (cleared first).
+pub fn encode_batch_head(batch: &Batch, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&(batch.events as u32).to_le_bytes());
     let mut base = 0u32;
@@ -344,9 +360,6 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
             out.extend_from_slice(&(base + off).to_le_bytes());
         }
         base += span.body.len() as u32;
-    }
-    for span in &batch.spans {
-        out.extend_from_slice(&span.body);
     }
 }
 
