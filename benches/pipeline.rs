@@ -150,6 +150,16 @@ async fn serve(listener: tokio::net::TcpListener, items: Arc<AtomicU64>) {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let items = items.clone();
                 async move {
+                    if req.uri().path() == "/" {
+                        // The agent's start-up version check (`GET /`).
+                        let root = r#"{"version":{"number":"8.19.8"}}"#;
+                        return Ok::<_, hyper::Error>(
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from_static(root.as_bytes())))
+                                .expect("response"),
+                        );
+                    }
                     let gz = req
                         .headers()
                         .get("content-encoding")
