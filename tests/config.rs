@@ -335,3 +335,77 @@ fn documented_examples_are_valid() {
         assert_eq!(run.code, Some(0), "{}\n{text}", run.stderr);
     }
 }
+
+#[test]
+fn run_reports_an_unusable_checkpoint_file_with_its_path_and_reason() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    let checkpoints = data.join("checkpoints.json");
+    std::fs::write(&checkpoints, br#"{"version":7}"#).expect("corrupt checkpoints");
+    // A sink nobody listens on: the agent keeps running; it is killed below.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let config = format!(
+        "data_dir: {data}\nsources:\n  - name: logs\n    include: [\"{logs}/*.log\"]\nsink:\n  elasticsearch:\n    hosts: [\"http://127.0.0.1:{port}\"]\n",
+        data = data.display(),
+        logs = dir.path().display(),
+    );
+    let path = write_config(&dir, &config);
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", &path])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run logship");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut log = String::new();
+    while !log.contains("checkpoint file unusable") && std::time::Instant::now() < deadline {
+        if let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            log.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    // Let the rest of the line arrive before stopping the agent.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    while let Ok(chunk) = rx.try_recv() {
+        log.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = log
+        .lines()
+        .find(|l| l.contains("checkpoint file unusable"))
+        .unwrap_or_else(|| panic!("no report of the unusable checkpoint file:\n{log}"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains(&checkpoints.display().to_string()),
+        "names the file: {line}"
+    );
+    assert!(
+        line.contains("unknown version 7"),
+        "names the reason: {line}"
+    );
+    assert!(
+        std::fs::read_dir(&data)
+            .expect("data dir")
+            .filter_map(Result::ok)
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("checkpoints.json.corrupt-")),
+        "the file was set aside"
+    );
+}

@@ -139,6 +139,26 @@ pub struct FollowerExit {
     pub closed: bool,
 }
 
+impl FollowerExit {
+    fn new(
+        key: FileKey,
+        identity: FileIdentity,
+        generation: Generation,
+        offset: u64,
+        closed: bool,
+    ) -> Self {
+        FollowerExit {
+            key,
+            dev: identity.dev,
+            ino: identity.ino,
+            identity,
+            generation,
+            offset,
+            closed,
+        }
+    }
+}
+
 /// The downstream channel is closed or shutdown began: stop.
 #[derive(Debug)]
 enum Stop {
@@ -239,15 +259,13 @@ impl Follower {
             Err(e) => {
                 // FileServer::new validated the template; this cannot happen.
                 tracing::error!(error = %e, "cannot create encoder");
-                return FollowerExit {
-                    key: spec.key,
-                    dev: identity.dev,
-                    ino: identity.ino,
+                return FollowerExit::new(
+                    spec.key,
                     identity,
-                    generation: start.generation,
-                    offset: start.offset,
-                    closed: false,
-                };
+                    start.generation,
+                    start.offset,
+                    false,
+                );
             }
         };
         shared.checkpointer.follow(
@@ -274,15 +292,13 @@ impl Follower {
                 tracing::info!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, container = %pod.container, "excluded by pod or namespace annotation; not reading this file");
                 let closed =
                     wait_until_gone(&file, &spec.path, &spec.wake, &shutdown, &spec.give_up).await;
-                return FollowerExit {
-                    key: spec.key,
-                    dev: identity.dev,
-                    ino: identity.ino,
+                return FollowerExit::new(
+                    spec.key,
                     identity,
-                    generation: start.generation,
-                    offset: start.offset,
+                    start.generation,
+                    start.offset,
                     closed,
-                };
+                );
             }
             Resolved::Missing(pod) => {
                 Metrics::add(&shared.metrics.k8s_files_without_metadata, 1);
@@ -355,15 +371,13 @@ impl Follower {
             Metrics::add(&self.shared.metrics.files_closed, 1);
             tracing::info!(path = %self.path.display(), identity = %self.identity, "file read to its end and closed");
         }
-        FollowerExit {
-            key: self.key,
-            dev: self.dev,
-            ino: self.ino,
-            identity: self.identity,
-            generation: self.generation,
-            offset: self.reader.read_offset(),
+        FollowerExit::new(
+            self.key,
+            self.identity,
+            self.generation,
+            self.reader.read_offset(),
             closed,
-        }
+        )
     }
 
     /// Gives the file up (see module doc): counts and logs what is lost,
@@ -389,15 +403,7 @@ impl Follower {
             bytes_lost = lost,
             "LOST LINES: gave up a deleted file with unshipped data because more rotated or deleted files are held open than buffer.max_open_files allows (the sink has been slow or down for long); its unshipped bytes are counted in logship_dropped_bytes_total{{reason=\"max_open_files\"}}"
         );
-        FollowerExit {
-            key: self.key,
-            dev: self.dev,
-            ino: self.ino,
-            identity: self.identity,
-            generation: self.generation,
-            offset: size,
-            closed: true,
-        }
+        FollowerExit::new(self.key, self.identity, self.generation, size, true)
     }
 
     /// Reads what is there, then handles end of file. `Ok(false)`: the file

@@ -9,6 +9,7 @@
 
 use crate::expect::{Line, assert_exactly_once, cri_stdout};
 use crate::scenario;
+use crate::support::elasticsearch::Elasticsearch;
 use crate::support::logship::{Agent, Options, Setup, timestamp};
 use crate::support::nginx::{self, API_KEY, Nginx, PASSWORD, Pki, USERNAME};
 use std::path::Path;
@@ -55,13 +56,22 @@ fn secret_file(dir: &Path, name: &str, content: &str) -> String {
     path.display().to_string()
 }
 
-#[test]
-fn tls_and_auth_through_nginx_fail_clearly_and_lose_nothing() {
+/// A CRI scenario behind nginx (TLS with a CA made now, basic auth), with
+/// the right password in a file.
+struct TlsScenario {
+    es: &'static Elasticsearch,
+    setup: Setup,
+    pki: Pki,
+    proxy: Nginx,
+    password: String,
+}
+
+fn tls_scenario(name: &str) -> TlsScenario {
     if !nginx::available() {
         panic!("/usr/sbin/nginx is missing: apt-get install nginx-light (see .ci/run)");
     }
     let (es, setup) = scenario(
-        "tls",
+        name,
         Options {
             format: "cri",
             ..Options::default()
@@ -70,6 +80,24 @@ fn tls_and_auth_through_nginx_fail_clearly_and_lose_nothing() {
     let pki = Pki::new();
     let proxy = Nginx::start(&pki, es.url());
     let password = secret_file(setup.root(), "password", PASSWORD);
+    TlsScenario {
+        es,
+        setup,
+        pki,
+        proxy,
+        password,
+    }
+}
+
+#[test]
+fn tls_and_auth_through_nginx_fail_clearly_and_lose_nothing() {
+    let TlsScenario {
+        es,
+        setup,
+        pki,
+        proxy,
+        password,
+    } = tls_scenario("tls");
     let wrong_password = secret_file(setup.root(), "wrong-password", "not the password");
     let api_key = secret_file(setup.root(), "api-key", API_KEY);
     let ca = pki.ca().display().to_string();
@@ -631,19 +659,13 @@ fn replay_with_trust(
 
 #[test]
 fn https_without_a_ca_file_trusts_the_system_store() {
-    if !nginx::available() {
-        panic!("/usr/sbin/nginx is missing: apt-get install nginx-light (see .ci/run)");
-    }
-    let (es, setup) = scenario(
-        "sysroots",
-        Options {
-            format: "cri",
-            ..Options::default()
-        },
-    );
-    let pki = Pki::new();
-    let proxy = Nginx::start(&pki, es.url());
-    let password = secret_file(setup.root(), "password", PASSWORD);
+    let TlsScenario {
+        es,
+        setup,
+        pki,
+        proxy,
+        password,
+    } = tls_scenario("sysroots");
     // No `tls:` key at all: https with the system's roots.
     configure(
         &setup,
@@ -709,19 +731,13 @@ fn https_without_a_ca_file_trusts_the_system_store() {
 
 #[test]
 fn nginx_body_limit_413_splits_and_dead_letters_only_the_oversized_lines() {
-    if !nginx::available() {
-        panic!("/usr/sbin/nginx is missing: apt-get install nginx-light (see .ci/run)");
-    }
-    let (es, setup) = scenario(
-        "bodylimit",
-        Options {
-            format: "cri",
-            ..Options::default()
-        },
-    );
-    let pki = Pki::new();
-    let proxy = Nginx::start(&pki, es.url());
-    let password = secret_file(setup.root(), "password", PASSWORD);
+    let TlsScenario {
+        es,
+        setup,
+        pki,
+        proxy,
+        password,
+    } = tls_scenario("bodylimit");
     let ca = pki.ca().display().to_string();
     configure(
         &setup,

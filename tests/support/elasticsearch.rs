@@ -540,12 +540,7 @@ impl Elasticsearch {
             if hits.is_empty() {
                 break;
             }
-            for hit in hits {
-                let mut doc = hit["_source"].clone();
-                doc["_id"] = hit["_id"].clone();
-                doc["_index"] = hit["_index"].clone();
-                docs.push(doc);
-            }
+            docs.extend(hits.iter().map(source_with_ids));
             search_after = hits.last().map(|h| h["sort"].clone());
         }
         // Closing early only frees resources; the PIT expires on its own.
@@ -574,12 +569,7 @@ impl Elasticsearch {
             if hits.is_empty() {
                 break;
             }
-            for hit in hits {
-                let mut doc = hit["_source"].clone();
-                doc["_id"] = hit["_id"].clone();
-                doc["_index"] = hit["_index"].clone();
-                docs.push(doc);
-            }
+            docs.extend(hits.iter().map(source_with_ids));
             let scroll_id = page["_scroll_id"].clone();
             page = self.json(
                 reqwest::Method::POST,
@@ -651,4 +641,12 @@ fn stop_shared() {
 
 extern "C" fn stop_at_exit() {
     let _ = std::panic::catch_unwind(stop_shared);
+}
+
+/// A hit's `_source` with its `_id` and `_index` added.
+fn source_with_ids(hit: &Value) -> Value {
+    let mut doc = hit["_source"].clone();
+    doc["_id"] = hit["_id"].clone();
+    doc["_index"] = hit["_index"].clone();
+    doc
 }
