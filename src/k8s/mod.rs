@@ -22,7 +22,8 @@
 //! - `logship.io/exclude: "true"` on the pod, or on its namespace, and
 //!   `logship.io/exclude-containers: a,b` on the pod naming the file's
 //!   container (daemonset mode): the file is not read at all
-//!   ([`excluded`]). The pod's own `logship.io/exclude` (any value) beats
+//!   ([`excluded`]); a pod found only after `metadata_wait` and excluded
+//!   then stops its file being read further ([`Enricher::retry`]). The pod's own `logship.io/exclude` (any value) beats
 //!   its namespace's: a pod annotated `"false"` in an excluded namespace is
 //!   shipped.
 //! - `logship.io/format: json` (default `plain`): a message that is a JSON
@@ -234,15 +235,25 @@ impl Enricher {
     }
 
     /// Like [`Enricher::resolve`] for a pod that was missing, without
-    /// waiting (exclusion is not looked at again: the file is being read).
-    pub fn retry(&self, path: &Path, pod_ref: &PodRef) -> Option<FileMetadata> {
+    /// waiting: `None` while it is still missing, else its metadata or
+    /// [`Resolved::Excluded`] (the caller stops reading; lines already
+    /// shipped stay shipped).
+    pub fn retry(&self, path: &Path, pod_ref: &PodRef) -> Option<Resolved> {
         match self {
             Enricher::Cache {
                 cache, namespaces, ..
             } => {
                 let pod = cache.get(&pod_ref.uid)?;
                 let namespace = namespaces.get(&pod.namespace);
-                Some(self.metadata(path, &pod, namespace.as_deref(), pod_ref))
+                if excluded(&pod, namespace.as_deref(), &pod_ref.container) {
+                    return Some(Resolved::Excluded(pod_ref.clone()));
+                }
+                Some(Resolved::Metadata(self.metadata(
+                    path,
+                    &pod,
+                    namespace.as_deref(),
+                    pod_ref,
+                )))
             }
             _ => None,
         }

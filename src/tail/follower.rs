@@ -409,7 +409,11 @@ impl Follower {
     /// Reads what is there, then handles end of file. `Ok(false)`: the file
     /// is done and closed.
     async fn step(&mut self) -> Result<bool, Stop> {
-        self.retry_missing_pod();
+        if self.retry_missing_pod() {
+            // What was read before the pod was known is shipped; no more.
+            self.send().await?;
+            return self.excluded_late().await;
+        }
         if self.identity_pending {
             self.try_reidentify().await;
             if self.identity_pending {
@@ -448,24 +452,55 @@ impl Follower {
     }
 
     /// Looks the file's pod up again (a map lookup, never an API request).
-    fn retry_missing_pod(&mut self) {
+    /// `true` if the pod turned out to be excluded by annotation.
+    fn retry_missing_pod(&mut self) -> bool {
         let Some((pod, last)) = &mut self.missing_pod else {
-            return;
+            return false;
         };
         if last.elapsed() < POD_RETRY {
-            return;
+            return false;
         }
         *last = tokio::time::Instant::now();
-        if let Some(metadata) = self.shared.enricher.retry(&self.path, pod) {
-            tracing::info!(path = %self.path.display(), pod = %pod.pod_name, "pod metadata found; later lines carry it");
-            self.metadata = metadata;
-            self.missing_pod = None;
-            self.ctx = self.metadata.file_context(
-                &self.encoder,
-                &self.path,
-                self.identity,
-                self.generation,
-            );
+        match self.shared.enricher.retry(&self.path, pod) {
+            None | Some(Resolved::Missing(_)) => false,
+            Some(Resolved::Excluded(pod)) => {
+                tracing::info!(path = %self.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, container = %pod.container, "pod found after metadata_wait is excluded by pod or namespace annotation; lines read before are shipped, no more are read");
+                self.missing_pod = None;
+                true
+            }
+            Some(Resolved::Metadata(metadata)) => {
+                tracing::info!(path = %self.path.display(), pod = %pod.pod_name, "pod metadata found; later lines carry it");
+                self.metadata = metadata;
+                self.missing_pod = None;
+                self.ctx = self.metadata.file_context(
+                    &self.encoder,
+                    &self.path,
+                    self.identity,
+                    self.generation,
+                );
+                false
+            }
+        }
+    }
+
+    /// A file whose pod turned out to be excluded: not read any more; the fd
+    /// is kept until the file leaves its path (as for a file excluded from
+    /// the start), then the follower ends.
+    async fn excluded_late(&mut self) -> Result<bool, Stop> {
+        Metrics::add(&self.shared.metrics.k8s_files_excluded, 1);
+        self.status.set_state(FollowState::Excluded);
+        if wait_until_gone(
+            &self.file,
+            &self.path,
+            &self.wake,
+            &self.shutdown,
+            &self.give_up,
+        )
+        .await
+        {
+            Ok(false)
+        } else {
+            Err(Stop::Shutdown)
         }
     }
 

@@ -36,6 +36,9 @@ pub enum FollowState {
     /// Deleted with unread data past `buffer.max_open_files`: closed, its
     /// unread bytes counted as lost (shown until the follower is gone).
     GivenUp = 5,
+    /// Its pod, found only after `metadata_wait`, is excluded by annotation:
+    /// no longer read; the fd is kept until the file leaves its path.
+    Excluded = 6,
 }
 
 impl FollowState {
@@ -47,6 +50,7 @@ impl FollowState {
             FollowState::WaitingForFirstLine => "waiting_for_first_line",
             FollowState::WaitingForMetadata => "waiting_for_metadata",
             FollowState::GivenUp => "given_up",
+            FollowState::Excluded => "excluded",
         }
     }
 
@@ -57,6 +61,7 @@ impl FollowState {
             3 => FollowState::WaitingForFirstLine,
             4 => FollowState::WaitingForMetadata,
             5 => FollowState::GivenUp,
+            6 => FollowState::Excluded,
             _ => FollowState::Reading,
         }
     }

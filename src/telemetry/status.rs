@@ -82,7 +82,7 @@ pub struct FileView {
     pub lag_bytes: u64,
     /// Seconds since the last read that returned bytes (`null`: none yet).
     pub last_read_seconds_ago: Option<f64>,
-    /// reading | backpressured | draining | waiting_for_first_line | waiting_for_metadata | given_up
+    /// reading | backpressured | draining | waiting_for_first_line | waiting_for_metadata | given_up | excluded
     pub state: &'static str,
 }
 

@@ -430,6 +430,81 @@ fn annotations_exclude_pods_and_containers() {
     }
 }
 
+/// A pod that appears only after `metadata_wait`, annotated
+/// `logship.io/exclude`: the lines read before it was known are shipped
+/// (without metadata); from then on its file is not read, while another
+/// pod's later lines still ship.
+#[test]
+fn pod_found_late_and_excluded_stops_being_read() {
+    let (es, setup) = scenario("k8s-late-exclude", options());
+    let api = start_api_server(&setup, "1s");
+    let port = enable_http(&setup);
+    let mut quiet = pod_json(
+        "shop",
+        "web-7d4b9c8f6-lllll",
+        "a05d2a7e-aaaa-4192-9dce-00000000000a",
+        NODE,
+        "app",
+    );
+    quiet["metadata"]["annotations"]["logship.io/exclude"] = "true".into();
+    let kept = pod_json(
+        "shop",
+        "web-7d4b9c8f6-kkkkk",
+        "a05d2a7e-bbbb-4192-9dce-00000000000b",
+        NODE,
+        "app",
+    );
+    api.apply_pod(&kept);
+    write_lines(&pod_log(&setup, &quiet), "early", 0..20);
+    write_lines(&pod_log(&setup, &kept), "kept", 0..5);
+    let mut agent = setup.start();
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 25, Duration::from_secs(30)),
+        25,
+        "lines of the unknown pod ship after metadata_wait"
+    );
+    // The follower looks its pod up again when the file has new lines: wait
+    // until the watch has delivered the pod, then write.
+    let cached = |agent: &mut crate::support::logship::Agent| {
+        let m = crate::ops::scrape(port, agent);
+        crate::ops::value(&m, "logship_k8s_cache_pods", &[])
+            .unwrap_or_else(|| panic!("no logship_k8s_cache_pods"))
+    };
+    let before = cached(&mut agent);
+    api.apply_pod(&quiet);
+    wait_until("the late pod in the cache", Duration::from_secs(20), || {
+        cached(&mut agent) > before
+    });
+    // A missing pod is looked up again at most once a second (POD_RETRY).
+    std::thread::sleep(Duration::from_millis(1500));
+    write_lines(&pod_log(&setup, &quiet), "after", 0..20);
+    write_lines(&pod_log(&setup, &kept), "kept", 5..10);
+    assert_eq!(
+        es.wait_for_count(&setup.index_pattern, 30, Duration::from_secs(30)),
+        30,
+        "{}",
+        agent.stderr_tail(40)
+    );
+    wait_until(
+        "the late pod's file to show as excluded",
+        Duration::from_secs(20),
+        || {
+            crate::ops::get(port, "/api/v1/files")
+                .is_some_and(|(code, body)| code == 200 && body.contains("\"excluded\""))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    agent.assert_running();
+    let all = es.search_all(&setup.index_pattern);
+    assert_eq!(docs_of(&all, "early").len(), 20);
+    assert_eq!(docs_of(&all, "kept").len(), 10);
+    assert!(
+        docs_of(&all, "after").is_empty(),
+        "lines written after the pod was found excluded were shipped"
+    );
+    assert_eq!(all.len(), 30);
+}
+
 /// Namespaces: with `namespace_labels: true` every document carries its
 /// namespace's labels (dedotted); `logship.io/exclude: "true"` on a
 /// namespace drops the logs of its pods, except a pod that says
