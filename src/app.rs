@@ -239,6 +239,9 @@ async fn run_stages(
     if let Some(cache) = enricher.pod_cache() {
         status.pod_cache_started(cache);
     }
+    if let Some(cache) = enricher.namespace_cache() {
+        status.namespace_cache_started(cache);
+    }
     let server = FileServer::new(&config, checkpointer.clone(), metrics.clone())?
         .with_enricher(enricher)
         .with_registry(status.files.clone());

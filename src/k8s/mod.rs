@@ -195,6 +195,14 @@ pub fn json_target(
 }
 
 impl Enricher {
+    /// The namespace cache (daemonset mode), for `/metrics`.
+    pub fn namespace_cache(&self) -> Option<Arc<NamespaceCache>> {
+        match self {
+            Enricher::Cache { namespaces, .. } => Some(namespaces.clone()),
+            Enricher::Off | Enricher::Static(_) => None,
+        }
+    }
+
     /// The pod cache (daemonset mode), for `/metrics`.
     pub fn pod_cache(&self) -> Option<Arc<PodCache>> {
         match self {

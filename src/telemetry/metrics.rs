@@ -342,6 +342,20 @@ impl Collector for Exporter {
                 restarts,
             )?;
         }
+        if let Some((namespaces, restarts)) = s.namespace_figures() {
+            gauge(
+                e,
+                "logship_k8s_cache_namespaces",
+                "Namespaces in the metadata cache (their exclusion annotation and labels).",
+                as_i64(namespaces as u64),
+            )?;
+            counter(
+                e,
+                "logship_k8s_namespace_watch_restarts",
+                "Times the namespace watch re-listed after an error, a dropped stream or a 410 Gone.",
+                restarts,
+            )?;
+        }
 
         // Lag: bytes in followed files not yet acknowledged.
         let lags = lags(s);
@@ -675,5 +689,60 @@ mod tests {
         relist(&cache, &["a"]);
         relist(&cache, &["a"]);
         assert_eq!(figures(&status), (Some(1.0), Some(3.0)));
+    }
+
+    #[test]
+    fn namespace_figures_follow_the_namespace_cache_across_a_reload() {
+        use crate::k8s::cache::NamespaceCache;
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::runtime::watcher::Event;
+        let relist = |cache: &NamespaceCache, names: &[&str]| {
+            cache.apply(Event::Init);
+            for name in names {
+                let ns: Namespace =
+                    serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+                        .unwrap();
+                cache.apply(Event::InitApply(ns));
+            }
+            cache.apply(Event::InitDone);
+        };
+        let status = Arc::new(Status::new(
+            Arc::new(Metrics::default()),
+            Arc::new(FileRegistry::default()),
+            false,
+        ));
+        let figures = |status: &Arc<Status>| {
+            let text = Exporter::new(status.clone()).render().unwrap();
+            let lines = text.lines().map(|l| Ok(l.to_owned()));
+            let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+            let v = |name: &str| {
+                scrape
+                    .samples
+                    .iter()
+                    .find(|s| s.metric == name)
+                    .map(|s| match s.value {
+                        prometheus_parse::Value::Counter(v)
+                        | prometheus_parse::Value::Gauge(v)
+                        | prometheus_parse::Value::Untyped(v) => v,
+                        _ => f64::NAN,
+                    })
+            };
+            (
+                v("logship_k8s_cache_namespaces"),
+                v("logship_k8s_namespace_watch_restarts_total"),
+            )
+        };
+        assert_eq!(figures(&status), (None, None), "not in daemonset mode");
+        let cache = Arc::new(NamespaceCache::new(std::time::Duration::from_secs(60)));
+        status.namespace_cache_started(cache.clone());
+        relist(&cache, &["default", "shop"]);
+        relist(&cache, &["default", "shop"]);
+        assert_eq!(figures(&status), (Some(2.0), Some(1.0)));
+        status.pipeline_stopped();
+        let cache = Arc::new(NamespaceCache::new(std::time::Duration::from_secs(60)));
+        status.namespace_cache_started(cache.clone());
+        relist(&cache, &["default"]);
+        relist(&cache, &["default"]);
+        assert_eq!(figures(&status), (Some(1.0), Some(2.0)));
     }
 }

@@ -25,6 +25,7 @@ use super::{Metrics, age, unix_millis};
 use crate::buffer::disk::Stats as DiskStats;
 use crate::event::EncodedSpan;
 use crate::k8s::PodCache;
+use crate::k8s::cache::NamespaceCache;
 use crate::tail::Checkpointer;
 use crate::tail::registry::{FileRegistry, FileStatus};
 
@@ -47,6 +48,10 @@ pub struct Status {
     pod_cache: Mutex<Option<Arc<PodCache>>>,
     /// Watch restarts of the pod caches of pipelines a reload replaced.
     past_watch_restarts: AtomicU64,
+    /// The running pipeline's namespace cache (daemonset mode).
+    namespace_cache: Mutex<Option<Arc<NamespaceCache>>>,
+    /// Watch restarts of the namespace caches of replaced pipelines.
+    past_namespace_watch_restarts: AtomicU64,
     checkpoint_error: Mutex<Option<String>>,
     started_ms: u64,
     /// Unix ms of the last tick of the runtime heartbeat task.
@@ -103,6 +108,8 @@ impl Status {
             disk_buffer: Mutex::new(None),
             pod_cache: Mutex::new(None),
             past_watch_restarts: AtomicU64::new(0),
+            namespace_cache: Mutex::new(None),
+            past_namespace_watch_restarts: AtomicU64::new(0),
             checkpoint_error: Mutex::new(None),
             started_ms: unix_millis(),
             heartbeat_ms: AtomicU64::new(unix_millis()),
@@ -163,6 +170,12 @@ impl Status {
             self.past_watch_restarts
                 .fetch_add(c.watch_restarts(), Ordering::Relaxed);
         }
+        if let Ok(mut c) = self.namespace_cache.lock()
+            && let Some(c) = c.take()
+        {
+            self.past_namespace_watch_restarts
+                .fetch_add(c.watch_restarts(), Ordering::Relaxed);
+        }
     }
 
     /// The running pipeline watches pods into `cache` (until
@@ -178,6 +191,22 @@ impl Status {
     pub fn k8s_figures(&self) -> Option<(usize, u64)> {
         let cache = self.pod_cache.lock().ok()?.clone()?;
         let past = self.past_watch_restarts.load(Ordering::Relaxed);
+        Some((cache.len(), past + cache.watch_restarts()))
+    }
+
+    /// The running pipeline watches namespaces into `cache` (until
+    /// [`pipeline_stopped`](Self::pipeline_stopped)).
+    pub fn namespace_cache_started(&self, cache: Arc<NamespaceCache>) {
+        if let Ok(mut c) = self.namespace_cache.lock() {
+            *c = Some(cache);
+        }
+    }
+
+    /// Namespaces in the running namespace cache, and that watch's restarts
+    /// over the process's life (`None` outside daemonset mode).
+    pub fn namespace_figures(&self) -> Option<(usize, u64)> {
+        let cache = self.namespace_cache.lock().ok()?.clone()?;
+        let past = self.past_namespace_watch_restarts.load(Ordering::Relaxed);
         Some((cache.len(), past + cache.watch_restarts()))
     }
 

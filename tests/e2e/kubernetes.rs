@@ -319,6 +319,14 @@ fn expired_watch_relists_and_finds_new_pods() {
         crate::ops::value(&m, "logship_k8s_watch_restarts_total", &[]),
         Some(f64::from(api.counts().pods.lists - 1))
     );
+    assert_eq!(
+        crate::ops::value(&m, "logship_k8s_namespace_watch_restarts_total", &[]),
+        Some(f64::from(api.counts().namespaces.lists - 1))
+    );
+    assert!(
+        crate::ops::value(&m, "logship_k8s_cache_namespaces", &[]).is_some_and(|n| n >= 1.0),
+        "the pods' namespace is cached"
+    );
 }
 
 /// The API server is down when the agent starts: lines ship without
