@@ -523,6 +523,35 @@ mod tests {
     use super::*;
     use crate::tail::registry::FileRegistry;
 
+    /// Every sample of a scrape of `status` (parsed by a real parser), as
+    /// (name, value) in exposition order.
+    fn samples(status: &Arc<Status>) -> Vec<(String, f64)> {
+        let text = Exporter::new(status.clone()).render().unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        scrape
+            .samples
+            .into_iter()
+            .map(|s| {
+                let v = match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                };
+                (s.metric, v)
+            })
+            .collect()
+    }
+
+    /// The value of the first sample named `name`.
+    fn sample(status: &Arc<Status>, name: &str) -> Option<f64> {
+        samples(status)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
     #[test]
     fn exposition_parses_and_carries_counters() {
         let metrics = Arc::new(Metrics::default());
@@ -582,24 +611,9 @@ mod tests {
         let max_bytes = 1 << 20;
         status.disk_buffer_started(d.clone(), max_bytes);
         let scrape = |status: &Arc<Status>| {
-            let text = Exporter::new(status.clone()).render().unwrap();
-            let lines = text.lines().map(|l| Ok(l.to_owned()));
-            let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
-            scrape
-                .samples
-                .iter()
-                .filter(|s| {
-                    s.metric.starts_with("logship_buffer_") && !s.metric.ends_with("_spans")
-                })
-                .map(|s| {
-                    let v = match s.value {
-                        prometheus_parse::Value::Counter(v)
-                        | prometheus_parse::Value::Gauge(v)
-                        | prometheus_parse::Value::Untyped(v) => v,
-                        _ => f64::NAN,
-                    };
-                    (s.metric.clone(), v)
-                })
+            samples(status)
+                .into_iter()
+                .filter(|(n, _)| n.starts_with("logship_buffer_") && !n.ends_with("_spans"))
                 .collect::<BTreeMap<String, f64>>()
         };
         let get = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64;
@@ -652,24 +666,9 @@ mod tests {
             cache.apply(Event::InitDone);
         };
         let figures = |status: &Arc<Status>| {
-            let text = Exporter::new(status.clone()).render().unwrap();
-            let lines = text.lines().map(|l| Ok(l.to_owned()));
-            let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
-            let v = |name: &str| {
-                scrape
-                    .samples
-                    .iter()
-                    .find(|s| s.metric == name)
-                    .map(|s| match s.value {
-                        prometheus_parse::Value::Counter(v)
-                        | prometheus_parse::Value::Gauge(v)
-                        | prometheus_parse::Value::Untyped(v) => v,
-                        _ => f64::NAN,
-                    })
-            };
             (
-                v("logship_k8s_cache_pods"),
-                v("logship_k8s_watch_restarts_total"),
+                sample(status, "logship_k8s_cache_pods"),
+                sample(status, "logship_k8s_watch_restarts_total"),
             )
         };
         assert_eq!(figures(&status), (None, None), "not in daemonset mode");
@@ -712,24 +711,9 @@ mod tests {
             false,
         ));
         let figures = |status: &Arc<Status>| {
-            let text = Exporter::new(status.clone()).render().unwrap();
-            let lines = text.lines().map(|l| Ok(l.to_owned()));
-            let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
-            let v = |name: &str| {
-                scrape
-                    .samples
-                    .iter()
-                    .find(|s| s.metric == name)
-                    .map(|s| match s.value {
-                        prometheus_parse::Value::Counter(v)
-                        | prometheus_parse::Value::Gauge(v)
-                        | prometheus_parse::Value::Untyped(v) => v,
-                        _ => f64::NAN,
-                    })
-            };
             (
-                v("logship_k8s_cache_namespaces"),
-                v("logship_k8s_namespace_watch_restarts_total"),
+                sample(status, "logship_k8s_cache_namespaces"),
+                sample(status, "logship_k8s_namespace_watch_restarts_total"),
             )
         };
         assert_eq!(figures(&status), (None, None), "not in daemonset mode");

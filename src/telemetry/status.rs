@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use super::{Metrics, age, unix_millis};
 use crate::buffer::disk::Stats as DiskStats;
 use crate::event::EncodedSpan;
-use crate::k8s::PodCache;
-use crate::k8s::cache::NamespaceCache;
+use crate::k8s::cache::{Cached, MetadataCache, NamespaceCache, NamespaceInfo};
+use crate::k8s::{PodCache, PodInfo};
 use crate::tail::Checkpointer;
 use crate::tail::registry::{FileRegistry, FileStatus};
 
@@ -44,14 +44,10 @@ pub struct Status {
     pipeline: Mutex<Option<Pipeline>>,
     /// The running pipeline's disk buffer figures and its `max_bytes`.
     disk_buffer: Mutex<Option<(Arc<DiskStats>, u64)>>,
-    /// The running pipeline's pod cache (Kubernetes daemonset mode).
-    pod_cache: Mutex<Option<Arc<PodCache>>>,
-    /// Watch restarts of the pod caches of pipelines a reload replaced.
-    past_watch_restarts: AtomicU64,
-    /// The running pipeline's namespace cache (daemonset mode).
-    namespace_cache: Mutex<Option<Arc<NamespaceCache>>>,
-    /// Watch restarts of the namespace caches of replaced pipelines.
-    past_namespace_watch_restarts: AtomicU64,
+    /// The running pipeline's pod and namespace caches (Kubernetes
+    /// daemonset mode).
+    pod_cache: WatchedCache<PodInfo>,
+    namespace_cache: WatchedCache<NamespaceInfo>,
     checkpoint_error: Mutex<Option<String>>,
     started_ms: u64,
     /// Unix ms of the last tick of the runtime heartbeat task.
@@ -98,6 +94,46 @@ pub struct IdentityView {
     pub fingerprint: String,
 }
 
+/// A running pipeline's metadata cache, and the watch restarts of the
+/// caches of pipelines a reload replaced (so the counter never goes back).
+struct WatchedCache<T> {
+    current: Mutex<Option<Arc<MetadataCache<T>>>>,
+    past_restarts: AtomicU64,
+}
+
+impl<T> Default for WatchedCache<T> {
+    fn default() -> Self {
+        WatchedCache {
+            current: Mutex::new(None),
+            past_restarts: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<T: Cached> WatchedCache<T> {
+    fn started(&self, cache: Arc<MetadataCache<T>>) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = Some(cache);
+        }
+    }
+
+    fn stopped(&self) {
+        if let Ok(mut c) = self.current.lock()
+            && let Some(c) = c.take()
+        {
+            self.past_restarts
+                .fetch_add(c.watch_restarts(), Ordering::Relaxed);
+        }
+    }
+
+    /// Objects held now, and watch restarts over the process's life.
+    fn figures(&self) -> Option<(usize, u64)> {
+        let cache = self.current.lock().ok()?.clone()?;
+        let past = self.past_restarts.load(Ordering::Relaxed);
+        Some((cache.len(), past + cache.watch_restarts()))
+    }
+}
+
 impl Status {
     pub fn new(metrics: Arc<Metrics>, files: Arc<FileRegistry>, per_file_lag: bool) -> Self {
         Status {
@@ -106,10 +142,8 @@ impl Status {
             per_file_lag: AtomicBool::new(per_file_lag),
             pipeline: Mutex::new(None),
             disk_buffer: Mutex::new(None),
-            pod_cache: Mutex::new(None),
-            past_watch_restarts: AtomicU64::new(0),
-            namespace_cache: Mutex::new(None),
-            past_namespace_watch_restarts: AtomicU64::new(0),
+            pod_cache: WatchedCache::default(),
+            namespace_cache: WatchedCache::default(),
             checkpoint_error: Mutex::new(None),
             started_ms: unix_millis(),
             heartbeat_ms: AtomicU64::new(unix_millis()),
@@ -164,50 +198,32 @@ impl Status {
         if let Ok(mut d) = self.disk_buffer.lock() {
             *d = None;
         }
-        if let Ok(mut c) = self.pod_cache.lock()
-            && let Some(c) = c.take()
-        {
-            self.past_watch_restarts
-                .fetch_add(c.watch_restarts(), Ordering::Relaxed);
-        }
-        if let Ok(mut c) = self.namespace_cache.lock()
-            && let Some(c) = c.take()
-        {
-            self.past_namespace_watch_restarts
-                .fetch_add(c.watch_restarts(), Ordering::Relaxed);
-        }
+        self.pod_cache.stopped();
+        self.namespace_cache.stopped();
     }
 
     /// The running pipeline watches pods into `cache` (until
     /// [`pipeline_stopped`](Self::pipeline_stopped)).
     pub fn pod_cache_started(&self, cache: Arc<PodCache>) {
-        if let Ok(mut c) = self.pod_cache.lock() {
-            *c = Some(cache);
-        }
+        self.pod_cache.started(cache);
     }
 
     /// Pods in the running pod cache, and watch restarts over the process's
     /// life (`None` outside daemonset mode).
     pub fn k8s_figures(&self) -> Option<(usize, u64)> {
-        let cache = self.pod_cache.lock().ok()?.clone()?;
-        let past = self.past_watch_restarts.load(Ordering::Relaxed);
-        Some((cache.len(), past + cache.watch_restarts()))
+        self.pod_cache.figures()
     }
 
     /// The running pipeline watches namespaces into `cache` (until
     /// [`pipeline_stopped`](Self::pipeline_stopped)).
     pub fn namespace_cache_started(&self, cache: Arc<NamespaceCache>) {
-        if let Ok(mut c) = self.namespace_cache.lock() {
-            *c = Some(cache);
-        }
+        self.namespace_cache.started(cache);
     }
 
     /// Namespaces in the running namespace cache, and that watch's restarts
     /// over the process's life (`None` outside daemonset mode).
     pub fn namespace_figures(&self) -> Option<(usize, u64)> {
-        let cache = self.namespace_cache.lock().ok()?.clone()?;
-        let past = self.past_namespace_watch_restarts.load(Ordering::Relaxed);
-        Some((cache.len(), past + cache.watch_restarts()))
+        self.namespace_cache.figures()
     }
 
     /// The running pipeline has a disk buffer of `max_bytes` with these figures

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once, cri_stdout, wait_for_delivery};
+use crate::expect::{
+    DELIVERY_TIMEOUT, Line, assert_exactly_once, cri_stdout, wait_for_delivery, write_numbered,
+};
 use crate::support::elasticsearch::{self, Elasticsearch};
 use crate::support::logship::{LogWriter, Options, Setup, rotate_kubelet};
 
@@ -106,28 +108,6 @@ fn disk_setup(name: &str, url: &str, options: Options, buffer: &str) -> Setup {
     setup
 }
 
-fn write_lines(
-    name: &str,
-    w: &mut LogWriter,
-    seqs: std::ops::Range<u64>,
-    expected: &mut Vec<Line>,
-) {
-    let file = w
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut bytes = Vec::new();
-    for seq in seqs {
-        bytes.extend(cri_stdout(
-            seq,
-            format!("{name} {file} seq={seq:06} a line written while Elasticsearch may be away"),
-            expected,
-        ));
-    }
-    w.write(&bytes);
-}
-
 /// Waits until the agent holds no deleted file open (it read them to the end).
 fn wait_deleted_files_released(agent: &crate::support::logship::Agent) {
     let started = Instant::now();
@@ -193,18 +173,18 @@ fn outage_longer_than_the_files_live_loses_and_duplicates_nothing() {
     let path = setup.log("app.log");
     let mut w = LogWriter::create(&path);
     let mut agent = setup.start();
-    write_lines(name, &mut w, 0..1000, &mut expected);
+    write_numbered(name, &mut w, 0..1000, &mut expected, None);
     wait_for_delivery(es, &setup.index_pattern, 1000, &mut agent);
 
     // Elasticsearch goes away.
     proxy.set_up(false);
     let mut next = 1000;
     for _ in 0..3 {
-        write_lines(name, &mut w, next..next + 2000, &mut expected);
+        write_numbered(name, &mut w, next..next + 2000, &mut expected, None);
         next += 2000;
         let rotated = rotate_kubelet(&path);
         w = LogWriter::create(&path);
-        write_lines(name, &mut w, next..next + 500, &mut expected);
+        write_numbered(name, &mut w, next..next + 500, &mut expected, None);
         next += 500;
         wait_file_open(&agent, &path);
         // The kubelet deletes old rotations; the agent must have them durably.
@@ -227,13 +207,13 @@ fn outage_longer_than_the_files_live_loses_and_duplicates_nothing() {
     agent.restart();
     // A file deleted before the agent opened it cannot be read by anyone.
     wait_file_open(&agent, &path);
-    write_lines(name, &mut w, next..next + 1000, &mut expected);
+    write_numbered(name, &mut w, next..next + 1000, &mut expected, None);
     next += 1000;
     let rotated = rotate_kubelet(&path);
     w = LogWriter::create(&path);
     std::fs::remove_file(&rotated).expect("delete rotated file");
     wait_deleted_files_released(&agent);
-    write_lines(name, &mut w, next..next + 500, &mut expected);
+    write_numbered(name, &mut w, next..next + 500, &mut expected, None);
     std::thread::sleep(Duration::from_millis(1000));
     agent.assert_running();
 
@@ -266,7 +246,7 @@ fn kill_loop(name: &str, kills: usize) {
     let mut next = 0;
     for round in 0..kills {
         for (i, w) in writers.iter_mut().enumerate() {
-            write_lines(name, w, next..next + 1500, &mut expected);
+            write_numbered(name, w, next..next + 1500, &mut expected, None);
             if (round + i) % 3 == 0 {
                 rotate_kubelet(&paths[i]);
                 *w = LogWriter::create(&paths[i]);

@@ -8,7 +8,7 @@
 //! missing `log.file.path` / `log.offset`.
 
 use crate::support::elasticsearch::Elasticsearch;
-use crate::support::logship::Agent;
+use crate::support::logship::{Agent, LogWriter};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -250,4 +250,41 @@ pub fn cri_stdout(seq: u64, message: String, expected: &mut Vec<Line>) -> Vec<u8
     let bytes = crate::support::logship::cri_line(&ts, "stdout", "F", message.as_bytes());
     expected.push(Line::new(message, "stdout", &ts));
     bytes
+}
+
+/// Writes stdout CRI lines `seqs` of scenario `name` to `writer`, each
+/// message naming the file and its seq, and records them in `expected`.
+/// With `pause_every: Some((n, pause))` the lines go out `n` at a time with
+/// `pause` in between. Returns the bytes written.
+pub fn write_numbered(
+    name: &str,
+    writer: &mut LogWriter,
+    seqs: std::ops::Range<u64>,
+    expected: &mut Vec<Line>,
+    pause_every: Option<(u64, Duration)>,
+) -> u64 {
+    let file = writer
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut written = 0;
+    let mut bytes = Vec::new();
+    for seq in seqs {
+        bytes.extend(cri_stdout(
+            seq,
+            format!("{name} {file} seq={seq:07} a line of typical length for an application log"),
+            expected,
+        ));
+        if let Some((every, pause)) = pause_every
+            && seq % every == every - 1
+        {
+            writer.write(&bytes);
+            written += bytes.len() as u64;
+            bytes.clear();
+            std::thread::sleep(pause);
+        }
+    }
+    writer.write(&bytes);
+    written + bytes.len() as u64
 }

@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once, cri_stdout, wait_for_delivery};
+use crate::expect::{
+    DELIVERY_TIMEOUT, Line, assert_exactly_once, wait_for_delivery, write_numbered,
+};
 use crate::scenario;
 use crate::support::agent_http::wait_get;
 pub(crate) use crate::support::agent_http::{free_port, get, scrape, value};
@@ -58,28 +60,14 @@ fn wait_until(
     }
 }
 
-/// Writes CRI lines `seqs` to `path`, returning the expected lines and the bytes written.
+/// Writes CRI lines `seqs` to `path` (see `write_numbered`), returning the bytes written.
 fn write_lines(
     name: &str,
     path: &Path,
     seqs: std::ops::Range<u64>,
     expected: &mut Vec<Line>,
 ) -> u64 {
-    let mut writer = LogWriter::create(path);
-    let file = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut bytes = Vec::new();
-    for seq in seqs {
-        bytes.extend(cri_stdout(
-            seq,
-            format!("{name} {file} seq={seq:07} a line of typical length for an application log"),
-            expected,
-        ));
-    }
-    writer.write(&bytes);
-    bytes.len() as u64
+    write_numbered(name, &mut LogWriter::create(path), seqs, expected, None)
 }
 
 #[test]

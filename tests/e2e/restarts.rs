@@ -3,41 +3,10 @@
 //! in the middle of shipping, several times. Checkpoints plus deterministic
 //! `_id`s must make the index hold every line exactly once afterwards.
 
-use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once, cri_stdout};
+use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once, write_numbered};
 use crate::scenario;
 use crate::support::logship::{LogWriter, Options, cri_line, timestamp};
 use std::time::{Duration, Instant};
-
-/// Writes lines `seqs` of test `name` to `writer` (CRI), recording them.
-fn write_lines(
-    name: &str,
-    writer: &mut LogWriter,
-    seqs: std::ops::Range<u64>,
-    expected: &mut Vec<Line>,
-    pause_every: Option<(u64, Duration)>,
-) {
-    let file = writer
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut bytes = Vec::new();
-    for seq in seqs {
-        bytes.extend(cri_stdout(
-            seq,
-            format!("{name} {file} seq={seq:06} payload of a typical log line"),
-            expected,
-        ));
-        if let Some((every, pause)) = pause_every
-            && seq % every == every - 1
-        {
-            writer.write(&bytes);
-            bytes.clear();
-            std::thread::sleep(pause);
-        }
-    }
-    writer.write(&bytes);
-}
 
 #[test]
 fn graceful_restart_resumes_where_it_stopped() {
@@ -53,8 +22,8 @@ fn graceful_restart_resumes_where_it_stopped() {
     let mut b = LogWriter::create(&setup.log("b.log"));
     let pause = Some((100, Duration::from_millis(20)));
     let mut agent = setup.start();
-    write_lines("restart", &mut a, 0..1000, &mut expected, pause);
-    write_lines("restart", &mut b, 0..1000, &mut expected, pause);
+    write_numbered("restart", &mut a, 0..1000, &mut expected, pause);
+    write_numbered("restart", &mut b, 0..1000, &mut expected, pause);
 
     // A line whose first part is written before the stop and the rest after.
     let ts = timestamp(5000);
@@ -74,11 +43,11 @@ fn graceful_restart_resumes_where_it_stopped() {
 
     // Written while the agent is down.
     a.write(&cri_line(&ts, "stderr", "F", tail.as_bytes()));
-    write_lines("restart", &mut a, 1000..1500, &mut expected, None);
-    write_lines("restart", &mut b, 1000..1500, &mut expected, None);
+    write_numbered("restart", &mut a, 1000..1500, &mut expected, None);
+    write_numbered("restart", &mut b, 1000..1500, &mut expected, None);
     agent.restart();
-    write_lines("restart", &mut a, 1500..2000, &mut expected, pause);
-    write_lines("restart", &mut b, 1500..2000, &mut expected, pause);
+    write_numbered("restart", &mut a, 1500..2000, &mut expected, pause);
+    write_numbered("restart", &mut b, 1500..2000, &mut expected, pause);
     assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
 }
 
@@ -99,7 +68,7 @@ fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
     ];
     let per_round = 8_000;
     for w in &mut writers {
-        write_lines("kill9", w, 0..per_round, &mut expected, None);
+        write_numbered("kill9", w, 0..per_round, &mut expected, None);
     }
     let mut agent = setup.start();
     let mut next = per_round;
@@ -132,7 +101,7 @@ fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
         );
         // More lines arrive while the agent is dead.
         for w in &mut writers {
-            write_lines("kill9", w, next..next + per_round / 2, &mut expected, None);
+            write_numbered("kill9", w, next..next + per_round / 2, &mut expected, None);
         }
         next += per_round / 2;
         agent.restart();
