@@ -732,3 +732,459 @@ async fn server_stops_when_downstream_is_gone() {
         .expect("run returns once the span receiver is dropped")
         .unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Issue 9: the promise across restarts, renames and rewrites.
+
+/// Rotates `path` the way the kubelet does: rename to `<name>.<stamp>`.
+fn kubelet_rotate(path: &Path, stamp: &str) -> PathBuf {
+    let rotated = PathBuf::from(format!("{}.{stamp}", path.display()));
+    std::fs::rename(path, &rotated).unwrap();
+    rotated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_while_stopped_the_rest_of_the_old_file_is_read_after_restart() {
+    let (_d, logs, data) = dirs();
+    let path = logs.join("0.log");
+    append(&path, lines("before", 0..100));
+    let p = Pipeline::start(&logs, &data, Options::default());
+    assert_eq!(p.wait_for(100, Duration::from_secs(5)).await.len(), 100);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.stop().await;
+
+    // The agent is down: the runtime writes more, the kubelet rotates
+    // (`*.log` no longer matches the old file) and a new file begins.
+    let unread = lines("unread", 0..50);
+    append(&path, unread.clone());
+    kubelet_rotate(&path, "20261128-093000");
+    let fresh = lines("fresh", 0..20);
+    append(&path, fresh.clone());
+
+    let p = Pipeline::start(&logs, &data, Options::default());
+    p.wait_for(70, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (received, metrics) = p.stop().await;
+    let got: Vec<String> = received.into_iter().map(|r| r.message).collect();
+    let mut expected = unread;
+    expected.extend(fresh);
+    assert_exactly_once(&got, &expected);
+    assert_eq!(
+        Metrics::get(&metrics.files_closed),
+        1,
+        "the rotated file was read to its end and released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_and_compressed_while_stopped_is_read_from_the_gzip() {
+    let (_d, logs, data) = dirs();
+    let path = logs.join("0.log");
+    append(&path, lines("before", 0..100));
+    let p = Pipeline::start(&logs, &data, Options::default());
+    assert_eq!(p.wait_for(100, Duration::from_secs(5)).await.len(), 100);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.stop().await;
+
+    let unread = lines("unread", 0..50);
+    append(&path, unread.clone());
+    let rotated = kubelet_rotate(&path, "20261128-093000");
+    // The kubelet compresses older rotations: a new inode, `.gz`.
+    let gz = PathBuf::from(format!("{}.gz", rotated.display()));
+    let mut enc =
+        flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+    enc.write_all(&std::fs::read(&rotated).unwrap()).unwrap();
+    enc.finish().unwrap();
+    std::fs::remove_file(&rotated).unwrap();
+    let fresh = lines("fresh", 0..20);
+    append(&path, fresh.clone());
+
+    let p = Pipeline::start(&logs, &data, Options::default());
+    p.wait_for(70, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (received, _) = p.stop().await;
+    let got: Vec<String> = received.into_iter().map(|r| r.message).collect();
+    let mut expected = unread;
+    expected.extend(fresh);
+    assert_exactly_once(&got, &expected);
+    assert!(gz.exists(), "the compressed rotation is left alone");
+    let leftovers: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "decompressed copies are removed: {leftovers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_within_the_glob_keeps_its_acknowledged_position() {
+    let (_d, logs, data) = dirs();
+    let path = logs.join("app.log");
+    let all = lines("unacked", 0..100);
+    append(&path, all.clone());
+    // Elasticsearch is down: nothing is acknowledged.
+    let p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            ack: false,
+            ..Options::default()
+        },
+    );
+    assert_eq!(p.wait_for(100, Duration::from_secs(5)).await.len(), 100);
+    std::fs::rename(&path, logs.join("app-1.log")).unwrap();
+    // The old follower drains and closes; the next scan (a new app.log
+    // asks for one) finds the renamed file again under its new name.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    append(&path, lines("new", 0..10));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    p.stop().await;
+
+    let p = Pipeline::start(&logs, &data, Options::default());
+    p.wait_for(110, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (received, _) = p.stop().await;
+    let got: Vec<String> = received.into_iter().map(|r| r.message).collect();
+    let mut expected = all;
+    expected.extend(lines("new", 0..10));
+    assert_exactly_once(&got, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_while_the_follower_is_behind_reads_no_new_line_twice() {
+    let (_d, logs, data) = dirs();
+    let path = logs.join("app.log");
+    let old: Vec<String> = (0..20_000)
+        .map(|i| format!("old line {i:06} {}", "o".repeat(40)))
+        .collect();
+    append(&path, old.clone());
+    // Downstream holds the follower back after its first read.
+    let mut p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            paused: true,
+            batch_max_bytes: 64 * 1024,
+            ..Options::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // copytruncate, and the new content outgrows the old read offset.
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let new: Vec<String> = (0..20_000)
+        .map(|i| format!("new line {i:06} {}", "n".repeat(44)))
+        .collect();
+    append(&path, new.clone());
+    drop(p.release.take());
+    p.wait_for(20_000, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (received, _) = p.stop().await;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for r in &received {
+        *counts.entry(r.message.as_str()).or_default() += 1;
+    }
+    let old_set: std::collections::HashSet<&str> = old.iter().map(String::as_str).collect();
+    let spliced: Vec<&&str> = counts
+        .keys()
+        .filter(|m| !old_set.contains(**m) && !new.iter().any(|n| n == **m))
+        .take(3)
+        .collect();
+    let twice = counts.values().filter(|c| **c > 1).count();
+    let missing = new
+        .iter()
+        .filter(|n| !counts.contains_key(n.as_str()))
+        .count();
+    assert!(
+        spliced.is_empty() && twice == 0 && missing == 0,
+        "{} spliced lines (first {spliced:?}), {twice} lines twice, {missing} new lines missing",
+        spliced.len()
+    );
+    assert!(
+        received
+            .iter()
+            .filter(|r| r.message.starts_with("new"))
+            .all(|r| r.generation == 1),
+        "new content is generation 1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_with_the_same_first_line_while_stopped_is_read_from_its_start() {
+    let (_d, logs, data) = dirs();
+    let path = logs.join("app.log");
+    let header = "# log format 1.0 host=node-1".to_string();
+    append(&path, [header.clone()]);
+    append(&path, lines("first", 0..100));
+    let p = Pipeline::start(&logs, &data, Options::default());
+    assert_eq!(p.wait_for(101, Duration::from_secs(5)).await.len(), 101);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.stop().await;
+
+    // Rewritten in place (same inode) with the same header, and longer.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    writeln!(f, "{header}").unwrap();
+    let second = lines("second", 0..300);
+    for l in &second {
+        writeln!(f, "{l}").unwrap();
+    }
+    drop(f);
+
+    let p = Pipeline::start(&logs, &data, Options::default());
+    p.wait_for(301, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (received, _) = p.stop().await;
+    let got: Vec<String> = received.iter().map(|r| r.message.clone()).collect();
+    let mut expected = vec![header];
+    expected.extend(second);
+    assert_exactly_once(&got, &expected);
+    assert!(
+        received.iter().all(|r| r.generation == 1),
+        "a new generation: new _ids"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_deleted_while_stopped_is_a_counted_loss() {
+    let (_d, logs, data) = dirs();
+    let path = logs.join("0.log");
+    append(&path, lines("acked", 0..10));
+    let p = Pipeline::start(&logs, &data, Options::default());
+    assert_eq!(p.wait_for(10, Duration::from_secs(5)).await.len(), 10);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.stop().await;
+    // Read but never acknowledged, then the agent stops.
+    append(&path, lines("unacked", 0..40));
+    let p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            ack: false,
+            ..Options::default()
+        },
+    );
+    assert_eq!(p.wait_for(40, Duration::from_secs(5)).await.len(), 40);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.stop().await;
+    let unacked_bytes: u64 = lines("unacked", 0..40)
+        .iter()
+        .map(|l| l.len() as u64 + 1)
+        .sum();
+    // While stopped: rotated, and the rotation deleted.
+    let rotated = kubelet_rotate(&path, "20261128-100000");
+    std::fs::remove_file(rotated).unwrap();
+    append(&path, lines("fresh", 0..5));
+
+    let p = Pipeline::start(&logs, &data, Options::default());
+    p.wait_for(5, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (received, metrics) = p.stop().await;
+    let got: Vec<String> = received.into_iter().map(|r| r.message).collect();
+    assert_exactly_once(&got, &lines("fresh", 0..5));
+    assert_eq!(Metrics::get(&metrics.gone_while_stopped_files), 1);
+    assert_eq!(
+        Metrics::get(&metrics.gone_while_stopped_bytes),
+        unacked_bytes
+    );
+    // Counted once: the next start does not count it again.
+    let p = Pipeline::start(&logs, &data, Options::default());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, metrics) = p.stop().await;
+    assert_eq!(Metrics::get(&metrics.gone_while_stopped_files), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reload_files_created_during_the_drain_are_new_despite_read_from_end() {
+    let (_d, logs, data) = dirs();
+    append(&logs.join("old.log"), lines("old", 0..20));
+    let registry = Arc::new(logship::tail::FileRegistry::default());
+    let run = |registry: Arc<logship::tail::FileRegistry>| {
+        let config = config(&logs, &data, ReadFrom::End, 1 << 20);
+        let checkpointer = Arc::new(Checkpointer::open(&data).unwrap());
+        let server = FileServer::new(&config, checkpointer.clone(), Arc::new(Metrics::default()))
+            .unwrap()
+            .with_registry(registry);
+        let (tx, mut rx) = mpsc::channel::<EncodedSpan>(4);
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(server.run(tx, stop.clone()));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let collector = {
+            let received = received.clone();
+            tokio::spawn(async move {
+                while let Some(span) = rx.recv().await {
+                    received
+                        .lock()
+                        .unwrap()
+                        .extend(messages_of(&span).into_iter().map(|(m, _)| m));
+                    checkpointer.delivered(&[span.origin.unwrap()]);
+                }
+                checkpointer.persist().unwrap();
+            })
+        };
+        (stop, server, collector, received)
+    };
+    // The first pipeline of the process: old content is skipped.
+    let (stop, server, collector, received) = run(registry.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    server.await.unwrap();
+    collector.await.unwrap();
+    assert!(received.lock().unwrap().is_empty());
+    // Created while the first pipeline drains, before the second scans.
+    append(&logs.join("new.log"), lines("new", 0..10));
+    let (stop, server, collector, received) = run(registry);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.cancel();
+    server.await.unwrap();
+    collector.await.unwrap();
+    let got = received.lock().unwrap().clone();
+    assert_exactly_once(&got, &lines("new", 0..10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_of_an_excluded_pod_leave_nothing_behind() {
+    use k8s_openapi::api::core::v1::Pod;
+    use logship::k8s::{Enricher, NamespaceCache, PodCache};
+    let (_d, logs, data) = dirs();
+    let dir = logs.join("team_api-7d4_uid-1").join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("0.log");
+    append(&path, lines("secret", 0..5));
+    let pods = Arc::new(PodCache::new(Duration::from_secs(60)));
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "api-7d4", "namespace": "team", "uid": "uid-1",
+                     "annotations": {"logship.io/exclude": "true"}},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app:1"}]}
+    }))
+    .unwrap();
+    pods.apply(kube::runtime::watcher::Event::Apply(pod));
+    let mut config = config(&logs, &data, ReadFrom::Beginning, 1 << 20);
+    config.sources[0].include = vec![format!("{}/*/*/*.log", logs.display())];
+    let checkpointer = Arc::new(Checkpointer::open(&data).unwrap());
+    let server = FileServer::new(&config, checkpointer.clone(), Arc::new(Metrics::default()))
+        .unwrap()
+        .with_enricher(Enricher::Cache {
+            cache: pods,
+            namespaces: Arc::new(NamespaceCache::new(Duration::from_secs(60))),
+            wait: Duration::from_millis(10),
+            dedot: true,
+            namespace_labels: false,
+        });
+    let (tx, mut rx) = mpsc::channel::<EncodedSpan>(4);
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(server.run(tx, stop.clone()));
+    let shipped = tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(span) = rx.recv().await {
+            n += span.len();
+        }
+        n
+    });
+    for r in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        kubelet_rotate(&path, &format!("2026112{r}-000000"));
+        append(&path, lines(&format!("secret{r}"), 0..5));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Far past the retention of entries no longer followed.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3 * 24 * 3600;
+    checkpointer.persist_at(later).unwrap();
+    let store: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("checkpoints.json")).unwrap()).unwrap();
+    let paths: Vec<&str> = store["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    stop.cancel();
+    server.await.unwrap();
+    assert_eq!(
+        shipped.await.unwrap(),
+        0,
+        "an excluded pod's lines are never shipped"
+    );
+    // An excluded file is not followed: its entry (and those of its
+    // rotations) expire like any file no longer followed.
+    assert!(paths.is_empty(), "entries kept past retention: {paths:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_file_keeps_the_format_its_first_line_gave() {
+    let (_d, logs, data) = dirs();
+    let path = logs.join("0.log");
+    append(
+        &path,
+        ["2026-11-28T10:00:00.000000001Z stdout F first".to_string()],
+    );
+    let start = |logs: &Path, data: &Path| {
+        let mut config = config(logs, data, ReadFrom::Beginning, 1 << 20);
+        config.sources[0].format = SourceFormat::Auto;
+        let checkpointer = Arc::new(Checkpointer::open(data).unwrap());
+        let server =
+            FileServer::new(&config, checkpointer.clone(), Arc::new(Metrics::default())).unwrap();
+        let (tx, mut rx) = mpsc::channel::<EncodedSpan>(4);
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(server.run(tx, stop.clone()));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let collector = {
+            let received = received.clone();
+            tokio::spawn(async move {
+                while let Some(span) = rx.recv().await {
+                    received
+                        .lock()
+                        .unwrap()
+                        .extend(messages_of(&span).into_iter().map(|(m, _)| m));
+                    checkpointer.delivered(&[span.origin.unwrap()]);
+                }
+                checkpointer.persist().unwrap();
+            })
+        };
+        (stop, server, collector, received)
+    };
+    let (stop, server, collector, received) = start(&logs, &data);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    server.await.unwrap();
+    collector.await.unwrap();
+    assert_eq!(*received.lock().unwrap(), vec!["first".to_string()]);
+    // Past the checkpoint: a line that is not CRI, then a line in two parts.
+    append(
+        &path,
+        [
+            "garbage that is not CRI".to_string(),
+            "2026-11-28T10:00:01.000000001Z stdout P joined ".to_string(),
+            "2026-11-28T10:00:01.000000002Z stdout F line".to_string(),
+        ],
+    );
+    let (stop, server, collector, received) = start(&logs, &data);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    server.await.unwrap();
+    collector.await.unwrap();
+    assert_eq!(
+        *received.lock().unwrap(),
+        vec![
+            "garbage that is not CRI".to_string(),
+            "joined line".to_string()
+        ],
+        "decoded as CRI, as when the file is read from its start"
+    );
+}

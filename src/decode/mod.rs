@@ -80,6 +80,16 @@ impl LineDecoder {
         self.format
     }
 
+    /// Sets the detected format of an auto-detected file whose reading does
+    /// not start at its beginning (a resume): detection must come from the
+    /// file's first non-blank line ([`detect_head`]), never from whatever
+    /// line a run happens to read first, or a restart could decode (and
+    /// split into logical lines, and so give `_id`s to) the same bytes
+    /// differently.
+    pub fn set_detected(&mut self, format: Option<DetectedFormat>) {
+        self.format = format;
+    }
+
     /// Decode one physical line.
     ///
     /// * `line` — the line without its trailing `\n` (a trailing `\r` is still there).
@@ -221,6 +231,20 @@ impl LineDecoder {
     pub fn take_stats(&mut self) -> DecodeStats {
         std::mem::take(&mut self.assembler.stats)
     }
+}
+
+/// The format of a file detected from its first bytes `head`, as the
+/// decoder would on reading it from the start: its first complete
+/// non-blank line decides. `None` if `head` holds no such line.
+pub fn detect_head(head: &[u8]) -> Option<DetectedFormat> {
+    let mut rest = head;
+    while let Some(nl) = memchr::memchr(b'\n', rest) {
+        if let Some(f) = detect::detect(&rest[..nl]) {
+            return Some(f);
+        }
+        rest = &rest[nl + 1..];
+    }
+    None
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {

@@ -101,6 +101,18 @@ struct StoredEntry {
     offset: u64,
     path: PathBuf,
     last_seen: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tail_hash: Option<u64>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    read: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug)]
@@ -111,6 +123,52 @@ struct Stored {
     last_seen: u64,
     /// Number of followers (keys) currently following this identity.
     followers: u32,
+    /// Hash of the bytes just before `offset` (`identity::tail_hash`).
+    tail: Option<u64>,
+    /// Bytes of this generation known to exist (the end of the newest span
+    /// issued): what a loss of the file loses at least.
+    read: u64,
+    /// The file was closed, read to this offset (rotated away and drained,
+    /// excluded, or given up): once `offset` reaches it, nothing is left.
+    end: Option<u64>,
+    /// The source that followed it (to follow it again after a restart).
+    source: Option<String>,
+}
+
+impl Stored {
+    fn new(generation: Generation, offset: u64, path: &Path, now: u64, followers: u32) -> Self {
+        Stored {
+            generation,
+            offset,
+            path: path.to_path_buf(),
+            last_seen: now,
+            followers,
+            tail: None,
+            read: offset,
+            end: None,
+            source: None,
+        }
+    }
+
+    /// Everything up to the file's end is acknowledged (or given up).
+    fn complete(&self) -> bool {
+        self.end.is_some_and(|end| self.offset >= end)
+    }
+}
+
+/// A file the store knows that no follower of this run has claimed and that
+/// was not read to its end: after a restart, it may have been rotated away
+/// (renamed, compressed) or deleted while logship was down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unfinished {
+    pub identity: FileIdentity,
+    pub path: PathBuf,
+    pub source: Option<String>,
+    pub checkpoint: Checkpoint,
+    /// Hash of the bytes just before the checkpoint's offset, if known.
+    pub tail: Option<u64>,
+    /// Bytes known to exist past the checkpoint's offset.
+    pub known_unread: u64,
 }
 
 #[derive(Debug)]
@@ -125,8 +183,23 @@ struct Followed {
 struct State {
     stored: HashMap<FileIdentity, Stored>,
     followed: HashMap<FileKey, Followed>,
+    /// A follower that ended with spans in flight, whose watermark a later
+    /// follower of the same file took over: acks of its spans go there.
+    aliases: HashMap<FileKey, FileKey>,
     dirty: bool,
     last_write: u64,
+}
+
+impl State {
+    /// The key whose watermark tracks spans issued under `key`.
+    fn resolve(&self, key: FileKey) -> FileKey {
+        self.aliases.get(&key).copied().unwrap_or(key)
+    }
+
+    fn remove_followed(&mut self, key: FileKey) {
+        self.followed.remove(&key);
+        self.aliases.retain(|_, target| *target != key);
+    }
 }
 
 /// Per-file ack watermarks and the persisted checkpoint store (see module doc).
@@ -177,6 +250,10 @@ impl Checkpointer {
                             path: e.path,
                             last_seen: e.last_seen,
                             followers: 0,
+                            tail: e.tail_hash,
+                            read: e.read.max(e.offset),
+                            end: e.end,
+                            source: e.source,
                         },
                     );
                 }
@@ -215,37 +292,78 @@ impl Checkpointer {
         })
     }
 
+    /// Hash of the bytes just before the stored offset of `identity`, to
+    /// verify a resumed file against (see `identity::tail_hash`).
+    pub fn lookup_tail(&self, identity: &FileIdentity) -> Option<u64> {
+        self.state().stored.get(identity).and_then(|s| s.tail)
+    }
+
     /// Starts tracking file `key`, whose follower reads `identity` from
-    /// `offset` in `generation`. Records that as the file's checkpoint
-    /// unless the stored one is further along.
+    /// `start` for source `source`.
+    ///
+    /// `commit_start`: the start is settled — a new file, `read_from: end`,
+    /// or a new generation at 0 — and becomes the stored checkpoint unless
+    /// that is further along. Otherwise (resuming at a checkpoint, or where
+    /// an earlier follower of this run stopped reading) only
+    /// acknowledgements move the stored checkpoint. If an earlier follower
+    /// of the same file ended with spans in flight, this one continues its
+    /// watermark, so the checkpoint never passes those spans.
     pub fn follow(
         &self,
         key: FileKey,
         identity: FileIdentity,
         path: &Path,
-        generation: Generation,
-        offset: u64,
+        source: &str,
+        start: Checkpoint,
+        commit_start: bool,
     ) {
         let now = unix_now();
         let mut st = self.state();
+        let st = &mut *st;
+        let inherited = st
+            .followed
+            .iter()
+            .find(|(_, f)| f.released && f.identity == identity)
+            .map(|(k, _)| *k);
+        let watermark = match inherited.and_then(|old| st.followed.remove(&old).map(|f| (old, f))) {
+            Some((old, f)) => {
+                for target in st.aliases.values_mut() {
+                    if *target == old {
+                        *target = key;
+                    }
+                }
+                st.aliases.insert(old, key);
+                f.watermark
+            }
+            None => AckWatermark::new(start.generation, start.offset),
+        };
         st.followed.insert(
             key,
             Followed {
                 identity,
-                watermark: AckWatermark::new(generation, offset),
+                watermark,
                 released: false,
             },
         );
-        let dirty = upsert(
-            &mut st.stored,
-            identity,
-            path,
-            generation,
-            offset,
-            now,
-            true,
-        );
-        st.dirty |= dirty;
+        let s = st
+            .stored
+            .entry(identity)
+            .or_insert_with(|| Stored::new(start.generation, start.offset, path, now, 0));
+        if commit_start && (start.generation, start.offset) > (s.generation, s.offset) {
+            if start.generation != s.generation {
+                s.read = 0;
+            }
+            s.generation = start.generation;
+            s.offset = start.offset;
+            s.tail = None;
+        }
+        s.read = s.read.max(s.offset);
+        s.path = path.to_path_buf();
+        s.followers += 1;
+        s.last_seen = now;
+        s.end = None;
+        s.source = Some(source.to_string());
+        st.dirty = true;
     }
 
     /// File `key` was truncated in place and will be read again from 0 as
@@ -260,10 +378,14 @@ impl Checkpointer {
         let now = unix_now();
         let mut st = self.state();
         let st = &mut *st;
+        let key = st.resolve(key);
         let Some(f) = st.followed.get_mut(&key) else {
             return;
         };
         f.watermark.reset(generation);
+        if let Some(s) = st.stored.get_mut(&f.identity) {
+            s.end = None;
+        }
         if f.identity != identity {
             if let Some(old) = st.stored.get_mut(&f.identity) {
                 old.followers = old.followers.saturating_sub(1);
@@ -279,9 +401,33 @@ impl Checkpointer {
 
     /// Registers a span of file `key` ending at `end` and returns its origin.
     pub fn issue(&self, key: FileKey, generation: Generation, end: u64) -> SpanOrigin {
+        self.issue_with_tail(key, generation, end, None)
+    }
+
+    /// [`Checkpointer::issue`] with the hash of the bytes just before `end`
+    /// (`identity::tail_hash`), stored with the checkpoint once acknowledged
+    /// and verified when the file is resumed there.
+    pub fn issue_with_tail(
+        &self,
+        key: FileKey,
+        generation: Generation,
+        end: u64,
+        tail: Option<u64>,
+    ) -> SpanOrigin {
         let mut st = self.state();
+        let st = &mut *st;
         let seq = match st.followed.get_mut(&key) {
-            Some(f) => f.watermark.issue(generation, end),
+            Some(f) => {
+                let seq = f.watermark.issue_with_tail(generation, end, tail);
+                if let Some(s) = st.stored.get_mut(&f.identity)
+                    && s.generation == generation
+                    && end > s.read
+                {
+                    s.read = end;
+                    st.dirty = true;
+                }
+                seq
+            }
             // Not followed: the ack will be ignored; the span still flows.
             None => u64::MAX,
         };
@@ -295,23 +441,67 @@ impl Checkpointer {
 
     /// The follower of `key` ended. Its watermark stays until its spans in
     /// flight are acknowledged; its store entry then ages out per [`RETENTION`].
-    pub fn unfollow(&self, key: FileKey) {
+    ///
+    /// `end`: the file was closed for good, everything wanted from it ends
+    /// there (read to its end after rotation or deletion, or excluded: its
+    /// start). Once the checkpoint reaches `end` the file is complete and
+    /// is not looked for after a restart. `None` (shutdown): the file may
+    /// still grow; a restart continues it.
+    pub fn unfollow(&self, key: FileKey, end: Option<u64>) {
         let now = unix_now();
         let mut st = self.state();
         let st = &mut *st;
+        let key = st.resolve(key);
         let Some(f) = st.followed.get_mut(&key) else {
             return;
         };
         f.released = true;
         let identity = f.identity;
+        let generation = f.watermark.generation();
         if f.watermark.in_flight() == 0 {
-            st.followed.remove(&key);
+            st.remove_followed(key);
         }
         if let Some(s) = st.stored.get_mut(&identity) {
             s.followers = s.followers.saturating_sub(1);
             s.last_seen = now;
+            if s.generation == generation {
+                s.end = end;
+            }
         }
         st.dirty = true;
+    }
+
+    /// Files the store knows that are neither followed now nor complete
+    /// (see [`Unfinished`]), except those in `claimed`.
+    pub fn unfinished(&self, claimed: &std::collections::HashSet<FileIdentity>) -> Vec<Unfinished> {
+        let st = self.state();
+        let mut out: Vec<Unfinished> = st
+            .stored
+            .iter()
+            .filter(|(id, s)| s.followers == 0 && !s.complete() && !claimed.contains(*id))
+            .map(|(id, s)| Unfinished {
+                identity: *id,
+                path: s.path.clone(),
+                source: s.source.clone(),
+                checkpoint: Checkpoint {
+                    generation: s.generation,
+                    offset: s.offset,
+                },
+                tail: s.tail,
+                known_unread: s.read.saturating_sub(s.offset),
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path).then(a.identity.cmp(&b.identity)));
+        out
+    }
+
+    /// A file of [`Checkpointer::unfinished`] is gone for good (the loss is
+    /// counted by the caller): its entry goes.
+    pub fn forget(&self, identity: &FileIdentity) {
+        let mut st = self.state();
+        if st.stored.remove(identity).is_some() {
+            st.dirty = true;
+        }
     }
 
     /// The follower of `key` gave its file up at `offset` of `generation`
@@ -322,9 +512,11 @@ impl Checkpointer {
         let now = unix_now();
         let mut st = self.state();
         let st = &mut *st;
+        let key = st.resolve(key);
         let Some(f) = st.followed.remove(&key) else {
             return;
         };
+        st.aliases.retain(|_, target| *target != key);
         upsert(
             &mut st.stored,
             f.identity,
@@ -337,13 +529,18 @@ impl Checkpointer {
         if let Some(s) = st.stored.get_mut(&f.identity) {
             s.followers = s.followers.saturating_sub(1);
             s.last_seen = now;
+            if s.generation == generation {
+                s.end = Some(offset);
+                s.read = s.read.max(offset);
+            }
         }
         st.dirty = true;
     }
 
     /// The committed `(generation, offset)` of file `key` in this run.
     pub fn committed(&self, key: FileKey) -> Option<Checkpoint> {
-        self.state().followed.get(&key).map(|f| Checkpoint {
+        let st = self.state();
+        st.followed.get(&st.resolve(key)).map(|f| Checkpoint {
             generation: f.watermark.generation(),
             offset: f.watermark.committed(),
         })
@@ -388,6 +585,10 @@ impl Checkpointer {
                         offset: s.offset,
                         path: s.path.clone(),
                         last_seen: s.last_seen,
+                        tail_hash: s.tail,
+                        read: s.read,
+                        end: s.end,
+                        source: s.source.clone(),
                     }
                 })
                 .collect();
@@ -466,8 +667,14 @@ fn upsert(
         Some(s) => {
             let mut changed = false;
             if (generation, offset) > (s.generation, s.offset) {
+                if generation != s.generation {
+                    s.read = 0;
+                    s.end = None;
+                }
                 s.generation = generation;
                 s.offset = offset;
+                s.tail = None;
+                s.read = s.read.max(offset);
                 changed = true;
             }
             if s.path != path {
@@ -483,13 +690,7 @@ fn upsert(
         None => {
             stored.insert(
                 identity,
-                Stored {
-                    generation,
-                    offset,
-                    path: path.to_path_buf(),
-                    last_seen: now,
-                    followers: u32::from(new_follower),
-                },
+                Stored::new(generation, offset, path, now, u32::from(new_follower)),
             );
             true
         }
@@ -501,22 +702,30 @@ impl Acknowledger for Checkpointer {
         let mut st = self.state();
         let st = &mut *st;
         for span in spans {
-            let Some(f) = st.followed.get_mut(&span.file) else {
+            let key = st.resolve(span.file);
+            let Some(f) = st.followed.get_mut(&key) else {
                 continue;
             };
             if !f.watermark.ack(span.generation, span.seq) {
                 continue;
             }
             let (generation, offset) = (f.watermark.generation(), f.watermark.committed());
+            let tail = f.watermark.committed_tail();
             let identity = f.identity;
             if f.released && f.watermark.in_flight() == 0 {
-                st.followed.remove(&span.file);
+                st.remove_followed(key);
             }
             if let Some(s) = st.stored.get_mut(&identity)
                 && (generation, offset) > (s.generation, s.offset)
             {
+                if generation != s.generation {
+                    s.read = 0;
+                    s.end = None;
+                }
                 s.generation = generation;
                 s.offset = offset;
+                s.tail = tail;
+                s.read = s.read.max(offset);
                 st.dirty = true;
             }
         }
@@ -533,6 +742,24 @@ mod tests {
             ino: n,
             fingerprint: n * 31,
         }
+    }
+
+    fn follow(
+        c: &Checkpointer,
+        key: FileKey,
+        identity: FileIdentity,
+        path: &Path,
+        generation: Generation,
+        offset: u64,
+    ) {
+        c.follow(
+            key,
+            identity,
+            path,
+            "test",
+            Checkpoint { generation, offset },
+            true,
+        );
     }
 
     fn read_store(dir: &Path) -> serde_json::Value {
@@ -555,7 +782,7 @@ mod tests {
         let path = dir.path().join("app.log");
         {
             let c = Checkpointer::open(dir.path()).unwrap();
-            c.follow(7, id(1), &path, 2, 100);
+            follow(&c, 7, id(1), &path, 2, 100);
             let a = c.issue(7, 2, 300);
             let b = c.issue(7, 2, 500);
             // Only the second span is acked: the checkpoint must not move.
@@ -588,7 +815,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gone.log");
         let c = Checkpointer::open(dir.path()).unwrap();
-        c.follow(3, id(3), &path, 0, 0);
+        follow(&c, 3, id(3), &path, 0, 0);
         let sent = c.issue(3, 0, 400);
         c.give_up(3, &path, 0, 9000);
         assert_eq!(
@@ -609,7 +836,7 @@ mod tests {
     fn unchanged_store_is_not_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpointer::open(dir.path()).unwrap();
-        c.follow(1, id(1), Path::new("/x"), 0, 0);
+        follow(&c, 1, id(1), Path::new("/x"), 0, 0);
         c.persist().unwrap();
         let file = dir.path().join(FILE_NAME);
         fs::remove_file(&file).unwrap();
@@ -648,7 +875,7 @@ mod tests {
             );
             assert!(!dir.path().join(FILE_NAME).exists());
             // And the store works afterwards.
-            c.follow(1, id(1), Path::new("/a"), 0, 42);
+            follow(&c, 1, id(1), Path::new("/a"), 0, 42);
             c.persist().unwrap();
             assert_eq!(
                 Checkpointer::open(dir.path())
@@ -690,7 +917,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpointer::open(dir.path()).unwrap();
         let p = Path::new("/f");
-        c.follow(1, id(1), p, 0, 0);
+        follow(&c, 1, id(1), p, 0, 0);
         let a = c.issue(1, 0, 100);
         let b = c.issue(1, 0, 200);
         c.delivered(&[a]);
@@ -724,9 +951,9 @@ mod tests {
     fn acks_after_unfollow_still_commit() {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpointer::open(dir.path()).unwrap();
-        c.follow(1, id(1), Path::new("/f"), 0, 0);
+        follow(&c, 1, id(1), Path::new("/f"), 0, 0);
         let a = c.issue(1, 0, 100);
-        c.unfollow(1);
+        c.unfollow(1, None);
         c.delivered(&[a]);
         assert_eq!(c.lookup(&id(1)).unwrap().offset, 100);
         assert_eq!(c.committed(1), None, "watermark dropped once drained");
@@ -739,10 +966,10 @@ mod tests {
         let p = Path::new("/f");
         // A first follower of the file ended with a span in flight; a second
         // follower of the same file resumed further along.
-        c.follow(1, id(1), p, 0, 0);
+        follow(&c, 1, id(1), p, 0, 0);
         let old = c.issue(1, 0, 100);
-        c.unfollow(1);
-        c.follow(2, id(1), p, 0, 300);
+        c.unfollow(1, None);
+        follow(&c, 2, id(1), p, 0, 300);
         c.delivered(&[old]);
         assert_eq!(c.lookup(&id(1)).unwrap().offset, 300);
     }
@@ -751,9 +978,9 @@ mod tests {
     fn entries_of_unfollowed_files_expire_after_retention() {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpointer::open(dir.path()).unwrap();
-        c.follow(1, id(1), Path::new("/gone"), 0, 10);
-        c.follow(2, id(2), Path::new("/live"), 0, 20);
-        c.unfollow(1);
+        follow(&c, 1, id(1), Path::new("/gone"), 0, 10);
+        follow(&c, 2, id(2), Path::new("/live"), 0, 20);
+        c.unfollow(1, None);
         let now = unix_now();
         c.persist_at(now + RETENTION.as_secs() - 60).unwrap();
         assert!(c.lookup(&id(1)).is_some(), "kept within retention");
@@ -782,5 +1009,72 @@ mod tests {
         );
         c.persist_at(unix_now() + RETENTION.as_secs() + 60).unwrap();
         assert!(c.lookup(&id(1)).is_none());
+    }
+
+    #[test]
+    fn a_follower_of_a_renamed_file_continues_the_old_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpointer::open(dir.path()).unwrap();
+        follow(&c, 1, id(1), Path::new("/logs/app.log"), 0, 0);
+        let a = c.issue(1, 0, 100);
+        let b = c.issue(1, 0, 200);
+        // Renamed within the glob: the first follower drained and closed
+        // with both spans unacknowledged; a second one resumes where it read.
+        c.unfollow(1, Some(200));
+        let start = Checkpoint {
+            generation: 0,
+            offset: 200,
+        };
+        c.follow(2, id(1), Path::new("/logs/app-1.log"), "test", start, false);
+        assert_eq!(
+            c.lookup(&id(1)).unwrap().offset,
+            0,
+            "resuming commits nothing"
+        );
+        let d = c.issue(2, 0, 300);
+        c.delivered(&[d]);
+        c.delivered(&[b]);
+        assert_eq!(
+            c.lookup(&id(1)).unwrap().offset,
+            0,
+            "span a is not acknowledged"
+        );
+        c.delivered(&[a]);
+        assert_eq!(c.lookup(&id(1)).unwrap().offset, 300);
+        assert_eq!(c.committed(2).unwrap().offset, 300);
+    }
+
+    #[test]
+    fn closed_files_are_complete_once_acknowledged_to_their_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpointer::open(dir.path()).unwrap();
+        let none = std::collections::HashSet::new();
+        follow(&c, 1, id(1), Path::new("/a"), 0, 0);
+        let a = c.issue(1, 0, 100);
+        assert!(
+            c.unfinished(&none).is_empty(),
+            "followed files are not unfinished"
+        );
+        // Rotated, drained and closed at 100 with the span in flight.
+        c.unfollow(1, Some(100));
+        let u = c.unfinished(&none);
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].known_unread, 100);
+        assert_eq!(u[0].source.as_deref(), Some("test"));
+        c.delivered(&[a]);
+        assert!(c.unfinished(&none).is_empty(), "acknowledged to its end");
+        // Stopped (not closed): unfinished whatever was acknowledged.
+        follow(&c, 2, id(2), Path::new("/b"), 0, 0);
+        let b = c.issue_with_tail(2, 0, 50, Some(7));
+        c.delivered(&[b]);
+        c.unfollow(2, None);
+        c.persist().unwrap();
+        let c = Checkpointer::open(dir.path()).unwrap();
+        let u = c.unfinished(&none);
+        assert_eq!(u.len(), 1);
+        assert_eq!((u[0].checkpoint.offset, u[0].tail), (50, Some(7)));
+        assert_eq!(c.lookup_tail(&id(2)), Some(7));
+        c.forget(&id(2));
+        assert!(c.lookup(&id(2)).is_none());
     }
 }

@@ -37,6 +37,8 @@ const COMPRESSED_SUFFIXES: [&str; 5] = [".gz", ".zip", ".bz2", ".xz", ".zst"];
 #[derive(Debug)]
 pub struct SourceMatcher {
     include: Vec<String>,
+    /// `include`, compiled, to ask whether a given path matches.
+    include_set: GlobSet,
     exclude: GlobSet,
     include_compressed: bool,
 }
@@ -59,11 +61,23 @@ impl SourceMatcher {
             tracing::error!(source = %source.name, error = %e, "ignoring exclude globs");
             GlobSet::empty()
         });
+        let mut include_set = GlobSetBuilder::new();
+        for pattern in &source.include {
+            if let Ok(g) = GlobBuilder::new(pattern).literal_separator(true).build() {
+                include_set.add(g);
+            }
+        }
         SourceMatcher {
             include: source.include.clone(),
+            include_set: include_set.build().unwrap_or_else(|_| GlobSet::empty()),
             exclude,
             include_compressed: source.include_compressed,
         }
+    }
+
+    /// Whether this source follows the file its globs list as `path`.
+    pub fn matches(&self, path: &Path) -> bool {
+        self.include_set.is_match(path) && self.accepts(path)
     }
 
     fn accepts(&self, path: &Path) -> bool {
@@ -88,6 +102,8 @@ pub struct Found {
     pub source: usize,
     /// The path with symlinks resolved.
     pub path: PathBuf,
+    /// The path as the glob matched it (a symlink, before resolving).
+    pub matched: PathBuf,
     pub dev: u64,
     pub ino: u64,
 }
@@ -137,6 +153,7 @@ pub fn scan(sources: &[SourceMatcher]) -> Scan {
                 }
                 out.files.push(Found {
                     source: index,
+                    matched: path,
                     path: resolved,
                     dev: meta.dev(),
                     ino: meta.ino(),

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{Checkpoint, Checkpointer};
 use super::identity;
-use super::reader::{LineReader, RawLine};
+use super::reader::{Filled, LineReader, RawLine};
 use super::registry::{FileStatus, FollowState};
 use crate::config::SourceFormat;
 use crate::decode::LineDecoder;
@@ -103,7 +103,14 @@ impl Shared {
 /// Where a follower starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartAt {
-    At(Checkpoint),
+    /// A settled start (a new file at 0, a new generation at 0): it becomes
+    /// the file's checkpoint.
+    New(Checkpoint),
+    /// Resume at a checkpoint, or where an earlier follower of this run
+    /// stopped reading. `tail`: the stored hash of the bytes before it; if
+    /// the file no longer holds them it was rewritten, and is read from 0 as
+    /// a new generation. Only acknowledgements move the checkpoint.
+    Resume { at: Checkpoint, tail: Option<u64> },
     /// Just after the last `\n` (`read_from: end` for a file without checkpoint).
     EndOfLastLine,
 }
@@ -111,6 +118,14 @@ pub enum StartAt {
 /// Everything a follower needs to start.
 pub struct FollowerSpec {
     pub key: FileKey,
+    /// The source whose globs found the file (stored with its checkpoint).
+    pub source: Arc<str>,
+    /// Device and inode of `file` itself (for a decompressed rotation these
+    /// differ from `identity`, which is the original file's).
+    pub dev_ino: (u64, u64),
+    /// The file is a rotation found after a restart: read it to its end,
+    /// then close it, whatever its path names.
+    pub drain_only: bool,
     /// Where the follower reports what it is doing (`/api/v1/files`).
     pub status: Arc<FileStatus>,
     pub path: PathBuf,
@@ -142,6 +157,7 @@ pub struct FollowerExit {
 impl FollowerExit {
     fn new(
         key: FileKey,
+        (dev, ino): (u64, u64),
         identity: FileIdentity,
         generation: Generation,
         offset: u64,
@@ -149,8 +165,8 @@ impl FollowerExit {
     ) -> Self {
         FollowerExit {
             key,
-            dev: identity.dev,
-            ino: identity.ino,
+            dev,
+            ino,
             identity,
             generation,
             offset,
@@ -185,6 +201,12 @@ enum FileState {
 /// One followed file (see module doc).
 pub struct Follower {
     key: FileKey,
+    /// Device and inode of the open file.
+    dev_ino: (u64, u64),
+    /// See [`FollowerSpec::drain_only`].
+    drain_only: bool,
+    /// The source's format (`Auto`: detected per file and generation).
+    format: SourceFormat,
     status: Arc<FileStatus>,
     path: PathBuf,
     file: Arc<File>,
@@ -237,23 +259,20 @@ impl Follower {
     ) -> FollowerExit {
         let file = Arc::new(spec.file);
         let identity = spec.identity;
-        let start = match spec.start {
-            StartAt::At(cp) => Ok(cp),
-            StartAt::EndOfLastLine => {
-                let f = file.clone();
-                tokio::task::spawn_blocking(move || end_of_last_line(&f))
-                    .await
-                    .unwrap_or_else(|e| Err(io::Error::other(e)))
-                    .map(|offset| Checkpoint {
-                        generation: 0,
-                        offset,
-                    })
-            }
-        };
-        let start = start.unwrap_or_else(|e| {
-            tracing::warn!(path = %spec.path.display(), error = %e, "cannot find the end of the file; reading it from the start");
-            Checkpoint { generation: 0, offset: 0 }
-        });
+        let f = file.clone();
+        let (path, start_at, format) = (spec.path.clone(), spec.start, spec.format);
+        let opening = tokio::task::spawn_blocking(move || opening(&f, &path, start_at, format))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "file opening task failed");
+                Opening::fallback(start_at)
+            });
+        let Opening {
+            start,
+            commit_start,
+            reader,
+            detected,
+        } = opening;
         let encoder = match Encoder::new(&shared.node_name, &shared.index_template) {
             Ok(e) => e,
             Err(e) => {
@@ -261,6 +280,7 @@ impl Follower {
                 tracing::error!(error = %e, "cannot create encoder");
                 return FollowerExit::new(
                     spec.key,
+                    spec.dev_ino,
                     identity,
                     start.generation,
                     start.offset,
@@ -272,8 +292,9 @@ impl Follower {
             spec.key,
             identity,
             &spec.path,
-            start.generation,
-            start.offset,
+            &spec.source,
+            start,
+            commit_start,
         );
         Metrics::add(&shared.metrics.files_opened, 1);
         spec.status.started(&file, start.generation, start.offset);
@@ -290,10 +311,15 @@ impl Follower {
             Resolved::Excluded(pod) => {
                 Metrics::add(&shared.metrics.k8s_files_excluded, 1);
                 tracing::info!(path = %spec.path.display(), namespace = %pod.namespace, pod = %pod.pod_name, container = %pod.container, "excluded by pod or namespace annotation; not reading this file");
-                let closed =
-                    wait_until_gone(&file, &spec.path, &spec.wake, &shutdown, &spec.give_up).await;
+                // Nothing of it is wanted: its checkpoint is complete where
+                // it stands, so no restart looks for it.
+                shared.checkpointer.unfollow(spec.key, Some(start.offset));
+                let closed = spec.drain_only
+                    || wait_until_gone(&file, &spec.path, &spec.wake, &shutdown, &spec.give_up)
+                        .await;
                 return FollowerExit::new(
                     spec.key,
+                    spec.dev_ino,
                     identity,
                     start.generation,
                     start.offset,
@@ -311,17 +337,24 @@ impl Follower {
         };
         let ctx = metadata.file_context(&encoder, &spec.path, identity, start.generation);
         let read_limit = spec.max_line_bytes.saturating_add(READ_LINE_SLACK);
+        let mut decoder = LineDecoder::new(spec.format, spec.max_line_bytes);
+        if let Some(detected) = detected {
+            decoder.set_detected(Some(detected));
+        }
         let follower = Follower {
             key: spec.key,
+            dev_ino: spec.dev_ino,
+            drain_only: spec.drain_only,
+            format: spec.format,
             status: spec.status,
             dev: identity.dev,
             ino: identity.ino,
             identity,
             identity_pending: false,
             generation: start.generation,
-            reader: LineReader::new(start.offset, read_limit),
+            reader: reader.with_limit(read_limit),
             read_limit,
-            decoder: LineDecoder::new(spec.format, spec.max_line_bytes),
+            decoder,
             encoder,
             ctx,
             metadata,
@@ -366,13 +399,16 @@ impl Follower {
                 Err(Stop::GivenUp) => return self.given_up(),
             }
         };
-        self.shared.checkpointer.unfollow(self.key);
+        self.shared
+            .checkpointer
+            .unfollow(self.key, closed.then(|| self.reader.read_offset()));
         if closed {
             Metrics::add(&self.shared.metrics.files_closed, 1);
             tracing::info!(path = %self.path.display(), identity = %self.identity, "file read to its end and closed");
         }
         FollowerExit::new(
             self.key,
+            self.dev_ino,
             self.identity,
             self.generation,
             self.reader.read_offset(),
@@ -403,7 +439,14 @@ impl Follower {
             bytes_lost = lost,
             "LOST LINES: gave up a deleted file with unshipped data because more rotated or deleted files are held open than buffer.max_open_files allows (the sink has been slow or down for long); its unshipped bytes are counted in logship_dropped_bytes_total{{reason=\"max_open_files\"}}"
         );
-        FollowerExit::new(self.key, self.identity, self.generation, size, true)
+        FollowerExit::new(
+            self.key,
+            self.dev_ino,
+            self.identity,
+            self.generation,
+            size,
+            true,
+        )
     }
 
     /// Reads what is there, then handles end of file. `Ok(false)`: the file
@@ -430,6 +473,12 @@ impl Follower {
         // reading again (so a truncation is seen before new bytes are read
         // at the old offset).
         self.send().await?;
+        if self.drain_only {
+            tracing::info!(path = %self.path.display(), "rotated while logship was stopped; reading it to its end");
+            self.status.set_state(FollowState::Draining);
+            self.drain().await?;
+            return Ok(false);
+        }
         loop {
             match self.check().await {
                 FileState::Grew => return Ok(true),
@@ -520,8 +569,25 @@ impl Follower {
             if self.shutdown.is_cancelled() {
                 return Err(Stop::Shutdown);
             }
-            let Some(n) = self.fill().await else {
-                return Ok(false);
+            let n = match self.fill().await {
+                None => return Ok(false),
+                Some(Filled::Read(n)) => n,
+                Some(Filled::Changed) => {
+                    // Truncated (and maybe refilled) since the last read:
+                    // what was read belongs to the old generation.
+                    self.send().await?;
+                    let file = self.file.clone();
+                    let fp = tokio::task::spawn_blocking(move || identity::fingerprint(&file))
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .flatten();
+                    self.truncated(fp);
+                    if self.identity_pending {
+                        return Ok(true);
+                    }
+                    continue;
+                }
             };
             if n == 0 {
                 return Ok(true);
@@ -532,12 +598,14 @@ impl Follower {
         }
     }
 
-    /// One blocking read: `Some(0)` at end of file, `None` if it failed (logged).
-    async fn fill(&mut self) -> Option<usize> {
+    /// One blocking read, checked against the file's identity (see
+    /// `reader`): `None` if it failed (logged).
+    async fn fill(&mut self) -> Option<Filled> {
         let mut reader = std::mem::take(&mut self.reader);
         let file = self.file.clone();
+        let fingerprint = (!self.identity_pending).then_some(self.identity.fingerprint);
         let result = tokio::task::spawn_blocking(move || {
-            let r = reader.fill(&file);
+            let r = reader.fill_checked(&file, fingerprint);
             (reader, r)
         })
         .await;
@@ -553,6 +621,7 @@ impl Follower {
                 // last line encoded (a held partial line is read again).
                 tracing::error!(path = %self.path.display(), error = %e, "read task failed");
                 self.reader = LineReader::new(self.span_end, self.read_limit);
+                let _ = self.reader.prime_tail(&self.file);
                 self.decoder.reset();
                 None
             }
@@ -654,10 +723,12 @@ impl Follower {
             return Ok(());
         }
         let mut span = std::mem::take(&mut self.span);
-        span.origin = Some(self.shared.checkpointer.issue(
+        let tail = self.tail_hash_before(self.span_end);
+        span.origin = Some(self.shared.checkpointer.issue_with_tail(
             self.key,
             self.generation,
             self.span_end,
+            tail,
         ));
         let end = self.span_end;
         let sent = match self.spans.try_send(span) {
@@ -677,6 +748,20 @@ impl Follower {
         sent
     }
 
+    /// Hash of the bytes just before `end`, from the reader when it holds
+    /// them, else read back (one small `pread` of bytes just read, so from
+    /// the page cache).
+    fn tail_hash_before(&self, end: u64) -> Option<u64> {
+        if end == 0 {
+            return None;
+        }
+        if let Some(h) = self.reader.tail_hash_at(end) {
+            return Some(h);
+        }
+        let mut probe = LineReader::new(end, 1);
+        probe.prime_tail(&self.file).ok().flatten()
+    }
+
     /// Looks at the open file and its path (blocking syscalls, off the runtime).
     async fn check(&mut self) -> FileState {
         let file = self.file.clone();
@@ -694,6 +779,10 @@ impl Follower {
         tracing::info!(path = %self.path.display(), generation = self.generation, "file truncated; reading it again from the start");
         self.reader.reset(0);
         self.decoder.reset();
+        if self.format == SourceFormat::Auto {
+            // The new content is detected from its own first line.
+            self.decoder.set_detected(None);
+        }
         self.span_end = 0;
         self.sent_end = 0;
         self.status.restarted(self.generation);
@@ -870,6 +959,99 @@ fn check_file(file: &File, path: &Path, read_offset: u64, fingerprint: u64) -> F
         // Unchanged, or a transient error: look again later.
         _ => FileState::Idle,
     }
+}
+
+/// Where a follower starts, worked out on a blocking thread.
+struct Opening {
+    start: Checkpoint,
+    /// See `Checkpointer::follow`.
+    commit_start: bool,
+    /// Positioned at `start`, knowing the bytes before it.
+    reader: LineReader,
+    /// An auto-detected format, from the file's first line (resumes only).
+    detected: Option<crate::decode::detect::DetectedFormat>,
+}
+
+impl Opening {
+    fn fallback(start: StartAt) -> Self {
+        let (start, commit_start) = match start {
+            StartAt::New(cp) => (cp, true),
+            StartAt::Resume { at, .. } => (at, false),
+            StartAt::EndOfLastLine => (
+                Checkpoint {
+                    generation: 0,
+                    offset: 0,
+                },
+                true,
+            ),
+        };
+        Opening {
+            start,
+            commit_start,
+            reader: LineReader::new(start.offset, 1),
+            detected: None,
+        }
+    }
+}
+
+/// Resolves `start` against the file (blocking): the end of its last line
+/// for `read_from: end`; for a resume, a check that the bytes before the
+/// checkpoint are still the ones acknowledged (else the file was rewritten
+/// under the same identity: read it from 0 as a new generation), and the
+/// auto-detected format from the file's first line.
+fn opening(file: &File, path: &Path, start: StartAt, format: SourceFormat) -> Opening {
+    let mut out = Opening::fallback(start);
+    match start {
+        StartAt::New(_) => {}
+        StartAt::EndOfLastLine => match end_of_last_line(file) {
+            Ok(offset) => out.start.offset = offset,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot find the end of the file; reading it from the start")
+            }
+        },
+        StartAt::Resume { at, tail } if at.offset > 0 => {
+            let mut reader = LineReader::new(at.offset, 1);
+            match reader.prime_tail(file) {
+                Ok(found) if tail.is_none() || found == tail => {}
+                Ok(_) => {
+                    tracing::info!(path = %path.display(), generation = at.generation + 1, "file no longer holds the lines before its checkpoint (rewritten with the same first line): reading it from the start as a new generation");
+                    out.start = Checkpoint {
+                        generation: at.generation.wrapping_add(1),
+                        offset: 0,
+                    };
+                    out.commit_start = true;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot verify the checkpoint against the file; resuming there")
+                }
+            }
+            if format == SourceFormat::Auto && out.start.offset > 0 {
+                out.detected = detect_from_head(file);
+            }
+        }
+        StartAt::Resume { .. } => {}
+    }
+    out.reader = LineReader::new(out.start.offset, 1);
+    if out.start.offset > 0 {
+        let _ = out.reader.prime_tail(file);
+    }
+    out
+}
+
+/// The format of `file` from its first non-blank line (`decode::detect_head`).
+fn detect_from_head(file: &File) -> Option<crate::decode::detect::DetectedFormat> {
+    const HEAD: usize = 64 * 1024;
+    let mut head = vec![0u8; HEAD];
+    let mut len = 0;
+    while len < HEAD {
+        match file.read_at(&mut head[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    crate::decode::detect_head(&head[..len])
 }
 
 /// Offset just past the last `\n` of `file` (0 if it has none).

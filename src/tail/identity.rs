@@ -44,6 +44,14 @@ pub fn fingerprint_of(head: &[u8]) -> Option<u64> {
     }
 }
 
+/// Hash of the bytes just before an offset (at most `reader::TAIL_BYTES`),
+/// stored with a checkpoint and compared when a file is resumed there: a
+/// file rewritten with the same first line (same fingerprint) but other
+/// content is not resumed in the middle of a line it never had.
+pub fn tail_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, bytes.len() as u64)
+}
+
 /// The identity of an open file, or `None` if it has none yet.
 pub fn identify(file: &File) -> io::Result<Option<FileIdentity>> {
     let meta = file.metadata()?;

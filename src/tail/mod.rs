@@ -53,6 +53,7 @@ pub mod follower;
 pub mod identity;
 pub mod reader;
 pub mod registry;
+pub mod rotated;
 pub mod watermark;
 
 use std::collections::{HashMap, HashSet};
@@ -93,6 +94,8 @@ pub struct FileServer {
     registry: Arc<FileRegistry>,
     /// `buffer.max_open_files`: rotated or deleted files held open at most.
     max_open_files: usize,
+    /// Where rotations found compressed after a restart are unpacked.
+    scratch_dir: PathBuf,
 }
 
 /// A file being followed.
@@ -157,6 +160,7 @@ impl FileServer {
             }),
             registry: Arc::new(FileRegistry::default()),
             max_open_files: usize::try_from(config.buffer.max_open_files()).unwrap_or(usize::MAX),
+            scratch_dir: config.data_dir.join(rotated::SCRATCH_DIR),
         })
     }
 
@@ -189,8 +193,11 @@ impl FileServer {
         let mut watcher = Watcher::new(notice_tx, overflow.clone(), overflow_wake.clone());
         // Cancelled with `shutdown`, or when downstream is gone.
         let followers_stop = shutdown.child_token();
+        let previous = self.registry.replace_matchers(self.matchers.clone());
         let mut state = ServerState {
             server: &self,
+            previous,
+            unpacked: HashMap::new(),
             spans,
             shutdown: followers_stop.clone(),
             followers: JoinSet::new(),
@@ -229,7 +236,7 @@ impl FileServer {
                 _ = overflow_wake.notified() => {}
                 Some(exit) = state.followers.join_next(), if !state.followers.is_empty() => {
                     match exit {
-                        Ok(exit) => state.on_exit(exit),
+                        Ok(exit) => state.on_exit(exit).await,
                         Err(e) => tracing::error!(error = %e, "file follower failed"),
                     }
                 }
@@ -248,7 +255,12 @@ impl FileServer {
         followers_stop.cancel();
         while let Some(exit) = state.followers.join_next().await {
             match exit {
-                Ok(exit) => self.registry.remove(exit.key),
+                Ok(exit) => {
+                    self.registry.remove(exit.key);
+                    if let Some(path) = state.unpacked.remove(&exit.key) {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, "file follower failed"),
             }
         }
@@ -258,6 +270,10 @@ impl FileServer {
 
 struct ServerState<'a> {
     server: &'a FileServer,
+    /// The globs of the pipeline before this one (a reload), if any.
+    previous: Option<Arc<Vec<SourceMatcher>>>,
+    /// Decompressed copies of rotations being read, removed when done.
+    unpacked: HashMap<FileKey, PathBuf>,
     spans: mpsc::Sender<EncodedSpan>,
     shutdown: CancellationToken,
     followers: JoinSet<FollowerExit>,
@@ -301,8 +317,11 @@ impl ServerState<'_> {
         }
     }
 
-    fn on_exit(&mut self, exit: FollowerExit) {
+    async fn on_exit(&mut self, exit: FollowerExit) {
         self.server.registry.remove(exit.key);
+        if let Some(path) = self.unpacked.remove(&exit.key) {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+        }
         if self
             .active
             .get(&(exit.dev, exit.ino))
@@ -359,10 +378,136 @@ impl ServerState<'_> {
         self.pending = pending.into_iter().collect();
         let seen: HashSet<(u64, u64)> = scan.files.iter().map(|f| (f.dev, f.ino)).collect();
         self.ended.retain(|id, _| seen.contains(&(id.dev, id.ino)));
+        let claimed: HashSet<FileIdentity> = opened.iter().map(|o| o.identity).collect();
         for o in opened {
             self.start(o);
         }
-        self.first_scan = false;
+        if self.first_scan {
+            self.first_scan = false;
+            self.find_rotated_while_stopped(claimed).await;
+        }
+    }
+
+    /// A restart is a rotation too: files the checkpoint store knows, that
+    /// no glob found and that were not read to their end, are looked for
+    /// ([`rotated`]) and read to their end; those truly gone are counted
+    /// and logged as lost.
+    async fn find_rotated_while_stopped(&mut self, mut claimed: HashSet<FileIdentity>) {
+        let shared = &self.server.shared;
+        // Files being followed (by an earlier scan of this run) are claimed too.
+        claimed.extend(self.server.registry.files().iter().map(|f| f.identity()));
+        let unfinished = shared.checkpointer.unfinished(&claimed);
+        if unfinished.is_empty() {
+            return;
+        }
+        let scratch = self.server.scratch_dir.clone();
+        let located = match tokio::task::spawn_blocking(move || {
+            rotated::clear_scratch(&scratch);
+            unfinished
+                .into_iter()
+                .map(|u| {
+                    let found = rotated::locate(&u, &scratch);
+                    (u, found)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "looking for rotated files failed");
+                return;
+            }
+        };
+        for (u, found) in located {
+            let Some(source) = u
+                .source
+                .as_deref()
+                .and_then(|name| self.server.sources.iter().position(|s| s.name == name))
+            else {
+                tracing::info!(path = %u.path.display(), source = u.source.as_deref().unwrap_or("?"), "a file with unacknowledged lines belongs to a source no longer configured; not read");
+                continue;
+            };
+            match found {
+                rotated::Located::AtPath => {
+                    tracing::info!(path = %u.path.display(), "a file with unacknowledged lines is no longer matched by its source's globs; not read");
+                }
+                rotated::Located::Gone => {
+                    Metrics::add(&shared.metrics.gone_while_stopped_files, 1);
+                    Metrics::add(&shared.metrics.gone_while_stopped_bytes, u.known_unread);
+                    tracing::error!(
+                        path = %u.path.display(),
+                        identity = %u.identity,
+                        generation = u.checkpoint.generation,
+                        acknowledged_up_to = u.checkpoint.offset,
+                        bytes_lost_at_least = u.known_unread,
+                        "LOST LINES: a file with unacknowledged lines was deleted (or truncated in place) while logship was stopped; what it held past its checkpoint is lost, counted in logship_dropped_bytes_total{{reason=\"gone_while_stopped\"}} and logship_files_lost_total"
+                    );
+                    shared.checkpointer.forget(&u.identity);
+                }
+                rotated::Located::Renamed { path, file } => {
+                    Metrics::add(&shared.metrics.rotated_while_stopped, 1);
+                    tracing::info!(was = %u.path.display(), now = %path.display(), offset = u.checkpoint.offset, "found a file rotated while logship was stopped; reading it to its end");
+                    self.start_rotated(&u, source, path, file, false);
+                }
+                rotated::Located::Unpacked { gz, copy, file } => {
+                    Metrics::add(&shared.metrics.rotated_while_stopped, 1);
+                    tracing::info!(was = %u.path.display(), now = %gz.display(), offset = u.checkpoint.offset, "found a file rotated and compressed while logship was stopped; reading it to its end from a decompressed copy");
+                    self.start_rotated(&u, source, copy, file, true);
+                }
+            }
+        }
+    }
+
+    /// Starts a drain-only follower for a rotation found after a restart.
+    fn start_rotated(
+        &mut self,
+        u: &checkpoint::Unfinished,
+        source: usize,
+        path: PathBuf,
+        file: File,
+        unpacked: bool,
+    ) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = file.metadata() else {
+            return;
+        };
+        let dev_ino = (meta.dev(), meta.ino());
+        if self.active.contains_key(&dev_ino) {
+            return;
+        }
+        let key = self.spawn(
+            source,
+            Opened {
+                found: Found {
+                    source,
+                    matched: path.clone(),
+                    path: path.clone(),
+                    dev: dev_ino.0,
+                    ino: dev_ino.1,
+                },
+                file,
+                identity: u.identity,
+                size: meta.len(),
+            },
+            StartAt::Resume {
+                at: u.checkpoint,
+                tail: u.tail,
+            },
+            true,
+        );
+        if unpacked {
+            self.unpacked.insert(key, path);
+        }
+    }
+
+    /// Whether the pipeline before this one (a reload) would have followed
+    /// `found`: then a file it never saw appeared during the reload, and is
+    /// new, whatever `read_from` says.
+    fn previously_matched(&self, found: &Found) -> bool {
+        self.previous
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|m| m.matches(&found.matched)))
     }
 
     /// Counts the held rotated or deleted files and gives up the oldest
@@ -406,29 +551,47 @@ impl ServerState<'_> {
     fn start(&mut self, o: Opened) {
         let source = &self.server.sources[o.found.source];
         let shared = &self.server.shared;
-        let known = [
-            self.ended.get(&o.identity).copied(),
-            shared.checkpointer.lookup(&o.identity),
-        ]
-        .into_iter()
-        .flatten()
-        .max_by_key(|c| (c.generation, c.offset));
+        let ended = self.ended.get(&o.identity).copied();
+        let stored = shared.checkpointer.lookup(&o.identity);
+        let known = [ended, stored]
+            .into_iter()
+            .flatten()
+            .max_by_key(|c| (c.generation, c.offset));
         let start = match known {
             Some(cp) if o.size < cp.offset => {
                 Metrics::add(&shared.metrics.truncations, 1);
                 tracing::info!(path = %o.found.path.display(), "file is shorter than its checkpoint: truncated while we were away");
-                StartAt::At(Checkpoint {
+                StartAt::New(Checkpoint {
                     generation: cp.generation.wrapping_add(1),
                     offset: 0,
                 })
             }
-            Some(cp) => StartAt::At(cp),
-            None if self.first_scan && source.read_from == ReadFrom::End => StartAt::EndOfLastLine,
-            None => StartAt::At(Checkpoint {
+            Some(cp) => StartAt::Resume {
+                at: cp,
+                // The stored hash only speaks for the stored offset.
+                tail: (Some(cp) == stored)
+                    .then(|| shared.checkpointer.lookup_tail(&o.identity))
+                    .flatten(),
+            },
+            None if self.first_scan
+                && source.read_from == ReadFrom::End
+                && !self.previously_matched(&o.found) =>
+            {
+                StartAt::EndOfLastLine
+            }
+            None => StartAt::New(Checkpoint {
                 generation: 0,
                 offset: 0,
             }),
         };
+        let index = o.found.source;
+        self.spawn(index, o, start, false);
+    }
+
+    /// Starts a follower; returns its key.
+    fn spawn(&mut self, source: usize, o: Opened, start: StartAt, drain_only: bool) -> FileKey {
+        let source = &self.server.sources[source];
+        let shared = &self.server.shared;
         let key = self.next_key;
         self.next_key += 1;
         let wake = Arc::new(Notify::new());
@@ -451,6 +614,9 @@ impl ServerState<'_> {
         );
         let spec = FollowerSpec {
             key,
+            source: Arc::from(source.name.as_str()),
+            dev_ino: (o.found.dev, o.found.ino),
+            drain_only,
             status,
             path: o.found.path,
             file: o.file,
@@ -467,6 +633,7 @@ impl ServerState<'_> {
             self.spans.clone(),
             self.shutdown.clone(),
         ));
+        key
     }
 }
 

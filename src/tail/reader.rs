@@ -11,6 +11,17 @@
 //! dropped (and counted) until the `\n`, and the line is then handed out with
 //! `cut = true`. The buffer never holds more than `max_line + CHUNK_BYTES`.
 //!
+//! **Identity before every read.** The reader remembers the last
+//! [`TAIL_BYTES`] bytes it read (the bytes just before its read offset).
+//! [`LineReader::fill_checked`] reads, then checks that those bytes, and the
+//! file's first line, are still what they were: if the file was truncated
+//! and written again (copytruncate) before this read, the bytes read at
+//! the old offset belong to new content and must not be read under the old
+//! identity. Checking after the read, not before, closes the race with a
+//! truncation between check and read. Only a rewrite with byte-identical
+//! content up to the read offset goes unnoticed, and it reads as no change
+//! at all.
+//!
 //! It does no decoding and knows nothing of rotation; reads are blocking and
 //! meant to run on a blocking thread.
 
@@ -20,6 +31,34 @@ use std::os::unix::fs::FileExt;
 
 /// Bytes read per call.
 pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Bytes before the read offset that are re-checked after every read, and
+/// hashed into a checkpoint (`identity::tail_hash`).
+pub const TAIL_BYTES: usize = 64;
+
+/// What [`LineReader::fill_checked`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filled {
+    /// This many bytes were read (0: end of file).
+    Read(usize),
+    /// The bytes before the read offset or the first line changed: the file
+    /// was truncated or rewritten. Nothing was read.
+    Changed,
+}
+
+/// Reads up to `buf.len()` bytes at `offset`, fewer only at end of file.
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
 
 /// One complete physical line: `buf[start..end]` of the reader's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +75,7 @@ pub struct RawLine {
 }
 
 /// Splits a file into physical lines (see module doc).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LineReader {
     buf: Vec<u8>,
     /// Start of the first line not yet handed out.
@@ -53,6 +92,15 @@ pub struct LineReader {
     cut_line: Option<u64>,
     dropped: u64,
     chunk: usize,
+    /// The last `tail_len` bytes before `read_offset`, as read.
+    tail: [u8; TAIL_BYTES],
+    tail_len: usize,
+}
+
+impl Default for LineReader {
+    fn default() -> Self {
+        LineReader::with_chunk(0, 1, CHUNK_BYTES)
+    }
 }
 
 impl LineReader {
@@ -73,7 +121,15 @@ impl LineReader {
             cut_line: None,
             dropped: 0,
             chunk: chunk.max(1),
+            tail: [0; TAIL_BYTES],
+            tail_len: 0,
         }
+    }
+
+    /// The same reader, cutting lines at `max_line` bytes.
+    pub fn with_limit(mut self, max_line: usize) -> Self {
+        self.max_line = max_line.max(1);
+        self
     }
 
     /// File offset of the next read: everything before it was read.
@@ -89,6 +145,7 @@ impl LineReader {
         self.base = offset;
         self.read_offset = offset;
         self.cut_line = None;
+        self.tail_len = 0;
     }
 
     /// Bytes read but not yet handed out as a complete line.
@@ -104,6 +161,87 @@ impl LineReader {
     /// Reads the next chunk from `file` (blocking). Returns the number of
     /// bytes read; 0 at end of file.
     pub fn fill(&mut self, file: &File) -> io::Result<usize> {
+        let (start, n) = self.read_chunk(file)?;
+        self.push_tail(start, n);
+        Ok(n)
+    }
+
+    /// [`LineReader::fill`], then checks that the file is still the one read
+    /// so far (module doc): the bytes before the old read offset are
+    /// unchanged and, if `fingerprint` is given and the old offset is past
+    /// 0, so is the first line. On a change the bytes just read are
+    /// discarded.
+    pub fn fill_checked(&mut self, file: &File, fingerprint: Option<u64>) -> io::Result<Filled> {
+        let before = self.read_offset;
+        let (start, n) = self.read_chunk(file)?;
+        let mut same = self.tail_matches(file, before)?;
+        if same
+            && before > 0
+            && let Some(expected) = fingerprint
+        {
+            same = super::identity::fingerprint(file)? == Some(expected);
+        }
+        if !same {
+            self.buf.truncate(start);
+            self.read_offset = before;
+            return Ok(Filled::Changed);
+        }
+        self.push_tail(start, n);
+        Ok(Filled::Read(n))
+    }
+
+    /// Reads the bytes before the read offset into the remembered tail (a
+    /// reader that starts at a checkpoint) and returns their hash, or `None`
+    /// if the file is shorter than the offset.
+    pub fn prime_tail(&mut self, file: &File) -> io::Result<Option<u64>> {
+        let len = TAIL_BYTES.min(usize::try_from(self.read_offset).unwrap_or(TAIL_BYTES));
+        let mut bytes = [0u8; TAIL_BYTES];
+        if read_exact_at(file, &mut bytes[..len], self.read_offset - len as u64)? < len {
+            self.tail_len = 0;
+            return Ok(None);
+        }
+        self.tail = bytes;
+        self.tail_len = len;
+        Ok(Some(super::identity::tail_hash(&bytes[..len])))
+    }
+
+    /// Hash of the bytes just before `end` if the reader still holds them
+    /// (`end` is its read offset and it knows the bytes before it).
+    pub fn tail_hash_at(&self, end: u64) -> Option<u64> {
+        let want = TAIL_BYTES.min(usize::try_from(end).unwrap_or(TAIL_BYTES));
+        (end == self.read_offset && self.tail_len == want)
+            .then(|| super::identity::tail_hash(&self.tail[..want]))
+    }
+
+    /// True if the file still holds the remembered tail before `offset`.
+    fn tail_matches(&self, file: &File, offset: u64) -> io::Result<bool> {
+        if self.tail_len == 0 {
+            return Ok(true);
+        }
+        let mut bytes = [0u8; TAIL_BYTES];
+        let len = self.tail_len;
+        let got = read_exact_at(file, &mut bytes[..len], offset - len as u64)?;
+        Ok(got == len && bytes[..len] == self.tail[..len])
+    }
+
+    /// Remembers the last bytes of `buf[start..start + n]` (just read).
+    fn push_tail(&mut self, start: usize, n: usize) {
+        if n >= TAIL_BYTES {
+            self.tail
+                .copy_from_slice(&self.buf[start + n - TAIL_BYTES..start + n]);
+            self.tail_len = TAIL_BYTES;
+        } else if n > 0 {
+            let keep = self.tail_len.min(TAIL_BYTES - n);
+            self.tail
+                .copy_within(self.tail_len - keep..self.tail_len, 0);
+            self.tail[keep..keep + n].copy_from_slice(&self.buf[start..start + n]);
+            self.tail_len = keep + n;
+        }
+    }
+
+    /// Reads one chunk at the read offset; returns where it starts in `buf`
+    /// and its length.
+    fn read_chunk(&mut self, file: &File) -> io::Result<(usize, usize)> {
         self.compact();
         let len = self.buf.len();
         self.buf.resize(len + self.chunk, 0);
@@ -119,7 +257,7 @@ impl LineReader {
         };
         self.buf.truncate(len + n);
         self.read_offset += n as u64;
-        Ok(n)
+        Ok((len, n))
     }
 
     /// Moves the unreturned bytes to the front of the buffer.
@@ -382,5 +520,53 @@ mod tests {
         let _ = read_all(&mut r, &f);
         r.reset(0);
         assert_eq!(read_all(&mut r, &f).len(), 2);
+    }
+
+    #[test]
+    fn a_rewrite_before_the_next_read_is_noticed_and_nothing_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.log");
+        std::fs::write(&path, b"header\nold line one\nold line two\n").unwrap();
+        let f = File::open(&path).unwrap();
+        let fp = crate::tail::identity::fingerprint(&f).unwrap();
+        let mut r = LineReader::new(0, 100);
+        assert_eq!(r.fill_checked(&f, fp).unwrap(), Filled::Read(33));
+        while r.next_line().is_some() {}
+        assert_eq!(r.fill_checked(&f, fp).unwrap(), Filled::Read(0));
+        // Truncated and refilled past the read offset, same first line.
+        std::fs::write(&path, b"header\nnew content that is longer than before\n").unwrap();
+        assert_eq!(r.fill_checked(&f, fp).unwrap(), Filled::Changed);
+        assert_eq!(r.read_offset(), 33, "nothing read");
+        assert!(!r.has_partial());
+        // Appends alone are fine.
+        std::fs::write(&path, b"header\nold line one\nold line two\nmore\n").unwrap();
+        assert_eq!(r.fill_checked(&f, fp).unwrap(), Filled::Read(5));
+    }
+
+    #[test]
+    fn the_tail_follows_small_and_large_reads() {
+        let mut content = Vec::new();
+        for i in 0..500 {
+            content.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        let (_d, f) = file_with(&content);
+        for chunk in [1, 5, 63, 64, 65, 1000] {
+            let mut r = LineReader::with_chunk(0, 4096, chunk);
+            while r.fill(&f).unwrap() > 0 {
+                while r.next_line().is_some() {}
+                let end = r.read_offset() as usize;
+                let want = &content[end.saturating_sub(TAIL_BYTES)..end];
+                assert_eq!(
+                    r.tail_hash_at(end as u64),
+                    Some(crate::tail::identity::tail_hash(want)),
+                    "chunk {chunk} at {end}"
+                );
+            }
+            let mut primed = LineReader::new(r.read_offset(), 4096);
+            assert_eq!(
+                primed.prime_tail(&f).unwrap(),
+                r.tail_hash_at(r.read_offset())
+            );
+        }
     }
 }

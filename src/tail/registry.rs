@@ -153,6 +153,10 @@ impl FileStatus {
 pub struct FileRegistry {
     files: Mutex<BTreeMap<FileKey, Arc<FileStatus>>>,
     sources: Mutex<BTreeMap<String, Arc<SourceStats>>>,
+    /// The globs of the pipeline that last started (the registry outlives
+    /// pipelines): a reload's pipeline asks which files the one before it
+    /// would have followed.
+    matchers: Mutex<Option<Arc<Vec<super::discover::SourceMatcher>>>>,
 }
 
 impl FileRegistry {
@@ -197,6 +201,19 @@ impl FileRegistry {
             Err(e) => e.into_inner(),
         };
         sources.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Records the globs of a pipeline that starts; returns those of the
+    /// one before it (`None` for the first pipeline of the process).
+    pub fn replace_matchers(
+        &self,
+        matchers: Arc<Vec<super::discover::SourceMatcher>>,
+    ) -> Option<Arc<Vec<super::discover::SourceMatcher>>> {
+        let mut m = match self.matchers.lock() {
+            Ok(m) => m,
+            Err(e) => e.into_inner(),
+        };
+        m.replace(matchers)
     }
 
     /// A snapshot of the followed files, by key.

@@ -22,6 +22,8 @@ use crate::event::Generation;
 #[derive(Debug)]
 struct IssuedSpan {
     end: u64,
+    /// Hash of the bytes just before `end` (see `identity::tail_hash`).
+    tail: Option<u64>,
     acked: bool,
 }
 
@@ -30,6 +32,10 @@ struct IssuedSpan {
 pub struct AckWatermark {
     generation: Generation,
     committed: u64,
+    /// Hash of the bytes just before `committed`, when known.
+    committed_tail: Option<u64>,
+    /// End of the newest span issued (or the start offset).
+    issued_end: u64,
     /// Sequence number of the first entry of `pending`.
     first_seq: u64,
     pending: VecDeque<IssuedSpan>,
@@ -42,6 +48,8 @@ impl AckWatermark {
         AckWatermark {
             generation,
             committed: offset,
+            committed_tail: None,
+            issued_end: offset,
             first_seq: 0,
             pending: VecDeque::new(),
         }
@@ -56,6 +64,17 @@ impl AckWatermark {
         self.committed
     }
 
+    /// Hash of the bytes just before [`AckWatermark::committed`], if known.
+    pub fn committed_tail(&self) -> Option<u64> {
+        self.committed_tail
+    }
+
+    /// End of the newest span issued in this generation (at least the
+    /// committed offset): bytes up to here are known to exist.
+    pub fn issued_end(&self) -> u64 {
+        self.issued_end
+    }
+
     /// Spans issued and not yet part of the committed prefix.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
@@ -65,6 +84,8 @@ impl AckWatermark {
     pub fn reset(&mut self, generation: Generation) {
         self.generation = generation;
         self.committed = 0;
+        self.committed_tail = None;
+        self.issued_end = 0;
         self.first_seq += self.pending.len() as u64;
         self.pending.clear();
     }
@@ -72,11 +93,22 @@ impl AckWatermark {
     /// Registers a span ending at `end` and returns its sequence number.
     /// A span of a different generation than the current one resets first.
     pub fn issue(&mut self, generation: Generation, end: u64) -> u64 {
+        self.issue_with_tail(generation, end, None)
+    }
+
+    /// [`AckWatermark::issue`], with the hash of the bytes before `end`
+    /// (stored with the checkpoint once the span is committed).
+    pub fn issue_with_tail(&mut self, generation: Generation, end: u64, tail: Option<u64>) -> u64 {
         if generation != self.generation {
             self.reset(generation);
         }
         let seq = self.first_seq + self.pending.len() as u64;
-        self.pending.push_back(IssuedSpan { end, acked: false });
+        self.issued_end = self.issued_end.max(end);
+        self.pending.push_back(IssuedSpan {
+            end,
+            tail,
+            acked: false,
+        });
         seq
     }
 
@@ -98,6 +130,7 @@ impl AckWatermark {
         while self.pending.front().is_some_and(|s| s.acked) {
             if let Some(span) = self.pending.pop_front() {
                 self.committed = span.end;
+                self.committed_tail = span.tail;
                 self.first_seq += 1;
                 moved = true;
             }

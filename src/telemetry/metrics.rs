@@ -164,12 +164,32 @@ impl Collector for Exporter {
         counters_by(
             e,
             "logship_dropped_bytes",
-            "Bytes dropped, by reason (line_too_long: the rest of a line past max_line_bytes; max_open_files: the unshipped part of a deleted file given up past buffer.max_open_files).",
+            "Bytes dropped, by reason (line_too_long: the rest of a line past max_line_bytes; max_open_files: the unshipped part of a deleted file given up past buffer.max_open_files; gone_while_stopped: the unacknowledged part, as far as it was read, of a file deleted while logship was stopped).",
             "reason",
             &[
                 ("line_too_long", Metrics::get(&m.truncated_bytes)),
                 ("max_open_files", Metrics::get(&m.max_open_files_lost_bytes)),
+                (
+                    "gone_while_stopped",
+                    Metrics::get(&m.gone_while_stopped_bytes),
+                ),
             ],
+        )?;
+        counters_by(
+            e,
+            "logship_files_lost",
+            "Files with unacknowledged lines that could not be read to their end, by reason (gone_while_stopped: deleted, or truncated in place, while logship was stopped).",
+            "reason",
+            &[(
+                "gone_while_stopped",
+                Metrics::get(&m.gone_while_stopped_files),
+            )],
+        )?;
+        atomic(
+            e,
+            "logship_files_rotated_while_stopped",
+            "Files rotated away (renamed or compressed) while logship was stopped, found again at start and read to their end.",
+            &m.rotated_while_stopped,
         )?;
 
         // Shipping.

@@ -59,6 +59,15 @@ pub struct Metrics {
     pub checkpoint_write_errors: AtomicU64,
     /// Unread bytes of deleted files given up past `buffer.max_open_files`.
     pub max_open_files_lost_bytes: AtomicU64,
+    /// Files with unacknowledged lines that were gone (deleted, or
+    /// truncated in place) when logship started again.
+    pub gone_while_stopped_files: AtomicU64,
+    /// Bytes of those files known to have been lost (read before the stop
+    /// but not acknowledged; what was written later is unknown).
+    pub gone_while_stopped_bytes: AtomicU64,
+    /// Files rotated away while logship was stopped, found again (renamed
+    /// or compressed) and read to their end after the restart.
+    pub rotated_while_stopped: AtomicU64,
     /// Pod log files whose pod was not in the metadata cache after `metadata_wait`.
     pub k8s_files_without_metadata: AtomicU64,
     /// Lines of such files shipped before their pod became known.
