@@ -27,11 +27,28 @@
 //! {"version":1,"checkpoints":[
 //!   {"identity":{"dev":2049,"ino":1234,"fingerprint":9876543210},
 //!    "generation":0,"offset":52311,"path":"/var/log/pods/ns_pod_uid/c/0.log",
-//!    "last_seen":1764118923}
+//!    "last_seen":1764118923,"tail_hash":1311768467294899695,"read":60000,
+//!    "end":60000,"source":"containers"}
 //! ]}
 //! ```
 //!
-//! `last_seen` is Unix seconds. An entry whose file is no longer followed is
+//! `last_seen` is Unix seconds. The last four members are optional (a file
+//! without them, as earlier builds wrote it, loads; earlier builds ignore
+//! them): `tail_hash` is the hash of the 64 bytes before `offset`
+//! (`identity::tail_hash`), verified when the file is resumed there;
+//! `read` the end of the newest span issued (bytes known to exist, what a
+//! loss of the file loses at least); `end` where a closed file ended
+//! (rotated away and drained, excluded, given up): once `offset` reaches
+//! it the file is complete, else a restart looks for it
+//! ([`Checkpointer::unfinished`], `tail::rotated`); `source` the source
+//! that followed it.
+//!
+//! **Several followers of one file.** A file renamed to a name a glob still
+//! matches is followed again, under a new [`FileKey`], from where the old
+//! follower stopped reading. If the old one ended with spans in flight, the
+//! new one continues its watermark (acks of the old key are routed to the
+//! new one), so the checkpoint never passes the old spans; and a follower
+//! that resumes never commits its start offset, only acknowledgements do. An entry whose file is no longer followed is
 //! kept for [`RETENTION`] after it was last seen (or after this process
 //! started, whichever is later), so a rotated file that a glob matches again
 //! is not read twice; then it is dropped. A file that cannot be read or

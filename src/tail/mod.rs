@@ -20,12 +20,35 @@
 //!   (`end`: just after its last complete line);
 //! * any file first seen later: at its start.
 //!
+//! A resume is verified against the bytes before the checkpoint (a stored
+//! hash of the 64 bytes before it): a file rewritten with the same first
+//! line is read from 0 as a new generation instead of from the middle of a
+//! line it never had. An auto-detected format is detected again from the
+//! file's first line on a resume, never from the first line read.
+//!
+//! After a reload (the registry remembers the previous pipeline's globs), a
+//! file without checkpoint that the previous pipeline's globs match
+//! appeared while it drained: it is new and read from its start, whatever
+//! `read_from` says.
+//!
+//! **A restart is a rotation too.** After the first scan of a pipeline,
+//! every file the checkpoint store knows that no follower claimed and that
+//! was not read to its end is looked for in its directory ([`rotated`]):
+//! renamed (the kubelet's `0.log.<timestamp>`, logrotate's `app.log.1`) or
+//! compressed (`….gz`, read from a decompressed copy at the same offsets),
+//! it is read from its checkpoint to its end and closed; gone, it is a
+//! counted, logged loss (`logship_files_lost_total`,
+//! `logship_dropped_bytes_total{reason="gone_while_stopped"}` with the
+//! bytes known to have been read and not acknowledged).
+//!
 //! After a copytruncate a follower waits for the file's new first line and
 //! takes the identity it gives (same `(dev, ino)`, new fingerprint), so that
-//! after a restart the checkpoint of the new content is found.
+//! after a restart the checkpoint of the new content is found. Truncation
+//! is noticed after every read, not only at end of file (see [`reader`]).
 //!
 //! Checkpoints advance only to the ack watermark ([`checkpoint`],
 //! [`watermark`]); what was not acknowledged is read again after a restart.
+//! A file found again under a new name keeps its acknowledged position.
 //!
 //! `run` returns after shutdown, or when the span receiver is dropped, once
 //! every follower returned. The server does not decode or encode itself and never blocks the runtime
