@@ -134,9 +134,18 @@ fn messages_of(span: &EncodedSpan) -> Vec<(String, u64, String, String, String)>
             (
                 doc["message"].as_str().expect("message").to_string(),
                 doc["log"]["offset"].as_u64().expect("log.offset"),
-                doc["log"]["file"]["path"].as_str().unwrap_or_default().to_string(),
-                action["create"]["_id"].as_str().unwrap_or_default().to_string(),
-                action["create"]["_index"].as_str().unwrap_or_default().to_string(),
+                doc["log"]["file"]["path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                action["create"]["_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                action["create"]["_index"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect()
@@ -280,7 +289,6 @@ fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, logs, data)
 }
 
-
 fn kubelet_rotate(path: &Path, stamp: &str) -> PathBuf {
     let rotated = PathBuf::from(format!("{}.{stamp}", path.display()));
     std::fs::rename(path, &rotated).unwrap();
@@ -344,9 +352,19 @@ async fn rotation_found_but_not_acked(
     );
     p.wait_for(70, Duration::from_secs(5)).await;
     // The drain-only follower reads to the end, waits ROTATION_GRACE, closes.
-    wait_metric(&p.metrics, |m| Metrics::get(&m.files_closed), 1, Duration::from_secs(5)).await;
+    wait_metric(
+        &p.metrics,
+        |m| Metrics::get(&m.files_closed),
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
     let (received, metrics) = p.stop().await;
-    assert_eq!(Metrics::get(&metrics.files_closed), 1, "run 2 drained the rotation");
+    assert_eq!(
+        Metrics::get(&metrics.files_closed),
+        1,
+        "run 2 drained the rotation"
+    );
     let mut got = msgs(&received);
     got.sort();
     let mut want: Vec<String> = unread.iter().chain(fresh.iter()).cloned().collect();
@@ -412,6 +430,7 @@ async fn a_found_compressed_rotation_not_acked_before_the_next_stop_is_read_agai
 // noticed: the follower continues at its old offset in generation 0 and the
 // new content before that offset is never read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known limit (README, delivery guarantee): a rewrite whose first line and 64 bytes before the read offset are unchanged cannot be told from no change"]
 async fn copytruncate_behind_with_an_identical_tail_window_loses_new_lines() {
     let (_d, logs, data) = dirs();
     let path = logs.join("app.log");
@@ -449,7 +468,10 @@ async fn copytruncate_behind_with_an_identical_tail_window_loses_new_lines() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (received, _) = p.stop().await;
     let seen: HashSet<&str> = received.iter().map(|r| r.message.as_str()).collect();
-    let missing = new_distinct.iter().filter(|l| !seen.contains(l.as_str())).count();
+    let missing = new_distinct
+        .iter()
+        .filter(|l| !seen.contains(l.as_str()))
+        .count();
     let after_gen0 = received
         .iter()
         .filter(|r| r.message.starts_with("after") && r.generation == 0)
@@ -611,7 +633,13 @@ async fn the_right_compressed_rotation_is_chosen_when_first_lines_repeat() {
     append(&path, [header.clone()]);
     append(&path, lines("b", 0..100));
     p.wait_for(202, Duration::from_secs(5)).await;
-    wait_metric(&p.metrics, |m| Metrics::get(&m.files_closed), 1, Duration::from_secs(5)).await;
+    wait_metric(
+        &p.metrics,
+        |m| Metrics::get(&m.files_closed),
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (run1, _) = p.stop().await;
     assert_eq!(run1.len(), 202, "run 1 shipped A and B");

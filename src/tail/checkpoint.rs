@@ -76,8 +76,9 @@ const FORMAT_VERSION: u32 = 1;
 /// How long the entry of a file no longer followed is kept.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Followed files refresh their `last_seen` at least this often, even when
-/// nothing else changed.
-const REFRESH_INTERVAL: u64 = 3600;
+/// nothing else changed (after a restart, siblings modified after it are
+/// rotations made while logship was down: see `tail::rotated`).
+const REFRESH_INTERVAL: u64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -186,6 +187,9 @@ pub struct Unfinished {
     pub tail: Option<u64>,
     /// Bytes known to exist past the checkpoint's offset.
     pub known_unread: u64,
+    /// When it was last followed (Unix seconds): later modifications of
+    /// its siblings happened while logship was down.
+    pub last_seen: u64,
 }
 
 #[derive(Debug)]
@@ -404,9 +408,13 @@ impl Checkpointer {
             s.end = None;
         }
         if f.identity != identity {
+            // The old content is gone: nothing to look for after a restart.
             if let Some(old) = st.stored.get_mut(&f.identity) {
                 old.followers = old.followers.saturating_sub(1);
                 old.last_seen = now;
+                if old.followers == 0 {
+                    st.stored.remove(&f.identity);
+                }
             }
             f.identity = identity;
             upsert(&mut st.stored, identity, path, generation, 0, now, true);
@@ -506,10 +514,36 @@ impl Checkpointer {
                 },
                 tail: s.tail,
                 known_unread: s.read.saturating_sub(s.offset),
+                last_seen: s.last_seen,
             })
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path).then(a.identity.cmp(&b.identity)));
         out
+    }
+
+    /// The stored checkpoints (with their tail hashes) of files whose first
+    /// line has `fingerprint`: a copy of one of them holds its bytes before
+    /// the checkpoint.
+    pub fn with_fingerprint(&self, fingerprint: u64) -> Vec<(Checkpoint, Option<u64>)> {
+        self.state()
+            .stored
+            .iter()
+            .filter(|(id, _)| id.fingerprint == fingerprint)
+            .map(|(_, s)| {
+                (
+                    Checkpoint {
+                        generation: s.generation,
+                        offset: s.offset,
+                    },
+                    s.tail,
+                )
+            })
+            .collect()
+    }
+
+    /// Whether the store knows `identity`.
+    pub fn knows(&self, identity: &FileIdentity) -> bool {
+        self.state().stored.contains_key(identity)
     }
 
     /// A file of [`Checkpointer::unfinished`] is gone for good (the loss is

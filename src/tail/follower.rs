@@ -768,9 +768,12 @@ impl Follower {
         let path = self.path.clone();
         let read_offset = self.reader.read_offset();
         let fingerprint = self.identity.fingerprint;
-        tokio::task::spawn_blocking(move || check_file(&file, &path, read_offset, fingerprint))
-            .await
-            .unwrap_or(FileState::Idle)
+        let tail = self.reader.tail().to_vec();
+        tokio::task::spawn_blocking(move || {
+            check_file(&file, &path, read_offset, fingerprint, &tail)
+        })
+        .await
+        .unwrap_or(FileState::Idle)
     }
 
     fn truncated(&mut self, fingerprint: Option<u64>) {
@@ -932,12 +935,21 @@ async fn wait_until_gone(
     }
 }
 
-fn check_file(file: &File, path: &Path, read_offset: u64, fingerprint: u64) -> FileState {
+fn check_file(
+    file: &File,
+    path: &Path,
+    read_offset: u64,
+    fingerprint: u64,
+    tail: &[u8],
+) -> FileState {
     let Ok(meta) = file.metadata() else {
         return FileState::Idle;
     };
     let size = meta.len();
-    if size < read_offset {
+    if size < read_offset
+        || !super::reader::bytes_before_are(file, read_offset, tail).unwrap_or(true)
+    {
+        // Shorter, or rewritten (to the same size or more) before our offset.
         return FileState::Truncated(identity::fingerprint(file).ok().flatten());
     }
     if read_offset > 0 {
@@ -1096,14 +1108,16 @@ mod tests {
         std::fs::write(&p, b"first\nsecond\n").unwrap();
         let f = File::open(&p).unwrap();
         let fp = identity::fingerprint(&f).unwrap().unwrap();
-        assert!(matches!(check_file(&f, &p, 13, fp), FileState::Idle));
-        assert!(matches!(check_file(&f, &p, 6, fp), FileState::Grew));
+        assert!(matches!(check_file(&f, &p, 13, fp, b""), FileState::Idle));
+        assert!(matches!(check_file(&f, &p, 6, fp, b""), FileState::Grew));
         // Truncated and rewritten beyond our offset with another first line.
         std::fs::write(&p, b"other first line\nand more\n").unwrap();
-        assert!(matches!(check_file(&f, &p, 13, fp), FileState::Truncated(Some(n)) if n != fp));
+        assert!(
+            matches!(check_file(&f, &p, 13, fp, b""), FileState::Truncated(Some(n)) if n != fp)
+        );
         std::fs::write(&p, b"").unwrap();
         assert!(matches!(
-            check_file(&f, &p, 13, fp),
+            check_file(&f, &p, 13, fp, b""),
             FileState::Truncated(None)
         ));
         // Rotation: the path names a new file.
@@ -1111,12 +1125,12 @@ mod tests {
         std::fs::rename(&p, dir.path().join("0.log.1")).unwrap();
         std::fs::write(&p, b"new\n").unwrap();
         assert!(matches!(
-            check_file(&f, &p, 13, fp),
+            check_file(&f, &p, 13, fp, b""),
             FileState::Gone { rotated: true }
         ));
         std::fs::remove_file(&p).unwrap();
         assert!(matches!(
-            check_file(&f, &p, 13, fp),
+            check_file(&f, &p, 13, fp, b""),
             FileState::Gone { rotated: false }
         ));
     }

@@ -416,7 +416,8 @@ impl ServerState<'_> {
     /// ([`rotated`]) and read to their end; those truly gone are counted
     /// and logged as lost.
     async fn find_rotated_while_stopped(&mut self, mut claimed: HashSet<FileIdentity>) {
-        let shared = &self.server.shared;
+        use std::os::unix::fs::MetadataExt;
+        let shared = self.server.shared.clone();
         // Files being followed (by an earlier scan of this run) are claimed too.
         claimed.extend(self.server.registry.files().iter().map(|f| f.identity()));
         let unfinished = shared.checkpointer.unfinished(&claimed);
@@ -424,33 +425,49 @@ impl ServerState<'_> {
             return;
         }
         let scratch = self.server.scratch_dir.clone();
-        let located = match tokio::task::spawn_blocking(move || {
+        let checkpointer = shared.checkpointer.clone();
+        let mut taken: HashSet<(u64, u64)> = self.active.keys().copied().collect();
+        let sources: Vec<String> = self.server.sources.iter().map(|s| s.name.clone()).collect();
+        let located = tokio::task::spawn_blocking(move || {
             rotated::clear_scratch(&scratch);
-            unfinished
-                .into_iter()
-                .map(|u| {
-                    let found = rotated::locate(&u, &scratch);
-                    (u, found)
-                })
-                .collect::<Vec<_>>()
+            let mut out = Vec::new();
+            for u in unfinished {
+                let Some(source) = u
+                    .source
+                    .as_deref()
+                    .and_then(|name| sources.iter().position(|s| s == name))
+                else {
+                    tracing::info!(path = %u.path.display(), source = u.source.as_deref().unwrap_or("?"), "a file with unacknowledged lines belongs to a source no longer configured; not read");
+                    continue;
+                };
+                let located = rotated::locate(&u, &scratch);
+                if let rotated::Located::Found(c) = &located
+                    && let Ok(m) = std::fs::metadata(&c.found_at)
+                {
+                    taken.insert((m.dev(), m.ino()));
+                }
+                let newer = match located {
+                    rotated::Located::AtPath => Vec::new(),
+                    _ => rotated::newer_rotations(&u, &*checkpointer, &taken, &scratch),
+                };
+                for (_, c) in &newer {
+                    if let Ok(m) = std::fs::metadata(&c.found_at) {
+                        taken.insert((m.dev(), m.ino()));
+                    }
+                }
+                out.push((u, source, located, newer));
+            }
+            out
         })
-        .await
-        {
+        .await;
+        let located = match located {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "looking for rotated files failed");
                 return;
             }
         };
-        for (u, found) in located {
-            let Some(source) = u
-                .source
-                .as_deref()
-                .and_then(|name| self.server.sources.iter().position(|s| s.name == name))
-            else {
-                tracing::info!(path = %u.path.display(), source = u.source.as_deref().unwrap_or("?"), "a file with unacknowledged lines belongs to a source no longer configured; not read");
-                continue;
-            };
+        for (u, source, found, newer) in located {
             match found {
                 rotated::Located::AtPath => {
                     tracing::info!(path = %u.path.display(), "a file with unacknowledged lines is no longer matched by its source's globs; not read");
@@ -464,35 +481,44 @@ impl ServerState<'_> {
                         generation = u.checkpoint.generation,
                         acknowledged_up_to = u.checkpoint.offset,
                         bytes_lost_at_least = u.known_unread,
-                        "LOST LINES: a file with unacknowledged lines was deleted (or truncated in place) while logship was stopped; what it held past its checkpoint is lost, counted in logship_dropped_bytes_total{{reason=\"gone_while_stopped\"}} and logship_files_lost_total"
+                        "LOST LINES: a file not read to its end was deleted (or truncated in place) while logship was stopped; what it held past its checkpoint is lost, counted in logship_dropped_bytes_total{{reason=\"gone_while_stopped\"}} (the bytes read before the stop) and logship_files_lost_total"
                     );
                     shared.checkpointer.forget(&u.identity);
                 }
-                rotated::Located::Renamed { path, file } => {
+                rotated::Located::Found(candidate) => {
                     Metrics::add(&shared.metrics.rotated_while_stopped, 1);
-                    tracing::info!(was = %u.path.display(), now = %path.display(), offset = u.checkpoint.offset, "found a file rotated while logship was stopped; reading it to its end");
-                    self.start_rotated(&u, source, path, file, false);
+                    tracing::info!(was = %u.path.display(), now = %candidate.found_at.display(), offset = u.checkpoint.offset, "found a file rotated while logship was stopped; reading it to its end");
+                    let start = StartAt::Resume {
+                        at: u.checkpoint,
+                        tail: u.tail,
+                    };
+                    self.start_rotated(u.identity, u.path.clone(), source, start, candidate);
                 }
-                rotated::Located::Unpacked { gz, copy, file } => {
-                    Metrics::add(&shared.metrics.rotated_while_stopped, 1);
-                    tracing::info!(was = %u.path.display(), now = %gz.display(), offset = u.checkpoint.offset, "found a file rotated and compressed while logship was stopped; reading it to its end from a decompressed copy");
-                    self.start_rotated(&u, source, copy, file, true);
-                }
+            }
+            for (identity, candidate) in newer {
+                Metrics::add(&shared.metrics.rotated_while_stopped, 1);
+                tracing::info!(of = %u.path.display(), rotation = %candidate.found_at.display(), "found a rotation made while logship was stopped that it never saw; reading it from its start");
+                let start = StartAt::New(Checkpoint {
+                    generation: 0,
+                    offset: 0,
+                });
+                self.start_rotated(identity, u.path.clone(), source, start, candidate);
             }
         }
     }
 
-    /// Starts a drain-only follower for a rotation found after a restart.
+    /// Starts a drain-only follower for a rotation found after a restart,
+    /// under the original file's `path` and `identity`.
     fn start_rotated(
         &mut self,
-        u: &checkpoint::Unfinished,
-        source: usize,
+        identity: FileIdentity,
         path: PathBuf,
-        file: File,
-        unpacked: bool,
+        source: usize,
+        start: StartAt,
+        candidate: rotated::Candidate,
     ) {
         use std::os::unix::fs::MetadataExt;
-        let Ok(meta) = file.metadata() else {
+        let Ok(meta) = candidate.file.metadata() else {
             return;
         };
         let dev_ino = (meta.dev(), meta.ino());
@@ -505,22 +531,19 @@ impl ServerState<'_> {
                 found: Found {
                     source,
                     matched: path.clone(),
-                    path: path.clone(),
+                    path,
                     dev: dev_ino.0,
                     ino: dev_ino.1,
                 },
-                file,
-                identity: u.identity,
+                file: candidate.file,
+                identity,
                 size: meta.len(),
             },
-            StartAt::Resume {
-                at: u.checkpoint,
-                tail: u.tail,
-            },
+            start,
             true,
         );
-        if unpacked {
-            self.unpacked.insert(key, path);
+        if let Some(copy) = candidate.copy {
+            self.unpacked.insert(key, copy);
         }
     }
 
@@ -619,8 +642,11 @@ impl ServerState<'_> {
         self.next_key += 1;
         let wake = Arc::new(Notify::new());
         let give_up = CancellationToken::new();
-        self.by_path
-            .insert(o.found.path.clone(), (key, wake.clone()));
+        if !drain_only {
+            // A drain-only follower's path names another (the live) file.
+            self.by_path
+                .insert(o.found.path.clone(), (key, wake.clone()));
+        }
         let status = self
             .server
             .registry

@@ -18,9 +18,10 @@
 //! and written again (copytruncate) before this read, the bytes read at
 //! the old offset belong to new content and must not be read under the old
 //! identity. Checking after the read, not before, closes the race with a
-//! truncation between check and read. Only a rewrite with byte-identical
-//! content up to the read offset goes unnoticed, and it reads as no change
-//! at all.
+//! truncation between check and read. A rewrite goes unnoticed only if its
+//! first line and the 64 bytes before the read offset are both the same as
+//! before (say, a run of identical lines across the offset): content is
+//! the only evidence a reader that did not watch the truncation has.
 //!
 //! It does no decoding and knows nothing of rotation; reads are blocking and
 //! meant to run on a blocking thread.
@@ -58,6 +59,20 @@ fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> 
         }
     }
     Ok(done)
+}
+
+/// True if `file` holds `expected` just before `offset` (blocking).
+pub fn bytes_before_are(file: &File, offset: u64, expected: &[u8]) -> io::Result<bool> {
+    if expected.is_empty() {
+        return Ok(true);
+    }
+    let Some(start) = offset.checked_sub(expected.len() as u64) else {
+        return Ok(false);
+    };
+    let mut bytes = [0u8; TAIL_BYTES];
+    let len = expected.len().min(TAIL_BYTES);
+    let got = read_exact_at(file, &mut bytes[..len], start)?;
+    Ok(got == len && bytes[..len] == expected[..len])
 }
 
 /// One complete physical line: `buf[start..end]` of the reader's buffer.
@@ -215,13 +230,12 @@ impl LineReader {
 
     /// True if the file still holds the remembered tail before `offset`.
     fn tail_matches(&self, file: &File, offset: u64) -> io::Result<bool> {
-        if self.tail_len == 0 {
-            return Ok(true);
-        }
-        let mut bytes = [0u8; TAIL_BYTES];
-        let len = self.tail_len;
-        let got = read_exact_at(file, &mut bytes[..len], offset - len as u64)?;
-        Ok(got == len && bytes[..len] == self.tail[..len])
+        bytes_before_are(file, offset, self.tail())
+    }
+
+    /// The remembered bytes just before the read offset (up to [`TAIL_BYTES`]).
+    pub fn tail(&self) -> &[u8] {
+        &self.tail[..self.tail_len]
     }
 
     /// Remembers the last bytes of `buf[start..start + n]` (just read).

@@ -1,32 +1,45 @@
 //! Finding a file again after a restart: "a restart is a rotation too".
 //!
 //! While logship is down the kubelet (or logrotate) may rename a file it
-//! was following (`0.log` → `0.log.20261128-093000`), compress an older
-//! rotation (`….gz`, a new inode) or delete one. The include globs usually
-//! do not match the rotated names (`/var/log/containers/*.log`), so a scan
-//! alone would never read the lines written between the last
-//! acknowledgement and the rotation. For every file the checkpoint store
-//! knows that no follower claimed and that was not read to its end
-//! ([`Unfinished`]), [`locate`] looks, in the file's own directory (the
-//! kubelet and logrotate rename in place):
+//! was following (`0.log` → `0.log.20261128-093000`), copy and truncate it
+//! (`app.log.1`, a new inode), compress a rotation (`….gz`, a new inode) or
+//! delete one. The include globs usually do not match the rotated names
+//! (`/var/log/containers/*.log`), so a scan alone would never read the
+//! lines written between the last acknowledgement and the rotation. For
+//! every file the checkpoint store knows that no follower claimed and that
+//! was not read to its end ([`Unfinished`]), [`locate`] looks among the
+//! file's siblings named `<name>.*` (the kubelet and logrotate rotate in
+//! place):
 //!
 //! 1. at its path: the same device and inode with the same first-line
 //!    fingerprint means it is still there, just no longer matched by its
 //!    source's globs ([`Located::AtPath`]: left alone);
-//! 2. for an entry with the same device and inode and fingerprint: renamed
-//!    ([`Located::Renamed`]);
-//! 3. for `<name>.*.gz` / `<name>.gz` whose decompressed first line has the
-//!    fingerprint: compressed. The whole file is decompressed into
-//!    `<data_dir>/rotated/` and read from there; offsets in the
-//!    decompressed stream are the original file's offsets, so the same
-//!    lines get the same `_id`s ([`Located::Unpacked`]);
-//! 4. otherwise it is gone ([`Located::Gone`]): deleted, or its inode now
+//! 2. a sibling with the same device and inode and fingerprint: renamed;
+//! 3. a plain sibling with another inode whose first line has the
+//!    fingerprint and whose bytes before the checkpoint have the stored
+//!    tail hash: a copy (copytruncate);
+//! 4. a `.gz` sibling whose decompressed first line has the fingerprint and
+//!    whose decompressed bytes before the checkpoint have the tail hash:
+//!    compressed. It is decompressed into `<data_dir>/rotated/` and read
+//!    from there; offsets in the decompressed stream are the original
+//!    file's offsets, so the same lines get the same `_id`s;
+//! 5. otherwise it is gone ([`Located::Gone`]): deleted, or its inode now
 //!    holds other content. The caller counts the loss.
 //!
-//! A found file is read from its checkpoint to its end and closed (the
-//! follower's `drain_only`), and the checkpoint's tail hash is verified as
-//! for any resume. Blocking: directory listings, opens, decompression.
+//! Renames come first, then plain copies, then compressed ones, the newest
+//! first within each kind. A found file ([`Located::Found`]) is read from
+//! its checkpoint to its end and closed (the follower's `drain_only`),
+//! under its **original** path and identity: its documents are the ones
+//! its first reading would have made.
+//!
+//! Several rotations while logship was down leave siblings it never saw
+//! (`0.log.<t1>` is the file it followed, `0.log.<t2>` a later one):
+//! [`newer_rotations`] lists the siblings the store does not know that
+//! were modified after the file was last seen, to be read from their start.
+//!
+//! Blocking: directory listings, opens, decompression.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -34,84 +47,255 @@ use std::path::{Path, PathBuf};
 
 use super::checkpoint::Unfinished;
 use super::identity::{self, FINGERPRINT_BYTES};
+use super::reader::LineReader;
+use crate::event::FileIdentity;
 
 /// Directory under `data_dir` holding decompressed rotations being read.
 pub const SCRATCH_DIR: &str = "rotated";
+
+/// A file to read in place of a rotated one.
+#[derive(Debug)]
+pub struct Candidate {
+    /// Where it was found (the rotation or the `.gz`), for the log.
+    pub found_at: PathBuf,
+    /// The file to read (for a `.gz`: the decompressed copy).
+    pub file: File,
+    /// The decompressed copy in the scratch directory, removed when done.
+    pub copy: Option<PathBuf>,
+}
 
 /// Where an unfinished file is now.
 #[derive(Debug)]
 pub enum Located {
     /// At its path, not matched by any glob any more.
     AtPath,
-    /// Renamed: `path` is its new name.
-    Renamed { path: PathBuf, file: File },
-    /// Compressed into `gz`; `copy` (in the scratch directory) holds its
-    /// decompressed content, opened as `file`.
-    Unpacked {
-        gz: PathBuf,
-        copy: PathBuf,
-        file: File,
-    },
+    /// Renamed, copied or compressed (see module doc).
+    Found(Candidate),
     /// Deleted, or its inode now holds something else.
     Gone,
+}
+
+/// A sibling `<name>.*` of a file: a rotation of it, maybe.
+struct Sibling {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    mtime: i64,
+    gz: bool,
+}
+
+/// The regular files next to `path` named `<name>.<anything>`, newest first.
+fn siblings(path: &Path) -> Vec<Sibling> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Sibling> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if !file_name.starts_with(&prefix) {
+                return None;
+            }
+            let meta = entry.metadata().ok()?;
+            meta.is_file().then(|| Sibling {
+                path: entry.path(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+                mtime: meta.mtime(),
+                gz: file_name.ends_with(".gz"),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.mtime.cmp(&a.mtime).then(b.path.cmp(&a.path)));
+    out
+}
+
+/// True if `file` holds, before `u`'s checkpoint offset, the bytes whose
+/// hash was stored (trivially true at offset 0; false if no hash is known
+/// past 0, since then nothing tells two files with the same first line apart).
+fn tail_matches(file: &File, u: &Unfinished) -> bool {
+    if u.checkpoint.offset == 0 {
+        return true;
+    }
+    let Some(want) = u.tail else {
+        return false;
+    };
+    let mut probe = LineReader::new(u.checkpoint.offset, 1);
+    probe.prime_tail(file).ok().flatten() == Some(want)
 }
 
 /// Looks for `u` (see module doc), unpacking into `scratch` if needed.
 pub fn locate(u: &Unfinished, scratch: &Path) -> Located {
     let id = &u.identity;
-    let is_it = |file: &File| -> bool {
+    let same_file = |file: &File| -> bool {
         file.metadata()
             .is_ok_and(|m| (m.dev(), m.ino()) == (id.dev, id.ino))
             && identity::fingerprint(file).ok().flatten() == Some(id.fingerprint)
     };
     if let Ok(file) = File::open(&u.path)
-        && is_it(&file)
+        && same_file(&file)
     {
         return Located::AtPath;
     }
-    let (Some(dir), Some(name)) = (u.path.parent(), u.path.file_name()) else {
-        return Located::Gone;
-    };
-    let name = name.to_string_lossy().into_owned();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Located::Gone;
-    };
-    let mut compressed = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() {
+    let siblings = siblings(&u.path);
+    // Renamed: the same inode.
+    for s in siblings
+        .iter()
+        .filter(|s| (s.dev, s.ino) == (id.dev, id.ino))
+    {
+        if let Ok(file) = File::open(&s.path)
+            && same_file(&file)
+        {
+            return Located::Found(Candidate {
+                found_at: s.path.clone(),
+                file,
+                copy: None,
+            });
+        }
+    }
+    // Copied (copytruncate): another inode, the same bytes.
+    for s in siblings.iter().filter(|s| !s.gz) {
+        if let Ok(file) = File::open(&s.path)
+            && identity::fingerprint(&file).ok().flatten() == Some(id.fingerprint)
+            && tail_matches(&file, u)
+        {
+            return Located::Found(Candidate {
+                found_at: s.path.clone(),
+                file,
+                copy: None,
+            });
+        }
+    }
+    // Compressed.
+    let copy = scratch.join(format!("{}-{}-{:016x}.log", id.dev, id.ino, id.fingerprint));
+    for s in siblings.iter().filter(|s| s.gz) {
+        if !matches!(gz_fingerprint(&s.path), Ok(Some(fp)) if fp == id.fingerprint) {
             continue;
         }
-        if (meta.dev(), meta.ino()) == (id.dev, id.ino) {
-            if let Ok(file) = File::open(&path)
-                && is_it(&file)
-            {
-                return Located::Renamed { path, file };
+        match unpack(&s.path, &copy) {
+            Ok(file) if tail_matches(&file, u) => {
+                return Located::Found(Candidate {
+                    found_at: s.path.clone(),
+                    file,
+                    copy: Some(copy),
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(path = %s.path.display(), error = %e, "cannot decompress a rotated file")
+            }
+        }
+        let _ = fs::remove_file(&copy);
+    }
+    Located::Gone
+}
+
+/// What the checkpoint store can say about a file found on disk.
+pub trait Known {
+    /// The store has an entry for exactly this identity.
+    fn knows(&self, identity: &FileIdentity) -> bool;
+    /// Checkpoints (and tail hashes) of files with this first-line fingerprint.
+    fn with_fingerprint(&self, fingerprint: u64) -> Vec<(crate::tail::Checkpoint, Option<u64>)>;
+}
+
+impl Known for super::Checkpointer {
+    fn knows(&self, identity: &FileIdentity) -> bool {
+        super::Checkpointer::knows(self, identity)
+    }
+    fn with_fingerprint(&self, fingerprint: u64) -> Vec<(crate::tail::Checkpoint, Option<u64>)> {
+        super::Checkpointer::with_fingerprint(self, fingerprint)
+    }
+}
+
+/// True if `file` (first line `fingerprint`) is a file the store knows
+/// under another inode: a copy or compressed copy of it holds the bytes
+/// before one of the stored checkpoints with that fingerprint.
+fn copy_of_known(file: &File, fingerprint: u64, store: &dyn Known) -> bool {
+    store
+        .with_fingerprint(fingerprint)
+        .into_iter()
+        .any(|(cp, tail)| {
+            let Some(tail) = tail else { return false };
+            cp.offset > 0 && {
+                let mut probe = LineReader::new(cp.offset, 1);
+                probe.prime_tail(file).ok().flatten() == Some(tail)
+            }
+        })
+}
+
+/// Siblings of `u`'s file (see module doc) that the store does not know
+/// (neither by identity nor as a copy of a known file), that are not
+/// `taken` (followed, or found for another file), and that were modified
+/// at or after `u` was last seen: rotations made while logship was down
+/// that it never saw. Each comes with the identity to read it under, from
+/// its start.
+pub fn newer_rotations(
+    u: &Unfinished,
+    store: &dyn Known,
+    taken: &HashSet<(u64, u64)>,
+    scratch: &Path,
+) -> Vec<(FileIdentity, Candidate)> {
+    let mut out = Vec::new();
+    let last_seen = i64::try_from(u.last_seen).unwrap_or(i64::MAX);
+    for s in siblings(&u.path) {
+        if s.mtime < last_seen || taken.contains(&(s.dev, s.ino)) {
+            continue;
+        }
+        if !s.gz {
+            let Ok(file) = File::open(&s.path) else {
+                continue;
+            };
+            let Ok(Some(identity)) = identity::identify(&file) else {
+                continue;
+            };
+            if !store.knows(&identity) && !copy_of_known(&file, identity.fingerprint, store) {
+                out.push((
+                    identity,
+                    Candidate {
+                        found_at: s.path,
+                        file,
+                        copy: None,
+                    },
+                ));
             }
             continue;
         }
-        let entry_name = entry.file_name().to_string_lossy().into_owned();
-        if entry_name.ends_with(".gz") && entry_name.starts_with(&format!("{name}.")) {
-            compressed.push(path);
+        let Ok(Some(fingerprint)) = gz_fingerprint(&s.path) else {
+            continue;
+        };
+        // A compressed file never seen: identified by the `.gz` itself.
+        let identity = FileIdentity {
+            dev: s.dev,
+            ino: s.ino,
+            fingerprint,
+        };
+        if store.knows(&identity) {
+            continue;
         }
-    }
-    compressed.sort();
-    for gz in compressed {
-        match gz_fingerprint(&gz) {
-            Ok(Some(fp)) if fp == id.fingerprint => {}
-            _ => continue,
-        }
-        let copy = scratch.join(format!("{}-{}-{:016x}.log", id.dev, id.ino, id.fingerprint));
-        match unpack(&gz, &copy) {
-            Ok(file) => return Located::Unpacked { gz, copy, file },
+        let copy = scratch.join(format!("{}-{}-{:016x}.log", s.dev, s.ino, fingerprint));
+        match unpack(&s.path, &copy) {
+            Ok(file) if copy_of_known(&file, fingerprint, store) => {
+                let _ = fs::remove_file(&copy);
+            }
+            Ok(file) => out.push((
+                identity,
+                Candidate {
+                    found_at: s.path,
+                    file,
+                    copy: Some(copy),
+                },
+            )),
             Err(e) => {
-                tracing::warn!(path = %gz.display(), error = %e, "cannot decompress a rotated file");
+                tracing::warn!(path = %s.path.display(), error = %e, "cannot decompress a rotated file");
                 let _ = fs::remove_file(&copy);
             }
         }
     }
-    Located::Gone
+    out
 }
 
 /// Removes what an earlier run left in the scratch directory.
@@ -154,73 +338,131 @@ fn unpack(gz: &Path, copy: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::FileIdentity;
     use crate::tail::Checkpoint;
     use std::io::Write;
 
-    fn unfinished(path: &Path) -> Unfinished {
+    fn unfinished(path: &Path, offset: u64) -> Unfinished {
         let file = File::open(path).unwrap();
         let identity = identity::identify(&file).unwrap().unwrap();
+        let mut probe = LineReader::new(offset, 1);
         Unfinished {
             identity,
             path: path.to_path_buf(),
             source: Some("s".into()),
             checkpoint: Checkpoint {
                 generation: 0,
-                offset: 6,
+                offset,
             },
-            tail: None,
+            tail: probe.prime_tail(&file).unwrap(),
             known_unread: 0,
+            last_seen: 0,
         }
     }
 
+    /// A store that knows one identity and no fingerprints.
+    struct Store(Option<FileIdentity>);
+
+    impl Known for Store {
+        fn knows(&self, identity: &FileIdentity) -> bool {
+            self.0 == Some(*identity)
+        }
+        fn with_fingerprint(&self, _: u64) -> Vec<(Checkpoint, Option<u64>)> {
+            Vec::new()
+        }
+    }
+
+    fn gzip(plain: &Path, gz: &Path) {
+        let mut enc = flate2::write::GzEncoder::new(
+            File::create(gz).unwrap(),
+            flate2::Compression::default(),
+        );
+        enc.write_all(&fs::read(plain).unwrap()).unwrap();
+        enc.finish().unwrap();
+    }
+
     #[test]
-    fn finds_a_file_at_its_path_renamed_compressed_or_not_at_all() {
+    fn finds_a_file_at_its_path_renamed_copied_compressed_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
         let scratch = dir.path().join("data").join(SCRATCH_DIR);
         let path = dir.path().join("0.log");
         fs::write(&path, b"first\nsecond\n").unwrap();
-        let u = unfinished(&path);
+        let u = unfinished(&path, 6);
         assert!(matches!(locate(&u, &scratch), Located::AtPath));
 
         let rotated = dir.path().join("0.log.20261128-093000");
         fs::rename(&path, &rotated).unwrap();
         fs::write(&path, b"a new file\n").unwrap();
         match locate(&u, &scratch) {
-            Located::Renamed { path, .. } => assert_eq!(path, rotated),
+            Located::Found(c) => assert_eq!((c.found_at, c.copy), (rotated.clone(), None)),
             other => panic!("{other:?}"),
         }
 
         let gz = dir.path().join("0.log.20261128-093000.gz");
-        let mut enc = flate2::write::GzEncoder::new(
-            File::create(&gz).unwrap(),
-            flate2::Compression::default(),
-        );
-        enc.write_all(&fs::read(&rotated).unwrap()).unwrap();
-        enc.finish().unwrap();
+        gzip(&rotated, &gz);
         fs::remove_file(&rotated).unwrap();
         match locate(&u, &scratch) {
-            Located::Unpacked {
-                gz: found, copy, ..
-            } => {
-                assert_eq!(found, gz);
-                assert_eq!(fs::read(&copy).unwrap(), b"first\nsecond\n");
+            Located::Found(c) => {
+                assert_eq!(c.found_at, gz);
+                assert_eq!(fs::read(c.copy.unwrap()).unwrap(), b"first\nsecond\n");
             }
             other => panic!("{other:?}"),
         }
         clear_scratch(&scratch);
         assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0);
 
+        // A copy (copytruncate): another inode with the same bytes.
+        let copy = dir.path().join("0.log.1");
+        fs::write(&copy, b"first\nsecond\n").unwrap();
         fs::remove_file(&gz).unwrap();
-        assert!(matches!(locate(&u, &scratch), Located::Gone));
-        // An inode reused by other content is not the file.
-        let other = Unfinished {
-            identity: FileIdentity {
-                fingerprint: u.identity.fingerprint ^ 1,
-                ..u.identity
+        match locate(&u, &scratch) {
+            Located::Found(c) => assert_eq!(c.found_at, copy),
+            other => panic!("{other:?}"),
+        }
+        // Same first line, other bytes before the checkpoint: not the file.
+        fs::write(&copy, b"first\nSECOND\n").unwrap();
+        let u7 = Unfinished {
+            checkpoint: Checkpoint {
+                generation: 0,
+                offset: 13,
             },
+            tail: Some(identity::tail_hash(b"first\nsecond\n")),
+            ..u.clone()
+        };
+        assert!(matches!(locate(&u7, &scratch), Located::Gone));
+        fs::remove_file(&copy).unwrap();
+        assert!(matches!(locate(&u, &scratch), Located::Gone));
+    }
+
+    #[test]
+    fn newer_unknown_rotations_are_listed_known_and_older_ones_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join(SCRATCH_DIR);
+        let path = dir.path().join("0.log");
+        fs::write(&path, b"live\n").unwrap();
+        let u = Unfinished {
+            last_seen: 1,
+            ..unfinished(&path, 0)
+        };
+        let b = dir.path().join("0.log.2");
+        fs::write(&b, b"b\n").unwrap();
+        let c = dir.path().join("0.log.3.gz");
+        fs::write(dir.path().join("plain-c"), b"c\n").unwrap();
+        gzip(&dir.path().join("plain-c"), &c);
+        let b_id = identity::identify(&File::open(&b).unwrap())
+            .unwrap()
+            .unwrap();
+        let found = newer_rotations(&u, &Store(None), &HashSet::new(), &scratch);
+        let mut paths: Vec<&Path> = found.iter().map(|(_, c)| c.found_at.as_path()).collect();
+        paths.sort();
+        assert_eq!(paths, vec![b.as_path(), c.as_path()]);
+        // Known to the store: not listed again.
+        let found = newer_rotations(&u, &Store(Some(b_id)), &HashSet::new(), &scratch);
+        assert_eq!(found.len(), 1);
+        // Older than when the file was last seen: not a rotation we missed.
+        let recent = Unfinished {
+            last_seen: u64::MAX >> 2,
             ..u
         };
-        assert!(matches!(locate(&other, &scratch), Located::Gone));
+        assert!(newer_rotations(&recent, &Store(None), &HashSet::new(), &scratch).is_empty());
     }
 }
