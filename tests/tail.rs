@@ -1188,3 +1188,142 @@ async fn a_resumed_file_keeps_the_format_its_first_line_gave() {
         "decoded as CRI, as when the file is read from its start"
     );
 }
+
+/// Runs a file server with `config` (and `enricher`) until `stop_after`,
+/// acknowledging spans if `ack`; returns `(index, message)` of every
+/// document.
+async fn run_collecting(
+    config: &Config,
+    enricher: Option<logship::k8s::Enricher>,
+    ack: bool,
+    stop_after: Duration,
+) -> Vec<(String, String)> {
+    let checkpointer = Arc::new(Checkpointer::open(&config.data_dir).unwrap());
+    let mut server =
+        FileServer::new(config, checkpointer.clone(), Arc::new(Metrics::default())).unwrap();
+    if let Some(e) = enricher {
+        server = server.with_enricher(e);
+    }
+    let (tx, mut rx) = mpsc::channel::<EncodedSpan>(4);
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(server.run(tx, stop.clone()));
+    let collector = tokio::spawn(async move {
+        let mut docs = Vec::new();
+        while let Some(span) = rx.recv().await {
+            for i in 0..span.len() {
+                let item = std::str::from_utf8(span.item(i)).unwrap();
+                let mut lines = item.lines();
+                let action: serde_json::Value =
+                    serde_json::from_str(lines.next().unwrap()).unwrap();
+                let doc: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+                docs.push((
+                    action["create"]["_index"].as_str().unwrap().to_string(),
+                    doc["message"].as_str().unwrap().to_string(),
+                ));
+            }
+            if ack {
+                checkpointer.delivered(&[span.origin.unwrap()]);
+            }
+        }
+        checkpointer.persist().unwrap();
+        docs
+    });
+    tokio::time::sleep(stop_after).await;
+    stop.cancel();
+    server.await.unwrap();
+    collector.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_line_read_again_lands_in_the_daily_index_of_its_first_reading() {
+    let (_d, logs, data) = dirs();
+    append(&logs.join("app.log"), lines("plain", 0..50));
+    let mut config = config(&logs, &data, ReadFrom::Beginning, 1 << 20);
+    config.sink.index = "logs-%Y.%m.%d".into();
+    // Read, never acknowledged.
+    let first = run_collecting(&config, None, false, Duration::from_millis(700)).await;
+    assert_eq!(first.len(), 50);
+    // As if that reading had happened two days ago (the agent stopped just
+    // before a UTC midnight and starts again after it).
+    let store_path = data.join("checkpoints.json");
+    let mut store: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&store_path).unwrap()).unwrap();
+    let runs = store["checkpoints"][0]["reread"]
+        .as_array_mut()
+        .expect("stamps of unacknowledged lines are stored");
+    let two_days_ago = runs[0]["secs"].as_i64().unwrap() - 2 * 86_400;
+    for run in runs.iter_mut() {
+        run["secs"] = two_days_ago.into();
+    }
+    std::fs::write(&store_path, store.to_string()).unwrap();
+    let then = chrono::DateTime::from_timestamp(two_days_ago, 0)
+        .unwrap()
+        .format("logs-%Y.%m.%d")
+        .to_string();
+
+    append(&logs.join("app.log"), lines("later", 0..5));
+    let again = run_collecting(&config, None, true, Duration::from_millis(700)).await;
+    let today = chrono::Utc::now().format("logs-%Y.%m.%d").to_string();
+    for (index, message) in &again {
+        let want = if message.starts_with("plain") {
+            &then
+        } else {
+            &today
+        };
+        assert_eq!(index, want, "{message}");
+    }
+    assert_eq!(again.len(), 55);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_read_again_without_its_pod_keeps_the_index_its_pod_gave_it() {
+    use k8s_openapi::api::core::v1::Pod;
+    use logship::k8s::{Enricher, NamespaceCache, PodCache};
+    let (_d, logs, data) = dirs();
+    let dir = logs.join("team_api-7d4_uid-9").join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    append(&dir.join("0.log"), lines("podline", 0..30));
+    let mut config = config(&logs, &data, ReadFrom::Beginning, 1 << 20);
+    config.sources[0].include = vec![format!("{}/*/*/*.log", logs.display())];
+    config.sink.index = "logs-{kubernetes.namespace:-none}".into();
+    let enricher = |known: bool| {
+        let pods = Arc::new(PodCache::new(Duration::from_secs(60)));
+        if known {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "api-7d4", "namespace": "team", "uid": "uid-9"},
+                "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app:1"}]}
+            }))
+            .unwrap();
+            pods.apply(kube::runtime::watcher::Event::Apply(pod));
+        }
+        Enricher::Cache {
+            cache: pods,
+            namespaces: Arc::new(NamespaceCache::new(Duration::from_secs(60))),
+            wait: Duration::from_millis(10),
+            dedot: true,
+            namespace_labels: false,
+        }
+    };
+    let first = run_collecting(
+        &config,
+        Some(enricher(true)),
+        false,
+        Duration::from_millis(700),
+    )
+    .await;
+    assert!(first.iter().all(|(i, _)| i == "logs-team"), "{first:?}");
+    // Restarted after the pod was deleted: its metadata is gone.
+    let again = run_collecting(
+        &config,
+        Some(enricher(false)),
+        true,
+        Duration::from_millis(700),
+    )
+    .await;
+    assert_eq!(again.len(), 30);
+    assert!(
+        again.iter().all(|(i, _)| i == "logs-team"),
+        "a line read again must land in the index of its first copy: {:?}",
+        again.first()
+    );
+}

@@ -97,6 +97,20 @@ pub struct FileContext {
 }
 
 impl FileContext {
+    /// The index templates resolved from this file's fields (for lines
+    /// without a stream, stdout, stderr), if the index template has fields.
+    pub fn index(&self) -> Option<&Arc<[IndexTemplate; 3]>> {
+        self.index.as_ref()
+    }
+
+    /// The same context writing to other resolved index templates (a line
+    /// read again must land in the index of its first copy).
+    pub fn with_index(mut self, index: Option<Arc<[IndexTemplate; 3]>>) -> Self {
+        self.index = index;
+        self.uid = NEXT_CONTEXT_UID.fetch_add(1, Ordering::Relaxed);
+        self
+    }
+
     /// Messages that are JSON objects are also written as `<target>`'s
     /// value (see the module doc). The caller keeps `target` clear of the
     /// document's own top-level fields.

@@ -65,9 +65,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::watermark::AckWatermark;
+use super::watermark::{AckWatermark, SpanStamp};
 use crate::buffer::Acknowledger;
+use crate::encode::IndexTemplate;
 use crate::event::{FileIdentity, FileKey, Generation, SpanOrigin};
+use std::sync::Arc;
 
 /// Store file name inside `data_dir`.
 pub const FILE_NAME: &str = "checkpoints.json";
@@ -127,6 +129,28 @@ struct StoredEntry {
     end: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    reread: Vec<StoredReRead>,
+}
+
+/// A run of spans past the checkpoint read with one stamp (`SpanStamp`),
+/// as stored: up to `end`, read at `secs`, into these index templates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredReRead {
+    end: u64,
+    secs: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    index: Option<[String; 3]>,
+}
+
+/// Lines past a checkpoint up to `end` were read (and maybe indexed) with
+/// this read time and these index templates: read again, they must get
+/// the same ones.
+#[derive(Clone, Debug)]
+pub struct ReRead {
+    pub end: u64,
+    pub secs: i64,
+    pub index: Option<Arc<[IndexTemplate; 3]>>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -151,6 +175,8 @@ struct Stored {
     end: Option<u64>,
     /// The source that followed it (to follow it again after a restart).
     source: Option<String>,
+    /// Stamps of the lines past `offset` already read (see [`ReRead`]).
+    reread: Vec<StoredReRead>,
 }
 
 impl Stored {
@@ -165,6 +191,7 @@ impl Stored {
             read: offset,
             end: None,
             source: None,
+            reread: Vec::new(),
         }
     }
 
@@ -275,6 +302,7 @@ impl Checkpointer {
                             read: e.read.max(e.offset),
                             end: e.end,
                             source: e.source,
+                            reread: e.reread,
                         },
                     );
                 }
@@ -311,6 +339,30 @@ impl Checkpointer {
             generation: s.generation,
             offset: s.offset,
         })
+    }
+
+    /// How the lines past the stored offset of `identity` were read (see
+    /// [`ReRead`]), for a follower that resumes there.
+    pub fn reread(&self, identity: &FileIdentity) -> Vec<ReRead> {
+        let st = self.state();
+        let Some(s) = st.stored.get(identity) else {
+            return Vec::new();
+        };
+        s.reread
+            .iter()
+            .filter(|r| r.end > s.offset)
+            .map(|r| ReRead {
+                end: r.end,
+                secs: r.secs,
+                index: r.index.as_ref().and_then(|names| {
+                    let parsed: Vec<IndexTemplate> = names
+                        .iter()
+                        .filter_map(|n| IndexTemplate::parse(n).ok())
+                        .collect();
+                    <[IndexTemplate; 3]>::try_from(parsed).ok().map(Arc::new)
+                }),
+            })
+            .collect()
     }
 
     /// Hash of the bytes just before the stored offset of `identity`, to
@@ -373,6 +425,7 @@ impl Checkpointer {
         if commit_start && (start.generation, start.offset) > (s.generation, s.offset) {
             if start.generation != s.generation {
                 s.read = 0;
+                s.reread.clear();
             }
             s.generation = start.generation;
             s.offset = start.offset;
@@ -426,7 +479,7 @@ impl Checkpointer {
 
     /// Registers a span of file `key` ending at `end` and returns its origin.
     pub fn issue(&self, key: FileKey, generation: Generation, end: u64) -> SpanOrigin {
-        self.issue_with_tail(key, generation, end, None)
+        self.issue_with_tail(key, generation, end, None, None)
     }
 
     /// [`Checkpointer::issue`] with the hash of the bytes just before `end`
@@ -438,12 +491,13 @@ impl Checkpointer {
         generation: Generation,
         end: u64,
         tail: Option<u64>,
+        stamp: Option<Arc<SpanStamp>>,
     ) -> SpanOrigin {
         let mut st = self.state();
         let st = &mut *st;
         let seq = match st.followed.get_mut(&key) {
             Some(f) => {
-                let seq = f.watermark.issue_with_tail(generation, end, tail);
+                let seq = f.watermark.issue_with_tail(generation, end, tail, stamp);
                 if let Some(s) = st.stored.get_mut(&f.identity)
                     && s.generation == generation
                     && end > s.read
@@ -616,6 +670,32 @@ impl Checkpointer {
             if st.stored.len() != before {
                 st.dirty = true;
             }
+            // The stamps of what followed files have read past their checkpoint.
+            let state = &mut *st;
+            for f in state.followed.values() {
+                if let Some(s) = state.stored.get_mut(&f.identity)
+                    && s.generation == f.watermark.generation()
+                {
+                    let runs: Vec<StoredReRead> = f
+                        .watermark
+                        .stamp_runs()
+                        .into_iter()
+                        .filter(|(end, _)| *end > s.offset)
+                        .map(|(end, stamp)| StoredReRead {
+                            end,
+                            secs: stamp.secs,
+                            index: stamp
+                                .index
+                                .as_ref()
+                                .map(|t| [0, 1, 2].map(|i| t[i].as_str().to_string())),
+                        })
+                        .collect();
+                    if runs != s.reread {
+                        s.reread = runs;
+                        state.dirty = true;
+                    }
+                }
+            }
             let refresh = st.stored.values().any(|s| s.followers > 0)
                 && now.saturating_sub(st.last_write) >= REFRESH_INTERVAL;
             if !st.dirty && !refresh {
@@ -640,6 +720,7 @@ impl Checkpointer {
                         read: s.read,
                         end: s.end,
                         source: s.source.clone(),
+                        reread: s.reread.clone(),
                     }
                 })
                 .collect();
@@ -721,6 +802,7 @@ fn upsert(
                 if generation != s.generation {
                     s.read = 0;
                     s.end = None;
+                    s.reread.clear();
                 }
                 s.generation = generation;
                 s.offset = offset;
@@ -772,11 +854,13 @@ impl Acknowledger for Checkpointer {
                 if generation != s.generation {
                     s.read = 0;
                     s.end = None;
+                    s.reread.clear();
                 }
                 s.generation = generation;
                 s.offset = offset;
                 s.tail = tail;
                 s.read = s.read.max(offset);
+                s.reread.retain(|r| r.end > offset);
                 st.dirty = true;
             }
         }
@@ -1116,7 +1200,7 @@ mod tests {
         assert!(c.unfinished(&none).is_empty(), "acknowledged to its end");
         // Stopped (not closed): unfinished whatever was acknowledged.
         follow(&c, 2, id(2), Path::new("/b"), 0, 0);
-        let b = c.issue_with_tail(2, 0, 50, Some(7));
+        let b = c.issue_with_tail(2, 0, 50, Some(7), None);
         c.delivered(&[b]);
         c.unfollow(2, None);
         c.persist().unwrap();

@@ -50,6 +50,7 @@ use super::checkpoint::{Checkpoint, Checkpointer};
 use super::identity;
 use super::reader::{Filled, LineReader, RawLine};
 use super::registry::{FileStatus, FollowState};
+use super::watermark::SpanStamp;
 use crate::config::SourceFormat;
 use crate::decode::LineDecoder;
 use crate::encode::{Encoder, FileContext};
@@ -230,6 +231,16 @@ pub struct Follower {
     missing_pod: Option<(PodRef, tokio::time::Instant)>,
     span: EncodedSpan,
     span_end: u64,
+    /// The stamp of the lines read now (read hour, index templates).
+    live_stamp: Arc<SpanStamp>,
+    /// The stamp of the lines in `span` (one per span).
+    span_stamp: Option<Arc<SpanStamp>>,
+    /// After a resume: how the lines past the checkpoint were read before,
+    /// up to each `end` (see `Checkpointer::reread`), with the context that
+    /// writes them to the same index.
+    reread: std::collections::VecDeque<(u64, Arc<SpanStamp>, FileContext)>,
+    /// A line taken from the reader that belongs to the next span.
+    stashed: Option<RawLine>,
     /// End of the last span handed downstream (in `generation`): what is
     /// past it is lost if the file is given up.
     sent_end: u64,
@@ -336,6 +347,27 @@ impl Follower {
             }
         };
         let ctx = metadata.file_context(&encoder, &spec.path, identity, start.generation);
+        let reread = if commit_start {
+            Default::default()
+        } else {
+            shared
+                .checkpointer
+                .reread(&identity)
+                .into_iter()
+                .filter(|r| r.end > start.offset)
+                .map(|r| {
+                    let stamp = Arc::new(SpanStamp {
+                        secs: r.secs,
+                        index: r.index.clone(),
+                    });
+                    (r.end, stamp, ctx.clone().with_index(r.index))
+                })
+                .collect()
+        };
+        let live_stamp = Arc::new(SpanStamp {
+            secs: Timestamp::now().secs,
+            index: ctx.index().cloned(),
+        });
         let read_limit = spec.max_line_bytes.saturating_add(READ_LINE_SLACK);
         let mut decoder = LineDecoder::new(spec.format, spec.max_line_bytes);
         if let Some(detected) = detected {
@@ -361,6 +393,10 @@ impl Follower {
             missing_pod,
             span: EncodedSpan::default(),
             span_end: start.offset,
+            live_stamp,
+            span_stamp: None,
+            reread,
+            stashed: None,
             sent_end: start.offset,
             lines_read: 0,
             events: 0,
@@ -527,6 +563,7 @@ impl Follower {
                     self.identity,
                     self.generation,
                 );
+                self.refresh_live_stamp(Timestamp::now());
                 false
             }
         }
@@ -621,6 +658,7 @@ impl Follower {
                 // last line encoded (a held partial line is read again).
                 tracing::error!(path = %self.path.display(), error = %e, "read task failed");
                 self.reader = LineReader::new(self.span_end, self.read_limit);
+                self.stashed = None;
                 let _ = self.reader.prime_tail(&self.file);
                 self.decoder.reset();
                 None
@@ -631,6 +669,9 @@ impl Follower {
     /// Decodes every complete line read, sending spans as they fill up.
     async fn process(&mut self) -> Result<(), Stop> {
         let now = Timestamp::now();
+        if now.secs.div_euclid(3600) != self.live_stamp.secs.div_euclid(3600) {
+            self.refresh_live_stamp(now);
+        }
         while self.decode_until_full(now) {
             self.send().await?;
         }
@@ -638,7 +679,21 @@ impl Follower {
         Ok(())
     }
 
-    /// Decodes complete lines until none is left (false) or the span is full (true).
+    /// A new read hour, or new index templates: lines read from now on go
+    /// into a new span.
+    fn refresh_live_stamp(&mut self, now: Timestamp) {
+        self.live_stamp = Arc::new(SpanStamp {
+            secs: now.secs,
+            index: self.ctx.index().cloned(),
+        });
+    }
+
+    /// Decodes complete lines until none is left (false) or the span is
+    /// full, or the next line needs another stamp (true).
+    ///
+    /// A line read again after a restart (before the end of the last
+    /// [`Follower::reread`] run) takes the read time and index templates it
+    /// had when first read, so it lands in the index of its first copy.
     fn decode_until_full(&mut self, now: Timestamp) -> bool {
         let Follower {
             reader,
@@ -651,17 +706,45 @@ impl Follower {
             events,
             invalid_utf8,
             shared,
+            live_stamp,
+            span_stamp,
+            reread,
+            stashed,
             ..
         } = self;
-        while let Some(line) = reader.next_line() {
+        while let Some(line) = stashed.take().or_else(|| reader.next_line()) {
+            while reread.front().is_some_and(|(end, ..)| line.offset >= *end) {
+                reread.pop_front();
+            }
+            let (stamp, line_now, line_ctx) = match reread.front() {
+                Some((_, stamp, c)) => (
+                    stamp,
+                    Timestamp {
+                        secs: stamp.secs,
+                        nanos: 0,
+                    },
+                    c,
+                ),
+                None => (&*live_stamp, now, &*ctx),
+            };
+            match span_stamp {
+                Some(s) if !span.is_empty() && !Arc::ptr_eq(s, stamp) => {
+                    *stashed = Some(line);
+                    return true;
+                }
+                _ => {}
+            }
+            if span.is_empty() {
+                *span_stamp = Some(stamp.clone());
+            }
             if span.body.capacity() == 0 {
                 // Reserved lazily: idle followers hold no span memory.
                 span.body = crate::event::span_pool::take(shared.span_max_bytes + SPAN_SLACK);
                 span.items.reserve_exact(shared.span_max_items + 1);
             }
             *lines_read += 1;
-            decode_line(decoder, reader.line(&line), &line, now, &mut |d| {
-                encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
+            decode_line(decoder, reader.line(&line), &line, line_now, &mut |d| {
+                encode_line(encoder, line_ctx, span, span_end, events, invalid_utf8, d)
             });
             if span.body.len() >= shared.span_max_bytes || span.items.len() >= shared.span_max_items
             {
@@ -729,6 +812,7 @@ impl Follower {
             self.generation,
             self.span_end,
             tail,
+            self.span_stamp.take(),
         ));
         let end = self.span_end;
         let sent = match self.spans.try_send(span) {
@@ -781,6 +865,8 @@ impl Follower {
         self.generation = self.generation.wrapping_add(1);
         tracing::info!(path = %self.path.display(), generation = self.generation, "file truncated; reading it again from the start");
         self.reader.reset(0);
+        self.stashed = None;
+        self.reread.clear();
         self.decoder.reset();
         if self.format == SourceFormat::Auto {
             // The new content is detected from its own first line.
@@ -818,6 +904,7 @@ impl Follower {
         self.ctx =
             self.metadata
                 .file_context(&self.encoder, &self.path, self.identity, self.generation);
+        self.refresh_live_stamp(Timestamp::now());
         self.shared
             .checkpointer
             .truncated(self.key, self.identity, &self.path, self.generation);
@@ -845,7 +932,11 @@ impl Follower {
             _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
         }
         self.read_to_end().await?;
+        // The last (unterminated) line and a held partial, in a span of their own.
+        self.send().await?;
         let now = Timestamp::now();
+        self.refresh_live_stamp(now);
+        self.span_stamp = Some(self.live_stamp.clone());
         let Follower {
             reader,
             decoder,

@@ -16,14 +16,48 @@
 //! bounded channels.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
+use crate::encode::IndexTemplate;
 use crate::event::Generation;
+
+/// What decides the index of a span's lines besides the lines themselves:
+/// the read time that plain lines take as `@timestamp` (one hour of it:
+/// a span never holds lines read in two hours) and the index templates
+/// resolved from the file's metadata. Kept for spans not yet committed, so
+/// that a line read again after a restart lands in the index of its first
+/// copy.
+#[derive(Debug)]
+pub struct SpanStamp {
+    /// Read time (Unix seconds) of the span's first line.
+    pub secs: i64,
+    /// `FileContext::index` of the span's lines.
+    pub index: Option<Arc<[IndexTemplate; 3]>>,
+}
+
+impl SpanStamp {
+    /// Same hour of read time and same index templates.
+    pub fn same_index(&self, other: &SpanStamp) -> bool {
+        self.secs.div_euclid(3600) == other.secs.div_euclid(3600)
+            && match (&self.index, &other.index) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    Arc::ptr_eq(a, b)
+                        || a.iter()
+                            .zip(b.iter())
+                            .all(|(x, y)| x.as_str() == y.as_str())
+                }
+                _ => false,
+            }
+    }
+}
 
 #[derive(Debug)]
 struct IssuedSpan {
     end: u64,
     /// Hash of the bytes just before `end` (see `identity::tail_hash`).
     tail: Option<u64>,
+    stamp: Option<Arc<SpanStamp>>,
     acked: bool,
 }
 
@@ -75,6 +109,21 @@ impl AckWatermark {
         self.issued_end
     }
 
+    /// The spans past the committed offset (acknowledged or not: a restart
+    /// reads them all again) as runs of one stamp: `(end of the run, its
+    /// stamp)`, in order.
+    pub fn stamp_runs(&self) -> Vec<(u64, Arc<SpanStamp>)> {
+        let mut runs: Vec<(u64, Arc<SpanStamp>)> = Vec::new();
+        for span in &self.pending {
+            let Some(stamp) = &span.stamp else { continue };
+            match runs.last_mut() {
+                Some((end, last)) if last.same_index(stamp) => *end = span.end,
+                _ => runs.push((span.end, stamp.clone())),
+            }
+        }
+        runs
+    }
+
     /// Spans issued and not yet part of the committed prefix.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
@@ -93,12 +142,19 @@ impl AckWatermark {
     /// Registers a span ending at `end` and returns its sequence number.
     /// A span of a different generation than the current one resets first.
     pub fn issue(&mut self, generation: Generation, end: u64) -> u64 {
-        self.issue_with_tail(generation, end, None)
+        self.issue_with_tail(generation, end, None, None)
     }
 
     /// [`AckWatermark::issue`], with the hash of the bytes before `end`
-    /// (stored with the checkpoint once the span is committed).
-    pub fn issue_with_tail(&mut self, generation: Generation, end: u64, tail: Option<u64>) -> u64 {
+    /// (stored with the checkpoint once the span is committed) and the
+    /// span's stamp.
+    pub fn issue_with_tail(
+        &mut self,
+        generation: Generation,
+        end: u64,
+        tail: Option<u64>,
+        stamp: Option<Arc<SpanStamp>>,
+    ) -> u64 {
         if generation != self.generation {
             self.reset(generation);
         }
@@ -107,6 +163,7 @@ impl AckWatermark {
         self.pending.push_back(IssuedSpan {
             end,
             tail,
+            stamp,
             acked: false,
         });
         seq
