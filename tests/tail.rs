@@ -1,32 +1,44 @@
 //! File-level tests of the tailer: a real `FileServer` on a temp directory,
 //! a real span channel, and a collector that plays the downstream part
-//! (parses every document's `message` and acknowledges each span to the
-//! checkpointer, as the sink does).
+//! (parses every document and acknowledges each span to the checkpointer,
+//! as the sink does).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Pod;
 use logship::buffer::Acknowledger;
 use logship::config::{
     BatchConfig, Config, ElasticsearchConfig, LogConfig, LogFormat, ReadFrom, RetryConfig,
     SourceConfig, SourceFormat,
 };
 use logship::event::EncodedSpan;
-use logship::tail::{Checkpointer, FileServer};
+use logship::k8s::{Enricher, NamespaceCache, PodCache};
+use logship::tail::{Checkpointer, FileRegistry, FileServer};
 use logship::telemetry::Metrics;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// One document as downstream saw it.
 #[derive(Clone, Debug)]
 struct Received {
     message: String,
+    /// Generation of the span's origin.
     generation: u32,
+    /// `log.offset`.
     offset: u64,
+    /// `log.file.path`.
+    path: String,
+    /// `_id` of the action line.
+    #[allow(dead_code)]
+    id: String,
+    /// `_index` of the action line.
+    index: String,
 }
 
 fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize) -> Config {
@@ -94,11 +106,21 @@ struct Pipeline {
 
 struct Options {
     read_from: ReadFrom,
+    /// Acknowledge every span (Elasticsearch up).
     ack: bool,
+    /// Take no span until `release` is used (or dropped).
     paused: bool,
     batch_max_bytes: usize,
     /// `buffer.max_open_files` (default: the config default).
     max_open_files: Option<u64>,
+    /// The source's include glob, relative to the logs directory.
+    glob: &'static str,
+    format: SourceFormat,
+    /// `sink.index`.
+    index: &'static str,
+    /// The registry shared with a previous pipeline of the process (a reload).
+    registry: Option<Arc<FileRegistry>>,
+    enricher: Option<Enricher>,
 }
 
 impl Default for Options {
@@ -109,20 +131,46 @@ impl Default for Options {
             paused: false,
             batch_max_bytes: 5 * 1024 * 1024,
             max_open_files: None,
+            glob: "*.log",
+            format: SourceFormat::Plain,
+            index: "logs-test",
+            registry: None,
+            enricher: None,
         }
     }
 }
 
-fn messages_of(span: &EncodedSpan) -> Vec<(String, u64)> {
+impl Options {
+    /// Elasticsearch is down: nothing is acknowledged.
+    fn unacked() -> Options {
+        Options {
+            ack: false,
+            ..Options::default()
+        }
+    }
+}
+
+/// Every document of `span`, from its action and document lines.
+fn documents_of(span: &EncodedSpan, generation: u32) -> Vec<Received> {
     (0..span.len())
         .map(|i| {
             let item = std::str::from_utf8(span.item(i)).expect("utf-8 item");
-            let doc = item.lines().nth(1).expect("document line");
-            let doc: serde_json::Value = serde_json::from_str(doc).expect("document is JSON");
-            (
-                doc["message"].as_str().expect("message").to_string(),
-                doc["log"]["offset"].as_u64().expect("log.offset"),
-            )
+            let mut it = item.lines();
+            let action: serde_json::Value =
+                serde_json::from_str(it.next().expect("action line")).expect("action is JSON");
+            let doc: serde_json::Value =
+                serde_json::from_str(it.next().expect("document line")).expect("document is JSON");
+            let text = |v: &serde_json::Value, what: &str| {
+                v.as_str().unwrap_or_else(|| panic!("{what}")).to_string()
+            };
+            Received {
+                message: text(&doc["message"], "message"),
+                generation,
+                offset: doc["log"]["offset"].as_u64().expect("log.offset"),
+                path: text(&doc["log"]["file"]["path"], "log.file.path"),
+                id: text(&action["create"]["_id"], "_id"),
+                index: text(&action["create"]["_index"], "_index"),
+            }
         })
         .collect()
 }
@@ -133,9 +181,18 @@ impl Pipeline {
         if let Some(max_open_files) = opts.max_open_files {
             config.buffer = logship::config::BufferConfig::Memory { max_open_files };
         }
+        config.sources[0].include = vec![format!("{}/{}", logs.display(), opts.glob)];
+        config.sources[0].format = opts.format;
+        config.sink.index = opts.index.into();
         let checkpointer = Arc::new(Checkpointer::open(data).unwrap());
         let metrics = Arc::new(Metrics::default());
-        let server = FileServer::new(&config, checkpointer.clone(), metrics.clone()).unwrap();
+        let mut server = FileServer::new(&config, checkpointer.clone(), metrics.clone()).unwrap();
+        if let Some(registry) = opts.registry {
+            server = server.with_registry(registry);
+        }
+        if let Some(enricher) = opts.enricher {
+            server = server.with_enricher(enricher);
+        }
         let (tx, mut rx) = mpsc::channel::<EncodedSpan>(1);
         let stop = CancellationToken::new();
         let server = tokio::spawn(server.run(tx, stop.clone()));
@@ -153,15 +210,8 @@ impl Pipeline {
                 while let Some(span) = rx.recv().await {
                     let origin = span.origin.expect("every span has an origin");
                     assert!(!span.is_empty(), "empty span sent");
-                    let mut r = received.lock().unwrap();
-                    for (message, offset) in messages_of(&span) {
-                        r.push(Received {
-                            message,
-                            generation: origin.generation,
-                            offset,
-                        });
-                    }
-                    drop(r);
+                    let documents = documents_of(&span, origin.generation);
+                    received.lock().unwrap().extend(documents);
                     if ack {
                         checkpointer.delivered(&[origin]);
                     }
@@ -179,12 +229,46 @@ impl Pipeline {
         }
     }
 
+    /// Starts, waits for `n` lines (at most 5 s), lets `settle_ms` pass, stops.
+    async fn run(
+        logs: &Path,
+        data: &Path,
+        opts: Options,
+        n: usize,
+        settle_ms: u64,
+    ) -> (Vec<Received>, Arc<Metrics>) {
+        let p = Pipeline::start(logs, data, opts);
+        p.wait_for(n, Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_millis(settle_ms)).await;
+        p.stop().await
+    }
+
+    /// A restart with Elasticsearch up: runs until `n` lines arrived and
+    /// 1.2 s more (time for a duplicate or a rotation's close), stops.
+    async fn restarted(logs: &Path, data: &Path, n: usize) -> (Vec<Received>, Arc<Metrics>) {
+        Pipeline::run(logs, data, Options::default(), n, 1200).await
+    }
+
+    /// Waits (at most 5 s) until `n` lines arrived in all, asserts that
+    /// exactly `n` did.
+    async fn assert_lines(&self, n: usize) {
+        assert_eq!(self.wait_for(n, Duration::from_secs(5)).await.len(), n);
+    }
+
+    /// Waits (at most 5 s) until `n` files were closed.
+    async fn wait_files_closed(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Metrics::get(&self.metrics.files_closed) < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 
     fn messages(&self) -> Vec<String> {
-        self.received().into_iter().map(|r| r.message).collect()
+        msgs(&self.received())
     }
 
     /// Waits until `n` lines arrived (or the deadline passes), returns the messages.
@@ -213,12 +297,18 @@ impl Pipeline {
     }
 }
 
+/// The messages of `r`.
+fn msgs(r: &[Received]) -> Vec<String> {
+    r.iter().map(|r| r.message.clone()).collect()
+}
+
 fn append(path: &Path, lines: impl IntoIterator<Item = String>) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
+    write_lines(OpenOptions::new().create(true).append(true), path, lines);
+}
+
+/// Opens `path` as `how` says and writes `lines`.
+fn write_lines(how: &OpenOptions, path: &Path, lines: impl IntoIterator<Item = String>) {
+    let mut f = how.open(path).unwrap();
     for l in lines {
         writeln!(f, "{l}").unwrap();
     }
@@ -253,22 +343,75 @@ fn assert_exactly_once(got: &[String], expected: &[String]) {
 }
 
 fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    dirs_with_logs_at("logs")
+}
+
+/// A temp directory with `data` and the logs directory `logs` (relative) in it.
+fn dirs_with_logs_at(logs: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = std::fs::canonicalize(dir.path()).unwrap();
-    let logs = root.join("logs");
+    let logs = root.join(logs);
     let data = root.join("data");
     std::fs::create_dir_all(&logs).unwrap();
     std::fs::create_dir_all(&data).unwrap();
     (dir, logs, data)
 }
 
+/// Appends `lines` to `path` and returns them.
+fn appended(path: &Path, lines: Vec<String>) -> Vec<String> {
+    append(path, lines.iter().cloned());
+    lines
+}
+
+/// Writes `lines` to `logs/name` (appends, creates) and returns its path.
+fn log_file(logs: &Path, name: &str, lines: impl IntoIterator<Item = String>) -> PathBuf {
+    let path = logs.join(name);
+    append(&path, lines);
+    path
+}
+
+/// Writes `lines` to `logs/name`, starts, and asserts that exactly these
+/// lines arrive (within 5 s). Returns the pipeline and the file's path.
+async fn started_on(
+    logs: &Path,
+    data: &Path,
+    opts: Options,
+    name: &str,
+    lines: Vec<String>,
+) -> (Pipeline, PathBuf) {
+    let n = lines.len();
+    let path = log_file(logs, name, lines);
+    let p = Pipeline::start(logs, data, opts);
+    p.assert_lines(n).await;
+    (p, path)
+}
+
+/// Truncates `path` to nothing, in place (copytruncate).
+fn truncate(path: &Path) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
+/// Rewrites `path` in place (same inode) with `lines`.
+fn rewrite(path: &Path, lines: &[String]) {
+    let lines = lines.iter().cloned();
+    write_lines(OpenOptions::new().write(true).truncate(true), path, lines);
+}
+
+/// The persisted checkpoint store.
+fn checkpoints(data: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(data.join("checkpoints.json")).unwrap()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appended_lines_arrive_within_250ms() {
     let (_d, logs, data) = dirs();
-    let path = logs.join("app.log");
-    append(&path, lines("initial", 0..3));
-    let p = Pipeline::start(&logs, &data, Options::default());
-    assert_eq!(p.wait_for(3, Duration::from_secs(5)).await.len(), 3);
+    let initial = lines("initial", 0..3);
+    let (p, path) = started_on(&logs, &data, Options::default(), "app.log", initial).await;
     let mut worst = Duration::ZERO;
     for i in 0..5 {
         // Let the follower go idle first, so the wake-up must come from inotify
@@ -371,21 +514,12 @@ async fn rotation_by_rename_while_writing_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copytruncate_starts_a_new_generation() {
     let (_d, logs, data) = dirs();
-    let path = logs.join("app.log");
     let before = lines("before", 0..50);
-    append(&path, before.clone());
-    let p = Pipeline::start(&logs, &data, Options::default());
-    assert_eq!(p.wait_for(50, Duration::from_secs(5)).await.len(), 50);
+    let (p, path) = started_on(&logs, &data, Options::default(), "app.log", before.clone()).await;
     // copytruncate: copy the file away, truncate it in place, keep writing.
     std::fs::copy(&path, logs.join("app.log.1")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
-    let after = lines("after", 0..10);
-    append(&path, after.clone());
+    truncate(&path);
+    let after = appended(&path, lines("after", 0..10));
     let got = p.wait_for(60, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (received, metrics) = p.stop().await;
@@ -416,22 +550,12 @@ async fn copytruncate_starts_a_new_generation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_and_refilled_past_the_old_offset_is_noticed() {
     let (_d, logs, data) = dirs();
-    let path = logs.join("app.log");
-    append(&path, lines("short", 0..5));
-    let p = Pipeline::start(&logs, &data, Options::default());
-    assert_eq!(p.wait_for(5, Duration::from_secs(5)).await.len(), 5);
+    let short = lines("short", 0..5);
+    let (p, path) = started_on(&logs, &data, Options::default(), "app.log", short).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Truncate and, before the follower looks, write more than there was.
-    let mut f = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
     let refill = lines("refill", 0..100);
-    for l in &refill {
-        writeln!(f, "{l}").unwrap();
-    }
-    drop(f);
+    rewrite(&path, &refill);
     let got = p.wait_for(105, Duration::from_secs(5)).await;
     let (_, metrics) = p.stop().await;
     let mut expected = lines("short", 0..5);
@@ -458,9 +582,8 @@ fn fd_links_to_deleted(name: &str) -> bool {
 async fn deleted_unread_file_is_read_to_its_end_then_closed() {
     let (_d, logs, data) = dirs();
     let name = "doomed-unread.log";
-    let path = logs.join(name);
     let expected = lines("doomed", 0..20_000);
-    append(&path, expected.clone());
+    let path = log_file(&logs, name, expected.clone());
     // The collector does not take spans yet: the follower blocks on its send
     // with most of the file unread.
     let mut p = Pipeline::start(
@@ -606,8 +729,7 @@ async fn past_max_open_files_the_oldest_deleted_files_are_given_up_and_counted()
     assert_eq!(Metrics::get(&metrics.max_open_files_lost_bytes), lost);
     assert!(deleted_fds("held-").is_empty(), "every deleted file closed");
     // Their checkpoints moved to their ends: nothing waits for them.
-    let store: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("checkpoints.json")).unwrap()).unwrap();
+    let store = checkpoints(&data);
     for i in 0..2 {
         let path = logs.join(&names[i]);
         let entry = store["checkpoints"]
@@ -623,17 +745,15 @@ async fn past_max_open_files_the_oldest_deleted_files_are_given_up_and_counted()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_from_the_persisted_checkpoint() {
     let (_d, logs, data) = dirs();
-    let path = logs.join("app.log");
     let first = lines("first", 0..100);
-    append(&path, first.clone());
+    let path = log_file(&logs, "app.log", first.clone());
     let p = Pipeline::start(&logs, &data, Options::default());
     let got = p.wait_for(100, Duration::from_secs(5)).await;
     assert_exactly_once(&got, &first);
     p.stop().await;
 
     // Written while the agent is down.
-    let second = lines("second", 0..50);
-    append(&path, second.clone());
+    let second = appended(&path, lines("second", 0..50));
     let p = Pipeline::start(&logs, &data, Options::default());
     let got = p.wait_for(50, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -646,18 +766,8 @@ async fn restart_resumes_from_the_persisted_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacknowledged_lines_are_read_again_after_restart() {
     let (_d, logs, data) = dirs();
-    let path = logs.join("app.log");
     let all = lines("line", 0..100);
-    append(&path, all.clone());
-    let p = Pipeline::start(
-        &logs,
-        &data,
-        Options {
-            ack: false,
-            ..Options::default()
-        },
-    );
-    assert_eq!(p.wait_for(100, Duration::from_secs(5)).await.len(), 100);
+    let (p, _) = started_on(&logs, &data, Options::unacked(), "app.log", all.clone()).await;
     p.stop().await;
 
     let p = Pipeline::start(&logs, &data, Options::default());
@@ -743,32 +853,113 @@ fn kubelet_rotate(path: &Path, stamp: &str) -> PathBuf {
     rotated
 }
 
+/// Compresses `plain` into `<plain>.gz` and deletes `plain` (kubelet / logrotate `compress`).
+fn gzip_away(plain: &Path) -> PathBuf {
+    let gz = PathBuf::from(format!("{}.gz", plain.display()));
+    let mut enc =
+        flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+    enc.write_all(&std::fs::read(plain).unwrap()).unwrap();
+    enc.finish().unwrap();
+    std::fs::remove_file(plain).unwrap();
+    gz
+}
+
+/// Run 1 of a restart test: `lines` are written to `logs/name`, shipped and
+/// acknowledged, and the agent stops. Returns the file's path.
+async fn shipped_file(logs: &Path, data: &Path, name: &str, lines: Vec<String>) -> PathBuf {
+    let n = lines.len();
+    let path = log_file(logs, name, lines);
+    let (run1, _) = Pipeline::run(logs, data, Options::default(), n, 200).await;
+    assert_eq!(run1.len(), n, "run 1 shipped every line once");
+    path
+}
+
+/// Run 1 ships and acknowledges 100 lines of 0.log. The agent is down: the
+/// runtime writes 50 more, the kubelet rotates the file to
+/// `0.log.20261128-093000` (`*.log` no longer matches it; compressed to
+/// `.gz` if `compress`: a new inode) and a new 0.log begins with 20 lines.
+/// Returns (unread, fresh).
+async fn rotated_while_stopped(
+    logs: &Path,
+    data: &Path,
+    compress: bool,
+) -> (Vec<String>, Vec<String>) {
+    let path = shipped_file(logs, data, "0.log", lines("before", 0..100)).await;
+    let unread = appended(&path, lines("unread", 0..50));
+    let rotated = kubelet_rotate(&path, "20261128-093000");
+    if compress {
+        gzip_away(&rotated);
+    }
+    let fresh = appended(&path, lines("fresh", 0..20));
+    (unread, fresh)
+}
+
+/// copytruncate of app.log while downstream holds the follower back after
+/// its first read: `old` is written and read in part, the file is truncated
+/// and `new` written; then downstream takes everything. Returns what it got.
+async fn copytruncate_while_behind(
+    logs: &Path,
+    data: &Path,
+    old: &[String],
+    new: &[String],
+) -> Vec<Received> {
+    let path = log_file(logs, "app.log", old.iter().cloned());
+    let mut p = Pipeline::start(
+        logs,
+        data,
+        Options {
+            paused: true,
+            batch_max_bytes: 64 * 1024,
+            ..Options::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    truncate(&path);
+    append(&path, new.iter().cloned());
+    drop(p.release.take());
+    p.wait_for(new.len(), Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.stop().await.0
+}
+
+/// Pod `team/api-7d4` (container `app`, on node-1) with `uid` and `annotations`.
+fn pod(uid: &str, annotations: serde_json::Value) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "api-7d4", "namespace": "team", "uid": uid,
+                     "annotations": annotations},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app:1"}]}
+    }))
+    .unwrap()
+}
+
+/// The log directory of that pod's container (created), under `logs`.
+fn pod_log_dir(logs: &Path, uid: &str) -> PathBuf {
+    let dir = logs.join(format!("team_api-7d4_{uid}")).join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An enricher whose pod cache knows `pod` (if any).
+fn enricher(pod: Option<Pod>) -> Enricher {
+    let pods = Arc::new(PodCache::new(Duration::from_secs(60)));
+    if let Some(pod) = pod {
+        pods.apply(kube::runtime::watcher::Event::Apply(pod));
+    }
+    Enricher::Cache {
+        cache: pods,
+        namespaces: Arc::new(NamespaceCache::new(Duration::from_secs(60))),
+        wait: Duration::from_millis(10),
+        dedot: true,
+        namespace_labels: false,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_while_stopped_the_rest_of_the_old_file_is_read_after_restart() {
     let (_d, logs, data) = dirs();
-    let path = logs.join("0.log");
-    append(&path, lines("before", 0..100));
-    let p = Pipeline::start(&logs, &data, Options::default());
-    assert_eq!(p.wait_for(100, Duration::from_secs(5)).await.len(), 100);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    p.stop().await;
-
-    // The agent is down: the runtime writes more, the kubelet rotates
-    // (`*.log` no longer matches the old file) and a new file begins.
-    let unread = lines("unread", 0..50);
-    append(&path, unread.clone());
-    kubelet_rotate(&path, "20261128-093000");
-    let fresh = lines("fresh", 0..20);
-    append(&path, fresh.clone());
-
-    let p = Pipeline::start(&logs, &data, Options::default());
-    p.wait_for(70, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (received, metrics) = p.stop().await;
-    let got: Vec<String> = received.into_iter().map(|r| r.message).collect();
-    let mut expected = unread;
-    expected.extend(fresh);
-    assert_exactly_once(&got, &expected);
+    let (unread, fresh) = rotated_while_stopped(&logs, &data, false).await;
+    let (received, metrics) = Pipeline::restarted(&logs, &data, 70).await;
+    assert_exactly_once(&msgs(&received), &[unread, fresh].concat());
     assert_eq!(
         Metrics::get(&metrics.files_closed),
         1,
@@ -779,34 +970,10 @@ async fn rotated_while_stopped_the_rest_of_the_old_file_is_read_after_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_and_compressed_while_stopped_is_read_from_the_gzip() {
     let (_d, logs, data) = dirs();
-    let path = logs.join("0.log");
-    append(&path, lines("before", 0..100));
-    let p = Pipeline::start(&logs, &data, Options::default());
-    assert_eq!(p.wait_for(100, Duration::from_secs(5)).await.len(), 100);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    p.stop().await;
-
-    let unread = lines("unread", 0..50);
-    append(&path, unread.clone());
-    let rotated = kubelet_rotate(&path, "20261128-093000");
-    // The kubelet compresses older rotations: a new inode, `.gz`.
-    let gz = PathBuf::from(format!("{}.gz", rotated.display()));
-    let mut enc =
-        flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
-    enc.write_all(&std::fs::read(&rotated).unwrap()).unwrap();
-    enc.finish().unwrap();
-    std::fs::remove_file(&rotated).unwrap();
-    let fresh = lines("fresh", 0..20);
-    append(&path, fresh.clone());
-
-    let p = Pipeline::start(&logs, &data, Options::default());
-    p.wait_for(70, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (received, _) = p.stop().await;
-    let got: Vec<String> = received.into_iter().map(|r| r.message).collect();
-    let mut expected = unread;
-    expected.extend(fresh);
-    assert_exactly_once(&got, &expected);
+    let (unread, fresh) = rotated_while_stopped(&logs, &data, true).await;
+    let gz = logs.join("0.log.20261128-093000.gz");
+    let (received, _) = Pipeline::restarted(&logs, &data, 70).await;
+    assert_exactly_once(&msgs(&received), &[unread, fresh].concat());
     assert!(gz.exists(), "the compressed rotation is left alone");
     let leftovers: Vec<_> = std::fs::read_dir(&data)
         .unwrap()
@@ -824,19 +991,8 @@ async fn rotated_and_compressed_while_stopped_is_read_from_the_gzip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renamed_within_the_glob_keeps_its_acknowledged_position() {
     let (_d, logs, data) = dirs();
-    let path = logs.join("app.log");
-    let all = lines("unacked", 0..100);
-    append(&path, all.clone());
-    // Elasticsearch is down: nothing is acknowledged.
-    let p = Pipeline::start(
-        &logs,
-        &data,
-        Options {
-            ack: false,
-            ..Options::default()
-        },
-    );
-    assert_eq!(p.wait_for(100, Duration::from_secs(5)).await.len(), 100);
+    let unacked = lines("unacked", 0..100);
+    let (p, path) = started_on(&logs, &data, Options::unacked(), "app.log", unacked).await;
     std::fs::rename(&path, logs.join("app-1.log")).unwrap();
     // The old follower drains and closes; the next scan (a new app.log
     // asks for one) finds the renamed file again under its new name.
@@ -845,55 +1001,29 @@ async fn renamed_within_the_glob_keeps_its_acknowledged_position() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     p.stop().await;
 
-    let p = Pipeline::start(&logs, &data, Options::default());
-    p.wait_for(110, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (received, _) = p.stop().await;
-    let got: Vec<String> = received.into_iter().map(|r| r.message).collect();
-    let mut expected = all;
-    expected.extend(lines("new", 0..10));
-    assert_exactly_once(&got, &expected);
+    let (received, _) = Pipeline::run(&logs, &data, Options::default(), 110, 300).await;
+    assert_exactly_once(
+        &msgs(&received),
+        &[lines("unacked", 0..100), lines("new", 0..10)].concat(),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copytruncate_while_the_follower_is_behind_reads_no_new_line_twice() {
     let (_d, logs, data) = dirs();
-    let path = logs.join("app.log");
     let old: Vec<String> = (0..20_000)
         .map(|i| format!("old line {i:06} {}", "o".repeat(40)))
         .collect();
-    append(&path, old.clone());
-    // Downstream holds the follower back after its first read.
-    let mut p = Pipeline::start(
-        &logs,
-        &data,
-        Options {
-            paused: true,
-            batch_max_bytes: 64 * 1024,
-            ..Options::default()
-        },
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // copytruncate, and the new content outgrows the old read offset.
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    // The new content outgrows the old read offset.
     let new: Vec<String> = (0..20_000)
         .map(|i| format!("new line {i:06} {}", "n".repeat(44)))
         .collect();
-    append(&path, new.clone());
-    drop(p.release.take());
-    p.wait_for(20_000, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (received, _) = p.stop().await;
+    let received = copytruncate_while_behind(&logs, &data, &old, &new).await;
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for r in &received {
         *counts.entry(r.message.as_str()).or_default() += 1;
     }
-    let old_set: std::collections::HashSet<&str> = old.iter().map(String::as_str).collect();
+    let old_set: HashSet<&str> = old.iter().map(String::as_str).collect();
     let spliced: Vec<&&str> = counts
         .keys()
         .filter(|m| !old_set.contains(**m) && !new.iter().any(|n| n == **m))
@@ -921,36 +1051,17 @@ async fn copytruncate_while_the_follower_is_behind_reads_no_new_line_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewritten_with_the_same_first_line_while_stopped_is_read_from_its_start() {
     let (_d, logs, data) = dirs();
-    let path = logs.join("app.log");
     let header = "# log format 1.0 host=node-1".to_string();
-    append(&path, [header.clone()]);
-    append(&path, lines("first", 0..100));
-    let p = Pipeline::start(&logs, &data, Options::default());
-    assert_eq!(p.wait_for(101, Duration::from_secs(5)).await.len(), 101);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    p.stop().await;
+    let first = [vec![header.clone()], lines("first", 0..100)].concat();
+    let path = shipped_file(&logs, &data, "app.log", first).await;
 
     // Rewritten in place (same inode) with the same header, and longer.
-    let mut f = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    writeln!(f, "{header}").unwrap();
-    let second = lines("second", 0..300);
-    for l in &second {
-        writeln!(f, "{l}").unwrap();
-    }
-    drop(f);
-
-    let p = Pipeline::start(&logs, &data, Options::default());
-    p.wait_for(301, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (received, _) = p.stop().await;
-    let got: Vec<String> = received.iter().map(|r| r.message.clone()).collect();
     let mut expected = vec![header];
-    expected.extend(second);
-    assert_exactly_once(&got, &expected);
+    expected.extend(lines("second", 0..300));
+    rewrite(&path, &expected);
+
+    let (received, _) = Pipeline::run(&logs, &data, Options::default(), 301, 300).await;
+    assert_exactly_once(&msgs(&received), &expected);
     assert!(
         received.iter().all(|r| r.generation == 1),
         "a new generation: new _ids"
@@ -960,49 +1071,26 @@ async fn rewritten_with_the_same_first_line_while_stopped_is_read_from_its_start
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_deleted_while_stopped_is_a_counted_loss() {
     let (_d, logs, data) = dirs();
-    let path = logs.join("0.log");
-    append(&path, lines("acked", 0..10));
-    let p = Pipeline::start(&logs, &data, Options::default());
-    assert_eq!(p.wait_for(10, Duration::from_secs(5)).await.len(), 10);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    p.stop().await;
+    let path = shipped_file(&logs, &data, "0.log", lines("acked", 0..10)).await;
     // Read but never acknowledged, then the agent stops.
-    append(&path, lines("unacked", 0..40));
-    let p = Pipeline::start(
-        &logs,
-        &data,
-        Options {
-            ack: false,
-            ..Options::default()
-        },
-    );
-    assert_eq!(p.wait_for(40, Duration::from_secs(5)).await.len(), 40);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    p.stop().await;
-    let unacked_bytes: u64 = lines("unacked", 0..40)
-        .iter()
-        .map(|l| l.len() as u64 + 1)
-        .sum();
+    let unacked = appended(&path, lines("unacked", 0..40));
+    let (read, _) = Pipeline::run(&logs, &data, Options::unacked(), 40, 200).await;
+    assert_eq!(read.len(), 40);
+    let unacked_bytes: u64 = unacked.iter().map(|l| l.len() as u64 + 1).sum();
     // While stopped: rotated, and the rotation deleted.
     let rotated = kubelet_rotate(&path, "20261128-100000");
     std::fs::remove_file(rotated).unwrap();
     append(&path, lines("fresh", 0..5));
 
-    let p = Pipeline::start(&logs, &data, Options::default());
-    p.wait_for(5, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (received, metrics) = p.stop().await;
-    let got: Vec<String> = received.into_iter().map(|r| r.message).collect();
-    assert_exactly_once(&got, &lines("fresh", 0..5));
+    let (received, metrics) = Pipeline::run(&logs, &data, Options::default(), 5, 300).await;
+    assert_exactly_once(&msgs(&received), &lines("fresh", 0..5));
     assert_eq!(Metrics::get(&metrics.gone_while_stopped_files), 1);
     assert_eq!(
         Metrics::get(&metrics.gone_while_stopped_bytes),
         unacked_bytes
     );
     // Counted once: the next start does not count it again.
-    let p = Pipeline::start(&logs, &data, Options::default());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, metrics) = p.stop().await;
+    let (_, metrics) = Pipeline::run(&logs, &data, Options::default(), 0, 300).await;
     assert_eq!(Metrics::get(&metrics.gone_while_stopped_files), 0);
 }
 
@@ -1010,89 +1098,37 @@ async fn a_file_deleted_while_stopped_is_a_counted_loss() {
 async fn after_a_reload_files_created_during_the_drain_are_new_despite_read_from_end() {
     let (_d, logs, data) = dirs();
     append(&logs.join("old.log"), lines("old", 0..20));
-    let registry = Arc::new(logship::tail::FileRegistry::default());
-    let run = |registry: Arc<logship::tail::FileRegistry>| {
-        let config = config(&logs, &data, ReadFrom::End, 1 << 20);
-        let checkpointer = Arc::new(Checkpointer::open(&data).unwrap());
-        let server = FileServer::new(&config, checkpointer.clone(), Arc::new(Metrics::default()))
-            .unwrap()
-            .with_registry(registry);
-        let (tx, mut rx) = mpsc::channel::<EncodedSpan>(4);
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(server.run(tx, stop.clone()));
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let collector = {
-            let received = received.clone();
-            tokio::spawn(async move {
-                while let Some(span) = rx.recv().await {
-                    received
-                        .lock()
-                        .unwrap()
-                        .extend(messages_of(&span).into_iter().map(|(m, _)| m));
-                    checkpointer.delivered(&[span.origin.unwrap()]);
-                }
-                checkpointer.persist().unwrap();
-            })
-        };
-        (stop, server, collector, received)
+    let registry = Arc::new(FileRegistry::default());
+    let from_end = || Options {
+        read_from: ReadFrom::End,
+        registry: Some(registry.clone()),
+        ..Options::default()
     };
     // The first pipeline of the process: old content is skipped.
-    let (stop, server, collector, received) = run(registry.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    server.await.unwrap();
-    collector.await.unwrap();
-    assert!(received.lock().unwrap().is_empty());
+    let (received, _) = Pipeline::run(&logs, &data, from_end(), 0, 500).await;
+    assert!(received.is_empty());
     // Created while the first pipeline drains, before the second scans.
     append(&logs.join("new.log"), lines("new", 0..10));
-    let (stop, server, collector, received) = run(registry);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    stop.cancel();
-    server.await.unwrap();
-    collector.await.unwrap();
-    let got = received.lock().unwrap().clone();
-    assert_exactly_once(&got, &lines("new", 0..10));
+    let (received, _) = Pipeline::run(&logs, &data, from_end(), 0, 800).await;
+    assert_exactly_once(&msgs(&received), &lines("new", 0..10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotations_of_an_excluded_pod_leave_nothing_behind() {
-    use k8s_openapi::api::core::v1::Pod;
-    use logship::k8s::{Enricher, NamespaceCache, PodCache};
     let (_d, logs, data) = dirs();
-    let dir = logs.join("team_api-7d4_uid-1").join("app");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("0.log");
+    let path = pod_log_dir(&logs, "uid-1").join("0.log");
     append(&path, lines("secret", 0..5));
-    let pods = Arc::new(PodCache::new(Duration::from_secs(60)));
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "api-7d4", "namespace": "team", "uid": "uid-1",
-                     "annotations": {"logship.io/exclude": "true"}},
-        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app:1"}]}
-    }))
-    .unwrap();
-    pods.apply(kube::runtime::watcher::Event::Apply(pod));
-    let mut config = config(&logs, &data, ReadFrom::Beginning, 1 << 20);
-    config.sources[0].include = vec![format!("{}/*/*/*.log", logs.display())];
-    let checkpointer = Arc::new(Checkpointer::open(&data).unwrap());
-    let server = FileServer::new(&config, checkpointer.clone(), Arc::new(Metrics::default()))
-        .unwrap()
-        .with_enricher(Enricher::Cache {
-            cache: pods,
-            namespaces: Arc::new(NamespaceCache::new(Duration::from_secs(60))),
-            wait: Duration::from_millis(10),
-            dedot: true,
-            namespace_labels: false,
-        });
-    let (tx, mut rx) = mpsc::channel::<EncodedSpan>(4);
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(server.run(tx, stop.clone()));
-    let shipped = tokio::spawn(async move {
-        let mut n = 0;
-        while let Some(span) = rx.recv().await {
-            n += span.len();
-        }
-        n
-    });
+    let excluded = pod("uid-1", serde_json::json!({"logship.io/exclude": "true"}));
+    let p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            glob: "*/*/*.log",
+            enricher: Some(enricher(Some(excluded))),
+            ack: false,
+            ..Options::default()
+        },
+    );
     for r in 0..3 {
         tokio::time::sleep(Duration::from_millis(400)).await;
         kubelet_rotate(&path, &format!("2026112{r}-000000"));
@@ -1105,19 +1141,17 @@ async fn rotations_of_an_excluded_pod_leave_nothing_behind() {
         .unwrap()
         .as_secs()
         + 3 * 24 * 3600;
-    checkpointer.persist_at(later).unwrap();
-    let store: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("checkpoints.json")).unwrap()).unwrap();
+    p.checkpointer.persist_at(later).unwrap();
+    let store = checkpoints(&data);
     let paths: Vec<&str> = store["checkpoints"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| c["path"].as_str().unwrap())
         .collect();
-    stop.cancel();
-    server.await.unwrap();
+    let (shipped, _) = p.stop().await;
     assert_eq!(
-        shipped.await.unwrap(),
+        shipped.len(),
         0,
         "an excluded pod's lines are never shipped"
     );
@@ -1134,37 +1168,12 @@ async fn a_resumed_file_keeps_the_format_its_first_line_gave() {
         &path,
         ["2026-11-28T10:00:00.000000001Z stdout F first".to_string()],
     );
-    let start = |logs: &Path, data: &Path| {
-        let mut config = config(logs, data, ReadFrom::Beginning, 1 << 20);
-        config.sources[0].format = SourceFormat::Auto;
-        let checkpointer = Arc::new(Checkpointer::open(data).unwrap());
-        let server =
-            FileServer::new(&config, checkpointer.clone(), Arc::new(Metrics::default())).unwrap();
-        let (tx, mut rx) = mpsc::channel::<EncodedSpan>(4);
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(server.run(tx, stop.clone()));
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let collector = {
-            let received = received.clone();
-            tokio::spawn(async move {
-                while let Some(span) = rx.recv().await {
-                    received
-                        .lock()
-                        .unwrap()
-                        .extend(messages_of(&span).into_iter().map(|(m, _)| m));
-                    checkpointer.delivered(&[span.origin.unwrap()]);
-                }
-                checkpointer.persist().unwrap();
-            })
-        };
-        (stop, server, collector, received)
+    let auto = || Options {
+        format: SourceFormat::Auto,
+        ..Options::default()
     };
-    let (stop, server, collector, received) = start(&logs, &data);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    server.await.unwrap();
-    collector.await.unwrap();
-    assert_eq!(*received.lock().unwrap(), vec!["first".to_string()]);
+    let (received, _) = Pipeline::run(&logs, &data, auto(), 0, 500).await;
+    assert_eq!(msgs(&received), vec!["first".to_string()]);
     // Past the checkpoint: a line that is not CRI, then a line in two parts.
     append(
         &path,
@@ -1174,13 +1183,9 @@ async fn a_resumed_file_keeps_the_format_its_first_line_gave() {
             "2026-11-28T10:00:01.000000002Z stdout F line".to_string(),
         ],
     );
-    let (stop, server, collector, received) = start(&logs, &data);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    server.await.unwrap();
-    collector.await.unwrap();
+    let (received, _) = Pipeline::run(&logs, &data, auto(), 0, 500).await;
     assert_eq!(
-        *received.lock().unwrap(),
+        msgs(&received),
         vec![
             "garbage that is not CRI".to_string(),
             "joined line".to_string()
@@ -1189,65 +1194,21 @@ async fn a_resumed_file_keeps_the_format_its_first_line_gave() {
     );
 }
 
-/// Runs a file server with `config` (and `enricher`) until `stop_after`,
-/// acknowledging spans if `ack`; returns `(index, message)` of every
-/// document.
-async fn run_collecting(
-    config: &Config,
-    enricher: Option<logship::k8s::Enricher>,
-    ack: bool,
-    stop_after: Duration,
-) -> Vec<(String, String)> {
-    let checkpointer = Arc::new(Checkpointer::open(&config.data_dir).unwrap());
-    let mut server =
-        FileServer::new(config, checkpointer.clone(), Arc::new(Metrics::default())).unwrap();
-    if let Some(e) = enricher {
-        server = server.with_enricher(e);
-    }
-    let (tx, mut rx) = mpsc::channel::<EncodedSpan>(4);
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(server.run(tx, stop.clone()));
-    let collector = tokio::spawn(async move {
-        let mut docs = Vec::new();
-        while let Some(span) = rx.recv().await {
-            for i in 0..span.len() {
-                let item = std::str::from_utf8(span.item(i)).unwrap();
-                let mut lines = item.lines();
-                let action: serde_json::Value =
-                    serde_json::from_str(lines.next().unwrap()).unwrap();
-                let doc: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
-                docs.push((
-                    action["create"]["_index"].as_str().unwrap().to_string(),
-                    doc["message"].as_str().unwrap().to_string(),
-                ));
-            }
-            if ack {
-                checkpointer.delivered(&[span.origin.unwrap()]);
-            }
-        }
-        checkpointer.persist().unwrap();
-        docs
-    });
-    tokio::time::sleep(stop_after).await;
-    stop.cancel();
-    server.await.unwrap();
-    collector.await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_line_read_again_lands_in_the_daily_index_of_its_first_reading() {
     let (_d, logs, data) = dirs();
     append(&logs.join("app.log"), lines("plain", 0..50));
-    let mut config = config(&logs, &data, ReadFrom::Beginning, 1 << 20);
-    config.sink.index = "logs-%Y.%m.%d".into();
+    let daily = |ack: bool| Options {
+        index: "logs-%Y.%m.%d",
+        ack,
+        ..Options::default()
+    };
     // Read, never acknowledged.
-    let first = run_collecting(&config, None, false, Duration::from_millis(700)).await;
+    let (first, _) = Pipeline::run(&logs, &data, daily(false), 0, 700).await;
     assert_eq!(first.len(), 50);
     // As if that reading had happened two days ago (the agent stopped just
     // before a UTC midnight and starts again after it).
-    let store_path = data.join("checkpoints.json");
-    let mut store: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&store_path).unwrap()).unwrap();
+    let mut store = checkpoints(&data);
     let runs = store["checkpoints"][0]["reread"]
         .as_array_mut()
         .expect("stamps of unacknowledged lines are stored");
@@ -1255,75 +1216,347 @@ async fn a_plain_line_read_again_lands_in_the_daily_index_of_its_first_reading()
     for run in runs.iter_mut() {
         run["secs"] = two_days_ago.into();
     }
-    std::fs::write(&store_path, store.to_string()).unwrap();
+    std::fs::write(data.join("checkpoints.json"), store.to_string()).unwrap();
     let then = chrono::DateTime::from_timestamp(two_days_ago, 0)
         .unwrap()
         .format("logs-%Y.%m.%d")
         .to_string();
 
     append(&logs.join("app.log"), lines("later", 0..5));
-    let again = run_collecting(&config, None, true, Duration::from_millis(700)).await;
+    let (again, _) = Pipeline::run(&logs, &data, daily(true), 0, 700).await;
     let today = chrono::Utc::now().format("logs-%Y.%m.%d").to_string();
-    for (index, message) in &again {
-        let want = if message.starts_with("plain") {
+    for r in &again {
+        let want = if r.message.starts_with("plain") {
             &then
         } else {
             &today
         };
-        assert_eq!(index, want, "{message}");
+        assert_eq!(&r.index, want, "{}", r.message);
     }
     assert_eq!(again.len(), 55);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_read_again_without_its_pod_keeps_the_index_its_pod_gave_it() {
-    use k8s_openapi::api::core::v1::Pod;
-    use logship::k8s::{Enricher, NamespaceCache, PodCache};
     let (_d, logs, data) = dirs();
-    let dir = logs.join("team_api-7d4_uid-9").join("app");
-    std::fs::create_dir_all(&dir).unwrap();
-    append(&dir.join("0.log"), lines("podline", 0..30));
-    let mut config = config(&logs, &data, ReadFrom::Beginning, 1 << 20);
-    config.sources[0].include = vec![format!("{}/*/*/*.log", logs.display())];
-    config.sink.index = "logs-{kubernetes.namespace:-none}".into();
-    let enricher = |known: bool| {
-        let pods = Arc::new(PodCache::new(Duration::from_secs(60)));
-        if known {
-            let pod: Pod = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "api-7d4", "namespace": "team", "uid": "uid-9"},
-                "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app:1"}]}
-            }))
-            .unwrap();
-            pods.apply(kube::runtime::watcher::Event::Apply(pod));
-        }
-        Enricher::Cache {
-            cache: pods,
-            namespaces: Arc::new(NamespaceCache::new(Duration::from_secs(60))),
-            wait: Duration::from_millis(10),
-            dedot: true,
-            namespace_labels: false,
-        }
+    append(
+        &pod_log_dir(&logs, "uid-9").join("0.log"),
+        lines("podline", 0..30),
+    );
+    let opts = |pod_known: bool, ack: bool| Options {
+        glob: "*/*/*.log",
+        index: "logs-{kubernetes.namespace:-none}",
+        enricher: Some(enricher(
+            pod_known.then(|| pod("uid-9", serde_json::json!({}))),
+        )),
+        ack,
+        ..Options::default()
     };
-    let first = run_collecting(
-        &config,
-        Some(enricher(true)),
-        false,
-        Duration::from_millis(700),
-    )
-    .await;
-    assert!(first.iter().all(|(i, _)| i == "logs-team"), "{first:?}");
+    let (first, _) = Pipeline::run(&logs, &data, opts(true, false), 0, 700).await;
+    assert!(first.iter().all(|r| r.index == "logs-team"), "{first:?}");
     // Restarted after the pod was deleted: its metadata is gone.
-    let again = run_collecting(
-        &config,
-        Some(enricher(false)),
-        true,
-        Duration::from_millis(700),
-    )
-    .await;
+    let (again, _) = Pipeline::run(&logs, &data, opts(false, true), 0, 700).await;
     assert_eq!(again.len(), 30);
     assert!(
-        again.iter().all(|(i, _)| i == "logs-team"),
+        again.iter().all(|r| r.index == "logs-team"),
         "a line read again must land in the index of its first copy: {:?}",
         again.first()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Review of issue 9 (commit 2106e87): each test here demonstrates a loss,
+// duplicate, stall or wrong count that the fix leaves.
+
+/// Runs 1 and 2 of the "restart while a found rotation is unacknowledged" tests:
+/// run 1 ships and acks 100 lines; while stopped 50 more are written, the
+/// file is rotated away (optionally compressed) and a new 0.log begins; run 2
+/// (Elasticsearch down: no acks) reads the rotation to its end and closes it.
+async fn rotation_found_but_not_acked(
+    logs: &Path,
+    data: &Path,
+    compress: bool,
+) -> (Vec<String>, Vec<String>) {
+    let (unread, fresh) = rotated_while_stopped(logs, data, compress).await;
+    let p = Pipeline::start(logs, data, Options::unacked());
+    p.wait_for(70, Duration::from_secs(5)).await;
+    // The drain-only follower reads to the end, waits ROTATION_GRACE, closes.
+    p.wait_files_closed(1).await;
+    let (received, metrics) = p.stop().await;
+    assert_eq!(
+        Metrics::get(&metrics.files_closed),
+        1,
+        "run 2 drained the rotation"
+    );
+    let mut got = msgs(&received);
+    got.sort();
+    let mut want = [unread.clone(), fresh.clone()].concat();
+    want.sort();
+    assert_eq!(got, want, "run 2 read the rotation (unacknowledged)");
+    (unread, fresh)
+}
+
+/// Asserts that no file was counted lost while stopped and that `got` holds
+/// every expected line (all of them on disk) exactly once.
+fn assert_none_lost(metrics: &Metrics, got: &[String], expected: &[String]) {
+    let lost = Metrics::get(&metrics.gone_while_stopped_files);
+    assert!(
+        lost == 0 && got.len() == expected.len(),
+        "gone_while_stopped_files = {lost} though the lines are on disk; received {} of {} lines",
+        got.len(),
+        expected.len()
+    );
+    assert_exactly_once(got, expected);
+}
+
+// ---------------------------------------------------------------------------
+// F1. A rotation found after a restart gets its *new* path stored in the
+// checkpoint (Checkpointer::follow sets `s.path`). If its lines are not all
+// acknowledged before the next stop, the next restart's `locate` finds it
+// "AtPath" (its new name, not matched by `*.log`) and does not read it:
+// the unacknowledged lines are lost, silently (an info log, no metric).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_found_rotation_not_acked_before_the_next_stop_is_read_again() {
+    let (_d, logs, data) = dirs();
+    let (unread, fresh) = rotation_found_but_not_acked(&logs, &data, false).await;
+    let (received, metrics) = Pipeline::restarted(&logs, &data, 70).await;
+    let lost = Metrics::get(&metrics.gone_while_stopped_files);
+    assert_exactly_once(&msgs(&received), &[unread, fresh].concat());
+    assert_eq!(lost, 0);
+}
+
+// F2. Same with a compressed rotation: the stored path is the scratch copy
+// (data_dir/rotated/<dev>-<ino>-<fp>.log), which the next start clears
+// before looking: the file is declared gone (counted as lost) while the
+// .gz holding the unacknowledged lines is still next to 0.log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_found_compressed_rotation_not_acked_before_the_next_stop_is_read_again() {
+    let (_d, logs, data) = dirs();
+    let (unread, fresh) = rotation_found_but_not_acked(&logs, &data, true).await;
+    assert!(logs.join("0.log.20261128-093000.gz").exists());
+    let (received, metrics) = Pipeline::restarted(&logs, &data, 70).await;
+    assert_none_lost(&metrics, &msgs(&received), &[unread, fresh].concat());
+}
+
+// ---------------------------------------------------------------------------
+// F3. copytruncate while the follower is behind, new content with the same
+// first line and the same 64 bytes before the follower's read offset (a run
+// of identical lines: health checks, "tick", blank lines). `fill_checked`
+// only compares the first line and those 64 bytes, so the rewrite is not
+// noticed: the follower continues at its old offset in generation 0 and the
+// new content before that offset is never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known limit (README, delivery guarantee): a rewrite whose first line and 64 bytes before the read offset are unchanged cannot be told from no change"]
+async fn copytruncate_behind_with_an_identical_tail_window_loses_new_lines() {
+    let (_d, logs, data) = dirs();
+    // 6 + 12_000 * 16 = 192_006 bytes of distinct lines, then 30_000
+    // "tick" lines: the reader's first 256 KiB read ends among the ticks.
+    let mut old = vec!["start".to_string()];
+    old.extend((0..12_000).map(|i| format!("old line {i:06}")));
+    old.extend(std::iter::repeat_n("tick".to_string(), 30_000));
+    let new_distinct: Vec<String> = (0..12_000).map(|i| format!("new line {i:06}")).collect();
+    let mut new = vec!["start".to_string()];
+    new.extend(new_distinct.clone());
+    new.extend(std::iter::repeat_n("tick".to_string(), 30_000));
+    new.extend((0..1_000).map(|i| format!("after {i:06}")));
+    let received = copytruncate_while_behind(&logs, &data, &old, &new).await;
+    let seen: HashSet<&str> = received.iter().map(|r| r.message.as_str()).collect();
+    let missing = new_distinct
+        .iter()
+        .filter(|l| !seen.contains(l.as_str()))
+        .count();
+    let after_gen0 = received
+        .iter()
+        .filter(|r| r.message.starts_with("after") && r.generation == 0)
+        .count();
+    assert!(
+        missing == 0 && after_gen0 == 0,
+        "{missing} of {} lines of the new content never shipped; {after_gen0} new lines shipped as generation 0 (the old file's _ids)",
+        new_distinct.len()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// F4. logrotate `copytruncate` (+ delaycompress) while the agent is down:
+// the unacknowledged lines are in app.log.1, a plain copy with the same
+// first line (new inode). `locate` only accepts the same inode or a .gz
+// copy, so the file is declared gone and its lines counted lost while they
+// are on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_while_stopped_reads_the_plain_copy() {
+    let (_d, logs, data) = dirs();
+    let path = shipped_file(&logs, &data, "app.log", lines("before", 0..100)).await;
+
+    let unread = appended(&path, lines("unread", 0..50));
+    std::fs::copy(&path, logs.join("app.log.1")).unwrap();
+    truncate(&path);
+    let fresh = appended(&path, lines("fresh", 0..20));
+
+    let (received, metrics) = Pipeline::restarted(&logs, &data, 70).await;
+    assert_none_lost(&metrics, &msgs(&received), &[unread, fresh].concat());
+}
+
+// ---------------------------------------------------------------------------
+// F5. Two rotations while the agent is down: 0.log (A, checkpointed) →
+// 0.log.1; B written at 0.log → 0.log.2; C at 0.log. A is found (same
+// inode) and C is scanned; B was never seen, has no checkpoint, and is
+// neither read nor counted: a silent loss ("Never silent").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rotations_while_stopped_the_middle_file_is_read_or_counted() {
+    let (_d, logs, data) = dirs();
+    let path = shipped_file(&logs, &data, "0.log", lines("a", 0..100)).await;
+
+    append(&path, lines("a-unread", 0..10));
+    kubelet_rotate(&path, "20261128-093000");
+    let b = appended(&path, lines("b", 0..30));
+    kubelet_rotate(&path, "20261128-094000");
+    append(&path, lines("c", 0..5));
+
+    let (received, metrics) = Pipeline::restarted(&logs, &data, 45).await;
+    let b_got = received
+        .iter()
+        .filter(|r| r.message.starts_with("b "))
+        .count();
+    let counted = Metrics::get(&metrics.gone_while_stopped_files);
+    assert!(
+        b_got == b.len() || counted > 0,
+        "{} of {} lines of the middle rotation 0.log.20261128-094000 shipped, loss counted: {counted}",
+        b_got,
+        b.len()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// F6. Lines of a compressed rotation found after a restart are shipped with
+// `log.file.path` = the scratch copy under data_dir. Kubernetes metadata is
+// resolved from that path (PodRef::from_path): none is found, so these
+// documents carry no pod metadata, the pod's exclusion annotation is not
+// applied, and an index template such as `logs-{kubernetes.namespace}` puts
+// them in another index than their first copies ("the index goes with the
+// _id" is broken: the same _id lands in two indices).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_of_a_compressed_rotation_keep_their_pod_log_path() {
+    let (_d, logs, data) =
+        dirs_with_logs_at("var/log/pods/ns_pod_0f6a8c1e-1b2c-4d5e-8f90-123456789abc/app");
+    let path = shipped_file(&logs, &data, "0.log", lines("before", 0..10)).await;
+    append(&path, lines("unread", 0..5));
+    gzip_away(&kubelet_rotate(&path, "20261128-093000"));
+    append(&path, lines("fresh", 0..1));
+
+    let (received, _) = Pipeline::restarted(&logs, &data, 6).await;
+    let unread: Vec<&Received> = received
+        .iter()
+        .filter(|r| r.message.starts_with("unread"))
+        .collect();
+    assert_eq!(unread.len(), 5);
+    for r in unread {
+        assert!(
+            logship::k8s::PodRef::from_path(Path::new(&r.path)).is_some(),
+            "shipped with log.file.path {} (no pod can be resolved from it)",
+            r.path
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// F7. Two compressed rotations with the same first line (plain-text logs
+// with a banner/header line; kubelet-style timestamp names sort oldest
+// first). `locate` takes the first .gz by name whose first line matches:
+// the *older* rotation. Its tail hash does not match the checkpoint, so it
+// is re-read from 0 as a "new generation" of the checkpointed file: every
+// line of the old rotation is shipped a second time (new _ids), and the
+// unacknowledged lines of the right rotation are never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_right_compressed_rotation_is_chosen_when_first_lines_repeat() {
+    let (_d, logs, data) = dirs();
+    let header = "# app log v1".to_string();
+    let a = [vec![header.clone()], lines("a", 0..100)].concat();
+    let (p, path) = started_on(&logs, &data, Options::default(), "0.log", a).await;
+    // Rotated while running: A is drained and closed, B begins.
+    let a_rotated = kubelet_rotate(&path, "20261127-000000");
+    append(&path, [header.clone()]);
+    append(&path, lines("b", 0..100));
+    p.wait_for(202, Duration::from_secs(5)).await;
+    p.wait_files_closed(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (run1, _) = p.stop().await;
+    assert_eq!(run1.len(), 202, "run 1 shipped A and B");
+    gzip_away(&a_rotated);
+
+    // Stopped: B grows, is rotated and compressed; a new 0.log begins.
+    append(&path, lines("b-unread", 0..50));
+    gzip_away(&kubelet_rotate(&path, "20261128-093000"));
+    append(&path, lines("fresh", 0..5));
+
+    let (received, _) = Pipeline::run(&logs, &data, Options::default(), 55, 1500).await;
+    let count = |prefix: &str| {
+        received
+            .iter()
+            .filter(|r| r.message.starts_with(prefix))
+            .count()
+    };
+    let a_again = count("a ");
+    let b_unread_got = count("b-unread");
+    assert!(
+        a_again == 0 && b_unread_got == 50,
+        "{a_again} lines of the older rotation shipped again; {b_unread_got} of 50 unacknowledged lines of the checkpointed rotation shipped"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// F8. A copytruncate seen by a running follower leaves the old identity's
+// entry with followers 0 and `end` None (Checkpointer::truncated). At the
+// next restart it is "unfinished", not found (same inode, other first
+// line), and reported as LOST LINES / logship_files_lost_total although
+// every line of it was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copytruncate_in_a_previous_run_is_not_reported_lost_on_restart() {
+    let (_d, logs, data) = dirs();
+    let (p, path) = started_on(
+        &logs,
+        &data,
+        Options::default(),
+        "app.log",
+        lines("old", 0..10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    truncate(&path);
+    append(&path, lines("new", 0..10));
+    p.assert_lines(20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.stop().await;
+
+    // Nothing happens while stopped.
+    let (received, metrics) = Pipeline::run(&logs, &data, Options::default(), 0, 500).await;
+    assert!(received.is_empty());
+    assert_eq!(
+        (
+            Metrics::get(&metrics.gone_while_stopped_files),
+            Metrics::get(&metrics.gone_while_stopped_bytes)
+        ),
+        (0, 0),
+        "a fully acknowledged, truncated-away generation counted as a lost file"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// F9. Truncated and rewritten to exactly the old size with the same first
+// line, while the follower is idle at end of file: `check_file` sees the
+// same size and fingerprint (Idle), and the idle loop never calls
+// `fill_checked` (the only tail check). The new line stalls until the file
+// grows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_to_the_same_size_while_idle_is_read() {
+    let (_d, logs, data) = dirs();
+    let a1 = vec!["start".to_string(), "value A1".to_string()];
+    let (p, path) = started_on(&logs, &data, Options::default(), "app.log", a1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rewrite(&path, &["start".to_string(), "value B1".to_string()]);
+    let got = p.wait_for(4, Duration::from_secs(4)).await;
+    p.stop().await;
+    assert!(
+        got.iter().any(|m| m == "value B1"),
+        "the rewritten line was not read within 4 s (IDLE_RECHECK is 1 s): {got:?}"
     );
 }
