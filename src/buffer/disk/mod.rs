@@ -38,7 +38,10 @@
 //! advances the watermark; a segment whose ids are all below it is deleted.
 //! The queue is full when its segments take `max_bytes`: [`Queue::push`]
 //! answers [`PushError::Full`] (unless nothing is unacknowledged, so a record
-//! larger than the whole buffer still passes alone).
+//! larger than the whole buffer still passes alone). Opening a queue whose
+//! segments already take more than `max_bytes` (written under a larger
+//! setting) keeps every record: it is only full for new pushes until acks
+//! bring it below.
 //!
 //! # Reopen and damage
 //! On open the newest segment is scanned to find the next id; trailing

@@ -24,6 +24,10 @@
 //! are given up). A failed write (ENOSPC…) is logged and counted, nothing
 //! partial stays in the segment, and the push is retried every second:
 //! the same backpressure as full, recovering by itself when space returns.
+//!
+//! Opened with a `max_bytes` below what its segments already take (the
+//! setting was lowered), a queue keeps and sends everything and is full
+//! until acks bring it below; that is logged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -76,6 +80,15 @@ impl DiskBuffer {
     pub fn open(dir: &std::path::Path, max_bytes: u64) -> Result<Self, OpenError> {
         let stats = Arc::new(Stats::default());
         let queue = Queue::open(dir, Options::new(max_bytes), stats.clone())?;
+        if queue.disk_bytes() > max_bytes {
+            tracing::warn!(
+                dir = %dir.display(),
+                disk_bytes = queue.disk_bytes(),
+                max_bytes,
+                "disk buffer holds more than max_bytes (written under a larger setting): \
+                 all of it is kept and sent; it counts as full until acknowledgements bring it below"
+            );
+        }
         Ok(DiskBuffer {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
