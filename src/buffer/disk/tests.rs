@@ -305,3 +305,21 @@ fn reopening_with_a_smaller_max_bytes_keeps_every_record() {
     assert!(q.disk_bytes() <= 1 << 20, "{}", q.disk_bytes());
     assert_eq!(q.push(&big(40)).unwrap(), 40, "room again below max_bytes");
 }
+
+#[test]
+fn a_drained_queue_removes_its_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("buffer");
+    let mut q = open(&dir, 1 << 20);
+    for i in 0..3 {
+        q.push(&payload(i)).unwrap();
+    }
+    q.ack(0);
+    assert!(q.remove_files().is_err(), "records 1 and 2 are not acked");
+    assert!(segment_files(&dir).len() == 1, "nothing removed");
+    q.ack(2);
+    q.ack(1);
+    q.remove_files().unwrap();
+    assert!(!dir.exists());
+    assert_eq!(q.stats().disk_bytes.load(Ordering::Relaxed), 0);
+}
