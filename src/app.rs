@@ -23,6 +23,20 @@
 //! stops feeding the sink, the sink finishes what is in flight, and the
 //! ledger is written; what was not delivered is sent after the next start.
 //!
+//! With `buffer: {type: memory}`, a disk queue left in `<data_dir>/buffer`
+//! by an earlier `disk` config (at start, or by a reload: the disk pipeline
+//! is drained first, then the memory one finds its queue) still holds
+//! records whose file checkpoints are past them. It is drained alongside
+//! (`buffer::disk::leftover`): its reader and the batcher take turns into
+//! one sink, acks are split between the checkpoints and the queue's ledger,
+//! and once it is empty its directory is removed. Its figures are the disk
+//! buffer metrics while it drains (the capacity gauge shows its size when
+//! found). On shutdown its reader stops with the tailers, the sink finishes
+//! what is in flight, and its ledger is written: the rest is drained on the
+//! next start. The reverse switch, memory to disk, carries nothing over: a
+//! memory pipeline holds nothing durable (checkpoints only move on acks),
+//! and a leftover not yet drained is simply the disk pipeline's queue again.
+//!
 //! Around the pipeline, [`serve`] owns what outlives it: the metrics, the
 //! file registry and the HTTP endpoint (`http.listen`). A reload (SIGHUP,
 //! a message on [`Reload::requests`]) re-reads the config file; an invalid
@@ -50,6 +64,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::Acknowledger;
+use crate::buffer::disk::leftover::{self, Leftover};
 use crate::buffer::disk::stage::DiskBuffer;
 use crate::buffer::memory::Batcher;
 use crate::config::{BufferConfig, Config};
@@ -230,6 +245,16 @@ async fn run_stages(
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     let metrics = status.metrics.clone();
     let checkpointer = Arc::new(Checkpointer::open(&config.data_dir)?);
+    let leftover_found = match &config.buffer {
+        BufferConfig::Memory { .. } => {
+            let dir = config.data_dir.join("buffer");
+            // Blocking: may wait for the disk pipeline a reload replaces to let go.
+            tokio::task::spawn_blocking(move || Leftover::open(&dir))
+                .await
+                .context("leftover disk buffer open task")??
+        }
+        BufferConfig::Disk(_) => None,
+    };
     let sink = ElasticsearchSink::new(&config.sink, &config.data_dir, metrics.clone())?;
     let k8s_stop = CancellationToken::new();
     let (enricher, pod_watch) = crate::k8s::start(&config.kubernetes, k8s_stop.clone())
@@ -256,9 +281,22 @@ async fn run_stages(
     let batcher = tokio::spawn(Batcher::new(&config.sink.batch).run(span_rx, batch_tx));
     let file_acks: Arc<dyn Acknowledger> = checkpointer.clone();
     let reader_stop = CancellationToken::new();
-    let (mut sink_task, mut disk) = match &config.buffer {
-        BufferConfig::Memory { .. } => (tokio::spawn(sink.run(batch_rx, file_acks.clone())), None),
-        BufferConfig::Disk(d) => {
+    let mut leftover = None;
+    let (mut sink_task, mut disk) = match (&config.buffer, leftover_found) {
+        (BufferConfig::Memory { .. }, None) => {
+            (tokio::spawn(sink.run(batch_rx, file_acks.clone())), None)
+        }
+        (BufferConfig::Memory { .. }, Some(l)) => {
+            status.disk_buffer_started(l.stats(), l.found_bytes());
+            let (leftover_tx, leftover_rx) = mpsc::channel(1);
+            let drain = tokio::spawn(l.clone().drain(leftover_tx, reader_stop.clone()));
+            let (sink_tx, sink_rx) = mpsc::channel(1);
+            tokio::spawn(leftover::merge(batch_rx, leftover_rx, sink_tx));
+            let sink_task = tokio::spawn(sink.run(sink_rx, l.split_acks(file_acks.clone())));
+            leftover = Some((l, drain));
+            (sink_task, None)
+        }
+        (BufferConfig::Disk(d), _) => {
             let dir = config.data_dir.join("buffer");
             let max_bytes = d.max_bytes;
             // Blocking: may wait for the pipeline a reload replaces to let go.
@@ -311,8 +349,12 @@ async fn run_stages(
             // The sink only returns early if its input closed, which means the
             // tailers and batcher are gone: something failed.
             tail_stop.cancel();
+            reader_stop.cancel();
             persist_stop.cancel();
             let _ = persister.await;
+            if let Some((l, _)) = &leftover {
+                l.close().await;
+            }
             checkpointer.persist()?;
             r.context("sink task")?;
             anyhow::bail!("pipeline stopped unexpectedly");
@@ -322,9 +364,16 @@ async fn run_stages(
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: stop reading, drain in-flight batches");
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     tail_stop.cancel();
+    if leftover.is_some() {
+        // What the leftover's reader has not sent stays on disk.
+        reader_stop.cancel();
+    }
     let drained = async {
         let _ = tailers.await;
         let _ = batcher.await;
+        if let Some((_, drain)) = &mut leftover {
+            let _ = drain.await;
+        }
         if let Some((_, writer, reader)) = &mut disk {
             // The last batches are on disk now; what is not sent yet waits there.
             let _ = writer.await;
@@ -338,6 +387,9 @@ async fn run_stages(
             "drain deadline passed; unacknowledged lines will be read again on the next start"
         );
         sink_task.abort();
+        if let Some((_, drain)) = &leftover {
+            drain.abort();
+        }
         if let Some((_, writer, reader)) = &disk {
             // A writer still blocked on a full buffer: what it holds was
             // never fsync'd, so its lines are read from the files again.
@@ -359,6 +411,9 @@ async fn run_stages(
             write_errors = get(&st.write_errors),
             "disk buffer closed"
         );
+    }
+    if let Some((l, _)) = &leftover {
+        l.close().await;
     }
     persist_stop.cancel();
     let _ = persister.await;

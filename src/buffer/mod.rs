@@ -8,7 +8,9 @@
 //! backlog. With `buffer: {type: disk}` the [`disk`] queue sits between the
 //! batcher and the sink (see `disk::stage`): batches are appended to segment
 //! files, file checkpoints advance once a batch is fsync'd, and the sink is
-//! fed from the queue.
+//! fed from the queue. A queue left on disk by an earlier `disk` config is
+//! drained by the memory pipeline too (`disk::leftover`): its records'
+//! checkpoints are already past them.
 
 pub mod disk;
 pub mod memory;

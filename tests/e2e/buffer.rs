@@ -1,7 +1,9 @@
 //! The disk buffer end to end: Elasticsearch unreachable for longer than the
 //! log files survive (rotated and deleted the kubelet way during the outage,
 //! and the agent killed meanwhile), and a `kill -9` loop while shipping with
-//! rotation going on. Afterwards the index must hold every line exactly once.
+//! rotation going on; a disk buffer left holding lines when the config is
+//! switched to `buffer: memory` (restart, SIGHUP, and a stop before it
+//! drained). Afterwards the index must hold every line exactly once.
 //!
 //! The outage is a TCP proxy between the agent and the shared node that the
 //! test switches off (connections refused and open ones cut), so the shared
@@ -458,4 +460,167 @@ fn past_max_open_files_the_oldest_deleted_files_are_given_up_and_counted() {
     }
     assert_eq!(lost_counted, lost as f64, "bytes counted as lost");
     assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+}
+
+/// How a config switch from `buffer: disk` to `memory` reaches the agent.
+#[derive(Clone, Copy, Debug)]
+enum Switch {
+    /// SIGTERM, new config, start again.
+    Restart,
+    /// New config, SIGHUP (the disk pipeline is drained, a memory one starts).
+    Reload,
+    /// SIGTERM, `memory` with Elasticsearch still unreachable, start, SIGTERM
+    /// before the leftover could be sent, then start with it reachable.
+    RestartStillAway,
+}
+
+/// The committed offset of the checkpoint of the file named `file`, from
+/// `data_dir/checkpoints.json` (0 if there is none yet).
+fn checkpoint_offset(setup: &Setup, file: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string(setup.data_dir().join("checkpoints.json")) else {
+        return 0;
+    };
+    let json: serde_json::Value = serde_json::from_str(&text).expect("checkpoints.json");
+    json["checkpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["path"].as_str().is_some_and(|p| p.ends_with(file)))
+        .filter_map(|c| c["offset"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Issue 9 case 6: lines fsync'd into the disk buffer while Elasticsearch
+/// is unreachable (their file checkpoints already past them), then the
+/// config switched to `buffer: memory` with a reachable Elasticsearch. The
+/// leftover buffer is drained alongside the new lines, every line is
+/// indexed exactly once, and `<data_dir>/buffer` is released.
+fn disk_to_memory(name: &str, switch: Switch) {
+    let es: &Elasticsearch = elasticsearch::shared();
+    let closed = format!("http://127.0.0.1:{}", crate::ops::free_port());
+    let setup = disk_setup(
+        name,
+        &closed,
+        Options {
+            format: "cri",
+            batch_max_events: 100,
+            ..Options::default()
+        },
+        "{type: disk, max_bytes: 64MiB, fsync_interval: 100ms}",
+    );
+    let disk_config = std::fs::read_to_string(setup.config_path()).expect("read config");
+    let mut expected = Vec::new();
+    let mut w = LogWriter::create(&setup.log("app.log"));
+    let written = write_numbered(name, &mut w, 0..2000, &mut expected, None);
+    let mut agent = setup.start();
+
+    // The buffer owns the lines once the checkpoint is past them.
+    let started = Instant::now();
+    while checkpoint_offset(&setup, "app.log") < written {
+        agent.assert_running();
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "checkpoint at {} of {written} bytes:\n{}",
+            checkpoint_offset(&setup, "app.log"),
+            agent.stderr_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(buffer_dir_bytes(&setup) > 0, "the disk buffer holds them");
+    assert_eq!(
+        es.count(&setup.index_pattern),
+        0,
+        "nothing reached the index"
+    );
+
+    let memory_config = disk_config.replace(&closed, es.url()).replace(
+        "buffer: {type: disk, max_bytes: 64MiB, fsync_interval: 100ms}",
+        "buffer: {type: memory}",
+    );
+    assert!(memory_config.contains("buffer: {type: memory}") && memory_config.contains(es.url()));
+    match switch {
+        Switch::Restart | Switch::RestartStillAway => {
+            let status = agent.sigterm(Duration::from_secs(30));
+            assert!(status.success(), "{status}:\n{}", agent.stderr_tail(30));
+            assert_eq!(
+                checkpoint_offset(&setup, "app.log"),
+                written,
+                "checkpoint past the buffered lines"
+            );
+            if matches!(switch, Switch::RestartStillAway) {
+                let away = memory_config.replace(es.url(), &closed);
+                std::fs::write(setup.config_path(), away).expect("write config");
+                agent.restart();
+                let started = Instant::now();
+                while !agent.stderr_tail(20).contains("leftover disk buffer found") {
+                    agent.assert_running();
+                    assert!(
+                        started.elapsed() < DELIVERY_TIMEOUT,
+                        "{}",
+                        agent.stderr_tail(30)
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let status = agent.sigterm(Duration::from_secs(30));
+                assert!(status.success(), "{status}:\n{}", agent.stderr_tail(30));
+                assert!(
+                    agent
+                        .stderr_tail(20)
+                        .contains("leftover disk buffer not drained yet"),
+                    "{}",
+                    agent.stderr_tail(30)
+                );
+                assert!(buffer_dir_bytes(&setup) > 0, "the leftover stays on disk");
+            }
+            std::fs::write(setup.config_path(), &memory_config).expect("write config");
+            agent.restart();
+        }
+        Switch::Reload => {
+            std::fs::write(setup.config_path(), &memory_config).expect("write config");
+            sighup(&agent);
+        }
+    }
+    // New lines while the leftover drains.
+    write_numbered(name, &mut w, 2000..3000, &mut expected, None);
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+
+    let buffer = setup.data_dir().join("buffer");
+    let started = Instant::now();
+    while buffer.exists() {
+        agent.assert_running();
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "{} is still there:\n{}",
+            buffer.display(),
+            agent.stderr_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = agent.stderr_tail(200);
+    assert!(log.contains("leftover disk buffer found"), "{log}");
+    assert!(log.contains("leftover disk buffer drained"), "{log}");
+}
+
+fn sighup(agent: &crate::support::logship::Agent) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &agent.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+}
+
+#[test]
+fn disk_buffer_left_by_a_switch_to_memory_is_drained_after_restart() {
+    disk_to_memory("disk-leftover-restart", Switch::Restart);
+}
+
+#[test]
+fn disk_buffer_left_by_a_switch_to_memory_survives_a_stop_before_it_is_drained() {
+    disk_to_memory("disk-leftover-stopped", Switch::RestartStillAway);
+}
+
+#[test]
+fn disk_buffer_left_by_a_switch_to_memory_is_drained_after_reload() {
+    disk_to_memory("disk-leftover-reload", Switch::Reload);
 }

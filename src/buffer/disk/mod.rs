@@ -38,7 +38,11 @@
 //! advances the watermark; a segment whose ids are all below it is deleted.
 //! The queue is full when its segments take `max_bytes`: [`Queue::push`]
 //! answers [`PushError::Full`] (unless nothing is unacknowledged, so a record
-//! larger than the whole buffer still passes alone).
+//! larger than the whole buffer still passes alone). Opening a queue whose
+//! segments already take more than `max_bytes` (written under a larger
+//! setting) keeps every record: it is only full for new pushes until acks
+//! bring it below. [`Queue::remove_files`] removes the directory of a queue
+//! with nothing unacknowledged (see `leftover`).
 //!
 //! # Reopen and damage
 //! On open the newest segment is scanned to find the next id; trailing
@@ -51,6 +55,7 @@
 //! (their checkpoints only moved once the record was fsync'd).
 
 pub mod ledger;
+pub mod leftover;
 pub mod record;
 pub mod segment;
 pub mod stage;
@@ -525,6 +530,35 @@ impl Queue {
     pub fn flush_failed(&mut self, job: &FlushJob) {
         self.dir_dirty |= job.dir.is_some();
         self.ledger_dirty |= job.ledger.is_some();
+    }
+
+    /// Removes the whole queue directory once every record is acknowledged
+    /// (a leftover buffer drained by a pipeline that has no disk buffer).
+    ///
+    /// Order, so that a crash at any step leaves a queue that reopens with
+    /// nothing to read: the ledger is written first (it says every id is
+    /// acknowledged), then the segments go, then the ledger, the lock file
+    /// and the directory. A file in the directory that is not the queue's
+    /// is left alone, and so is the directory then (an error says so). The
+    /// queue holds nothing afterwards; drop it.
+    pub fn remove_files(&mut self) -> io::Result<()> {
+        if self.has_unacked() {
+            return Err(io::Error::other(
+                "disk buffer still holds unacknowledged records",
+            ));
+        }
+        self.flush()?;
+        let remove = |p: &Path| match std::fs::remove_file(p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        while let Some(seg) = self.segments.pop_front() {
+            remove(&segment::path(&self.dir, seg.first))?;
+        }
+        self.publish_size();
+        remove(&self.dir.join("ledger"))?;
+        remove(&self.dir.join("lock"))?;
+        std::fs::remove_dir(&self.dir)
     }
 
     /// Reads the next unacknowledged record into `payload`; `None` when

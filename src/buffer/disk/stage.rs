@@ -24,6 +24,13 @@
 //! are given up). A failed write (ENOSPC…) is logged and counted, nothing
 //! partial stays in the segment, and the push is retried every second:
 //! the same backpressure as full, recovering by itself when space returns.
+//!
+//! A queue nobody writes to (a leftover, see `leftover`) is read after
+//! [`DiskBuffer::close_writing`], waited on with [`DiskBuffer::all_acked`]
+//! and removed with [`DiskBuffer::remove_drained`]. Opened with a
+//! `max_bytes` below what its segments already take (the setting was
+//! lowered), it keeps and sends everything and is full until acks bring it
+//! below; that is logged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,6 +55,9 @@ struct State {
     queue: Queue,
     /// Origins of spans pushed but not yet fsync'd.
     pending: Vec<SpanOrigin>,
+    /// The directory was removed ([`DiskBuffer::remove_drained`]): nothing
+    /// is flushed any more.
+    removed: bool,
 }
 
 struct Shared {
@@ -76,11 +86,21 @@ impl DiskBuffer {
     pub fn open(dir: &std::path::Path, max_bytes: u64) -> Result<Self, OpenError> {
         let stats = Arc::new(Stats::default());
         let queue = Queue::open(dir, Options::new(max_bytes), stats.clone())?;
+        if queue.disk_bytes() > max_bytes {
+            tracing::warn!(
+                dir = %dir.display(),
+                disk_bytes = queue.disk_bytes(),
+                max_bytes,
+                "disk buffer holds more than max_bytes (written under a larger setting): \
+                 all of it is kept and sent; it counts as full until acknowledgements bring it below"
+            );
+        }
         Ok(DiskBuffer {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     queue,
                     pending: Vec::new(),
+                    removed: false,
                 }),
                 space: Notify::new(),
                 data: Notify::new(),
@@ -116,6 +136,9 @@ impl DiskBuffer {
             // its fsync covers; the lock is not held while syncing.
             let (job, durable) = {
                 let mut st = shared.lock();
+                if st.removed {
+                    return Ok(Vec::new());
+                }
                 let job = st.queue.begin_flush()?;
                 (job, std::mem::take(&mut st.pending))
             };
@@ -143,6 +166,54 @@ impl DiskBuffer {
             }
             Err(e) => tracing::error!(error = %e, "disk buffer flush task failed"),
         }
+    }
+
+    /// Declares that nothing will be pushed (a leftover queue has no
+    /// writer): [`run_reader`](Self::run_reader) then ends once every
+    /// record was read.
+    pub fn close_writing(&self) {
+        self.shared.writer_done.store(true, Ordering::Release);
+        self.shared.data.notify_one();
+    }
+
+    /// True if some record is not acknowledged yet.
+    pub fn has_unacked(&self) -> bool {
+        self.shared.lock().queue.has_unacked()
+    }
+
+    /// Waits until every record is acknowledged (`true`), or `stop` is
+    /// cancelled first (`false`).
+    pub async fn all_acked(&self, stop: &CancellationToken) -> bool {
+        loop {
+            if !self.has_unacked() {
+                return true;
+            }
+            // Acks signal `space` (also waited on by a writer blocked on a
+            // full queue, which may take the signal): the sleep is the net.
+            tokio::select! {
+                _ = self.shared.space.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Blocking. Removes the queue's directory if every record is
+    /// acknowledged ([`Queue::remove_files`]); `Ok(false)` if some is not.
+    /// Afterwards [`flush`](Self::flush) does nothing. Once the ledger saying
+    /// so is written, a failed removal is not tried again: nothing
+    /// undelivered is left, and a reopen reads nothing.
+    pub fn remove_drained(&self) -> std::io::Result<bool> {
+        let mut st = self.shared.lock();
+        if st.removed {
+            return Ok(true);
+        }
+        if st.queue.has_unacked() {
+            return Ok(false);
+        }
+        st.queue.flush()?;
+        st.removed = true;
+        st.queue.remove_files().map(|()| true)
     }
 
     /// Moves batches from the batcher into the queue until `batches` closes;

@@ -267,3 +267,59 @@ fn a_payload_pushed_in_parts_reads_back_whole_and_shorter_after_longer() {
     assert_eq!(p, payload(1));
     assert_eq!(q.read_next(&mut p).unwrap(), None);
 }
+
+#[test]
+fn reopening_with_a_smaller_max_bytes_keeps_every_record() {
+    // disk(64MiB) → disk(1MiB): the queue already holds about 4 MiB.
+    let dir = tempfile::tempdir().unwrap();
+    let big = |id: u64| {
+        let mut p = payload(id);
+        p.resize(100 << 10, b'.');
+        p
+    };
+    let mut q = open(dir.path(), 64 << 20);
+    for i in 0..40 {
+        assert_eq!(q.push(&big(i)).unwrap(), i);
+    }
+    q.flush().unwrap();
+    drop(q);
+
+    let mut q = open(dir.path(), 1 << 20);
+    assert!(q.disk_bytes() > 3 << 20, "nothing removed on open");
+    assert!(
+        matches!(q.push(&big(40)), Err(PushError::Full)),
+        "full for new records"
+    );
+    let mut read = Vec::new();
+    let mut p = Vec::new();
+    while let Some(id) = q.read_next(&mut p).unwrap() {
+        assert_eq!(p, big(id), "payload of record {id}");
+        read.push(id);
+    }
+    assert_eq!(read, (0..40).collect::<Vec<_>>(), "every record is read");
+    assert_eq!(q.stats().lost_records.load(Ordering::Relaxed), 0);
+    // Segments go once all their records are acked (one 8 MiB segment here).
+    for id in 0..40 {
+        q.ack(id);
+    }
+    assert!(q.disk_bytes() <= 1 << 20, "{}", q.disk_bytes());
+    assert_eq!(q.push(&big(40)).unwrap(), 40, "room again below max_bytes");
+}
+
+#[test]
+fn a_drained_queue_removes_its_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("buffer");
+    let mut q = open(&dir, 1 << 20);
+    for i in 0..3 {
+        q.push(&payload(i)).unwrap();
+    }
+    q.ack(0);
+    assert!(q.remove_files().is_err(), "records 1 and 2 are not acked");
+    assert!(segment_files(&dir).len() == 1, "nothing removed");
+    q.ack(2);
+    q.ack(1);
+    q.remove_files().unwrap();
+    assert!(!dir.exists());
+    assert_eq!(q.stats().disk_bytes.load(Ordering::Relaxed), 0);
+}
