@@ -613,12 +613,7 @@ impl Follower {
                     // Truncated (and maybe refilled) since the last read:
                     // what was read belongs to the old generation.
                     self.send().await?;
-                    let file = self.file.clone();
-                    let fp = tokio::task::spawn_blocking(move || identity::fingerprint(&file))
-                        .await
-                        .ok()
-                        .and_then(|r| r.ok())
-                        .flatten();
+                    let fp = self.current_fingerprint().await;
                     self.truncated(fp);
                     if self.identity_pending {
                         return Ok(true);
@@ -910,14 +905,18 @@ impl Follower {
             .truncated(self.key, self.identity, &self.path, self.generation);
     }
 
-    async fn try_reidentify(&mut self) {
+    /// The fingerprint of the open file's first line now, if it has one.
+    async fn current_fingerprint(&self) -> Option<u64> {
         let file = self.file.clone();
-        let fp = tokio::task::spawn_blocking(move || identity::fingerprint(&file))
+        tokio::task::spawn_blocking(move || identity::fingerprint(&file))
             .await
             .ok()
             .and_then(|r| r.ok())
-            .flatten();
-        if let Some(fp) = fp {
+            .flatten()
+    }
+
+    async fn try_reidentify(&mut self) {
+        if let Some(fp) = self.current_fingerprint().await {
             self.set_identity(fp);
         }
     }
