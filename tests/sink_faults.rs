@@ -105,9 +105,13 @@ fn span(file: u64, seq: u64, lines: std::ops::Range<u64>) -> EncodedSpan {
 }
 
 fn push_item(span: &mut EncodedSpan, id: &str, document: &str) {
+    push_item_to(span, INDEX, id, document);
+}
+
+fn push_item_to(span: &mut EncodedSpan, index: &str, id: &str, document: &str) {
     span.items.push(span.body.len() as u32);
     span.body.extend_from_slice(
-        format!("{{\"create\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n").as_bytes(),
+        format!("{{\"create\":{{\"_index\":\"{index}\",\"_id\":\"{id}\"}}}}\n").as_bytes(),
     );
     span.body.extend_from_slice(document.as_bytes());
     span.body.push(b'\n');
@@ -215,12 +219,12 @@ async fn every_document_is_stored_and_every_batch_acked_once() {
     let run = run_sink(&config(vec![es.url()], 2), dir.path(), input).await;
 
     assert_all_stored(&es, &ids);
-    let stored = es.stored(&doc_id(2, 77)).unwrap();
+    let stored = es.stored(INDEX, &doc_id(2, 77)).unwrap();
     assert_eq!(
         stored,
         serde_json::from_str::<Value>(&document(2, 77)).unwrap()
     );
-    assert_eq!(es.stored_index(&doc_id(1, 3)).as_deref(), Some(INDEX));
+    assert_eq!(es.stored_indices(&doc_id(1, 3)), [INDEX]);
     assert_eq!(run.acks.keys(), origins);
     assert_eq!(get(&run.metrics.items_delivered), ids.len() as u64);
     assert_eq!(get(&run.metrics.items_duplicate), 0);
@@ -497,6 +501,36 @@ async fn replayed_documents_answer_409_and_count_as_duplicates() {
     assert_eq!(get(&replay.metrics.items_duplicate), ids.len() as u64);
     assert_eq!(get(&replay.metrics.items_delivered), 0);
     assert_eq!(replay.acks.keys(), origins_of(&batches(3, 10)));
+    assert!(dead_letters(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_id_in_two_indices_is_two_documents_and_a_409_only_in_its_own() {
+    // As in Elasticsearch, a document is keyed by (index, _id): the fake
+    // must not hide a copy sent to a second index behind a 409.
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let two_indices = || {
+        let mut s = span(1, 0, 0..0);
+        for index in ["logs-a", "logs-b"] {
+            push_item_to(&mut s, index, "same-id", &document(1, 0));
+        }
+        vec![batch(vec![s])]
+    };
+
+    let first = run_sink(&config(vec![es.url()], 1), dir.path(), two_indices()).await;
+    let again = run_sink(&config(vec![es.url()], 1), dir.path(), two_indices()).await;
+
+    assert_eq!(es.stored_ids(), ["same-id", "same-id"]);
+    assert_eq!(es.stored_indices("same-id"), ["logs-a", "logs-b"]);
+    assert_eq!(
+        es.stored("logs-b", "same-id"),
+        Some(serde_json::from_str::<Value>(&document(1, 0)).unwrap())
+    );
+    assert_eq!(es.stored(INDEX, "same-id"), None);
+    assert_eq!(get(&first.metrics.items_delivered), 2);
+    assert_eq!(get(&again.metrics.items_duplicate), 2);
+    assert_eq!(get(&again.metrics.items_delivered), 0);
     assert!(dead_letters(dir.path()).is_empty());
 }
 
