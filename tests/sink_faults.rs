@@ -64,6 +64,7 @@ fn config(hosts: Vec<String>, concurrency: usize) -> ElasticsearchConfig {
         retry: RetryConfig {
             initial_backoff: Duration::from_millis(2),
             max_backoff: Duration::from_millis(40),
+            give_up_after: Duration::from_secs(3600),
         },
         tls: None,
         auth: None,
