@@ -15,6 +15,7 @@ use logship::buffer::{Acknowledger, Batch};
 use logship::config::{BatchConfig, ElasticsearchConfig, RetryConfig};
 use logship::event::{EncodedSpan, SpanOrigin};
 use logship::sink::elasticsearch::ElasticsearchSink;
+use logship::sink::elasticsearch::replay::ReplaySummary;
 use logship::telemetry::Metrics;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -128,12 +129,13 @@ fn batch(spans: Vec<EncodedSpan>) -> Batch {
 
 /// `n` batches of two spans (two files) of `per_span` lines each.
 fn batches(n: u64, per_span: u64) -> Vec<Batch> {
-    (0..n)
-        .map(|i| {
-            let lines = i * per_span..(i + 1) * per_span;
-            batch(vec![span(1, i, lines.clone()), span(2, i, lines)])
-        })
-        .collect()
+    (0..n).map(|i| numbered_batch(i, per_span)).collect()
+}
+
+/// Batch `i` of [`batches`].
+fn numbered_batch(i: u64, per_span: u64) -> Batch {
+    let lines = i * per_span..(i + 1) * per_span;
+    batch(vec![span(1, i, lines.clone()), span(2, i, lines)])
 }
 
 /// The `_id`s in `batches`, sorted.
@@ -1048,4 +1050,346 @@ async fn slow_responses_time_out_and_are_retried_until_delivered() {
         written.len() as u64
     );
     assert_eq!(run.acks.keys(), origins_of(&batches(4, 10)));
+}
+
+/// `retry.give_up_after` in the tests below.
+const GIVE_UP: Duration = Duration::from_secs(2);
+
+fn config_giving_up(hosts: Vec<String>, concurrency: usize) -> ElasticsearchConfig {
+    let mut cfg = config(hosts, concurrency);
+    cfg.retry.give_up_after = GIVE_UP;
+    cfg
+}
+
+/// Re-ships the dead-letter file of `data_dir` with `logship replay`'s code.
+async fn replay(cfg: &ElasticsearchConfig, data_dir: &Path) -> ReplaySummary {
+    tokio::time::timeout(
+        RUN_LIMIT,
+        logship::sink::elasticsearch::replay::replay(cfg, &data_dir.join("dead-letter.ndjson")),
+    )
+    .await
+    .expect("replay did not finish")
+    .expect("replay")
+}
+
+/// Asserts a dead letter is a document given up with `status`, `error.type`
+/// and a reason saying so and naming `what`.
+fn assert_given_up(letter: &Value, status: u16, error_type: &str, what: &str) {
+    assert_eq!(letter["status"], status, "{letter}");
+    assert_eq!(letter["error"]["type"], error_type, "{letter}");
+    let reason = letter["error"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("given up after failing since ")
+            && reason.contains(&format!(
+                "retry.give_up_after {}",
+                humantime::format_duration(GIVE_UP)
+            ))
+            && reason.contains(what),
+        "{reason}"
+    );
+    assert!(
+        letter["given_up"]["attempts"].as_u64().unwrap_or(0) >= 1,
+        "{letter}"
+    );
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(letter["given_up"]["first_failure"].as_str().unwrap())
+            .is_ok(),
+        "{letter}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_document_always_cut_while_the_host_answers_is_given_up_then_replayed() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = span(1, 0, 0..6);
+    let huge_id = "huge-1";
+    let huge_doc = sized_document(1, 99, 20_000);
+    push_item(&mut big, huge_id, &huge_doc);
+    let input = vec![batch(vec![big]), batch(vec![span(2, 0, 0..6)])];
+    let written = ids_of(&input);
+    let origins = origins_of(&input);
+    es.close_above(8_000, Oversized::ResetMidBody);
+    let mut cfg = config_giving_up(vec![es.url()], 2);
+    cfg.gzip_level = 0;
+
+    let started = std::time::Instant::now();
+    // Returns only once every batch is settled: the huge document given up.
+    let run = run_sink(&cfg, dir.path(), input).await;
+
+    assert!(started.elapsed() >= GIVE_UP, "given up too early");
+    let others: Vec<String> = written
+        .iter()
+        .filter(|id| *id != huge_id)
+        .cloned()
+        .collect();
+    assert_all_stored(&es, &others);
+    let letters = dead_letters(dir.path());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["id"], huge_id);
+    assert_eq!(letters[0]["index"], INDEX);
+    assert_eq!(
+        letters[0]["document"],
+        serde_json::from_str::<Value>(&huge_doc).unwrap()
+    );
+    assert_given_up(
+        &letters[0],
+        0,
+        "connection_broken",
+        "the connection was cut",
+    );
+    assert!(letters[0]["given_up"]["attempts"].as_u64().unwrap() >= 3);
+    // Everything behind it moved on: both batches acknowledged, once.
+    assert_eq!(run.acks.keys(), origins);
+    assert_eq!(get(&run.metrics.items_given_up), 1);
+    assert_eq!(get(&run.metrics.items_dead_lettered), 1);
+    assert_eq!(get(&run.metrics.items_delivered), others.len() as u64);
+
+    // The proxy's limit raised, `logship replay` sends it.
+    es.accept_any_size();
+    let summary = replay(&cfg, dir.path()).await;
+    assert_eq!(
+        (summary.records, summary.delivered, summary.not_delivered),
+        (1, 1, 0)
+    );
+    assert_all_stored(&es, &written);
+}
+
+/// Kinds of outage, each longer than `give_up_after`.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// Connections refused: the port is closed.
+    PortClosed,
+    /// Whole requests answered 503.
+    Status503,
+    /// Every connection reset on accept, the `HEAD /` probes included.
+    ConnectionsReset,
+    /// Every item answered 503 (`unavailable_shards_exception`).
+    EveryItem503,
+    /// No answer within `request_timeout`.
+    Timeouts,
+}
+
+/// Runs batches through an outage of `kind` lasting twice `give_up_after`;
+/// asserts that nothing is dead-lettered and everything is delivered once.
+async fn ride_out(kind: Outage) {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config_giving_up(vec![es.url()], 2);
+    cfg.request_timeout = Duration::from_millis(300);
+    let outage = 2 * GIVE_UP;
+    match kind {
+        Outage::PortClosed => es.stop(),
+        Outage::Status503 => es.fail_requests_for(RequestFault::Status(503), outage),
+        Outage::ConnectionsReset => es.reset_connections_for(outage),
+        Outage::EveryItem503 => es.fail_all_items_for(ItemFault::unavailable_shards(), outage),
+        Outage::Timeouts => es.set_response_delay(Duration::from_secs(1)),
+    }
+    let input = batches(4, 10);
+    let written = ids_of(&input);
+    let sink = Running::start(&cfg, dir.path());
+    for b in input {
+        sink.send(b).await;
+    }
+    tokio::time::sleep(outage).await;
+    assert!(
+        get(&sink.metrics.requests_failed) + get(&sink.metrics.items_retried) > 0,
+        "{kind:?}: the outage was not exercised"
+    );
+    assert!(
+        sink.acks.keys().is_empty(),
+        "{kind:?}: acked during the outage"
+    );
+    match kind {
+        Outage::PortClosed => es.restart().await,
+        Outage::Timeouts => es.set_response_delay(Duration::ZERO),
+        _ => {}
+    }
+    let run = sink.finish().await;
+
+    assert_all_stored(&es, &written);
+    assert!(dead_letters(dir.path()).is_empty(), "{kind:?}");
+    assert_eq!(get(&run.metrics.items_given_up), 0, "{kind:?}");
+    assert_eq!(run.acks.keys(), origins_of(&batches(4, 10)), "{kind:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outages_longer_than_give_up_after_dead_letter_nothing() {
+    let mut cases = tokio::task::JoinSet::new();
+    for kind in [
+        Outage::PortClosed,
+        Outage::Status503,
+        Outage::ConnectionsReset,
+        Outage::EveryItem503,
+        Outage::Timeouts,
+    ] {
+        cases.spawn(ride_out(kind));
+    }
+    while let Some(done) = cases.join_next().await {
+        if let Err(e) = done {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_refused_as_a_whole_or_never_answered_with_a_bulk_response_are_given_up() {
+    for (fault, status, error_type, what) in [
+        (
+            RequestFault::Status(403),
+            403,
+            "security_exception",
+            "the whole request was answered HTTP 403",
+        ),
+        (
+            RequestFault::NoItems,
+            200,
+            "not_a_bulk_response",
+            "bulk response has no `items`",
+        ),
+    ] {
+        let es = FakeEs::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        es.fail_requests_for(fault.clone(), Duration::from_secs(600));
+        let input = batches(1, 5);
+        let written = ids_of(&input);
+        let cfg = config_giving_up(vec![es.url()], 1);
+
+        let started = std::time::Instant::now();
+        let run = run_sink(&cfg, dir.path(), input).await;
+
+        let what_fault = format!("{fault:?}");
+        assert!(started.elapsed() >= GIVE_UP, "{what_fault}: too early");
+        assert!(es.stored_ids().is_empty(), "{what_fault}");
+        assert_eq!(dead_lettered_ids(dir.path()), written, "{what_fault}");
+        for letter in dead_letters(dir.path()) {
+            assert_given_up(&letter, status, error_type, what);
+        }
+        assert_eq!(run.acks.keys(), origins_of(&batches(1, 5)), "{what_fault}");
+        assert_eq!(get(&run.metrics.items_given_up), written.len() as u64);
+        assert_eq!(get(&run.metrics.items_dead_lettered), written.len() as u64);
+
+        es.heal();
+        let summary = replay(&cfg, dir.path()).await;
+        assert_eq!(summary.delivered, written.len() as u64, "{what_fault}");
+        assert_all_stored(&es, &written);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_answered_503_forever_while_others_are_indexed_is_given_up() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stuck = doc_id(1, 3);
+    es.fail_item(&stuck, ItemFault::unavailable_shards(), u32::MAX);
+    let sink = Running::start(&config_giving_up(vec![es.url()], 2), dir.path());
+    // Documents keep coming, and being indexed, until it is given up: only
+    // time during which others are accepted counts.
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while dead_letters(dir.path()).is_empty() {
+        assert!(started.elapsed() < RUN_LIMIT, "never given up");
+        sink.send(numbered_batch(sent, 10)).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written = ids_of(&batches(sent, 10));
+    let origins = origins_of(&batches(sent, 10));
+    let run = sink.finish().await;
+
+    assert!(started.elapsed() >= GIVE_UP);
+    let letters = dead_letters(dir.path());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["id"], stuck.as_str());
+    assert_given_up(
+        &letters[0],
+        503,
+        "unavailable_shards_exception",
+        "while other documents were accepted",
+    );
+    assert!(
+        letters[0]["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("primary shard is not active")
+    );
+    let others: Vec<String> = written.iter().filter(|id| **id != stuck).cloned().collect();
+    assert_all_stored(&es, &others);
+    assert_eq!(run.acks.keys(), origins);
+    assert_eq!(get(&run.metrics.items_given_up), 1);
+}
+
+/// Runs a sink whose next `panics` bulk responses panic its delivery.
+async fn run_panicking_sink(
+    cfg: &ElasticsearchConfig,
+    data_dir: &Path,
+    batches: Vec<Batch>,
+    panics: u32,
+) -> Run {
+    let metrics = Arc::new(Metrics::default());
+    let acks = Arc::new(RecordingAcks::default());
+    let sink = ElasticsearchSink::new(cfg, data_dir, metrics.clone()).expect("sink");
+    sink.inject_delivery_panics(panics);
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(sink.run(rx, acks.clone()));
+    for b in batches {
+        tx.send(b).await.expect("sink stopped early");
+    }
+    drop(tx);
+    tokio::time::timeout(RUN_LIMIT, task)
+        .await
+        .expect("sink did not finish")
+        .expect("sink panicked");
+    Run { metrics, acks }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicked_delivery_is_restarted_and_its_batch_delivered_and_acked_once() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(3, 10);
+    let written = ids_of(&input);
+    let origins = origins_of(&input);
+
+    // The first bulk response is counted, then its delivery panics.
+    let run = run_panicking_sink(&config(vec![es.url()], 2), dir.path(), input, 1).await;
+
+    assert_all_stored(&es, &written);
+    assert_eq!(run.acks.keys(), origins, "every batch acked exactly once");
+    // The panicked batch was sent again whole: its documents answered 409.
+    assert_eq!(get(&run.metrics.items_delivered), written.len() as u64);
+    assert_eq!(get(&run.metrics.items_duplicate), 20);
+    assert!(dead_letters(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_panics_every_time_is_given_up_after_the_bound() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(1, 5);
+    let written = ids_of(&input);
+
+    let started = std::time::Instant::now();
+    let run = run_panicking_sink(
+        &config_giving_up(vec![es.url()], 1),
+        dir.path(),
+        input,
+        u32::MAX,
+    )
+    .await;
+
+    assert!(started.elapsed() >= GIVE_UP);
+    assert_eq!(dead_lettered_ids(dir.path()), written);
+    for letter in dead_letters(dir.path()) {
+        assert_given_up(
+            &letter,
+            0,
+            "delivery_panicked",
+            "injected panic (test seam)",
+        );
+    }
+    assert_eq!(run.acks.keys(), origins_of(&batches(1, 5)));
+    assert_eq!(get(&run.metrics.items_given_up), written.len() as u64);
+    // Indexed by the attempts that panicked afterwards: replaying is harmless.
+    assert_all_stored(&es, &written);
 }

@@ -13,7 +13,8 @@
 //!
 //! Faults a test can script:
 //! - per `_id` item errors (in any index) for the next N attempts
-//!   ([`FakeEs::fail_item`]);
+//!   ([`FakeEs::fail_item`]), or an error for every item for a duration (a
+//!   red index, an overloaded cluster: [`FakeEs::fail_all_items_for`]);
 //! - whole-request faults for the next N requests ([`FakeEs::fail_requests`])
 //!   or for a duration ([`FakeEs::fail_requests_for`]): an ES error status
 //!   (503, 429, 401, …), an nginx HTML 502 page, a 200 whose body is
@@ -152,6 +153,7 @@ struct State {
     /// Attempts per `_id`, whatever the index.
     sent: HashMap<String, u32>,
     item_faults: HashMap<String, (ItemFault, u32)>,
+    all_items_fault: Option<(Instant, ItemFault)>,
     request_faults: VecDeque<RequestFault>,
     fault_until: Option<(Instant, RequestFault)>,
     max_content_length: Option<usize>,
@@ -251,6 +253,11 @@ impl FakeEs {
         self.state()
             .item_faults
             .insert(id.to_string(), (fault, times));
+    }
+
+    /// Every item of every bulk request in the next `duration` gets `fault`.
+    pub fn fail_all_items_for(&self, fault: ItemFault, duration: Duration) {
+        self.state().all_items_fault = Some((Instant::now() + duration, fault));
     }
 
     /// The next `n` requests get `fault` (after any already queued).
@@ -693,10 +700,15 @@ async fn answer(
 
 /// Applies one create like Elasticsearch would, returning its response item.
 fn apply(s: &mut State, p: Pair) -> Value {
-    if let Some((fault, remaining)) = s.item_faults.get_mut(&p.id)
-        && *remaining > 0
-    {
-        *remaining -= 1;
+    let fault = match (&s.all_items_fault, s.item_faults.get_mut(&p.id)) {
+        (Some((until, fault)), _) if Instant::now() < *until => Some(fault.clone()),
+        (_, Some((fault, remaining))) if *remaining > 0 => {
+            *remaining -= 1;
+            Some(fault.clone())
+        }
+        _ => None,
+    };
+    if let Some(fault) = fault {
         let mut error = json!({"type": fault.error_type, "reason": fault.reason});
         if let Some(c) = &fault.caused_by {
             error["caused_by"] = c.clone();
