@@ -1178,11 +1178,13 @@ async fn ride_out(kind: Outage) {
     let mut cfg = config_giving_up(vec![es.url()], 2);
     cfg.request_timeout = Duration::from_millis(300);
     let outage = 2 * GIVE_UP;
+    // Until ended below, after the checks.
+    let until_ended = Duration::from_secs(600);
     match kind {
         Outage::PortClosed => es.stop(),
-        Outage::Status503 => es.fail_requests_for(RequestFault::Status(503), outage),
-        Outage::ConnectionsReset => es.reset_connections_for(outage),
-        Outage::EveryItem503 => es.fail_all_items_for(ItemFault::unavailable_shards(), outage),
+        Outage::Status503 => es.fail_requests_for(RequestFault::Status(503), until_ended),
+        Outage::ConnectionsReset => es.reset_connections_for(until_ended),
+        Outage::EveryItem503 => es.fail_all_items_for(ItemFault::unavailable_shards(), until_ended),
         Outage::Timeouts => es.set_response_delay(Duration::from_secs(1)),
     }
     let input = batches(4, 10);
@@ -1202,8 +1204,12 @@ async fn ride_out(kind: Outage) {
     );
     match kind {
         Outage::PortClosed => es.restart().await,
+        Outage::Status503 => es.heal(),
+        Outage::ConnectionsReset => es.reset_connections_for(Duration::ZERO),
+        Outage::EveryItem503 => {
+            es.fail_all_items_for(ItemFault::unavailable_shards(), Duration::ZERO)
+        }
         Outage::Timeouts => es.set_response_delay(Duration::ZERO),
-        _ => {}
     }
     let run = sink.finish().await;
 
