@@ -95,11 +95,12 @@
 //!
 //! ## Panics
 //!
-//! [`Delivery::deliver_until_settled`] runs each delivery in a task of its
-//! own. A panic there (a bug) is logged at error level and the batch is
-//! delivered again from its first item after a backoff: never acknowledged
-//! on the way, never dropped (what the panicked attempt had delivered
-//! answers 409). The window from a delivery's start (or the previous panic)
+//! [`Delivery::deliver_until_settled`] catches a panic of the delivery (a
+//! bug) where the batch's task polls it (`catch_unwind` around each poll,
+//! so aborting the task still drops the delivery at once). The panic is
+//! logged at error level and the batch is delivered again from its first
+//! item after a backoff: never acknowledged on the way, never dropped (what
+//! the panicked attempt had delivered answers 409). The window from a delivery's start (or the previous panic)
 //! to its panic counts as above when the cluster accepted documents meanwhile;
 //! once the count reaches `give_up_after` the whole batch is dead-lettered
 //! with `error.type` `delivery_panicked` (some of its documents may be
@@ -110,13 +111,17 @@
 //! acknowledges the batch. Aborting the task stops a delivery, and then
 //! nothing of the batch is acknowledged.
 
+use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::task::JoinSet;
 use tracing::{error, warn};
 
 use super::dead_letter::{self, DeadLetter, DeadLetterFile, GivenUp};
@@ -314,21 +319,18 @@ impl Delivery {
         self.last_accepted.load(Ordering::Relaxed) > since
     }
 
-    /// Delivers `batch` until it is settled, each attempt in a task of its
-    /// own: a panic is logged and the batch delivered again (module doc,
-    /// "Panics"). Returns true once every item is delivered, dead-lettered
-    /// or given up — then the caller acknowledges the batch — and false only
-    /// if the attempt's task was cancelled (the runtime is shutting down).
-    pub async fn deliver_until_settled(self: Arc<Self>, batch: Arc<Batch>) -> bool {
+    /// Delivers `batch` until it is settled: a panic of the delivery is
+    /// caught and logged and the batch delivered again (module doc,
+    /// "Panics"). Returns once every item is delivered, dead-lettered or
+    /// given up; the caller then acknowledges the batch. Dropping the future
+    /// (aborting the task) drops the delivery at once.
+    pub async fn deliver_until_settled(&self, batch: &Arc<Batch>) {
         let mut failing = Failing::default();
         let mut last_panic = String::new();
         let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
         let mut give_up = false;
         loop {
             let sent_at = Instant::now();
-            // Aborting the caller drops the set, which aborts the attempt.
-            let mut attempt = JoinSet::new();
-            let (delivery, b) = (self.clone(), batch.clone());
             let job = give_up.then(|| {
                 let reason = format!(
                     "the delivery of this batch panicked {} times ({last_panic}); \
@@ -337,19 +339,14 @@ impl Delivery {
                 );
                 (failing.given_up(), reason)
             });
-            attempt.spawn(async move {
+            let attempt = async {
                 match job {
-                    Some((given_up, reason)) => delivery.give_up_batch(&b, given_up, reason).await,
-                    None => delivery.deliver(&b).await,
+                    Some((given_up, reason)) => self.give_up_batch(batch, given_up, reason).await,
+                    None => self.deliver(batch).await,
                 }
-            });
-            let Some(joined) = attempt.join_next().await else {
-                return false;
             };
-            let panic = match joined {
-                Ok(()) => return true,
-                Err(e) if e.is_panic() => e.into_panic(),
-                Err(_) => return false,
+            let Err(panic) = CatchUnwind(Box::pin(attempt)).await else {
+                return;
             };
             last_panic = panic
                 .downcast_ref::<&str>()
@@ -781,6 +778,25 @@ impl Delivery {
                  moves on: {}",
                 summary(true)
             );
+        }
+    }
+}
+
+/// A future that returns a panic of `F` (while polled) as an error instead
+/// of unwinding further. The panicked future is dropped with it; what it
+/// shares (atomics, the dead-letter file's and log limiters' mutexes, which
+/// tolerate poisoning) stays consistent, hence the `AssertUnwindSafe`.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
         }
     }
 }

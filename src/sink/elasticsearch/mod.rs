@@ -181,9 +181,8 @@ impl ElasticsearchSink {
             let acks = acks.clone();
             in_flight.spawn(async move {
                 let batch = Arc::new(batch);
-                if delivery.deliver_until_settled(batch.clone()).await {
-                    acks.delivered(&batch.origins());
-                }
+                delivery.deliver_until_settled(&batch).await;
+                acks.delivered(&batch.origins());
                 drop(slot);
             });
         }
