@@ -243,6 +243,7 @@ fn check_config_prints_the_effective_config_with_defaults() {
         "request_timeout: 1m",
         "initial_backoff: 100ms",
         "max_backoff: 30s",
+        "give_up_after: 1h",
     ] {
         assert!(
             out.contains(&format!("{default}\n")),

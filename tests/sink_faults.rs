@@ -15,6 +15,7 @@ use logship::buffer::{Acknowledger, Batch};
 use logship::config::{BatchConfig, ElasticsearchConfig, RetryConfig};
 use logship::event::{EncodedSpan, SpanOrigin};
 use logship::sink::elasticsearch::ElasticsearchSink;
+use logship::sink::elasticsearch::replay::ReplaySummary;
 use logship::telemetry::Metrics;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -64,6 +65,7 @@ fn config(hosts: Vec<String>, concurrency: usize) -> ElasticsearchConfig {
         retry: RetryConfig {
             initial_backoff: Duration::from_millis(2),
             max_backoff: Duration::from_millis(40),
+            give_up_after: Duration::from_secs(3600),
         },
         tls: None,
         auth: None,
@@ -105,9 +107,13 @@ fn span(file: u64, seq: u64, lines: std::ops::Range<u64>) -> EncodedSpan {
 }
 
 fn push_item(span: &mut EncodedSpan, id: &str, document: &str) {
+    push_item_to(span, INDEX, id, document);
+}
+
+fn push_item_to(span: &mut EncodedSpan, index: &str, id: &str, document: &str) {
     span.items.push(span.body.len() as u32);
     span.body.extend_from_slice(
-        format!("{{\"create\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n").as_bytes(),
+        format!("{{\"create\":{{\"_index\":\"{index}\",\"_id\":\"{id}\"}}}}\n").as_bytes(),
     );
     span.body.extend_from_slice(document.as_bytes());
     span.body.push(b'\n');
@@ -123,12 +129,13 @@ fn batch(spans: Vec<EncodedSpan>) -> Batch {
 
 /// `n` batches of two spans (two files) of `per_span` lines each.
 fn batches(n: u64, per_span: u64) -> Vec<Batch> {
-    (0..n)
-        .map(|i| {
-            let lines = i * per_span..(i + 1) * per_span;
-            batch(vec![span(1, i, lines.clone()), span(2, i, lines)])
-        })
-        .collect()
+    (0..n).map(|i| numbered_batch(i, per_span)).collect()
+}
+
+/// Batch `i` of [`batches`].
+fn numbered_batch(i: u64, per_span: u64) -> Batch {
+    let lines = i * per_span..(i + 1) * per_span;
+    batch(vec![span(1, i, lines.clone()), span(2, i, lines)])
 }
 
 /// The `_id`s in `batches`, sorted.
@@ -215,12 +222,12 @@ async fn every_document_is_stored_and_every_batch_acked_once() {
     let run = run_sink(&config(vec![es.url()], 2), dir.path(), input).await;
 
     assert_all_stored(&es, &ids);
-    let stored = es.stored(&doc_id(2, 77)).unwrap();
+    let stored = es.stored(INDEX, &doc_id(2, 77)).unwrap();
     assert_eq!(
         stored,
         serde_json::from_str::<Value>(&document(2, 77)).unwrap()
     );
-    assert_eq!(es.stored_index(&doc_id(1, 3)).as_deref(), Some(INDEX));
+    assert_eq!(es.stored_indices(&doc_id(1, 3)), [INDEX]);
     assert_eq!(run.acks.keys(), origins);
     assert_eq!(get(&run.metrics.items_delivered), ids.len() as u64);
     assert_eq!(get(&run.metrics.items_duplicate), 0);
@@ -501,6 +508,36 @@ async fn replayed_documents_answer_409_and_count_as_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_id_in_two_indices_is_two_documents_and_a_409_only_in_its_own() {
+    // As in Elasticsearch, a document is keyed by (index, _id): the fake
+    // must not hide a copy sent to a second index behind a 409.
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let two_indices = || {
+        let mut s = span(1, 0, 0..0);
+        for index in ["logs-a", "logs-b"] {
+            push_item_to(&mut s, index, "same-id", &document(1, 0));
+        }
+        vec![batch(vec![s])]
+    };
+
+    let first = run_sink(&config(vec![es.url()], 1), dir.path(), two_indices()).await;
+    let again = run_sink(&config(vec![es.url()], 1), dir.path(), two_indices()).await;
+
+    assert_eq!(es.stored_ids(), ["same-id", "same-id"]);
+    assert_eq!(es.stored_indices("same-id"), ["logs-a", "logs-b"]);
+    assert_eq!(
+        es.stored("logs-b", "same-id"),
+        Some(serde_json::from_str::<Value>(&document(1, 0)).unwrap())
+    );
+    assert_eq!(es.stored(INDEX, "same-id"), None);
+    assert_eq!(get(&first.metrics.items_delivered), 2);
+    assert_eq!(get(&again.metrics.items_duplicate), 2);
+    assert_eq!(get(&again.metrics.items_delivered), 0);
+    assert!(dead_letters(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_after_elasticsearch_indexed_is_retried_as_duplicates() {
     let es = FakeEs::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -562,6 +599,8 @@ async fn a_busy_sink_leaves_batches_in_the_channel_and_abort_acks_nothing() {
 
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
+    // A request in flight at the abort still reaches the fake's log.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let sent_before = es.requests().len();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
@@ -922,12 +961,28 @@ async fn connections_reset_on_accept_probes_included_never_split_or_dead_letter(
     // including the probe: an outage, not a size problem.
     let es = FakeEs::start().await;
     let dir = tempfile::tempdir().unwrap();
-    es.reset_connections_for(Duration::from_millis(1500));
+    es.reset_connections_for(Duration::from_secs(600));
     let input = batches(4, 10);
     let written = ids_of(&input);
     let per_batch = input[0].events;
-
-    let run = run_sink(&config(vec![es.url()], 2), dir.path(), input).await;
+    let sink = Running::start(&config(vec![es.url()], 2), dir.path());
+    for b in input {
+        sink.send(b).await;
+    }
+    wait_until("requests failing", || {
+        get(&sink.metrics.requests_failed) >= 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The outage ends through a closed port, so that no cut is followed by
+    // a probe the recovered host answers: that would be a size limit, split
+    // rightly.
+    es.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    es.reset_connections_for(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    es.restart().await;
+    let run = sink.finish().await;
 
     assert_all_stored(&es, &written);
     assert!(dead_letters(dir.path()).is_empty());
@@ -1013,4 +1068,352 @@ async fn slow_responses_time_out_and_are_retried_until_delivered() {
         written.len() as u64
     );
     assert_eq!(run.acks.keys(), origins_of(&batches(4, 10)));
+}
+
+/// `retry.give_up_after` in the tests below.
+const GIVE_UP: Duration = Duration::from_secs(2);
+
+fn config_giving_up(hosts: Vec<String>, concurrency: usize) -> ElasticsearchConfig {
+    let mut cfg = config(hosts, concurrency);
+    cfg.retry.give_up_after = GIVE_UP;
+    cfg
+}
+
+/// Re-ships the dead-letter file of `data_dir` with `logship replay`'s code.
+async fn replay(cfg: &ElasticsearchConfig, data_dir: &Path) -> ReplaySummary {
+    tokio::time::timeout(
+        RUN_LIMIT,
+        logship::sink::elasticsearch::replay::replay(cfg, &data_dir.join("dead-letter.ndjson")),
+    )
+    .await
+    .expect("replay did not finish")
+    .expect("replay")
+}
+
+/// Asserts a dead letter is a document given up with `status`, `error.type`
+/// and a reason saying so and naming `what`.
+fn assert_given_up(letter: &Value, status: u16, error_type: &str, what: &str) {
+    assert_eq!(letter["status"], status, "{letter}");
+    assert_eq!(letter["error"]["type"], error_type, "{letter}");
+    let reason = letter["error"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("given up after failing since ")
+            && reason.contains(&format!(
+                "retry.give_up_after {}",
+                humantime::format_duration(GIVE_UP)
+            ))
+            && reason.contains(what),
+        "{reason}"
+    );
+    assert!(
+        letter["given_up"]["attempts"].as_u64().unwrap_or(0) >= 1,
+        "{letter}"
+    );
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(letter["given_up"]["first_failure"].as_str().unwrap())
+            .is_ok(),
+        "{letter}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_document_always_cut_while_the_host_answers_is_given_up_then_replayed() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = span(1, 0, 0..6);
+    let huge_id = "huge-1";
+    let huge_doc = sized_document(1, 99, 20_000);
+    push_item(&mut big, huge_id, &huge_doc);
+    let input = vec![batch(vec![big]), batch(vec![span(2, 0, 0..6)])];
+    let written = ids_of(&input);
+    let origins = origins_of(&input);
+    es.close_above(8_000, Oversized::ResetMidBody);
+    let mut cfg = config_giving_up(vec![es.url()], 2);
+    cfg.gzip_level = 0;
+
+    let started = std::time::Instant::now();
+    // Returns only once every batch is settled: the huge document given up.
+    let run = run_sink(&cfg, dir.path(), input).await;
+
+    assert!(started.elapsed() >= GIVE_UP, "given up too early");
+    let others: Vec<String> = written
+        .iter()
+        .filter(|id| *id != huge_id)
+        .cloned()
+        .collect();
+    assert_all_stored(&es, &others);
+    let letters = dead_letters(dir.path());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["id"], huge_id);
+    assert_eq!(letters[0]["index"], INDEX);
+    assert_eq!(
+        letters[0]["document"],
+        serde_json::from_str::<Value>(&huge_doc).unwrap()
+    );
+    assert_given_up(
+        &letters[0],
+        0,
+        "connection_broken",
+        "the connection was cut",
+    );
+    assert!(letters[0]["given_up"]["attempts"].as_u64().unwrap() >= 3);
+    // Everything behind it moved on: both batches acknowledged, once.
+    assert_eq!(run.acks.keys(), origins);
+    assert_eq!(get(&run.metrics.items_given_up), 1);
+    assert_eq!(get(&run.metrics.items_dead_lettered), 1);
+    assert_eq!(get(&run.metrics.items_delivered), others.len() as u64);
+
+    // The proxy's limit raised, `logship replay` sends it.
+    es.accept_any_size();
+    let summary = replay(&cfg, dir.path()).await;
+    assert_eq!(
+        (summary.records, summary.delivered, summary.not_delivered),
+        (1, 1, 0)
+    );
+    assert_all_stored(&es, &written);
+}
+
+/// Kinds of outage, each longer than `give_up_after`.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// Connections refused: the port is closed.
+    PortClosed,
+    /// Whole requests answered 503.
+    Status503,
+    /// Every connection reset on accept, the `HEAD /` probes included.
+    ConnectionsReset,
+    /// Every item answered 503 (`unavailable_shards_exception`).
+    EveryItem503,
+    /// No answer within `request_timeout`.
+    Timeouts,
+}
+
+/// Runs batches through an outage of `kind` lasting twice `give_up_after`;
+/// asserts that nothing is dead-lettered and everything is delivered once.
+async fn ride_out(kind: Outage) {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config_giving_up(vec![es.url()], 2);
+    cfg.request_timeout = Duration::from_millis(300);
+    let outage = 2 * GIVE_UP;
+    // Until ended below, after the checks.
+    let until_ended = Duration::from_secs(600);
+    match kind {
+        Outage::PortClosed => es.stop(),
+        Outage::Status503 => es.fail_requests_for(RequestFault::Status(503), until_ended),
+        Outage::ConnectionsReset => es.reset_connections_for(until_ended),
+        Outage::EveryItem503 => es.fail_all_items_for(ItemFault::unavailable_shards(), until_ended),
+        Outage::Timeouts => es.set_response_delay(Duration::from_secs(1)),
+    }
+    let input = batches(4, 10);
+    let written = ids_of(&input);
+    let sink = Running::start(&cfg, dir.path());
+    for b in input {
+        sink.send(b).await;
+    }
+    tokio::time::sleep(outage).await;
+    assert!(
+        get(&sink.metrics.requests_failed) + get(&sink.metrics.items_retried) > 0,
+        "{kind:?}: the outage was not exercised"
+    );
+    assert!(
+        sink.acks.keys().is_empty(),
+        "{kind:?}: acked during the outage"
+    );
+    match kind {
+        Outage::PortClosed => es.restart().await,
+        Outage::Status503 => es.heal(),
+        Outage::ConnectionsReset => es.reset_connections_for(Duration::ZERO),
+        Outage::EveryItem503 => {
+            es.fail_all_items_for(ItemFault::unavailable_shards(), Duration::ZERO)
+        }
+        Outage::Timeouts => es.set_response_delay(Duration::ZERO),
+    }
+    let run = sink.finish().await;
+
+    assert_all_stored(&es, &written);
+    assert!(dead_letters(dir.path()).is_empty(), "{kind:?}");
+    assert_eq!(get(&run.metrics.items_given_up), 0, "{kind:?}");
+    assert_eq!(run.acks.keys(), origins_of(&batches(4, 10)), "{kind:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outages_longer_than_give_up_after_dead_letter_nothing() {
+    let mut cases = tokio::task::JoinSet::new();
+    for kind in [
+        Outage::PortClosed,
+        Outage::Status503,
+        Outage::ConnectionsReset,
+        Outage::EveryItem503,
+        Outage::Timeouts,
+    ] {
+        cases.spawn(ride_out(kind));
+    }
+    while let Some(done) = cases.join_next().await {
+        if let Err(e) = done {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_refused_as_a_whole_or_never_answered_with_a_bulk_response_are_given_up() {
+    for (fault, status, error_type, what) in [
+        (
+            RequestFault::Status(403),
+            403,
+            "security_exception",
+            "the whole request was answered HTTP 403",
+        ),
+        (
+            RequestFault::NoItems,
+            200,
+            "not_a_bulk_response",
+            "bulk response has no `items`",
+        ),
+    ] {
+        let es = FakeEs::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        es.fail_requests_for(fault.clone(), Duration::from_secs(600));
+        let input = batches(1, 5);
+        let written = ids_of(&input);
+        let cfg = config_giving_up(vec![es.url()], 1);
+
+        let started = std::time::Instant::now();
+        let run = run_sink(&cfg, dir.path(), input).await;
+
+        let what_fault = format!("{fault:?}");
+        assert!(started.elapsed() >= GIVE_UP, "{what_fault}: too early");
+        assert!(es.stored_ids().is_empty(), "{what_fault}");
+        assert_eq!(dead_lettered_ids(dir.path()), written, "{what_fault}");
+        for letter in dead_letters(dir.path()) {
+            assert_given_up(&letter, status, error_type, what);
+        }
+        assert_eq!(run.acks.keys(), origins_of(&batches(1, 5)), "{what_fault}");
+        assert_eq!(get(&run.metrics.items_given_up), written.len() as u64);
+        assert_eq!(get(&run.metrics.items_dead_lettered), written.len() as u64);
+
+        es.heal();
+        let summary = replay(&cfg, dir.path()).await;
+        assert_eq!(summary.delivered, written.len() as u64, "{what_fault}");
+        assert_all_stored(&es, &written);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_answered_503_forever_while_others_are_indexed_is_given_up() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stuck = doc_id(1, 3);
+    es.fail_item(&stuck, ItemFault::unavailable_shards(), u32::MAX);
+    let sink = Running::start(&config_giving_up(vec![es.url()], 2), dir.path());
+    // Documents keep coming, and being indexed, until it is given up: only
+    // time during which others are accepted counts.
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while dead_letters(dir.path()).is_empty() {
+        assert!(started.elapsed() < RUN_LIMIT, "never given up");
+        sink.send(numbered_batch(sent, 10)).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written = ids_of(&batches(sent, 10));
+    let origins = origins_of(&batches(sent, 10));
+    let run = sink.finish().await;
+
+    assert!(started.elapsed() >= GIVE_UP);
+    let letters = dead_letters(dir.path());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["id"], stuck.as_str());
+    assert_given_up(
+        &letters[0],
+        503,
+        "unavailable_shards_exception",
+        "while other documents were accepted",
+    );
+    assert!(
+        letters[0]["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("primary shard is not active")
+    );
+    let others: Vec<String> = written.iter().filter(|id| **id != stuck).cloned().collect();
+    assert_all_stored(&es, &others);
+    assert_eq!(run.acks.keys(), origins);
+    assert_eq!(get(&run.metrics.items_given_up), 1);
+}
+
+/// Runs a sink whose next `panics` bulk responses panic its delivery.
+async fn run_panicking_sink(
+    cfg: &ElasticsearchConfig,
+    data_dir: &Path,
+    batches: Vec<Batch>,
+    panics: u32,
+) -> Run {
+    let metrics = Arc::new(Metrics::default());
+    let acks = Arc::new(RecordingAcks::default());
+    let sink = ElasticsearchSink::new(cfg, data_dir, metrics.clone()).expect("sink");
+    sink.inject_delivery_panics(panics);
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(sink.run(rx, acks.clone()));
+    for b in batches {
+        tx.send(b).await.expect("sink stopped early");
+    }
+    drop(tx);
+    tokio::time::timeout(RUN_LIMIT, task)
+        .await
+        .expect("sink did not finish")
+        .expect("sink panicked");
+    Run { metrics, acks }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicked_delivery_is_restarted_and_its_batch_delivered_and_acked_once() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(3, 10);
+    let written = ids_of(&input);
+    let origins = origins_of(&input);
+
+    // The first bulk response is counted, then its delivery panics.
+    let run = run_panicking_sink(&config(vec![es.url()], 2), dir.path(), input, 1).await;
+
+    assert_all_stored(&es, &written);
+    assert_eq!(run.acks.keys(), origins, "every batch acked exactly once");
+    // The panicked batch was sent again whole: its documents answered 409.
+    assert_eq!(get(&run.metrics.items_delivered), written.len() as u64);
+    assert_eq!(get(&run.metrics.items_duplicate), 20);
+    assert!(dead_letters(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_panics_every_time_is_given_up_after_the_bound() {
+    let es = FakeEs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(1, 5);
+    let written = ids_of(&input);
+
+    let started = std::time::Instant::now();
+    let run = run_panicking_sink(
+        &config_giving_up(vec![es.url()], 1),
+        dir.path(),
+        input,
+        u32::MAX,
+    )
+    .await;
+
+    assert!(started.elapsed() >= GIVE_UP);
+    assert_eq!(dead_lettered_ids(dir.path()), written);
+    for letter in dead_letters(dir.path()) {
+        assert_given_up(
+            &letter,
+            0,
+            "delivery_panicked",
+            "injected panic (test seam)",
+        );
+    }
+    assert_eq!(run.acks.keys(), origins_of(&batches(1, 5)));
+    assert_eq!(get(&run.metrics.items_given_up), written.len() as u64);
+    // Indexed by the attempts that panicked afterwards: replaying is harmless.
+    assert_all_stored(&es, &written);
 }

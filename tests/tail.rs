@@ -73,6 +73,7 @@ fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize)
             retry: RetryConfig {
                 initial_backoff: Duration::from_millis(100),
                 max_backoff: Duration::from_secs(1),
+                give_up_after: Duration::from_secs(3600),
             },
             tls: None,
             auth: None,

@@ -310,6 +310,12 @@ pub struct RetryConfig {
     pub initial_backoff: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub max_backoff: Duration,
+    /// A document that has been failing this long in a way specific to it
+    /// (the cluster answers, but not with its acceptance) is dead-lettered
+    /// so that what follows it moves on; outages never count (the sink's
+    /// `delivery` module has the rule). Greater than 0; there is no "never".
+    #[serde(with = "humantime_serde_compat")]
+    pub give_up_after: Duration,
 }
 
 /// Serialises durations as humantime strings ("1s", "250ms") for `check-config`.
@@ -583,7 +589,7 @@ sink:
     compression: {gzip: 6}
     concurrency: 4
     request_timeout: 1m
-    retry: {initial_backoff: 50ms, max_backoff: 1m}
+    retry: {initial_backoff: 50ms, max_backoff: 1m, give_up_after: 30m}
 "#;
 
     const MINIMAL: &str = "\
@@ -658,6 +664,7 @@ sink:
         assert_eq!(es.request_timeout, Duration::from_secs(60));
         assert_eq!(es.retry.initial_backoff, Duration::from_millis(50));
         assert_eq!(es.retry.max_backoff, Duration::from_secs(60));
+        assert_eq!(es.retry.give_up_after, Duration::from_secs(30 * 60));
     }
 
     #[test]
@@ -688,6 +695,7 @@ sink:
         assert_eq!(es.request_timeout, Duration::from_secs(60));
         assert_eq!(es.retry.initial_backoff, Duration::from_millis(100));
         assert_eq!(es.retry.max_backoff, Duration::from_secs(30));
+        assert_eq!(es.retry.give_up_after, Duration::from_secs(3600));
     }
 
     #[test]
@@ -836,6 +844,16 @@ sink:
             (
                 "    retry: {initial_backoff: 2s, max_backoff: 1s}\n",
                 "sink.elasticsearch.retry.max_backoff",
+                7,
+            ),
+            (
+                "    retry: {give_up_after: 0s}\n",
+                "sink.elasticsearch.retry.give_up_after",
+                7,
+            ),
+            (
+                "    retry: {give_up_after: never}\n",
+                "sink.elasticsearch.retry.give_up_after",
                 7,
             ),
         ];

@@ -308,6 +308,11 @@ pub struct RawRetry {
         deserialize_with = "deserialize_duration"
     )]
     pub max_backoff: Duration,
+    #[serde(
+        default = "default_give_up_after",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub give_up_after: Duration,
 }
 
 impl Default for RawRetry {
@@ -315,6 +320,7 @@ impl Default for RawRetry {
         Self {
             initial_backoff: default_initial_backoff(),
             max_backoff: default_max_backoff(),
+            give_up_after: default_give_up_after(),
         }
     }
 }
@@ -369,6 +375,9 @@ pub fn default_initial_backoff() -> Duration {
 }
 pub fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
+}
+pub fn default_give_up_after() -> Duration {
+    Duration::from_secs(3600)
 }
 pub fn default_tls_verify() -> bool {
     true

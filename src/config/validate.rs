@@ -322,6 +322,14 @@ fn validate_elasticsearch(
             ),
         ));
     }
+    if es.retry.give_up_after.is_zero() {
+        return Err(invalid(
+            format!("{AT}.retry.give_up_after"),
+            "must be greater than 0 (documents are dead-lettered after failing this long; \
+             a long bound such as 24h comes closest to never)",
+        ));
+    }
+    let give_up_after = es.retry.give_up_after;
     let tls = match es.tls {
         None => None,
         Some(tls) => {
@@ -424,6 +432,7 @@ fn validate_elasticsearch(
         retry: RetryConfig {
             initial_backoff,
             max_backoff: es.retry.max_backoff,
+            give_up_after,
         },
         tls,
         auth,

@@ -214,8 +214,14 @@ impl Collector for Exporter {
         atomic(
             e,
             "logship_events_dead_lettered",
-            "Events written to the dead-letter file.",
+            "Events written to the dead-letter file (rejected for good, or given up).",
             &m.items_dead_lettered,
+        )?;
+        atomic(
+            e,
+            "logship_events_given_up",
+            "Of the dead-lettered events, those given up after failing for retry.give_up_after while the cluster answered.",
+            &m.items_given_up,
         )?;
         counters_by(
             e,
@@ -576,6 +582,7 @@ mod tests {
     fn exposition_parses_and_carries_counters() {
         let metrics = Arc::new(Metrics::default());
         Metrics::add(&metrics.items_delivered, 7);
+        Metrics::add(&metrics.items_given_up, 2);
         let files = Arc::new(FileRegistry::default());
         files
             .source("app")
@@ -599,6 +606,7 @@ mod tests {
                 })
         };
         assert_eq!(value("logship_events_shipped_total"), Some(7.0), "{text}");
+        assert_eq!(value("logship_events_given_up_total"), Some(2.0), "{text}");
         assert_eq!(value("logship_lines_read_total"), Some(3.0), "{text}");
         assert_eq!(
             value("logship_bulk_requests_in_flight"),

@@ -41,8 +41,10 @@ pub struct Metrics {
     pub items_duplicate: AtomicU64,
     /// Item-level retries (429/5xx items sent again).
     pub items_retried: AtomicU64,
-    /// Items written to the dead-letter file.
+    /// Items written to the dead-letter file (rejected or given up).
     pub items_dead_lettered: AtomicU64,
+    /// Of those, items given up after failing for `retry.give_up_after`.
+    pub items_given_up: AtomicU64,
     /// Bulk requests that got a bulk response.
     pub requests_ok: AtomicU64,
     /// Bulk requests that failed as a whole (connect error, 429, 5xx, not a bulk response).

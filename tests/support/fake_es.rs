@@ -4,14 +4,17 @@
 //! gunzips the body (`Content-Encoding: gzip`), parses the NDJSON pairs and
 //! answers in Elasticsearch's real response format (`took`, `errors`, and per
 //! item `{"create":{"_index","_id","status",…}}` with `error.type`/`reason`/
-//! `caused_by`). Like Elasticsearch it stores each `_id` once: a second
-//! `create` of a stored `_id` answers 409 `version_conflict_engine_exception`,
-//! and a document line that is not JSON answers 400
-//! `document_parsing_exception`. `filter_path` is ignored (the full format is
+//! `caused_by`). Like Elasticsearch it keys documents by (`_index`, `_id`):
+//! a second `create` of an `_id` already stored in the same index answers
+//! 409 `version_conflict_engine_exception`, while the same `_id` sent to
+//! another index is a second document there; a document line that is not
+//! JSON answers 400 `document_parsing_exception`. `filter_path` is ignored (the full format is
 //! a superset of the filtered one).
 //!
 //! Faults a test can script:
-//! - per `_id` item errors for the next N attempts ([`FakeEs::fail_item`]);
+//! - per `_id` item errors (in any index) for the next N attempts
+//!   ([`FakeEs::fail_item`]), or an error for every item for a duration (a
+//!   red index, an overloaded cluster: [`FakeEs::fail_all_items_for`]);
 //! - whole-request faults for the next N requests ([`FakeEs::fail_requests`])
 //!   or for a duration ([`FakeEs::fail_requests_for`]): an ES error status
 //!   (503, 429, 401, …), an nginx HTML 502 page, a 200 whose body is
@@ -141,11 +144,16 @@ pub struct RecordedRequest {
     pub status: u16,
 }
 
+/// A stored document's key, as Elasticsearch's: (`_index`, `_id`).
+type DocKey = (String, String);
+
 #[derive(Default)]
 struct State {
-    stored: BTreeMap<String, (String, Value)>,
+    stored: BTreeMap<DocKey, Value>,
+    /// Attempts per `_id`, whatever the index.
     sent: HashMap<String, u32>,
     item_faults: HashMap<String, (ItemFault, u32)>,
+    all_items_fault: Option<(Instant, ItemFault)>,
     request_faults: VecDeque<RequestFault>,
     fault_until: Option<(Instant, RequestFault)>,
     max_content_length: Option<usize>,
@@ -247,6 +255,11 @@ impl FakeEs {
             .insert(id.to_string(), (fault, times));
     }
 
+    /// Every item of every bulk request in the next `duration` gets `fault`.
+    pub fn fail_all_items_for(&self, fault: ItemFault, duration: Duration) {
+        self.state().all_items_fault = Some((Instant::now() + duration, fault));
+    }
+
     /// The next `n` requests get `fault` (after any already queued).
     pub fn fail_requests(&self, fault: RequestFault, n: usize) {
         self.state()
@@ -275,22 +288,43 @@ impl FakeEs {
         self.state().delay = delay;
     }
 
-    /// Stored `_id`s, sorted.
+    /// The `_id` of every stored document, sorted; an `_id` stored in two
+    /// indices is two documents and appears twice.
     pub fn stored_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .state()
+            .stored
+            .keys()
+            .map(|(_, id)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every stored document's (`_index`, `_id`), sorted.
+    pub fn stored_keys(&self) -> Vec<(String, String)> {
         self.state().stored.keys().cloned().collect()
     }
 
-    /// The stored document with this `_id`.
-    pub fn stored(&self, id: &str) -> Option<Value> {
-        self.state().stored.get(id).map(|(_, doc)| doc.clone())
+    /// The document stored under `id` in `index`.
+    pub fn stored(&self, index: &str, id: &str) -> Option<Value> {
+        self.state()
+            .stored
+            .get(&(index.to_string(), id.to_string()))
+            .cloned()
     }
 
-    /// The index a document was stored in.
-    pub fn stored_index(&self, id: &str) -> Option<String> {
-        self.state().stored.get(id).map(|(index, _)| index.clone())
+    /// The indices holding a document with this `_id`, sorted.
+    pub fn stored_indices(&self, id: &str) -> Vec<String> {
+        self.state()
+            .stored
+            .keys()
+            .filter(|(_, stored_id)| stored_id == id)
+            .map(|(index, _)| index.clone())
+            .collect()
     }
 
-    /// How many requests carried `id`.
+    /// How many requests carried `id` (to any index).
     pub fn times_sent(&self, id: &str) -> u32 {
         self.state().sent.get(id).copied().unwrap_or(0)
     }
@@ -666,10 +700,15 @@ async fn answer(
 
 /// Applies one create like Elasticsearch would, returning its response item.
 fn apply(s: &mut State, p: Pair) -> Value {
-    if let Some((fault, remaining)) = s.item_faults.get_mut(&p.id)
-        && *remaining > 0
-    {
-        *remaining -= 1;
+    let fault = match (&s.all_items_fault, s.item_faults.get_mut(&p.id)) {
+        (Some((until, fault)), _) if Instant::now() < *until => Some(fault.clone()),
+        (_, Some((fault, remaining))) if *remaining > 0 => {
+            *remaining -= 1;
+            Some(fault.clone())
+        }
+        _ => None,
+    };
+    if let Some(fault) = fault {
         let mut error = json!({"type": fault.error_type, "reason": fault.reason});
         if let Some(c) = &fault.caused_by {
             error["caused_by"] = c.clone();
@@ -686,18 +725,21 @@ fn apply(s: &mut State, p: Pair) -> Value {
             }}});
         }
     };
-    if s.stored.contains_key(&p.id) {
-        return json!({"create": {"_index": p.index, "_id": p.id, "status": 409, "error": {
+    let key = (p.index, p.id);
+    if s.stored.contains_key(&key) {
+        let (index, id) = key;
+        return json!({"create": {"_index": index, "_id": id, "status": 409, "error": {
             "type": "version_conflict_engine_exception",
-            "reason": format!("[{}]: version conflict, document already exists (current version [1])", p.id),
-            "index_uuid": "3m8Qx0bWQ0-eSZnS8jI8sA", "shard": "0", "index": p.index
+            "reason": format!("[{id}]: version conflict, document already exists (current version [1])"),
+            "index_uuid": "3m8Qx0bWQ0-eSZnS8jI8sA", "shard": "0", "index": index
         }}});
     }
     s.seq_no += 1;
-    let item = json!({"create": {"_index": p.index, "_id": p.id, "_version": 1, "result": "created",
+    let (index, id) = &key;
+    let item = json!({"create": {"_index": index, "_id": id, "_version": 1, "result": "created",
         "_shards": {"total": 2, "successful": 1, "failed": 0},
         "_seq_no": s.seq_no, "_primary_term": 1, "status": 201}});
-    s.stored.insert(p.id, (p.index, document));
+    s.stored.insert(key, document);
     item
 }
 

@@ -8,8 +8,17 @@
 //!  "index":"logs-2026.11.26","id":"…",       // from the item's action line (null if unreadable)
 //!  "status":400,                             // the item's HTTP status
 //!  "error":{"type":"…","reason":"…","caused_by":{…}},  // as Elasticsearch sent it
+//!  "given_up":{"first_failure":"…","attempts":57},     // only for a document given up
 //!  "document":{…}}                           // the document line: as JSON if it parses, else a string
 //! ```
+//!
+//! A document *given up* after failing for `retry.give_up_after` (see
+//! `delivery`) has the `given_up` object: when its first attempt failed and
+//! how many attempts failed. Its `status` and `error` are those of the last
+//! failure, with `status` 0 when there was no HTTP answer (`error.type`
+//! `connection_broken`: a cut connection; `delivery_panicked`) and a
+//! `reason` that says what kept failing, since when and for how long. Replay
+//! treats it like any other record.
 //!
 //! A batch's dead letters are written in one `write_all`, then flushed and
 //! `sync_data`'d before the batch is acknowledged: once durable here a line
@@ -31,7 +40,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::SinkError;
@@ -74,8 +83,19 @@ pub struct DeadLetter<'a> {
     pub meta: ActionMeta,
     pub status: u16,
     pub error: ItemError,
+    /// Set for a document given up after `retry.give_up_after`.
+    pub given_up: Option<GivenUp>,
     /// The document line, without its newline.
     pub document: &'a [u8],
+}
+
+/// Why a document was given up rather than rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GivenUp {
+    /// When its first attempt failed.
+    pub first_failure: DateTime<Utc>,
+    /// Failed attempts (requests, or deliveries that panicked).
+    pub attempts: u32,
 }
 
 #[derive(Serialize)]
@@ -85,6 +105,14 @@ struct Head<'a> {
     id: Option<&'a str>,
     status: u16,
     error: ErrorOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    given_up: Option<GivenUpOut>,
+}
+
+#[derive(Serialize)]
+struct GivenUpOut {
+    first_failure: String,
+    attempts: u32,
 }
 
 #[derive(Serialize)]
@@ -198,6 +226,10 @@ pub fn serialize(letter: &DeadLetter<'_>, out: &mut Vec<u8>) {
             reason: letter.error.reason.as_deref(),
             caused_by: letter.error.caused_by.as_ref(),
         },
+        given_up: letter.given_up.as_ref().map(|g| GivenUpOut {
+            first_failure: g.first_failure.to_rfc3339_opts(SecondsFormat::Millis, true),
+            attempts: g.attempts,
+        }),
     };
     // Serialising these plain structs into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &head);
@@ -232,6 +264,7 @@ mod tests {
                     serde_json::json!({"type":"illegal_argument_exception","reason":"r"}),
                 ),
             },
+            given_up: None,
             document,
         }
     }
@@ -263,6 +296,45 @@ mod tests {
             "{first}"
         );
         assert_eq!(lines[1]["document"], "not json \"quoted\"");
+        assert!(first.get("given_up").is_none(), "{first}");
+    }
+
+    #[test]
+    fn given_up_records_say_when_and_how_often_and_replay_reads_them() {
+        let first_failure = DateTime::parse_from_rfc3339("2026-11-26T01:02:03.456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut out = Vec::new();
+        serialize(
+            &DeadLetter {
+                status: 0,
+                error: ItemError {
+                    kind: Some("connection_broken".into()),
+                    reason: Some("given up after …: the connection was cut 9 times".into()),
+                    caused_by: None,
+                },
+                given_up: Some(GivenUp {
+                    first_failure,
+                    attempts: 9,
+                }),
+                ..letter(br#"{"message":"big"}"#)
+            },
+            &mut out,
+        );
+        let line = std::str::from_utf8(&out).unwrap();
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["status"], 0);
+        assert_eq!(record["error"]["type"], "connection_broken");
+        assert_eq!(
+            record["given_up"],
+            serde_json::json!({"first_failure": "2026-11-26T01:02:03.456Z", "attempts": 9})
+        );
+        assert_eq!(record["document"], serde_json::json!({"message": "big"}));
+        let item = super::super::replay::to_item(line.trim_end()).unwrap();
+        assert_eq!(
+            String::from_utf8(item).unwrap(),
+            "{\"create\":{\"_id\":\"id-1\",\"_index\":\"logs-x\"}}\n{\"message\":\"big\"}\n"
+        );
     }
 
     #[test]

@@ -8,21 +8,28 @@
 //! channel and backpressure reaches the tailers). A batch is acknowledged
 //! (`Acknowledger::delivered`) once every item in it was accepted by
 //! Elasticsearch (2xx, or 409 for our own `_id`) or durably written to the
-//! dead-letter file ([`dead_letter`] documents its format).
+//! dead-letter file ([`dead_letter`] documents its format). A delivery that
+//! panics is restarted and its batch delivered again, never acknowledged on
+//! the way (`delivery`, "Panics").
 //!
 //! Promises: nothing is dropped — whole-request failures of any kind
 //! (connect errors, timeouts, 429, 5xx, other 4xx, a 2xx that is not a bulk
 //! response for exactly the items sent) are retried with capped, jittered
-//! exponential backoff without a limit on attempts; a 413, or a connection
-//! cut repeatedly while the host still answers a probe (`delivery` documents
-//! the rule), splits the request; only items Elasticsearch rejects for good
-//! (4xx other than 409/429, or a single document answered 413) are
-//! dead-lettered — never a document on a guess from a cut connection.
+//! exponential backoff; a 413, or a connection cut repeatedly while the host
+//! still answers a probe (`delivery` documents the rule), splits the
+//! request; items Elasticsearch rejects for good (4xx other than 409/429, or
+//! a single document answered 413) are dead-lettered at once — never a
+//! document on a guess from a single cut connection. A document that keeps
+//! failing while the cluster answers (cut while the host answers a probe, a
+//! whole-request 4xx, never a bulk response, an item 429/5xx while others
+//! are accepted, a delivery that panics) is given up — dead-lettered — after
+//! `retry.give_up_after` of such failures; an outage (no answer, a
+//! whole-request 429/5xx) never counts toward that, however long it lasts.
 //!
-//! Does not: give up, reorder acknowledgements (batches may finish in any
-//! order; the checkpoint store's watermark handles that), or decide when to
-//! stop — the app aborts [`ElasticsearchSink::run`] at the shutdown deadline,
-//! which aborts every batch task; unacknowledged lines are read again after
+//! Does not: reorder acknowledgements (batches may finish in any order; the
+//! checkpoint store's watermark handles that), or decide when to stop — the
+//! app aborts [`ElasticsearchSink::run`] at the shutdown deadline, which
+//! aborts every batch task; unacknowledged lines are read again after
 //! restart.
 //!
 //! Parts: `client` (TLS, credentials, headers), `version` (start-up
@@ -122,8 +129,7 @@ impl ElasticsearchSink {
         let delivery = Delivery::new(
             request::BulkRequester::new(client, hosts),
             cfg.gzip_level,
-            cfg.retry.initial_backoff,
-            cfg.retry.max_backoff,
+            &cfg.retry,
             metrics,
             dead_letters,
         );
@@ -175,7 +181,7 @@ impl ElasticsearchSink {
             let acks = acks.clone();
             in_flight.spawn(async move {
                 let batch = Arc::new(batch);
-                delivery.deliver(&batch).await;
+                delivery.deliver_until_settled(&batch).await;
                 acks.delivered(&batch.origins());
                 drop(slot);
             });
@@ -184,13 +190,22 @@ impl ElasticsearchSink {
             report_task_end(done);
         }
     }
+
+    /// Test seam: the next `n` bulk responses (`u32::MAX`: all) make their
+    /// batch's delivery panic once counted, as a bug would; see
+    /// `delivery` ("Panics").
+    #[doc(hidden)]
+    pub fn inject_delivery_panics(&self, n: u32) {
+        self.delivery.inject_panics(n);
+    }
 }
 
+/// Logs a batch task that panicked outside its delivery (which restarts
+/// panicked deliveries itself): while acknowledging.
 fn report_task_end(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done
         && e.is_panic()
     {
-        // The batch stays unacknowledged: its lines are re-read after restart.
-        tracing::error!(error = %e, "a batch delivery task panicked; its batch was not acknowledged");
+        tracing::error!(error = %e, "a batch task panicked while acknowledging its batch");
     }
 }

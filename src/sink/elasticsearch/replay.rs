@@ -62,7 +62,7 @@ struct Record {
 }
 
 /// The bulk item for one dead-letter record, or why it cannot be replayed.
-fn to_item(line: &str) -> Result<Vec<u8>, String> {
+pub(super) fn to_item(line: &str) -> Result<Vec<u8>, String> {
     let record: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let index = record["index"]
         .as_str()

@@ -2,9 +2,11 @@
 //!
 //! [`Backoff`] is capped exponential backoff with full jitter: the n-th
 //! consecutive failure waits a uniformly random time in `[0, min(initial ·
-//! 2ⁿ, max)]`. It is reset after progress (any item accepted). Retries never
-//! give up: time, not a count, bounds them, and on shutdown the app aborts the
-//! sink and unacknowledged lines are re-read after restart.
+//! 2ⁿ, max)]`. It is reset after progress (any item accepted). No count
+//! bounds retries: only time, through `retry.give_up_after` for failures
+//! specific to a document (`delivery` has the rule; an outage is retried
+//! for as long as it lasts), and on shutdown the app aborts the sink and
+//! unacknowledged lines are re-read after restart.
 //!
 //! [`LogLimiter`] lets one log line through per interval and counts the rest,
 //! so a long outage with many batches in flight logs a handful of warnings,
