@@ -11,8 +11,11 @@
 //!   rescan), identifies each by device, inode and a fingerprint of its first
 //!   line, and runs one follower task per file: 256 KiB reads on the blocking
 //!   pool, lines split with `memchr`, rotation (rename), copytruncate (the
-//!   file's generation goes up) and deletion handled, the fd of a rotated or
-//!   deleted file kept until it is read to its end.
+//!   file's generation goes up, noticed at every read) and deletion handled,
+//!   the fd of a rotated or deleted file kept until it is read to its end.
+//!   At start, files the checkpoints know that were rotated away (renamed,
+//!   copied, compressed) while logship was down are found and read to their
+//!   end; those gone are counted as lost.
 //! * [`decode`] turns physical lines into logical ones: CRI (`P`/`F` parts
 //!   joined), docker `json-file` (chunks joined), plain; auto-detected per
 //!   file; lines over `max_line_bytes` cut and flagged, never buffered without
@@ -29,7 +32,10 @@
 //! * [`sink::elasticsearch`] gzips each batch on the blocking pool, sends up
 //!   to `concurrency` `_bulk` requests, walks every item (2xx and 409
 //!   delivered, 429/5xx retried alone with capped jittered backoff, other 4xx
-//!   dead-lettered durably) and retries whole-request failures without limit.
+//!   dead-lettered durably) and retries whole-request failures while the
+//!   cluster is unreachable for as long as it takes; a document that fails
+//!   on its own while the cluster answers is dead-lettered after
+//!   `retry.give_up_after`.
 //! * [`tail::Checkpointer`] receives the acks: a file's checkpoint moves to
 //!   the end of the longest run of acknowledged spans from its start (the ack
 //!   watermark) and is written atomically every 500 ms and at shutdown. A
