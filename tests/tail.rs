@@ -452,7 +452,8 @@ async fn rotation_by_rename_while_writing_loses_and_duplicates_nothing() {
         // of the glob before it was ever seen cannot be followed. So rotate
         // only once the tailer has seen the current file's first line.
         let seen = move |first: &str| {
-            let deadline = Instant::now() + Duration::from_secs(5);
+            // Generous: a loaded CI machine can take seconds to scan.
+            let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
                 if received.lock().unwrap().iter().any(|r| r.message == first) {
                     return;
