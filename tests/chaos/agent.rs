@@ -151,11 +151,16 @@ fn poll_once(st: &mut PollState) {
         };
         for s in &scrape.samples {
             let name = s.metric.as_str();
-            if !(name.contains("lost") || name.contains("dropped")) {
+            if !(name.contains("lost") || name.contains("dropped")) || !name.ends_with("_total") {
                 continue;
             }
-            let prometheus_parse::Value::Counter(v) = s.value else {
-                continue;
+            // The exposition types the base name (`# TYPE x counter`) while
+            // samples are `x_total`, which the parser then calls untyped.
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v)
+                | prometheus_parse::Value::Gauge(v) => v,
+                _ => continue,
             };
             let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
             let series = format!("{name}{{{}}}", labels.join(","));
@@ -220,6 +225,8 @@ pub struct AgentCtl {
     pub bad_exits: Vec<String>,
     pub kills: u64,
     pub starts: u64,
+    /// Process stops so far (kill, SIGTERM, or an exit of its own).
+    pub stops: u64,
 }
 
 impl AgentCtl {
@@ -262,6 +269,7 @@ impl AgentCtl {
             bad_exits: Vec::new(),
             kills: 0,
             starts: 1,
+            stops: 0,
         };
         ctl.event("agent started".to_string());
         ctl
@@ -367,6 +375,7 @@ impl AgentCtl {
     }
 
     fn after_stop(&mut self) {
+        self.stops += 1;
         self.running = false;
         self.since = Instant::now();
         self.poller.lock().port = None;
@@ -453,6 +462,16 @@ impl AgentCtl {
             up: self.running,
             seen: st.seen.clone(),
             files: st.files.clone(),
+            checkpoints: self.checkpoints.clone(),
+        }
+    }
+
+    /// What the last stopped process left: its checkpoints only.
+    pub fn knowledge_at_last_stop(&self) -> Knowledge {
+        Knowledge {
+            up: false,
+            seen: HashSet::new(),
+            files: HashMap::new(),
             checkpoints: self.checkpoints.clone(),
         }
     }

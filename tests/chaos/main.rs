@@ -32,7 +32,7 @@
 //! * `CHAOS_KILLS` (default 1000): kills the long test runs to.
 //!
 //! `cargo test --test chaos -- --nocapture` runs the CI budget;
-//! `cargo test --release --test chaos chaos_long -- --ignored --nocapture`
+//! `cargo test --test chaos chaos_long -- --ignored --nocapture`
 //! runs until 1,000 kills and prints the figures.
 
 #[path = "../support/mod.rs"]
@@ -122,6 +122,7 @@ fn plan(s: &Settings, test: &str, k: usize) -> Plan {
         duration: s.schedule,
         actions: s.actions.clone(),
         name: format!("chaos-{test}-{seed}-{}", buffer.name()),
+        keep_index: test != "long",
     }
 }
 
@@ -144,6 +145,7 @@ fn run_one(p: &Plan) -> Result<Outcome, String> {
         duration: p.duration,
         actions: p.actions.clone(),
         name: p.name.clone(),
+        keep_index: p.keep_index,
     };
     std::thread::Builder::new()
         .name(p.name.clone())

@@ -61,8 +61,10 @@ pub struct Plan {
     pub duration: Duration,
     /// Enabled action names.
     pub actions: Vec<&'static str>,
-    /// Stop early once this many kills happened (the long test).
     pub name: String,
+    /// Keep the index of a failed schedule (not in the long run: hundreds
+    /// of thousands of documents per schedule).
+    pub keep_index: bool,
 }
 
 pub struct Outcome {
@@ -111,6 +113,8 @@ struct Run<'a> {
     read_from_end_until: Option<Instant>,
     kills_in_flight: u64,
     kills_in_checkpoint_write: u64,
+    /// `AgentCtl::stops` when last looked at.
+    stops_seen: u64,
     /// Problems with the test's own expectations (a kill that should have
     /// had a request in flight did not).
     harness_problems: Vec<String>,
@@ -154,11 +158,23 @@ pub fn run(plan: &Plan) -> Outcome {
         read_from_end_until: None,
         kills_in_flight: 0,
         kills_in_checkpoint_write: 0,
+        stops_seen: 0,
         harness_problems: Vec::new(),
     };
-    let deadline = Instant::now() + plan.duration;
+    let begin = Instant::now();
+    let deadline = begin + plan.duration;
+    let inflight_enabled = plan.actions.contains(&"kill9_inflight");
     while Instant::now() < deadline {
         run.timers();
+        // Every schedule has at least one kill with a request in flight.
+        if inflight_enabled
+            && run.kills_in_flight == 0
+            && begin.elapsed() > plan.duration / 2
+            && run.kill9_inflight()
+        {
+            *run.counts.entry("kill9_inflight").or_default() += 1;
+            continue;
+        }
         run.step();
         let pause = run.rng.u64(20..400);
         std::thread::sleep(Duration::from_millis(pause));
@@ -171,11 +187,14 @@ pub fn run(plan: &Plan) -> Outcome {
         &mut run.ctl,
         &run.harness_problems,
     );
-    if verdict.failed {
+    if verdict.failed && plan.keep_index {
         // The index stays for a person to look at (it goes with the node).
         save_artifacts(&plan.name, &run.ctl, &verdict.report);
         println!("index of the failed schedule: {}/{pattern}", es.url());
     } else {
+        if verdict.failed {
+            save_artifacts(&plan.name, &run.ctl, &verdict.report);
+        }
         let _ = es.request(
             reqwest::Method::DELETE,
             &format!("{pattern}?allow_no_indices=true"),
@@ -213,8 +232,16 @@ impl Run<'_> {
         self.observe();
     }
 
-    /// While the agent runs, every matched file is one it can see.
-    fn observe(&self) {
+    /// While the agent runs, every matched file is one it can see; after
+    /// a process stop, deleted files it held are out of reach.
+    fn observe(&mut self) {
+        if self.ctl.stops != self.stops_seen {
+            self.stops_seen = self.ctl.stops;
+            let k = self.ctl.knowledge_at_last_stop();
+            for i in 0..STREAMS.len() {
+                self.world.lock(i).agent_stopped(&k);
+            }
+        }
         if self.ctl.running() {
             self.world.observe();
         }

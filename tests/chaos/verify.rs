@@ -6,16 +6,23 @@
 //! *duplicated* if more than one document carries its marker. Missing lines
 //! are split into:
 //!
-//! * **inherent**: no shipper could have read them, and the agent cannot
-//!   know it: the line was still unread (past the agent's read offset) when
-//!   a truncation cut it off, or read but not acknowledged and the agent
-//!   stopped or reloaded after the truncation; or its file left the globs
-//!   (renamed out, deleted, compressed) while the agent neither followed it
-//!   nor had it in its checkpoints (the schedule only moves files a running
-//!   agent has had 2 s to find, so this means "while the agent was down, a
-//!   file it never knew");
-//! * **owed**: every other missing line. The agent must deliver it, or
-//!   count it as lost: the owed lines must equal what its loss counters
+//! * **inherent**: no shipper could have shipped them, nor know how many
+//!   there were. The agent's knowledge is taken from `/api/v1/files` while
+//!   it runs and from its persisted `checkpoints.json` after it stopped:
+//!   - the line's file existed only while no agent ran;
+//!   - a truncation (copytruncate, rewrite in place) cut the line off while
+//!     it was past what the agent had read, or past what it had
+//!     acknowledged and the agent then stopped or reloaded;
+//!   - its file was deleted while the agent was down, or while it held the
+//!     file and then stopped, and the line is past the agent's checkpoint;
+//!   - its file left the globs (renamed out, deleted, compressed) while the
+//!     agent neither followed it nor had it in its checkpoints (a running
+//!     agent always gets 2 s to find a file before it is moved, so this
+//!     means a file born and moved while the agent was down);
+//! * **owed**: every other missing line: still on disk somewhere (renamed,
+//!   gzip'd, in a copytruncate copy), or acknowledged by the agent, or lost
+//!   in a running agent. The agent must deliver it, or count it as lost:
+//!   the owed lines must equal what its loss counters
 //!   (every counter series whose name contains `lost` or `dropped`, over
 //!   all its processes) say, in lines, or in bytes of the lines as written.
 //!
@@ -429,7 +436,11 @@ fn inherent_reason(s: &Stream, n: u64) -> Option<String> {
     if let Some(d) = &phys.deleted_while_down
         && end > d.acked
     {
-        return Some("deleted while the agent was down, past its checkpoint".to_string());
+        return Some(
+            "deleted while the agent was down, or while it held the file and then stopped; \
+             past its checkpoint"
+                .to_string(),
+        );
     }
     if let Some(d) = &phys.departure
         && !d.known

@@ -567,6 +567,20 @@ impl Stream {
         }
     }
 
+    /// The agent process stopped: files deleted while it held them are out
+    /// of reach of the next one; what it had acknowledged of them is what
+    /// `agent` (its checkpoints) says.
+    pub fn agent_stopped(&mut self, agent: &dyn AgentKnowledge) {
+        for i in 0..self.phys.len() {
+            if self.phys[i].path.is_none()
+                && self.phys[i].truncation.is_none()
+                && self.phys[i].deleted_while_down.is_none()
+            {
+                self.deleted(i, agent);
+            }
+        }
+    }
+
     /// Rotates the live file the stream's way. Returns a description, or
     /// `None` if the stream does not rotate.
     pub fn rotate(
