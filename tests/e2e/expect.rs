@@ -224,6 +224,17 @@ pub fn wait_for_delivery(es: &Elasticsearch, index: &str, n: u64, agent: &mut Ag
 /// exactly-once property. Panics with the report, the agent's stderr and the
 /// number of documents per file on failure.
 pub fn assert_exactly_once(es: &Elasticsearch, index: &str, expected: &[Line], agent: &mut Agent) {
+    assert_exactly_once_docs(es, index, expected, agent);
+}
+
+/// [`assert_exactly_once`], returning the documents it checked (one per
+/// line written), for tests that look at more fields than [`compare`] does.
+pub fn assert_exactly_once_docs(
+    es: &Elasticsearch,
+    index: &str,
+    expected: &[Line],
+    agent: &mut Agent,
+) -> Vec<Value> {
     wait_for_delivery(es, index, expected.len() as u64, agent);
     // Anything still in flight (a duplicate, say) shows up within a few batch timeouts.
     std::thread::sleep(Duration::from_millis(1500));
@@ -241,6 +252,7 @@ pub fn assert_exactly_once(es: &Elasticsearch, index: &str, expected: &[Line], a
             agent.stderr_tail(40)
         );
     }
+    docs
 }
 
 /// One stdout CRI `F` line carrying `message`, timestamped from `seq`

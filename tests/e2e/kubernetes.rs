@@ -1,21 +1,26 @@
 //! Kubernetes metadata end to end: the real agent in daemonset mode watches
 //! a fake API server (real list/watch protocol, real Pod JSON; see
 //! `tests/support/fake_apiserver.rs`), follows pod log files laid out as the
-//! kubelet does, and the documents in the real Elasticsearch must carry
-//! their pod's metadata. The fake counts requests: one list and one watch
+//! kubelet does. As in the other e2e tests, every line written must be in the
+//! real Elasticsearch exactly once (`expect::assert_exactly_once_docs`),
+//! carrying its pod's metadata, and no line of an excluded pod or container
+//! may be there at all. The fake counts requests: one list and one watch
 //! of pods and one of namespaces per (re)connect, never one per pod or per
 //! line.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::expect::{Line, assert_exactly_once_docs, cri_stdout, wait_for_delivery};
 use crate::scenario;
+use crate::support::elasticsearch::Elasticsearch;
 use crate::support::fake_apiserver::{
     Counts, FakeApiServer, namespace_json, pod_json, write_kubeconfig,
 };
-use crate::support::logship::{Options, Setup, append, cri_line, timestamp};
+use crate::support::logship::{Agent, Options, Setup, append};
 
 const NODE: &str = "e2e-node";
 
@@ -69,29 +74,60 @@ fn pod_log(setup: &Setup, pod: &Value) -> PathBuf {
     dir.join(container).join("0.log")
 }
 
-fn write_lines(path: &Path, tag: &str, range: std::ops::Range<u64>) {
+/// Appends stdout CRI lines `range` of `tag` to `path` (each message unique:
+/// tag and seq); returns them as written.
+fn write_lines(path: &Path, tag: &str, range: std::ops::Range<u64>) -> Vec<Line> {
+    let mut lines = Vec::new();
     let mut bytes = Vec::new();
-    for i in range {
-        bytes.extend(cri_line(
-            &timestamp(i),
-            "stdout",
-            "F",
-            format!("{tag} line {i}").as_bytes(),
-        ));
+    for seq in range {
+        bytes.extend(cri_stdout(seq, format!("{tag} seq={seq:06}"), &mut lines));
     }
     append(path, &bytes);
+    lines
 }
 
-fn docs_of(all: &[Value], tag: &str) -> Vec<Value> {
-    let prefix = format!("{tag} line ");
-    all.iter()
-        .filter(|d| {
-            d["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with(&prefix))
-        })
-        .cloned()
+/// Asserts that the index holds exactly `expected`, every line once with its
+/// stream and `@timestamp` ([`assert_exactly_once_docs`]); returns each
+/// line's document by message.
+fn assert_lines(
+    es: &Elasticsearch,
+    setup: &Setup,
+    expected: &[Line],
+    agent: &mut Agent,
+) -> HashMap<String, Value> {
+    assert_exactly_once_docs(es, &setup.index_pattern, expected, agent)
+        .into_iter()
+        .map(|doc| (doc["message"].as_str().unwrap().to_string(), doc))
         .collect()
+}
+
+/// Waits for `n` documents, then `settle` more for anything that should not
+/// arrive (lines of excluded files) to show up.
+fn wait_then_settle(
+    es: &Elasticsearch,
+    setup: &Setup,
+    n: usize,
+    agent: &mut Agent,
+    settle: Duration,
+) {
+    wait_for_delivery(es, &setup.index_pattern, n as u64, agent);
+    std::thread::sleep(settle);
+}
+
+/// The document of `line` in `docs` (from [`assert_lines`]).
+fn doc_of<'a>(docs: &'a HashMap<String, Value>, line: &Line) -> &'a Value {
+    docs.get(&line.message)
+        .unwrap_or_else(|| panic!("no document for {:?}", line.message))
+}
+
+/// None of `lines` was indexed.
+fn assert_absent(docs: &HashMap<String, Value>, lines: &[Line], why: &str) {
+    let shipped: Vec<&str> = lines
+        .iter()
+        .filter(|l| docs.contains_key(&l.message))
+        .map(|l| l.message.as_str())
+        .collect();
+    assert!(shipped.is_empty(), "{why}, yet indexed: {shipped:?}");
 }
 
 /// The document carries exactly the metadata the pod object describes.
@@ -177,8 +213,8 @@ fn pod_appearing_after_its_file_gets_metadata() {
         "app",
     );
     api.apply_pod(&other);
-    write_lines(&pod_log(&setup, &pod), "late", 0..50);
-    write_lines(&pod_log(&setup, &other), "other", 0..5);
+    let late = write_lines(&pod_log(&setup, &pod), "late", 0..50);
+    let others = write_lines(&pod_log(&setup, &other), "other", 0..5);
     let mut agent = setup.start();
     // While its pod is unknown, the file says so in the status API.
     let started = std::time::Instant::now();
@@ -192,18 +228,17 @@ fn pod_appearing_after_its_file_gets_metadata() {
     assert!(waiting_seen, "no file was in state waiting_for_metadata");
     api.apply_pod(&pod);
 
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 55, Duration::from_secs(30)),
-        55
+    let docs = assert_lines(
+        es,
+        &setup,
+        &[late.clone(), others.clone()].concat(),
+        &mut agent,
     );
-    agent.assert_running();
-    let all = es.search_all(&setup.index_pattern);
-    let late = docs_of(&all, "late");
-    assert_eq!(late.len(), 50);
-    for doc in &late {
-        assert_pod_metadata(doc, &pod);
+    for line in &late {
+        assert_pod_metadata(doc_of(&docs, line), &pod);
     }
-    for doc in docs_of(&all, "other") {
+    for line in &others {
+        let doc = doc_of(&docs, line);
         assert!(
             doc.get("kubernetes").is_none(),
             "pod of another node must not be watched: {doc}"
@@ -241,15 +276,11 @@ fn deleted_pod_lines_keep_metadata() {
     api.delete_pod(pod["metadata"]["uid"].as_str().unwrap());
     std::thread::sleep(Duration::from_millis(300));
     // The file appears (and is read) only after the pod is gone.
-    write_lines(&pod_log(&setup, &pod), "gone", 0..30);
+    let gone = write_lines(&pod_log(&setup, &pod), "gone", 0..30);
 
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 30, Duration::from_secs(30)),
-        30
-    );
-    agent.assert_running();
-    for doc in docs_of(&es.search_all(&setup.index_pattern), "gone") {
-        assert_pod_metadata(&doc, &pod);
+    let docs = assert_lines(es, &setup, &gone, &mut agent);
+    for line in &gone {
+        assert_pod_metadata(doc_of(&docs, line), &pod);
     }
 }
 
@@ -272,11 +303,8 @@ fn expired_watch_relists_and_finds_new_pods() {
     wait_until("the first watch", Duration::from_secs(20), || {
         api.counts().pods.watches >= 1
     });
-    write_lines(&pod_log(&setup, &first), "first", 0..10);
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 10, Duration::from_secs(30)),
-        10
-    );
+    let firsts = write_lines(&pod_log(&setup, &first), "first", 0..10);
+    assert_lines(es, &setup, &firsts, &mut agent);
 
     api.expire_watches();
     let second = pod_json(
@@ -287,21 +315,19 @@ fn expired_watch_relists_and_finds_new_pods() {
         "api",
     );
     api.apply_pod(&second);
-    write_lines(&pod_log(&setup, &second), "second", 0..20);
+    let seconds = write_lines(&pod_log(&setup, &second), "second", 0..20);
 
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 30, Duration::from_secs(30)),
-        30
+    let docs = assert_lines(
+        es,
+        &setup,
+        &[firsts.clone(), seconds.clone()].concat(),
+        &mut agent,
     );
-    agent.assert_running();
-    let all = es.search_all(&setup.index_pattern);
-    for doc in docs_of(&all, "first") {
-        assert_pod_metadata(&doc, &first);
+    for line in &firsts {
+        assert_pod_metadata(doc_of(&docs, line), &first);
     }
-    let second_docs = docs_of(&all, "second");
-    assert_eq!(second_docs.len(), 20);
-    for doc in &second_docs {
-        assert_pod_metadata(doc, &second);
+    for line in &seconds {
+        assert_pod_metadata(doc_of(&docs, line), &second);
     }
     wait_until("the second watch", Duration::from_secs(20), || {
         api.counts().pods.watches >= 2
@@ -350,13 +376,11 @@ fn api_server_down_at_start() {
         "app",
     );
     let log = pod_log(&setup, &pod);
-    write_lines(&log, "early", 0..10);
+    let early = write_lines(&log, "early", 0..10);
     let mut agent = setup.start();
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 10, Duration::from_secs(30)),
-        10
-    );
-    for doc in docs_of(&es.search_all(&setup.index_pattern), "early") {
+    let docs = assert_lines(es, &setup, &early, &mut agent);
+    for line in &early {
+        let doc = doc_of(&docs, line);
         assert!(doc.get("kubernetes").is_none(), "{doc}");
     }
 
@@ -366,16 +390,19 @@ fn api_server_down_at_start() {
         api.counts().pods.watches >= 1
     });
     std::thread::sleep(Duration::from_millis(1500));
-    write_lines(&log, "later", 10..30);
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 30, Duration::from_secs(30)),
-        30
+    let later = write_lines(&log, "later", 10..30);
+    let docs = assert_lines(
+        es,
+        &setup,
+        &[early.clone(), later.clone()].concat(),
+        &mut agent,
     );
-    agent.assert_running();
-    let later = docs_of(&es.search_all(&setup.index_pattern), "later");
-    assert_eq!(later.len(), 20);
-    for doc in &later {
-        assert_pod_metadata(doc, &pod);
+    for line in &early {
+        let doc = doc_of(&docs, line);
+        assert!(doc.get("kubernetes").is_none(), "{doc}");
+    }
+    for line in &later {
+        assert_pod_metadata(doc_of(&docs, line), &pod);
     }
     assert_eq!(api.counts(), Counts::each(1, 1), "{:?}", api.requests());
 }
@@ -412,29 +439,26 @@ fn annotations_exclude_pods_and_containers() {
     for pod in [&quiet, &noisy, &kept] {
         api.apply_pod(pod);
     }
-    write_lines(&pod_log(&setup, &quiet), "quiet", 0..10);
-    write_lines(&pod_log(&setup, &noisy), "noisy", 0..10);
-    write_lines(&pod_log(&setup, &kept), "kept", 0..10);
+    let mut excluded = write_lines(&pod_log(&setup, &quiet), "quiet", 0..10);
+    excluded.extend(write_lines(&pod_log(&setup, &noisy), "noisy", 0..10));
+    let mut shipped = write_lines(&pod_log(&setup, &kept), "kept", 0..10);
     let mut agent = setup.start();
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 10, Duration::from_secs(30)),
-        10
-    );
+    let docs = assert_lines(es, &setup, &shipped, &mut agent);
+    assert_absent(&docs, &excluded, "excluded pod or container");
     // More lines for the excluded files after they were first seen.
-    write_lines(&pod_log(&setup, &quiet), "quiet", 10..20);
-    write_lines(&pod_log(&setup, &kept), "kept", 10..20);
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 20, Duration::from_secs(30)),
-        20
+    excluded.extend(write_lines(&pod_log(&setup, &quiet), "quiet", 10..20));
+    shipped.extend(write_lines(&pod_log(&setup, &kept), "kept", 10..20));
+    wait_then_settle(
+        es,
+        &setup,
+        shipped.len(),
+        &mut agent,
+        Duration::from_secs(2),
     );
-    std::thread::sleep(Duration::from_secs(2));
-    agent.assert_running();
-    let all = es.search_all(&setup.index_pattern);
-    assert_eq!(all.len(), 20);
-    let kept_docs = docs_of(&all, "kept");
-    assert_eq!(kept_docs.len(), 20);
-    for doc in &kept_docs {
-        assert_pod_metadata(doc, &kept);
+    let docs = assert_lines(es, &setup, &shipped, &mut agent);
+    assert_absent(&docs, &excluded, "excluded pod or container");
+    for line in &shipped {
+        assert_pod_metadata(doc_of(&docs, line), &kept);
     }
 }
 
@@ -463,14 +487,20 @@ fn pod_found_late_and_excluded_stops_being_read() {
         "app",
     );
     api.apply_pod(&kept);
-    write_lines(&pod_log(&setup, &quiet), "early", 0..20);
-    write_lines(&pod_log(&setup, &kept), "kept", 0..5);
+    let early = write_lines(&pod_log(&setup, &quiet), "early", 0..20);
+    let mut kept_lines = write_lines(&pod_log(&setup, &kept), "kept", 0..5);
     let mut agent = setup.start();
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 25, Duration::from_secs(30)),
-        25,
-        "lines of the unknown pod ship after metadata_wait"
+    // Lines of the unknown pod ship, without metadata, after metadata_wait.
+    let docs = assert_lines(
+        es,
+        &setup,
+        &[early.clone(), kept_lines.clone()].concat(),
+        &mut agent,
     );
+    for line in &early {
+        let doc = doc_of(&docs, line);
+        assert!(doc.get("kubernetes").is_none(), "{doc}");
+    }
     // The follower looks its pod up again when the file has new lines: wait
     // until the watch has delivered the pod, then write.
     let cached = |agent: &mut crate::support::logship::Agent| {
@@ -485,14 +515,10 @@ fn pod_found_late_and_excluded_stops_being_read() {
     });
     // A missing pod is looked up again at most once a second (POD_RETRY).
     std::thread::sleep(Duration::from_millis(1500));
-    write_lines(&pod_log(&setup, &quiet), "after", 0..20);
-    write_lines(&pod_log(&setup, &kept), "kept", 5..10);
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 30, Duration::from_secs(30)),
-        30,
-        "{}",
-        agent.stderr_tail(40)
-    );
+    let after = write_lines(&pod_log(&setup, &quiet), "after", 0..20);
+    kept_lines.extend(write_lines(&pod_log(&setup, &kept), "kept", 5..10));
+    let expected = [early.clone(), kept_lines.clone()].concat();
+    wait_for_delivery(es, &setup.index_pattern, expected.len() as u64, &mut agent);
     wait_until(
         "the late pod's file to show as excluded",
         Duration::from_secs(20),
@@ -502,15 +528,16 @@ fn pod_found_late_and_excluded_stops_being_read() {
         },
     );
     std::thread::sleep(Duration::from_secs(2));
-    agent.assert_running();
-    let all = es.search_all(&setup.index_pattern);
-    assert_eq!(docs_of(&all, "early").len(), 20);
-    assert_eq!(docs_of(&all, "kept").len(), 10);
-    assert!(
-        docs_of(&all, "after").is_empty(),
-        "lines written after the pod was found excluded were shipped"
+    let docs = assert_lines(es, &setup, &expected, &mut agent);
+    assert_absent(
+        &docs,
+        &after,
+        "lines written after the pod was found excluded must not ship",
     );
-    assert_eq!(all.len(), 30);
+    for line in &early {
+        let doc = doc_of(&docs, line);
+        assert!(doc.get("kubernetes").is_none(), "{doc}");
+    }
 }
 
 /// Namespaces: with `namespace_labels: true` every document carries its
@@ -561,30 +588,33 @@ fn namespace_labels_and_namespace_exclusion() {
     for pod in [&kept, &muted, &rebel] {
         api.apply_pod(pod);
     }
-    write_lines(&pod_log(&setup, &kept), "kept", 0..10);
-    write_lines(&pod_log(&setup, &muted), "muted", 0..10);
-    write_lines(&pod_log(&setup, &rebel), "rebel", 0..10);
+    let mut kept_lines = write_lines(&pod_log(&setup, &kept), "kept", 0..10);
+    let mut muted_lines = write_lines(&pod_log(&setup, &muted), "muted", 0..10);
+    let rebel_lines = write_lines(&pod_log(&setup, &rebel), "rebel", 0..10);
     let mut agent = setup.start();
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 20, Duration::from_secs(30)),
-        20
+    let docs = assert_lines(
+        es,
+        &setup,
+        &[kept_lines.clone(), rebel_lines.clone()].concat(),
+        &mut agent,
     );
+    assert_absent(&docs, &muted_lines, "a pod of an excluded namespace");
     // More lines for the excluded file after it was first seen.
-    write_lines(&pod_log(&setup, &muted), "muted", 10..20);
-    write_lines(&pod_log(&setup, &kept), "kept", 10..20);
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 30, Duration::from_secs(30)),
-        30
+    muted_lines.extend(write_lines(&pod_log(&setup, &muted), "muted", 10..20));
+    kept_lines.extend(write_lines(&pod_log(&setup, &kept), "kept", 10..20));
+    let expected = [kept_lines.clone(), rebel_lines.clone()].concat();
+    wait_then_settle(
+        es,
+        &setup,
+        expected.len(),
+        &mut agent,
+        Duration::from_secs(2),
     );
-    std::thread::sleep(Duration::from_secs(2));
-    agent.assert_running();
-    let all = es.search_all(&setup.index_pattern);
-    assert_eq!(all.len(), 30);
-    assert!(docs_of(&all, "muted").is_empty());
-    for (tag, pod, namespace, n) in [("kept", &kept, &shop, 20), ("rebel", &rebel, &quiet, 10)] {
-        let docs = docs_of(&all, tag);
-        assert_eq!(docs.len(), n, "{tag}");
-        for doc in &docs {
+    let docs = assert_lines(es, &setup, &expected, &mut agent);
+    assert_absent(&docs, &muted_lines, "a pod of an excluded namespace");
+    for (lines, pod, namespace) in [(&kept_lines, &kept, &shop), (&rebel_lines, &rebel, &quiet)] {
+        for line in lines {
+            let doc = doc_of(&docs, line);
             assert_pod_metadata(doc, pod);
             let labels = &doc["kubernetes"]["namespace_labels"];
             let want = namespace["metadata"]["labels"].as_object().unwrap();
@@ -642,6 +672,7 @@ fn json_format_annotation_parses_messages_into_json() {
         .to_string()
     };
     let mut written = Vec::new();
+    let mut expected = Vec::new();
     for (tag, pod) in [("parsed", &parsed), ("plain", &plain)] {
         let mut bytes = Vec::new();
         for i in 0..12 {
@@ -650,26 +681,15 @@ fn json_format_annotation_parses_messages_into_json() {
             } else {
                 json_line(tag, i)
             };
-            bytes.extend(cri_line(&timestamp(i), "stdout", "F", text.as_bytes()));
+            bytes.extend(cri_stdout(i, text.clone(), &mut expected));
             written.push((tag, i, text));
         }
         append(&pod_log(&setup, pod), &bytes);
     }
     let mut agent = setup.start();
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 24, Duration::from_secs(30)),
-        24
-    );
-    agent.assert_running();
-    let all = es.search_all(&setup.index_pattern);
-    assert_eq!(all.len(), 24);
+    let docs = assert_lines(es, &setup, &expected, &mut agent);
     for (tag, i, text) in &written {
-        let docs: Vec<&Value> = all
-            .iter()
-            .filter(|d| d["message"] == text.as_str())
-            .collect();
-        assert_eq!(docs.len(), 1, "{text}");
-        let doc = docs[0];
+        let doc = &docs[text];
         let expected: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         if *tag == "parsed" && expected.is_object() {
             assert_eq!(doc["json"], expected, "{doc}");
@@ -685,36 +705,49 @@ fn json_format_annotation_parses_messages_into_json() {
             }
         );
     }
-    // Searchable by the parsed fields.
+    // Searchable by the parsed fields: each query finds exactly the lines
+    // it should (by message).
     es.refresh(&setup.index_pattern);
-    let count = |query: Value| {
-        es.json(
+    let found = |query: Value| -> BTreeSet<String> {
+        let response = es.json(
             reqwest::Method::POST,
-            &format!("{}/_count", setup.index_pattern),
-            Some(&serde_json::json!({ "query": query })),
-        )["count"]
-            .as_u64()
-            .unwrap()
+            &format!("{}/_search", setup.index_pattern),
+            Some(&serde_json::json!({ "query": query, "size": 100 })),
+        );
+        let hits = response["hits"]["hits"].as_array().unwrap();
+        let messages: Vec<String> = hits
+            .iter()
+            .map(|h| h["_source"]["message"].as_str().unwrap().to_string())
+            .collect();
+        let unique: BTreeSet<String> = messages.iter().cloned().collect();
+        assert_eq!(
+            unique.len(),
+            messages.len(),
+            "a line found twice: {messages:?}"
+        );
+        unique
     };
-    let warn_lines = written
-        .iter()
-        .filter(|(tag, i, _)| *tag == "parsed" && i % 4 != 3 && i.is_multiple_of(3))
-        .count() as u64;
-    assert!(warn_lines > 0);
+    let parsed_where = |keep: fn(u64) -> bool| -> BTreeSet<String> {
+        written
+            .iter()
+            .filter(|(tag, i, _)| *tag == "parsed" && i % 4 != 3 && keep(*i))
+            .map(|(_, _, text)| text.clone())
+            .collect()
+    };
+    let warn_lines = parsed_where(|i| i.is_multiple_of(3));
+    assert!(!warn_lines.is_empty());
     assert_eq!(
-        count(serde_json::json!({"match_phrase": {"json.level": "warn"}})),
+        found(serde_json::json!({"match_phrase": {"json.level": "warn"}})),
         warn_lines
     );
     assert_eq!(
-        count(serde_json::json!({"match_phrase": {"json.user.id": "u-5"}})),
-        1
+        found(serde_json::json!({"match_phrase": {"json.user.id": "u-5"}})),
+        parsed_where(|i| i == 5)
     );
-    let slow_lines = written
-        .iter()
-        .filter(|(tag, i, _)| *tag == "parsed" && i % 4 != 3 && i * 10 >= 50)
-        .count() as u64;
+    let slow_lines = parsed_where(|i| i * 10 >= 50);
+    assert!(!slow_lines.is_empty());
     assert_eq!(
-        count(serde_json::json!({"range": {"json.latency_ms": {"gte": 50}}})),
+        found(serde_json::json!({"range": {"json.latency_ms": {"gte": 50}}})),
         slow_lines
     );
     let not_json = written
@@ -754,19 +787,16 @@ fn sidecar_mode_uses_downward_api() {
     );
     std::fs::write(setup.config_path(), yaml).unwrap();
     let path = setup.log("app.log");
-    write_lines(&path, "side", 0..15);
+    let mut expected = write_lines(&path, "side", 0..15);
     let json_message = r#"{"side":"json","n":15}"#;
     append(
         &path,
-        &cri_line(&timestamp(15), "stdout", "F", json_message.as_bytes()),
+        &cri_stdout(15, json_message.to_string(), &mut expected),
     );
     let mut agent = setup.start();
-    assert_eq!(
-        es.wait_for_count(&setup.index_pattern, 16, Duration::from_secs(30)),
-        16
-    );
-    agent.assert_running();
-    for doc in es.search_all(&setup.index_pattern) {
+    let docs = assert_lines(es, &setup, &expected, &mut agent);
+    for line in &expected {
+        let doc = doc_of(&docs, line);
         let k = &doc["kubernetes"];
         assert_eq!(k["pod"]["name"], "demo-pod", "{doc}");
         assert_eq!(
@@ -782,16 +812,10 @@ fn sidecar_mode_uses_downward_api() {
             "{doc}"
         );
         assert_eq!(k["annotations"]["logship_io/format"], "json", "{doc}");
-        if doc["message"] == json_message {
+        if line.message == json_message {
             assert_eq!(doc["payload"], serde_json::json!({"side": "json", "n": 15}));
         } else {
             assert!(doc.get("payload").is_none(), "{doc}");
         }
     }
-    let payloads = es
-        .search_all(&setup.index_pattern)
-        .iter()
-        .filter(|d| d.get("payload").is_some())
-        .count();
-    assert_eq!(payloads, 1);
 }
