@@ -428,6 +428,13 @@ impl ServerState<'_> {
         let checkpointer = shared.checkpointer.clone();
         let mut taken: HashSet<(u64, u64)> = self.active.keys().copied().collect();
         let sources: Vec<String> = self.server.sources.iter().map(|s| s.name.clone()).collect();
+        let live: Vec<(u64, PathBuf)> = self
+            .server
+            .registry
+            .files()
+            .iter()
+            .map(|f| (f.identity().fingerprint, f.path.clone()))
+            .collect();
         let located = tokio::task::spawn_blocking(move || {
             rotated::clear_scratch(&scratch);
             let mut out = Vec::new();
@@ -448,7 +455,7 @@ impl ServerState<'_> {
                 }
                 let newer = match located {
                     rotated::Located::AtPath => Vec::new(),
-                    _ => rotated::newer_rotations(&u, &*checkpointer, &taken, &scratch),
+                    _ => rotated::newer_rotations(&u, &*checkpointer, &live, &taken, &scratch),
                 };
                 for (_, c) in &newer {
                     if let Ok(m) = std::fs::metadata(&c.found_at) {

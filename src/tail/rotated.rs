@@ -233,9 +233,31 @@ fn copy_of_known(file: &File, fingerprint: u64, store: &dyn Known) -> bool {
 /// at or after `u` was last seen: rotations made while logship was down
 /// that it never saw. Each comes with the identity to read it under, from
 /// its start.
+/// True if `file` (first line `fingerprint`) is an earlier copy of one of
+/// the `live` files (followed now: `(fingerprint, path)`): that file has the
+/// same first line and, at `file`'s size, the same last bytes. Its lines are
+/// read from the live file; reading the copy too would ship them twice.
+fn prefix_of_live(file: &File, fingerprint: u64, live: &[(u64, PathBuf)]) -> bool {
+    let Ok(size) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let mut probe = LineReader::new(size, 1);
+    if probe.prime_tail(file).ok().flatten().is_none() {
+        return false;
+    }
+    live.iter()
+        .filter(|(fp, _)| *fp == fingerprint)
+        .any(|(_, path)| {
+            File::open(path).is_ok_and(|live| {
+                super::reader::bytes_before_are(&live, size, probe.tail()).unwrap_or(false)
+            })
+        })
+}
+
 pub fn newer_rotations(
     u: &Unfinished,
     store: &dyn Known,
+    live: &[(u64, PathBuf)],
     taken: &HashSet<(u64, u64)>,
     scratch: &Path,
 ) -> Vec<(FileIdentity, Candidate)> {
@@ -252,7 +274,10 @@ pub fn newer_rotations(
             let Ok(Some(identity)) = identity::identify(&file) else {
                 continue;
             };
-            if !store.knows(&identity) && !copy_of_known(&file, identity.fingerprint, store) {
+            if !store.knows(&identity)
+                && !copy_of_known(&file, identity.fingerprint, store)
+                && !prefix_of_live(&file, identity.fingerprint, live)
+            {
                 out.push((
                     identity,
                     Candidate {
@@ -278,7 +303,10 @@ pub fn newer_rotations(
         }
         let copy = scratch.join(format!("{}-{}-{:016x}.log", s.dev, s.ino, fingerprint));
         match unpack(&s.path, &copy) {
-            Ok(file) if copy_of_known(&file, fingerprint, store) => {
+            Ok(file)
+                if copy_of_known(&file, fingerprint, store)
+                    || prefix_of_live(&file, fingerprint, live) =>
+            {
                 let _ = fs::remove_file(&copy);
             }
             Ok(file) => out.push((
@@ -451,18 +479,30 @@ mod tests {
         let b_id = identity::identify(&File::open(&b).unwrap())
             .unwrap()
             .unwrap();
-        let found = newer_rotations(&u, &Store(None), &HashSet::new(), &scratch);
+        let found = newer_rotations(&u, &Store(None), &[], &HashSet::new(), &scratch);
         let mut paths: Vec<&Path> = found.iter().map(|(_, c)| c.found_at.as_path()).collect();
         paths.sort();
         assert_eq!(paths, vec![b.as_path(), c.as_path()]);
         // Known to the store: not listed again.
-        let found = newer_rotations(&u, &Store(Some(b_id)), &HashSet::new(), &scratch);
+        let found = newer_rotations(&u, &Store(Some(b_id)), &[], &HashSet::new(), &scratch);
         assert_eq!(found.len(), 1);
+        // An earlier copy of the live file (same first line, its bytes still
+        // there): its lines are read from the live file.
+        let live = dir.path().join("live.log");
+        fs::write(&live, b"b\nmore\n").unwrap();
+        let found = newer_rotations(
+            &u,
+            &Store(None),
+            &[(b_id.fingerprint, live)],
+            &HashSet::new(),
+            &scratch,
+        );
+        assert_eq!(found.len(), 1, "only the .gz is left");
         // Older than when the file was last seen: not a rotation we missed.
         let recent = Unfinished {
             last_seen: u64::MAX >> 2,
             ..u
         };
-        assert!(newer_rotations(&recent, &Store(None), &HashSet::new(), &scratch).is_empty());
+        assert!(newer_rotations(&recent, &Store(None), &[], &HashSet::new(), &scratch).is_empty());
     }
 }
