@@ -521,6 +521,7 @@ impl Follower {
                 FileState::Idle => self.idle().await?,
                 FileState::Truncated(fingerprint) => {
                     self.truncated(fingerprint);
+                    self.persist_identity().await;
                     return Ok(true);
                 }
                 FileState::Gone { rotated } => {
@@ -615,6 +616,7 @@ impl Follower {
                     self.send().await?;
                     let fp = self.current_fingerprint().await;
                     self.truncated(fp);
+                    self.persist_identity().await;
                     if self.identity_pending {
                         return Ok(true);
                     }
@@ -918,6 +920,20 @@ impl Follower {
     async fn try_reidentify(&mut self) {
         if let Some(fp) = self.current_fingerprint().await {
             self.set_identity(fp);
+            self.persist_identity().await;
+        }
+    }
+
+    /// Writes the checkpoints now that the file has a new identity, before
+    /// any line of it is read: after a crash the store knows the new content
+    /// under that identity, so a copy of it made while logship was down
+    /// (copytruncate) is read as that file, not as a new one.
+    async fn persist_identity(&self) {
+        let checkpointer = self.shared.checkpointer.clone();
+        match tokio::task::spawn_blocking(move || checkpointer.persist()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint write failed; will retry"),
+            Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
         }
     }
 

@@ -437,6 +437,8 @@ impl ServerState<'_> {
             .collect();
         let located = tokio::task::spawn_blocking(move || {
             rotated::clear_scratch(&scratch);
+            // Every file's own rotation first, then the rotations never
+            // seen: a copy of a known file is read as that file.
             let mut out = Vec::new();
             for u in unfinished {
                 let Some(source) = u
@@ -447,22 +449,23 @@ impl ServerState<'_> {
                     tracing::info!(path = %u.path.display(), source = u.source.as_deref().unwrap_or("?"), "a file with unacknowledged lines belongs to a source no longer configured; not read");
                     continue;
                 };
-                let located = rotated::locate(&u, &scratch);
+                let located = rotated::locate(&u, &taken, &scratch);
                 if let rotated::Located::Found(c) = &located
                     && let Ok(m) = std::fs::metadata(&c.found_at)
                 {
                     taken.insert((m.dev(), m.ino()));
                 }
-                let newer = match located {
-                    rotated::Located::AtPath => Vec::new(),
-                    _ => rotated::newer_rotations(&u, &*checkpointer, &live, &taken, &scratch),
-                };
-                for (_, c) in &newer {
+                out.push((u, source, located, Vec::new()));
+            }
+            for (u, _, located, newer) in &mut out {
+                if !matches!(located, rotated::Located::AtPath) {
+                    *newer = rotated::newer_rotations(u, &*checkpointer, &live, &taken, &scratch);
+                }
+                for (_, c) in newer.iter() {
                     if let Ok(m) = std::fs::metadata(&c.found_at) {
                         taken.insert((m.dev(), m.ino()));
                     }
                 }
-                out.push((u, source, located, newer));
             }
             out
         })

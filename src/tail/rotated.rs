@@ -128,8 +128,9 @@ fn tail_matches(file: &File, u: &Unfinished) -> bool {
     probe.prime_tail(file).ok().flatten() == Some(want)
 }
 
-/// Looks for `u` (see module doc), unpacking into `scratch` if needed.
-pub fn locate(u: &Unfinished, scratch: &Path) -> Located {
+/// Looks for `u` (see module doc) among the siblings not `taken` (found
+/// for another file), unpacking into `scratch` if needed.
+pub fn locate(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &Path) -> Located {
     let id = &u.identity;
     let same_file = |file: &File| -> bool {
         file.metadata()
@@ -141,7 +142,8 @@ pub fn locate(u: &Unfinished, scratch: &Path) -> Located {
     {
         return Located::AtPath;
     }
-    let siblings = siblings(&u.path);
+    let mut siblings = siblings(&u.path);
+    siblings.retain(|s| !taken.contains(&(s.dev, s.ino)));
     // Renamed: the same inode.
     for s in siblings
         .iter()
@@ -415,12 +417,15 @@ mod tests {
         let path = dir.path().join("0.log");
         fs::write(&path, b"first\nsecond\n").unwrap();
         let u = unfinished(&path, 6);
-        assert!(matches!(locate(&u, &scratch), Located::AtPath));
+        assert!(matches!(
+            locate(&u, &HashSet::new(), &scratch),
+            Located::AtPath
+        ));
 
         let rotated = dir.path().join("0.log.20261128-093000");
         fs::rename(&path, &rotated).unwrap();
         fs::write(&path, b"a new file\n").unwrap();
-        match locate(&u, &scratch) {
+        match locate(&u, &HashSet::new(), &scratch) {
             Located::Found(c) => assert_eq!((c.found_at, c.copy), (rotated.clone(), None)),
             other => panic!("{other:?}"),
         }
@@ -428,7 +433,7 @@ mod tests {
         let gz = dir.path().join("0.log.20261128-093000.gz");
         gzip(&rotated, &gz);
         fs::remove_file(&rotated).unwrap();
-        match locate(&u, &scratch) {
+        match locate(&u, &HashSet::new(), &scratch) {
             Located::Found(c) => {
                 assert_eq!(c.found_at, gz);
                 assert_eq!(fs::read(c.copy.unwrap()).unwrap(), b"first\nsecond\n");
@@ -442,7 +447,7 @@ mod tests {
         let copy = dir.path().join("0.log.1");
         fs::write(&copy, b"first\nsecond\n").unwrap();
         fs::remove_file(&gz).unwrap();
-        match locate(&u, &scratch) {
+        match locate(&u, &HashSet::new(), &scratch) {
             Located::Found(c) => assert_eq!(c.found_at, copy),
             other => panic!("{other:?}"),
         }
@@ -456,9 +461,15 @@ mod tests {
             tail: Some(identity::tail_hash(b"first\nsecond\n")),
             ..u.clone()
         };
-        assert!(matches!(locate(&u7, &scratch), Located::Gone));
+        assert!(matches!(
+            locate(&u7, &HashSet::new(), &scratch),
+            Located::Gone
+        ));
         fs::remove_file(&copy).unwrap();
-        assert!(matches!(locate(&u, &scratch), Located::Gone));
+        assert!(matches!(
+            locate(&u, &HashSet::new(), &scratch),
+            Located::Gone
+        ));
     }
 
     #[test]
