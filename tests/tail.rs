@@ -1562,3 +1562,26 @@ async fn rewritten_to_the_same_size_while_idle_is_read() {
         "the rewritten line was not read within 4 s (IDLE_RECHECK is 1 s): {got:?}"
     );
 }
+
+// Found by the chaos test (seed 242879): copytruncate while the agent is
+// down, of a file whose first line never changes (a banner). The live file
+// keeps its identity (same inode, same first line) and is read again as a
+// new generation; the copy holding the old generation's unread lines must
+// be looked for too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_of_a_banner_file_while_stopped_reads_the_copy() {
+    let (_d, logs, data) = dirs();
+    let banner = "# service banner v1".to_string();
+    let mut first = vec![banner.clone()];
+    first.extend(lines("before", 0..100));
+    let path = shipped_file(&logs, &data, "app.log", first).await;
+
+    let unread = appended(&path, lines("unread", 0..50));
+    std::fs::copy(&path, logs.join("app.log.1")).unwrap();
+    truncate(&path);
+    let mut fresh = appended(&path, vec![banner]);
+    fresh.extend(appended(&path, lines("fresh", 0..20)));
+
+    let (received, metrics) = Pipeline::restarted(&logs, &data, 71).await;
+    assert_none_lost(&metrics, &msgs(&received), &[unread, fresh].concat());
+}

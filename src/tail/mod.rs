@@ -148,6 +148,10 @@ struct Opened {
     file: File,
     identity: FileIdentity,
     size: u64,
+    /// The file has a stored checkpoint but no longer holds the bytes
+    /// before it (truncated or rewritten while logship was down): that
+    /// checkpoint and its tail hash.
+    rewritten: Option<(Checkpoint, Option<u64>)>,
 }
 
 impl FileServer {
@@ -371,6 +375,8 @@ impl ServerState<'_> {
     async fn scan(&mut self, watcher: &mut Watcher) {
         let matchers = self.server.matchers.clone();
         let active: HashSet<(u64, u64)> = self.active.keys().copied().collect();
+        let checkpointer = self.server.shared.checkpointer.clone();
+        let first_scan = self.first_scan;
         let result = tokio::task::spawn_blocking(move || {
             let scan = discover::scan(&matchers);
             let mut opened = Vec::new();
@@ -380,7 +386,12 @@ impl ServerState<'_> {
                     continue;
                 }
                 match open(found) {
-                    Ok(Some(o)) => opened.push(o),
+                    Ok(Some(mut o)) => {
+                        if first_scan {
+                            o.rewritten = rewritten_while_away(&o, &checkpointer);
+                        }
+                        opened.push(o)
+                    }
                     Ok(None) => pending.push(found.path.clone()),
                     Err(e) => {
                         tracing::warn!(path = %found.path.display(), error = %e, "cannot open file")
@@ -402,12 +413,25 @@ impl ServerState<'_> {
         let seen: HashSet<(u64, u64)> = scan.files.iter().map(|f| (f.dev, f.ino)).collect();
         self.ended.retain(|id, _| seen.contains(&(id.dev, id.ino)));
         let claimed: HashSet<FileIdentity> = opened.iter().map(|o| o.identity).collect();
+        let mut rewritten = Vec::new();
         for o in opened {
+            if let Some((checkpoint, tail)) = o.rewritten {
+                // The old content may be in a copy next to it (copytruncate).
+                rewritten.push(checkpoint::Unfinished {
+                    identity: o.identity,
+                    path: o.found.path.clone(),
+                    source: Some(self.server.sources[o.found.source].name.clone()),
+                    checkpoint,
+                    tail,
+                    known_unread: 0,
+                    last_seen: 0,
+                });
+            }
             self.start(o);
         }
         if self.first_scan {
             self.first_scan = false;
-            self.find_rotated_while_stopped(claimed).await;
+            self.find_rotated_while_stopped(claimed, rewritten).await;
         }
     }
 
@@ -415,15 +439,27 @@ impl ServerState<'_> {
     /// no glob found and that were not read to their end, are looked for
     /// ([`rotated`]) and read to their end; those truly gone are counted
     /// and logged as lost.
-    async fn find_rotated_while_stopped(&mut self, mut claimed: HashSet<FileIdentity>) {
+    ///
+    /// `rewritten`: files found at their path, but truncated or rewritten
+    /// while logship was down (read again as a new generation): the old
+    /// generation's unread lines may be in a copy next to them
+    /// (copytruncate), looked for the same way, never in the file itself.
+    async fn find_rotated_while_stopped(
+        &mut self,
+        mut claimed: HashSet<FileIdentity>,
+        rewritten: Vec<checkpoint::Unfinished>,
+    ) {
         use std::os::unix::fs::MetadataExt;
         let shared = self.server.shared.clone();
         // Files being followed (by an earlier scan of this run) are claimed too.
         claimed.extend(self.server.registry.files().iter().map(|f| f.identity()));
         let unfinished = shared.checkpointer.unfinished(&claimed);
-        if unfinished.is_empty() {
+        if unfinished.is_empty() && rewritten.is_empty() {
             return;
         }
+        let copies_only: HashSet<FileIdentity> = rewritten.iter().map(|u| u.identity).collect();
+        let unfinished: Vec<checkpoint::Unfinished> =
+            rewritten.into_iter().chain(unfinished).collect();
         let scratch = self.server.scratch_dir.clone();
         let checkpointer = shared.checkpointer.clone();
         let mut taken: HashSet<(u64, u64)> = self.active.keys().copied().collect();
@@ -449,7 +485,17 @@ impl ServerState<'_> {
                     tracing::info!(path = %u.path.display(), source = u.source.as_deref().unwrap_or("?"), "a file with unacknowledged lines belongs to a source no longer configured; not read");
                     continue;
                 };
-                let located = rotated::locate(&u, &taken, &scratch);
+                let located = if copies_only.contains(&u.identity) {
+                    // The file at its path is the new content: only a copy counts.
+                    let mut taken = taken.clone();
+                    taken.insert((u.identity.dev, u.identity.ino));
+                    match rotated::locate_elsewhere(&u, &taken, &scratch) {
+                        rotated::Located::Found(c) => rotated::Located::Found(c),
+                        _ => rotated::Located::AtPath,
+                    }
+                } else {
+                    rotated::locate(&u, &taken, &scratch)
+                };
                 if let rotated::Located::Found(c) = &located
                     && let Ok(m) = std::fs::metadata(&c.found_at)
                 {
@@ -548,6 +594,7 @@ impl ServerState<'_> {
                 file: candidate.file,
                 identity,
                 size: meta.len(),
+                rewritten: None,
             },
             start,
             true,
@@ -614,6 +661,14 @@ impl ServerState<'_> {
             .flatten()
             .max_by_key(|c| (c.generation, c.offset));
         let start = match known {
+            Some(cp) if o.rewritten.is_some() && ended.is_none() => {
+                Metrics::add(&shared.metrics.truncations, 1);
+                tracing::info!(path = %o.found.path.display(), generation = cp.generation.wrapping_add(1), "file no longer holds the lines before its checkpoint: truncated or rewritten while we were away; reading it from the start as a new generation");
+                StartAt::New(Checkpoint {
+                    generation: cp.generation.wrapping_add(1),
+                    offset: 0,
+                })
+            }
             Some(cp) if o.size < cp.offset => {
                 Metrics::add(&shared.metrics.truncations, 1);
                 tracing::info!(path = %o.found.path.display(), "file is shorter than its checkpoint: truncated while we were away");
@@ -767,6 +822,24 @@ fn warn_if_fd_limit_below(max_open_files: u64) {
     }
 }
 
+/// The stored checkpoint (and tail hash) of an opened file that no longer
+/// holds the bytes before it (blocking: one small read).
+fn rewritten_while_away(
+    o: &Opened,
+    checkpointer: &Checkpointer,
+) -> Option<(Checkpoint, Option<u64>)> {
+    let cp = checkpointer.lookup(&o.identity)?;
+    if cp.offset == 0 {
+        return None;
+    }
+    let tail = checkpointer.lookup_tail(&o.identity);
+    let changed = o.size < cp.offset || {
+        let mut probe = reader::LineReader::new(cp.offset, 1);
+        tail.is_some() && probe.prime_tail(&o.file).ok().flatten() != tail
+    };
+    changed.then_some((cp, tail))
+}
+
 /// Opens a found file and identifies it; `None` if it has no identity yet
 /// (or it was replaced between the scan and the open).
 fn open(found: &Found) -> std::io::Result<Option<Opened>> {
@@ -781,6 +854,7 @@ fn open(found: &Found) -> std::io::Result<Option<Opened>> {
         size: meta.len(),
         file,
         identity,
+        rewritten: None,
     }))
 }
 

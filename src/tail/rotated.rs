@@ -142,6 +142,19 @@ pub fn locate(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &Path) -> Lo
     {
         return Located::AtPath;
     }
+    locate_elsewhere(u, taken, scratch)
+}
+
+/// [`locate`] among the siblings only: for a file whose path holds other
+/// content under the same identity (a banner file copytruncated while
+/// logship was down), where only a copy can hold the old content.
+pub fn locate_elsewhere(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &Path) -> Located {
+    let id = &u.identity;
+    let same_file = |file: &File| -> bool {
+        file.metadata()
+            .is_ok_and(|m| (m.dev(), m.ino()) == (id.dev, id.ino))
+            && identity::fingerprint(file).ok().flatten() == Some(id.fingerprint)
+    };
     let mut siblings = siblings(&u.path);
     siblings.retain(|s| !taken.contains(&(s.dev, s.ino)));
     // Renamed: the same inode.
