@@ -126,6 +126,8 @@ struct StoredEntry {
     #[serde(default, skip_serializing_if = "is_zero")]
     read: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    read_tail: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     end: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source: Option<String>,
@@ -170,6 +172,10 @@ struct Stored {
     /// Bytes of this generation known to exist (the end of the newest span
     /// issued): what a loss of the file loses at least.
     read: u64,
+    /// Hash of the bytes just before `read`: lines past the checkpoint may
+    /// have been indexed with this content; if the file no longer holds it,
+    /// reading it again under this generation would reuse their `_id`s.
+    read_tail: Option<u64>,
     /// The file was closed, read to this offset (rotated away and drained,
     /// excluded, or given up): once `offset` reaches it, nothing is left.
     end: Option<u64>,
@@ -189,6 +195,7 @@ impl Stored {
             followers,
             tail: None,
             read: offset,
+            read_tail: None,
             end: None,
             source: None,
             reread: Vec::new(),
@@ -300,6 +307,7 @@ impl Checkpointer {
                             followers: 0,
                             tail: e.tail_hash,
                             read: e.read.max(e.offset),
+                            read_tail: e.read_tail,
                             end: e.end,
                             source: e.source,
                             reread: e.reread,
@@ -365,6 +373,17 @@ impl Checkpointer {
             .collect()
     }
 
+    /// How far the stored generation of `identity` was read (the end of the
+    /// newest span issued) and the hash of the bytes before that, if it was
+    /// read past its checkpoint.
+    pub fn lookup_read(&self, identity: &FileIdentity) -> Option<(u64, Option<u64>)> {
+        self.state()
+            .stored
+            .get(identity)
+            .filter(|s| s.read > s.offset)
+            .map(|s| (s.read, s.read_tail))
+    }
+
     /// Hash of the bytes just before the stored offset of `identity`, to
     /// verify a resumed file against (see `identity::tail_hash`).
     pub fn lookup_tail(&self, identity: &FileIdentity) -> Option<u64> {
@@ -425,13 +444,17 @@ impl Checkpointer {
         if commit_start && (start.generation, start.offset) > (s.generation, s.offset) {
             if start.generation != s.generation {
                 s.read = 0;
+                s.read_tail = None;
                 s.reread.clear();
             }
             s.generation = start.generation;
             s.offset = start.offset;
             s.tail = None;
         }
-        s.read = s.read.max(s.offset);
+        if s.offset > s.read {
+            s.read = s.offset;
+            s.read_tail = None;
+        }
         s.path = path.to_path_buf();
         s.followers += 1;
         s.last_seen = now;
@@ -503,6 +526,7 @@ impl Checkpointer {
                     && end > s.read
                 {
                     s.read = end;
+                    s.read_tail = tail;
                     st.dirty = true;
                 }
                 seq
@@ -718,6 +742,7 @@ impl Checkpointer {
                         last_seen: s.last_seen,
                         tail_hash: s.tail,
                         read: s.read,
+                        read_tail: s.read_tail,
                         end: s.end,
                         source: s.source.clone(),
                         reread: s.reread.clone(),
@@ -801,6 +826,7 @@ fn upsert(
             if (generation, offset) > (s.generation, s.offset) {
                 if generation != s.generation {
                     s.read = 0;
+                    s.read_tail = None;
                     s.end = None;
                     s.reread.clear();
                 }
@@ -853,6 +879,7 @@ impl Acknowledger for Checkpointer {
             {
                 if generation != s.generation {
                     s.read = 0;
+                    s.read_tail = None;
                     s.end = None;
                     s.reread.clear();
                 }

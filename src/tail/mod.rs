@@ -460,6 +460,7 @@ impl ServerState<'_> {
         let copies_only: HashSet<FileIdentity> = rewritten.iter().map(|u| u.identity).collect();
         let unfinished: Vec<checkpoint::Unfinished> =
             rewritten.into_iter().chain(unfinished).collect();
+        let rewritten_ids = copies_only.clone();
         let scratch = self.server.scratch_dir.clone();
         let checkpointer = shared.checkpointer.clone();
         let mut taken: HashSet<(u64, u64)> = self.active.keys().copied().collect();
@@ -525,6 +526,9 @@ impl ServerState<'_> {
         };
         for (u, source, found, newer) in located {
             match found {
+                rotated::Located::AtPath if rewritten_ids.contains(&u.identity) => {
+                    tracing::info!(path = %u.path.display(), "no copy of the old content of a file rewritten while logship was stopped");
+                }
                 rotated::Located::AtPath => {
                     tracing::info!(path = %u.path.display(), "a file with unacknowledged lines is no longer matched by its source's globs; not read");
                 }
@@ -829,14 +833,19 @@ fn rewritten_while_away(
     checkpointer: &Checkpointer,
 ) -> Option<(Checkpoint, Option<u64>)> {
     let cp = checkpointer.lookup(&o.identity)?;
-    if cp.offset == 0 {
-        return None;
-    }
     let tail = checkpointer.lookup_tail(&o.identity);
-    let changed = o.size < cp.offset || {
-        let mut probe = reader::LineReader::new(cp.offset, 1);
-        tail.is_some() && probe.prime_tail(&o.file).ok().flatten() != tail
+    let holds = |offset: u64, hash: Option<u64>| {
+        let mut probe = reader::LineReader::new(offset, 1);
+        hash.is_none() || probe.prime_tail(&o.file).ok().flatten() == hash
     };
+    // Lines past the checkpoint were read (and maybe indexed) too: if the
+    // file no longer holds them, new content there must not take their
+    // `_id`s (a new generation), even when nothing was acknowledged.
+    let read_changed = checkpointer
+        .lookup_read(&o.identity)
+        .is_some_and(|(read, hash)| o.size < read || !holds(read, hash));
+    let changed =
+        (cp.offset > 0 && (o.size < cp.offset || !holds(cp.offset, tail))) || read_changed;
     changed.then_some((cp, tail))
 }
 
