@@ -32,10 +32,16 @@ impl<'de> Deserialize<'de> for Entries {
                 f.write_str("an object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                // Like the sink, read the first entry (the action) and skip
+                // whatever follows it unparsed.
                 let mut out = Vec::new();
-                while let Some(entry) = map.next_entry::<serde::de::IgnoredAny, Probe>()? {
+                if let Some(entry) = map.next_entry::<serde::de::IgnoredAny, Probe>()? {
                     out.push((String::new(), entry.1));
                 }
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(Entries(out))
             }
         }

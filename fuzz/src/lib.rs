@@ -62,6 +62,11 @@ pub fn check_docker_against_serde(line: &[u8]) {
     else {
         return;
     };
+    // serde_json keeps the last of repeated keys; the scanner reads the
+    // first `log` (docker never repeats one): no common answer to check.
+    if serde_json::from_slice::<TopKeys>(line).is_ok_and(|k| k.repeated) {
+        return;
+    }
     let Some(serde_json::Value::String(log)) = map.get("log") else {
         return;
     };
@@ -79,4 +84,30 @@ pub fn check_docker_against_serde(line: &[u8]) {
     decoder.finish(now, &mut |l| got.push(l.message.to_vec()));
     let want = log.strip_suffix('\n').unwrap_or(log);
     assert_eq!(got, [want.as_bytes()]);
+}
+
+/// Whether an object's top-level keys repeat.
+struct TopKeys {
+    repeated: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for TopKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TopKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TopKeys, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut repeated = false;
+                while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    repeated |= !seen.insert(key);
+                }
+                Ok(TopKeys { repeated })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
