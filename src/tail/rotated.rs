@@ -34,8 +34,10 @@
 //!
 //! Several rotations while logship was down leave siblings it never saw
 //! (`0.log.<t1>` is the file it followed, `0.log.<t2>` a later one):
-//! [`newer_rotations`] lists the siblings the store does not know that
-//! were modified after the file was last seen, to be read from their start.
+//! [`newer_rotations`] lists the kubelet-named siblings the store does not
+//! know that were modified after the file was last seen, to be read from
+//! their start (logrotate-named ones may be `copytruncate` copies of lines
+//! already shipped under the live file's identity: not read).
 //!
 //! Blocking: directory listings, opens, decompression.
 
@@ -279,7 +281,7 @@ pub fn newer_rotations(
     let mut out = Vec::new();
     let last_seen = i64::try_from(u.last_seen).unwrap_or(i64::MAX);
     for s in siblings(&u.path) {
-        if s.mtime < last_seen || taken.contains(&(s.dev, s.ino)) {
+        if s.mtime < last_seen || taken.contains(&(s.dev, s.ino)) || !kubelet_rotation(&s.path) {
             continue;
         }
         if !s.gz {
@@ -339,6 +341,27 @@ pub fn newer_rotations(
         }
     }
     out
+}
+
+/// Whether `path` is named the way the kubelet names a rotation
+/// (`<name>.<YYYYMMDD-HHMMSS>`, maybe `.gz`). The kubelet only renames, so
+/// such a file once was the live file; logrotate's names (`.1`, `-20261128`)
+/// may be `copytruncate` copies of lines already shipped, which logship
+/// cannot tell from a rotation it never saw: those are not read.
+fn kubelet_rotation(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let name = name.strip_suffix(".gz").unwrap_or(name);
+    let Some((_, stamp)) = name.rsplit_once('.') else {
+        return false;
+    };
+    let b = stamp.as_bytes();
+    b.len() == 15
+        && b[8] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 8 || c.is_ascii_digit())
 }
 
 /// Removes what an earlier run left in the scratch directory.
@@ -495,9 +518,11 @@ mod tests {
             last_seen: 1,
             ..unfinished(&path, 0)
         };
-        let b = dir.path().join("0.log.2");
+        let b = dir.path().join("0.log.20261128-094000");
         fs::write(&b, b"b\n").unwrap();
-        let c = dir.path().join("0.log.3.gz");
+        let c = dir.path().join("0.log.20261128-095000.gz");
+        // logrotate's names are not considered (they may be copies).
+        fs::write(dir.path().join("0.log.1"), b"copy\n").unwrap();
         fs::write(dir.path().join("plain-c"), b"c\n").unwrap();
         gzip(&dir.path().join("plain-c"), &c);
         let b_id = identity::identify(&File::open(&b).unwrap())
