@@ -311,26 +311,34 @@ impl AgentCtl {
 
     /// `kill -9` now (after a last scrape of the loss counters).
     pub fn kill9(&mut self, why: &str) {
-        self.kill9_with(why, || true);
+        self.kill9_when(why, || Some(true));
     }
 
-    /// Scrapes the loss counters, then calls `ready` until it says to kill
-    /// (it may wait for a moment, e.g. a request in flight) and kills at
-    /// once; `ready` returning `false`... is retried until it returns true.
-    pub fn kill9_with(&mut self, why: &str, mut ready: impl FnMut() -> bool) {
+    /// Scrapes the loss counters, then asks `ready` until it says to kill
+    /// now (`Some(true)`: it may wait for a moment, e.g. a request in
+    /// flight, answering `Some(false)` meanwhile) or not at all (`None`).
+    /// Returns whether the agent was killed.
+    pub fn kill9_when(&mut self, why: &str, mut ready: impl FnMut() -> Option<bool>) -> bool {
         if !self.check_alive() {
-            return;
+            return false;
         }
         {
             let mut st = self.poller.lock();
             poll_once(&mut st);
-            while !ready() {}
+            loop {
+                match ready() {
+                    Some(true) => break,
+                    Some(false) => continue,
+                    None => return false,
+                }
+            }
             self.agent.kill_9();
             st.port = None;
         }
         self.kills += 1;
         self.event(format!("kill -9 ({why})"));
         self.after_stop();
+        true
     }
 
     /// Waits (at most 20 s) until the agent serves HTTP: it installs its

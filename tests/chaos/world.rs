@@ -606,7 +606,7 @@ impl Stream {
                 Some(msg)
             }
             Rotation::Logrotate => {
-                self.shift(at, agent);
+                self.shift(at);
                 let cur = self.current;
                 let to = self.rot_path(1, false);
                 std::fs::rename(&self.path, &to).expect("logrotate rename");
@@ -635,7 +635,7 @@ impl Stream {
     }
 
     /// logrotate: `x.log.N[.gz]` → `x.log.N+1[.gz]`, highest first.
-    fn shift(&mut self, at: Duration, agent: &dyn AgentKnowledge) {
+    fn shift(&mut self, at: Duration) {
         let mut rotated: Vec<usize> = self.rotated();
         rotated.sort_by_key(|&i| std::cmp::Reverse(self.phys[i].rot));
         for i in rotated {
@@ -649,14 +649,13 @@ impl Stream {
             phys.rot = Some(n + 1);
             phys.path = Some(to);
             phys.note(at, format!("shifted → {short}"));
-            let _ = agent;
         }
     }
 
     /// logrotate's copytruncate: shift, copy `x.log` to `x.log.1`, truncate
     /// `x.log` in place; the writer goes on through its `O_APPEND` fd.
     pub fn copytruncate(&mut self, at: Duration, agent: &dyn AgentKnowledge) -> String {
-        self.shift(at, agent);
+        self.shift(at);
         let copy = self.rot_path(1, false);
         std::fs::copy(&self.path, &copy).expect("copytruncate copy");
         self.truncate_in_place(at, agent, Some(copy.clone()), "copytruncate");
