@@ -56,6 +56,9 @@ pub struct Verdict {
     pub duplicated: u64,
     pub counted_lines: f64,
     pub counted_bytes: f64,
+    /// Disk buffer records (batches) counted as lost: not convertible to
+    /// lines, so not part of the comparison; reported.
+    pub counted_records: f64,
     /// Owed lines the counters do not account for.
     pub uncounted: u64,
     pub failed: bool,
@@ -227,6 +230,7 @@ pub fn verify(
         }
         match loss_unit(series) {
             "bytes" => v.counted_bytes += value,
+            "records" => v.counted_records += value,
             _ => v.counted_lines += value,
         }
     }
@@ -276,6 +280,14 @@ pub fn verify(
             report,
             "UNCOUNTED LOSS: {} owed lines ({} bytes) missing, the agent counted {} lines and {} bytes",
             v.owed, owed_bytes, v.counted_lines, v.counted_bytes
+        );
+    }
+    if v.counted_records > 0.0 {
+        let _ = writeln!(
+            report,
+            "NOTE: the agent counted {} disk buffer records (batches) as lost; a count of batches \
+             cannot be matched to lines, so it is not part of the comparison",
+            v.counted_records
         );
     }
     let mut touched: Vec<(usize, u32)> = Vec::new();
