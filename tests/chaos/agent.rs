@@ -136,6 +136,10 @@ pub fn loss_unit(series: &str) -> &'static str {
         "bytes"
     } else if name.contains("records") {
         "records"
+    } else if name.contains("files") {
+        // logship_files_lost_total counts files (their bytes are in
+        // logship_dropped_bytes_total): reported, not compared with lines.
+        "files"
     } else {
         "lines"
     }

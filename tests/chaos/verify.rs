@@ -231,6 +231,7 @@ pub fn verify(
         match loss_unit(series) {
             "bytes" => v.counted_bytes += value,
             "records" => v.counted_records += value,
+            "files" => {}
             _ => v.counted_lines += value,
         }
     }
