@@ -86,12 +86,31 @@ struct Sibling {
     gz: bool,
 }
 
-/// The regular files next to `path` named `<name>.<anything>`, newest first.
+/// A file name without its rotation suffixes (`.1`, `.20261128-093000`,
+/// `.gz`): `app.log.1.gz` → `app.log`. A file followed under a rotated
+/// name (a glob matching rotations) is renamed again by the next rotation
+/// (`app.log.1` → `app.log.2`), so its siblings share the stem, not its name.
+fn stem(name: &str) -> &str {
+    let mut stem = name;
+    while let Some((head, last)) = stem.rsplit_once('.') {
+        let rotation = last == "gz"
+            || (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
+        if !rotation || head.is_empty() {
+            break;
+        }
+        stem = head;
+    }
+    stem
+}
+
+/// The regular files next to `path` named `<stem>.<anything>` (see
+/// [`stem`]), other than `path` itself, newest first.
 fn siblings(path: &Path) -> Vec<Sibling> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Vec::new();
     };
-    let prefix = format!("{}.", name.to_string_lossy());
+    let own = name.to_string_lossy().into_owned();
+    let prefix = format!("{}.", stem(&own));
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -99,7 +118,7 @@ fn siblings(path: &Path) -> Vec<Sibling> {
         .flatten()
         .filter_map(|entry| {
             let file_name = entry.file_name().to_string_lossy().into_owned();
-            if !file_name.starts_with(&prefix) {
+            if !file_name.starts_with(&prefix) || file_name == own {
                 return None;
             }
             let meta = entry.metadata().ok()?;
@@ -423,6 +442,16 @@ mod tests {
             known_unread: 0,
             last_seen: 0,
         }
+    }
+
+    #[test]
+    fn the_stem_drops_rotation_suffixes_only() {
+        assert_eq!(stem("app.log"), "app.log");
+        assert_eq!(stem("app.log.1"), "app.log");
+        assert_eq!(stem("app.log.2.gz"), "app.log");
+        assert_eq!(stem("0.log.20261128-093000.gz"), "0.log");
+        assert_eq!(stem("syslog"), "syslog");
+        assert_eq!(stem("10.gz"), "10");
     }
 
     /// A store that knows one identity and no fingerprints.
