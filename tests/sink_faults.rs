@@ -173,20 +173,7 @@ struct Run {
 
 /// Runs a sink over `batches` until it returns (channel closed and drained).
 async fn run_sink(cfg: &ElasticsearchConfig, data_dir: &Path, batches: Vec<Batch>) -> Run {
-    let metrics = Arc::new(Metrics::default());
-    let acks = Arc::new(RecordingAcks::default());
-    let sink = ElasticsearchSink::new(cfg, data_dir, metrics.clone()).expect("sink");
-    let (tx, rx) = mpsc::channel(1);
-    let task = tokio::spawn(sink.run(rx, acks.clone()));
-    for b in batches {
-        tx.send(b).await.expect("sink stopped early");
-    }
-    drop(tx);
-    tokio::time::timeout(RUN_LIMIT, task)
-        .await
-        .expect("sink did not finish")
-        .expect("sink panicked");
-    Run { metrics, acks }
+    run_panicking_sink(cfg, data_dir, batches, 0).await
 }
 
 fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {

@@ -839,8 +839,7 @@ impl Follower {
         if let Some(h) = self.reader.tail_hash_at(end) {
             return Some(h);
         }
-        let mut probe = LineReader::new(end, 1);
-        probe.prime_tail(&self.file).ok().flatten()
+        super::reader::hash_before(&self.file, end)
     }
 
     /// Looks at the open file and its path (blocking syscalls, off the runtime).
@@ -849,9 +848,12 @@ impl Follower {
         let path = self.path.clone();
         let read_offset = self.reader.read_offset();
         let fingerprint = self.identity.fingerprint;
-        let tail = self.reader.tail().to_vec();
+        // A copy of the (at most 64) bytes, not an allocation per check.
+        let mut tail = [0u8; super::reader::TAIL_BYTES];
+        let tail_len = self.reader.tail().len();
+        tail[..tail_len].copy_from_slice(self.reader.tail());
         tokio::task::spawn_blocking(move || {
-            check_file(&file, &path, read_offset, fingerprint, &tail)
+            check_file(&file, &path, read_offset, fingerprint, &tail[..tail_len])
         })
         .await
         .unwrap_or(FileState::Idle)

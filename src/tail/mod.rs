@@ -835,8 +835,7 @@ fn rewritten_while_away(
     let cp = checkpointer.lookup(&o.identity)?;
     let tail = checkpointer.lookup_tail(&o.identity);
     let holds = |offset: u64, hash: Option<u64>| {
-        let mut probe = reader::LineReader::new(offset, 1);
-        hash.is_none() || probe.prime_tail(&o.file).ok().flatten() == hash
+        hash.is_none() || reader::hash_before(&o.file, offset) == hash
     };
     // Lines past the checkpoint were read (and maybe indexed) too: if the
     // file no longer holds them, new content there must not take their

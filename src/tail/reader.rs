@@ -61,6 +61,13 @@ fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> 
     Ok(done)
 }
 
+/// Hash of the (up to [`TAIL_BYTES`]) bytes of `file` just before `offset`
+/// (`identity::tail_hash`), or `None` if the file is shorter or cannot be
+/// read (blocking: one small `pread`).
+pub fn hash_before(file: &File, offset: u64) -> Option<u64> {
+    LineReader::new(offset, 1).prime_tail(file).ok().flatten()
+}
+
 /// True if `file` holds `expected` just before `offset` (blocking).
 pub fn bytes_before_are(file: &File, offset: u64, expected: &[u8]) -> io::Result<bool> {
     if expected.is_empty() {

@@ -49,7 +49,7 @@ use std::path::{Path, PathBuf};
 
 use super::checkpoint::Unfinished;
 use super::identity::{self, FINGERPRINT_BYTES};
-use super::reader::LineReader;
+use super::reader::{LineReader, hash_before};
 use crate::event::FileIdentity;
 
 /// Directory under `data_dir` holding decompressed rotations being read.
@@ -142,24 +142,27 @@ fn tail_matches(file: &File, u: &Unfinished) -> bool {
     if u.checkpoint.offset == 0 {
         return true;
     }
-    let Some(want) = u.tail else {
-        return false;
-    };
-    let mut probe = LineReader::new(u.checkpoint.offset, 1);
-    probe.prime_tail(file).ok().flatten() == Some(want)
+    u.tail
+        .is_some_and(|want| hash_before(file, u.checkpoint.offset) == Some(want))
+}
+
+/// True if `file` is `id`'s file: the same inode and first line.
+fn is_file(file: &File, id: &FileIdentity) -> bool {
+    file.metadata()
+        .is_ok_and(|m| (m.dev(), m.ino()) == (id.dev, id.ino))
+        && identity::fingerprint(file).ok().flatten() == Some(id.fingerprint)
+}
+
+/// Where the decompressed copy of a rotation is written.
+fn copy_path(scratch: &Path, dev: u64, ino: u64, fingerprint: u64) -> PathBuf {
+    scratch.join(format!("{dev}-{ino}-{fingerprint:016x}.log"))
 }
 
 /// Looks for `u` (see module doc) among the siblings not `taken` (found
 /// for another file), unpacking into `scratch` if needed.
 pub fn locate(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &Path) -> Located {
-    let id = &u.identity;
-    let same_file = |file: &File| -> bool {
-        file.metadata()
-            .is_ok_and(|m| (m.dev(), m.ino()) == (id.dev, id.ino))
-            && identity::fingerprint(file).ok().flatten() == Some(id.fingerprint)
-    };
     if let Ok(file) = File::open(&u.path)
-        && same_file(&file)
+        && is_file(&file, &u.identity)
     {
         return Located::AtPath;
     }
@@ -171,11 +174,6 @@ pub fn locate(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &Path) -> Lo
 /// logship was down), where only a copy can hold the old content.
 pub fn locate_elsewhere(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &Path) -> Located {
     let id = &u.identity;
-    let same_file = |file: &File| -> bool {
-        file.metadata()
-            .is_ok_and(|m| (m.dev(), m.ino()) == (id.dev, id.ino))
-            && identity::fingerprint(file).ok().flatten() == Some(id.fingerprint)
-    };
     let mut siblings = siblings(&u.path);
     siblings.retain(|s| !taken.contains(&(s.dev, s.ino)));
     // Renamed: the same inode.
@@ -184,7 +182,7 @@ pub fn locate_elsewhere(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &P
         .filter(|s| (s.dev, s.ino) == (id.dev, id.ino))
     {
         if let Ok(file) = File::open(&s.path)
-            && same_file(&file)
+            && is_file(&file, id)
         {
             return Located::Found(Candidate {
                 found_at: s.path.clone(),
@@ -207,7 +205,7 @@ pub fn locate_elsewhere(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &P
         }
     }
     // Compressed.
-    let copy = scratch.join(format!("{}-{}-{:016x}.log", id.dev, id.ino, id.fingerprint));
+    let copy = copy_path(scratch, id.dev, id.ino, id.fingerprint);
     for s in siblings.iter().filter(|s| s.gz) {
         if !matches!(gz_fingerprint(&s.path), Ok(Some(fp)) if fp == id.fingerprint) {
             continue;
@@ -254,13 +252,7 @@ fn copy_of_known(file: &File, fingerprint: u64, store: &dyn Known) -> bool {
     store
         .with_fingerprint(fingerprint)
         .into_iter()
-        .any(|(cp, tail)| {
-            let Some(tail) = tail else { return false };
-            cp.offset > 0 && {
-                let mut probe = LineReader::new(cp.offset, 1);
-                probe.prime_tail(file).ok().flatten() == Some(tail)
-            }
-        })
+        .any(|(cp, tail)| cp.offset > 0 && tail.is_some() && hash_before(file, cp.offset) == tail)
 }
 
 /// Siblings of `u`'s file (see module doc) that the store does not know
@@ -337,7 +329,7 @@ pub fn newer_rotations(
         if store.knows(&identity) {
             continue;
         }
-        let copy = scratch.join(format!("{}-{}-{:016x}.log", s.dev, s.ino, fingerprint));
+        let copy = copy_path(scratch, s.dev, s.ino, fingerprint);
         match unpack(&s.path, &copy) {
             Ok(file)
                 if copy_of_known(&file, fingerprint, store)

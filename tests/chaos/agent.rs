@@ -432,8 +432,7 @@ impl AgentCtl {
         self.config = config;
         self.write_config();
         // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.agent.pid() as i32, libc::SIGHUP) };
-        assert_eq!(rc, 0, "kill(SIGHUP)");
+        self.agent.sighup();
         self.event(format!("SIGHUP ({what})"));
     }
 

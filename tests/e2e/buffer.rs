@@ -578,7 +578,7 @@ fn disk_to_memory(name: &str, switch: Switch) {
         }
         Switch::Reload => {
             std::fs::write(setup.config_path(), &memory_config).expect("write config");
-            sighup(&agent);
+            agent.sighup();
         }
     }
     // New lines while the leftover drains.
@@ -600,14 +600,6 @@ fn disk_to_memory(name: &str, switch: Switch) {
     let log = agent.stderr_tail(200);
     assert!(log.contains("leftover disk buffer found"), "{log}");
     assert!(log.contains("leftover disk buffer drained"), "{log}");
-}
-
-fn sighup(agent: &crate::support::logship::Agent) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &agent.pid().to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(status.success());
 }
 
 #[test]

@@ -268,7 +268,7 @@ fn readyz_is_not_ready_while_elasticsearch_is_unreachable_and_reload_fixes_it() 
 
     // Point the sink at the real node and reload.
     write_config(&setup, es.url(), port, &[("apps", "*.log")], "");
-    sighup(&agent);
+    agent.sighup();
     wait_until(
         port,
         "/readyz",
@@ -277,14 +277,6 @@ fn readyz_is_not_ready_while_elasticsearch_is_unreachable_and_reload_fixes_it() 
         |s, _| s == 200,
     );
     assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
-}
-
-fn sighup(agent: &Agent) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &agent.pid().to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(status.success());
 }
 
 #[test]
@@ -345,7 +337,7 @@ fn sighup_adds_a_source_and_an_invalid_reload_changes_nothing() {
         &[("first", "a-*.log"), ("second", "b-*.log")],
         "    bogus_key: 1\n",
     );
-    sighup(&agent);
+    agent.sighup();
     let started = Instant::now();
     while !agent.stderr_tail(50).contains("config reload rejected") {
         agent.assert_running();
@@ -377,7 +369,7 @@ fn sighup_adds_a_source_and_an_invalid_reload_changes_nothing() {
         &[("first", "a-*.log"), ("second", "b-*.log")],
         "",
     );
-    sighup(&agent);
+    agent.sighup();
     write_lines("ops-reload", &setup.log("a-1.log"), 700..900, &mut first);
     let mut all = first.clone();
     all.extend(second.iter().cloned());

@@ -228,6 +228,13 @@ impl Agent {
         }
     }
 
+    /// SIGHUP (re-read the config), without waiting.
+    pub fn sighup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { kill(self.pid() as i32, SIGHUP) };
+        assert_eq!(rc, 0, "kill(SIGHUP) failed");
+    }
+
     /// SIGKILL, and reap it.
     pub fn kill_9(&mut self) {
         let mut child = self.child.take().expect("agent not running");
@@ -296,6 +303,7 @@ impl Drop for Agent {
 const PR_SET_PDEATHSIG: std::ffi::c_int = 1;
 const SIGKILL: std::ffi::c_int = 9;
 const SIGTERM: std::ffi::c_int = 15;
+const SIGHUP: std::ffi::c_int = 1;
 
 unsafe extern "C" {
     fn prctl(option: std::ffi::c_int, ...) -> std::ffi::c_int;
