@@ -113,3 +113,77 @@ fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
     );
     assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
 }
+
+/// The default DaemonSet layout (`containers/*.log` symlinks into
+/// `pods/<ns>_<pod>_<uid>/<container>/0.log`), the agent killed mid-stream,
+/// and while it is down the runtime writes on and the kubelet rotates every
+/// file (`0.log` → `0.log.<timestamp>`, which the glob does not match) and
+/// compresses one rotation. After the restart every line is indexed once:
+/// the rotated files are found and read to their end (issue 9, case 1).
+#[test]
+fn agent_down_while_the_kubelet_rotates_and_compresses_loses_nothing() {
+    let (es, setup) = scenario(
+        "down-rotate",
+        Options {
+            format: "cri",
+            include: "containers/*.log",
+            batch_max_events: 200,
+            ..Options::default()
+        },
+    );
+    let logs = setup.logs();
+    std::fs::create_dir_all(logs.join("containers")).unwrap();
+    let pods: Vec<std::path::PathBuf> = ["api", "web"]
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            let dir = logs.join(format!("pods/prod_{pod}-7d4_0000-{i}/app"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let link = logs.join(format!("containers/{pod}-7d4_prod_app-{i}.log"));
+            std::os::unix::fs::symlink(dir.join("0.log"), link).unwrap();
+            dir.join("0.log")
+        })
+        .collect();
+    let mut expected = Vec::new();
+    let base = |i: usize| i as u64 * 1_000_000;
+    let mut writers: Vec<LogWriter> = pods.iter().map(|p| LogWriter::create(p)).collect();
+    for (i, w) in writers.iter_mut().enumerate() {
+        write_numbered("down-rotate", w, base(i)..base(i) + 8_000, &mut expected, None);
+    }
+    let mut agent = setup.start();
+    let started = Instant::now();
+    while es.count(&setup.index_pattern) == 0 {
+        agent.assert_running();
+        assert!(started.elapsed() < DELIVERY_TIMEOUT, "nothing shipped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent.kill_9();
+
+    // While the agent is down: more lines into the old files, the kubelet
+    // rotates them, one rotation is compressed, new files begin.
+    for (i, w) in writers.iter_mut().enumerate() {
+        let b = base(i);
+        write_numbered("down-rotate", w, b + 8_000..b + 9_000, &mut expected, None);
+    }
+    for (i, path) in pods.iter().enumerate() {
+        let rotated = path.with_file_name("0.log.20261128-093000");
+        std::fs::rename(path, &rotated).unwrap();
+        if i == 1 {
+            let gz = path.with_file_name("0.log.20261128-093000.gz");
+            let mut enc = flate2::write::GzEncoder::new(
+                std::fs::File::create(&gz).unwrap(),
+                flate2::Compression::fast(),
+            );
+            std::io::Write::write_all(&mut enc, &std::fs::read(&rotated).unwrap()).unwrap();
+            enc.finish().unwrap();
+            std::fs::remove_file(&rotated).unwrap();
+        }
+    }
+    let mut fresh: Vec<LogWriter> = pods.iter().map(|p| LogWriter::create(p)).collect();
+    for (i, w) in fresh.iter_mut().enumerate() {
+        let b = base(i);
+        write_numbered("down-rotate", w, b + 9_000..b + 9_500, &mut expected, None);
+    }
+    agent.restart();
+    assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
+}
