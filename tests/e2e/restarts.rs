@@ -148,7 +148,13 @@ fn agent_down_while_the_kubelet_rotates_and_compresses_loses_nothing() {
     let base = |i: usize| i as u64 * 1_000_000;
     let mut writers: Vec<LogWriter> = pods.iter().map(|p| LogWriter::create(p)).collect();
     for (i, w) in writers.iter_mut().enumerate() {
-        write_numbered("down-rotate", w, base(i)..base(i) + 8_000, &mut expected, None);
+        write_numbered(
+            "down-rotate",
+            w,
+            base(i)..base(i) + 8_000,
+            &mut expected,
+            None,
+        );
     }
     let mut agent = setup.start();
     let started = Instant::now();
