@@ -299,6 +299,7 @@ impl Follower {
                 );
             }
         };
+        let new_to_store = !shared.checkpointer.knows(&identity);
         shared.checkpointer.follow(
             spec.key,
             identity,
@@ -307,6 +308,19 @@ impl Follower {
             start,
             commit_start,
         );
+        if new_to_store {
+            // The store must know a file before any line of it is shipped:
+            // killed before the next periodic write, and the file then
+            // rotated to a name no glob matches, the restart search would
+            // have nothing to look for. Followers starting together share
+            // one write (the store writes only when something changed).
+            let checkpointer = shared.checkpointer.clone();
+            match tokio::task::spawn_blocking(move || checkpointer.persist()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint write failed; will retry"),
+                Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+            }
+        }
         Metrics::add(&shared.metrics.files_opened, 1);
         spec.status.started(&file, start.generation, start.offset);
         tracing::info!(path = %spec.path.display(), %identity, generation = start.generation, offset = start.offset, "following file");

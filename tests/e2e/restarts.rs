@@ -122,8 +122,27 @@ fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
 /// the rotated files are found and read to their end (issue 9, case 1).
 #[test]
 fn agent_down_while_the_kubelet_rotates_and_compresses_loses_nothing() {
+    down_while_the_kubelet_rotates("down-rotate", KillWhen::AfterFirstDocument);
+}
+
+/// As above, but killed as soon as the files are followed, before the
+/// periodic checkpoint write (every 500 ms): the store must know a file
+/// before any line of it is shipped, or the restart search has nothing to
+/// look for (a clean CI run killed 450 ms after the start and lost 15,800
+/// lines this way).
+#[test]
+fn agent_killed_before_its_first_checkpoint_write_then_rotation_loses_nothing() {
+    down_while_the_kubelet_rotates("down-early", KillWhen::Following);
+}
+
+enum KillWhen {
+    AfterFirstDocument,
+    Following,
+}
+
+fn down_while_the_kubelet_rotates(name: &str, kill_when: KillWhen) {
     let (es, setup) = scenario(
-        "down-rotate",
+        name,
         Options {
             format: "cri",
             include: "containers/*.log",
@@ -148,20 +167,24 @@ fn agent_down_while_the_kubelet_rotates_and_compresses_loses_nothing() {
     let base = |i: usize| i as u64 * 1_000_000;
     let mut writers: Vec<LogWriter> = pods.iter().map(|p| LogWriter::create(p)).collect();
     for (i, w) in writers.iter_mut().enumerate() {
-        write_numbered(
-            "down-rotate",
-            w,
-            base(i)..base(i) + 8_000,
-            &mut expected,
-            None,
-        );
+        write_numbered(name, w, base(i)..base(i) + 8_000, &mut expected, None);
     }
     let mut agent = setup.start();
     let started = Instant::now();
-    while es.count(&setup.index_pattern) == 0 {
+    let ready = || match kill_when {
+        KillWhen::AfterFirstDocument => es.count(&setup.index_pattern) > 0,
+        KillWhen::Following => {
+            std::fs::read_to_string(setup.stderr_path())
+                .unwrap_or_default()
+                .matches("following file")
+                .count()
+                >= 2
+        }
+    };
+    while !ready() {
         agent.assert_running();
         assert!(started.elapsed() < DELIVERY_TIMEOUT, "nothing shipped");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(5));
     }
     agent.kill_9();
 
@@ -169,7 +192,7 @@ fn agent_down_while_the_kubelet_rotates_and_compresses_loses_nothing() {
     // rotates them, one rotation is compressed, new files begin.
     for (i, w) in writers.iter_mut().enumerate() {
         let b = base(i);
-        write_numbered("down-rotate", w, b + 8_000..b + 9_000, &mut expected, None);
+        write_numbered(name, w, b + 8_000..b + 9_000, &mut expected, None);
     }
     for (i, path) in pods.iter().enumerate() {
         let rotated = path.with_file_name("0.log.20261128-093000");
@@ -188,7 +211,7 @@ fn agent_down_while_the_kubelet_rotates_and_compresses_loses_nothing() {
     let mut fresh: Vec<LogWriter> = pods.iter().map(|p| LogWriter::create(p)).collect();
     for (i, w) in fresh.iter_mut().enumerate() {
         let b = base(i);
-        write_numbered("down-rotate", w, b + 9_000..b + 9_500, &mut expected, None);
+        write_numbered(name, w, b + 9_000..b + 9_500, &mut expected, None);
     }
     agent.restart();
     assert_exactly_once(es, &setup.index_pattern, &expected, &mut agent);
