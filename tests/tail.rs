@@ -284,6 +284,16 @@ impl Pipeline {
         }
     }
 
+    /// `kill -9`: stops without the final checkpoint write; the store on
+    /// disk holds only what the followers wrote themselves (no periodic
+    /// writer runs here: the worst moment, before the first one).
+    async fn kill(self) -> Vec<Received> {
+        self.server.abort();
+        self.collector.abort();
+        let _ = self.server.await;
+        self.received.lock().unwrap().clone()
+    }
+
     async fn stop(self) -> (Vec<Received>, Arc<Metrics>) {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.server)
@@ -1617,4 +1627,71 @@ async fn rewritten_while_stopped_after_lines_were_sent_but_not_acknowledged_is_a
         received.iter().all(|r| r.generation == 1),
         "the new content is a new generation (new _ids)"
     );
+}
+
+// Found by the chaos test (seeds 462866, 462867): a banner file's lines
+// were sent (not acknowledged) and the agent was killed before any
+// periodic checkpoint write; while it was down the file was copied and
+// truncated (copytruncate) and new lines written under the same banner.
+// The store knew the file at offset 0 only, so the new lines were read as
+// the old generation and took the `_id`s of old lines Elasticsearch may
+// hold (lost), or an older copy was taken for this generation (1,492
+// duplicated). The generation's first bytes are on disk before its first
+// span leaves: the new content is a new generation, the copy is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banner_file_copytruncated_after_a_kill_before_any_checkpoint_write_loses_nothing() {
+    let (_d, logs, data) = dirs();
+    let banner = "# service banner v1".to_string();
+    let mut old = vec![banner.clone()];
+    old.extend(lines("old", 0..40));
+    let (p, path) = started_on(
+        &logs,
+        &data,
+        Options {
+            ack: false,
+            ..Options::default()
+        },
+        "app.log",
+        old.clone(),
+    )
+    .await;
+    let first = p.kill().await;
+    assert_eq!(first.len(), old.len());
+
+    std::fs::copy(&path, logs.join("app.log.1")).unwrap();
+    truncate(&path);
+    let mut new = appended(&path, vec![banner]);
+    new.extend(appended(&path, lines("new", 0..5)));
+    let (received, metrics) = Pipeline::restarted(&logs, &data, old.len() + new.len()).await;
+    // The banner is a line of both generations: each is read once.
+    let is_banner = |m: &String| m.starts_with("# service banner");
+    let got: Vec<String> = msgs(&received)
+        .into_iter()
+        .filter(|m| !is_banner(m))
+        .collect();
+    let want: Vec<String> = [&old[1..], &new[1..]].concat();
+    assert_none_lost(&metrics, &got, &want);
+    assert_eq!(
+        msgs(&received).iter().filter(|m| is_banner(m)).count(),
+        2,
+        "the banner of each generation once"
+    );
+    let banner_ids: std::collections::HashSet<&str> = received
+        .iter()
+        .filter(|r| is_banner(&r.message))
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(
+        banner_ids.len(),
+        2,
+        "each generation's banner has its own _id"
+    );
+    let first_ids: std::collections::HashSet<&str> = first.iter().map(|r| r.id.as_str()).collect();
+    for r in received.iter().filter(|r| new[1..].contains(&r.message)) {
+        assert!(
+            !first_ids.contains(r.id.as_str()),
+            "new line {:?} took the _id of a line sent before the kill",
+            r.message
+        );
+    }
 }

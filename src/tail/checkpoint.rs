@@ -103,6 +103,16 @@ pub struct Checkpoint {
     pub offset: u64,
 }
 
+/// The first bytes of a generation: `len` (at most `identity::HEAD_BYTES`)
+/// and their hash (`identity::head_hash`). Files with the same first line
+/// (a banner) are told apart by it: a copy of this generation, or the file
+/// still holding it, has these bytes; a rewrite or an older copy does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub len: u64,
+    pub hash: u64,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct StoreFile {
     version: u32,
@@ -133,6 +143,8 @@ struct StoredEntry {
     source: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     reread: Vec<StoredReRead>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    head: Option<Head>,
 }
 
 /// A run of spans past the checkpoint read with one stamp (`SpanStamp`),
@@ -183,6 +195,8 @@ struct Stored {
     source: Option<String>,
     /// Stamps of the lines past `offset` already read (see [`ReRead`]).
     reread: Vec<StoredReRead>,
+    /// The generation's first bytes, once read (see [`Head`]).
+    head: Option<Head>,
 }
 
 impl Stored {
@@ -199,6 +213,26 @@ impl Stored {
             end: None,
             source: None,
             reread: Vec::new(),
+            head: None,
+        }
+    }
+
+    fn unfinished(&self, identity: FileIdentity) -> Unfinished {
+        Unfinished {
+            identity,
+            path: self.path.clone(),
+            source: self.source.clone(),
+            checkpoint: Checkpoint {
+                generation: self.generation,
+                offset: self.offset,
+            },
+            tail: self.tail,
+            known_unread: self.read.saturating_sub(self.offset),
+            read_tail: (self.read > self.offset)
+                .then_some(self.read_tail)
+                .flatten(),
+            head: self.head,
+            last_seen: self.last_seen,
         }
     }
 
@@ -221,6 +255,11 @@ pub struct Unfinished {
     pub tail: Option<u64>,
     /// Bytes known to exist past the checkpoint's offset.
     pub known_unread: u64,
+    /// Hash of the bytes just before `checkpoint.offset + known_unread`
+    /// (what was read), if known.
+    pub read_tail: Option<u64>,
+    /// The generation's first bytes, if known.
+    pub head: Option<Head>,
     /// When it was last followed (Unix seconds): later modifications of
     /// its siblings happened while logship was down.
     pub last_seen: u64,
@@ -311,6 +350,7 @@ impl Checkpointer {
                             end: e.end,
                             source: e.source,
                             reread: e.reread,
+                            head: e.head,
                         },
                     );
                 }
@@ -390,6 +430,44 @@ impl Checkpointer {
         self.state().stored.get(identity).and_then(|s| s.tail)
     }
 
+    /// Everything the store knows about `identity`, as an [`Unfinished`]
+    /// (to look for its content elsewhere after a restart).
+    pub fn snapshot(&self, identity: &FileIdentity) -> Option<Unfinished> {
+        self.state()
+            .stored
+            .get(identity)
+            .map(|s| s.unfinished(*identity))
+    }
+
+    /// The stored first bytes of `identity`'s `generation`, if known.
+    pub fn lookup_head(&self, identity: &FileIdentity, generation: Generation) -> Option<Head> {
+        self.state()
+            .stored
+            .get(identity)
+            .filter(|s| s.generation == generation)
+            .and_then(|s| s.head)
+    }
+
+    /// Records the first bytes of the generation file `key` reads. `true`
+    /// if that changed the store (the caller writes it before shipping a
+    /// line of that generation: see `Follower::send`).
+    pub fn set_head(&self, key: FileKey, generation: Generation, head: Head) -> bool {
+        let mut st = self.state();
+        let st = &mut *st;
+        let key = st.resolve(key);
+        let Some(f) = st.followed.get(&key) else {
+            return false;
+        };
+        match st.stored.get_mut(&f.identity) {
+            Some(s) if s.generation == generation && s.head != Some(head) => {
+                s.head = Some(head);
+                st.dirty = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Starts tracking file `key`, whose follower reads `identity` from
     /// `start` for source `source`.
     ///
@@ -446,6 +524,7 @@ impl Checkpointer {
                 s.read = 0;
                 s.read_tail = None;
                 s.reread.clear();
+                s.head = None;
             }
             s.generation = start.generation;
             s.offset = start.offset;
@@ -582,18 +661,7 @@ impl Checkpointer {
             .stored
             .iter()
             .filter(|(id, s)| s.followers == 0 && !s.complete() && !claimed.contains(*id))
-            .map(|(id, s)| Unfinished {
-                identity: *id,
-                path: s.path.clone(),
-                source: s.source.clone(),
-                checkpoint: Checkpoint {
-                    generation: s.generation,
-                    offset: s.offset,
-                },
-                tail: s.tail,
-                known_unread: s.read.saturating_sub(s.offset),
-                last_seen: s.last_seen,
-            })
+            .map(|(id, s)| s.unfinished(*id))
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path).then(a.identity.cmp(&b.identity)));
         out
@@ -746,6 +814,7 @@ impl Checkpointer {
                         end: s.end,
                         source: s.source.clone(),
                         reread: s.reread.clone(),
+                        head: s.head,
                     }
                 })
                 .collect();
@@ -829,6 +898,7 @@ fn upsert(
                     s.read_tail = None;
                     s.end = None;
                     s.reread.clear();
+                    s.head = None;
                 }
                 s.generation = generation;
                 s.offset = offset;
@@ -882,6 +952,7 @@ impl Acknowledger for Checkpointer {
                     s.read_tail = None;
                     s.end = None;
                     s.reread.clear();
+                    s.head = None;
                 }
                 s.generation = generation;
                 s.offset = offset;

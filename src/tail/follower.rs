@@ -46,8 +46,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::{Checkpoint, Checkpointer};
-use super::identity;
+use super::checkpoint::{Checkpoint, Checkpointer, Head};
+use super::identity::{self, HEAD_BYTES};
 use super::reader::{Filled, LineReader, RawLine};
 use super::registry::{FileStatus, FollowState};
 use super::watermark::SpanStamp;
@@ -206,6 +206,9 @@ pub struct Follower {
     dev_ino: (u64, u64),
     /// See [`FollowerSpec::drain_only`].
     drain_only: bool,
+    /// The stored head of the generation being read (see `checkpoint::Head`),
+    /// once recorded: at the first span, again once `HEAD_BYTES` were read.
+    head: Option<Head>,
     /// The source's format (`Auto`: detected per file and generation).
     format: SourceFormat,
     status: Arc<FileStatus>,
@@ -407,6 +410,7 @@ impl Follower {
             missing_pod,
             span: EncodedSpan::default(),
             span_end: start.offset,
+            head: shared.checkpointer.lookup_head(&identity, start.generation),
             live_stamp,
             span_stamp: None,
             reread,
@@ -816,6 +820,7 @@ impl Follower {
         if self.span.is_empty() {
             return Ok(());
         }
+        self.record_head().await;
         let mut span = std::mem::take(&mut self.span);
         let tail = self.tail_hash_before(self.span_end);
         span.origin = Some(self.shared.checkpointer.issue_with_tail(
@@ -841,6 +846,43 @@ impl Follower {
             self.sent_end = end;
         }
         sent
+    }
+
+    /// Before a span of a generation leaves, the store holds that
+    /// generation's first bytes on disk (recorded at the first span, and
+    /// once more when the span passes `HEAD_BYTES`): after a crash, a file
+    /// with the same first line rewritten or copied while logship was down
+    /// is told apart from this generation by them, so its lines never take
+    /// the `_id`s of lines shipped from this one (see `tail::rotated`). At
+    /// most two writes per generation, shared with every follower that
+    /// needs one at the time.
+    async fn record_head(&mut self) {
+        let len = self.span_end.min(HEAD_BYTES);
+        let wanted = match self.head {
+            None => len > 0,
+            Some(h) => h.len < HEAD_BYTES && len == HEAD_BYTES,
+        };
+        if !wanted {
+            return;
+        }
+        let hash = match identity::head_hash(&self.file, len) {
+            Ok(Some(hash)) => hash,
+            // Shorter than what was read: truncated; the next read sees it.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the file's first bytes");
+                return;
+            }
+        };
+        let head = Head { len, hash };
+        self.head = Some(head);
+        if self
+            .shared
+            .checkpointer
+            .set_head(self.key, self.generation, head)
+        {
+            self.persist_identity().await;
+        }
     }
 
     /// Hash of the bytes just before `end`, from the reader when it holds
@@ -878,6 +920,7 @@ impl Follower {
         self.generation = self.generation.wrapping_add(1);
         tracing::info!(path = %self.path.display(), generation = self.generation, "file truncated; reading it again from the start");
         self.reader.reset(0);
+        self.head = None;
         self.stashed = None;
         self.reread.clear();
         self.decoder.reset();

@@ -52,6 +52,36 @@ pub fn tail_hash(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(bytes, bytes.len() as u64)
 }
 
+/// How many first bytes of a generation its stored head covers (see
+/// `checkpoint::Head`): beyond a constant first line (a banner), the next
+/// lines tell two generations of one file apart.
+pub const HEAD_BYTES: u64 = 1024;
+
+/// Hash of `file`'s bytes `[0, len)`, or `None` if it has fewer.
+pub fn head_hash(file: &File, len: u64) -> io::Result<Option<u64>> {
+    let mut head = [0u8; HEAD_BYTES as usize];
+    let want = len.min(HEAD_BYTES) as usize;
+    let mut got = 0;
+    while got < want {
+        match file.read_at(&mut head[got..want], got as u64) {
+            Ok(0) => return Ok(None),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(xxhash_rust::xxh3::xxh3_64_with_seed(
+        &head[..want],
+        0x6865_6164,
+    )))
+}
+
+/// True if `file` begins with the bytes `head` stands for (or no head is
+/// known); false if it is shorter, differs, or cannot be read.
+pub fn begins_with(file: &File, head: Option<crate::tail::checkpoint::Head>) -> bool {
+    head.is_none_or(|h| matches!(head_hash(file, h.len), Ok(Some(got)) if got == h.hash))
+}
+
 /// The identity of an open file, or `None` if it has none yet.
 pub fn identify(file: &File) -> io::Result<Option<FileIdentity>> {
     let meta = file.metadata()?;

@@ -149,9 +149,9 @@ struct Opened {
     identity: FileIdentity,
     size: u64,
     /// The file has a stored checkpoint but no longer holds the bytes
-    /// before it (truncated or rewritten while logship was down): that
-    /// checkpoint and its tail hash.
-    rewritten: Option<(Checkpoint, Option<u64>)>,
+    /// before it (truncated or rewritten while logship was down): what the
+    /// store knew of it, to look for its old content elsewhere.
+    rewritten: Option<checkpoint::Unfinished>,
 }
 
 impl FileServer {
@@ -415,16 +415,13 @@ impl ServerState<'_> {
         let claimed: HashSet<FileIdentity> = opened.iter().map(|o| o.identity).collect();
         let mut rewritten = Vec::new();
         for o in opened {
-            if let Some((checkpoint, tail)) = o.rewritten {
+            if let Some(u) = &o.rewritten {
                 // The old content may be in a copy next to it (copytruncate).
                 rewritten.push(checkpoint::Unfinished {
-                    identity: o.identity,
                     path: o.found.path.clone(),
                     source: Some(self.server.sources[o.found.source].name.clone()),
-                    checkpoint,
-                    tail,
-                    known_unread: 0,
                     last_seen: 0,
+                    ..u.clone()
                 });
             }
             self.start(o);
@@ -826,26 +823,26 @@ fn warn_if_fd_limit_below(max_open_files: u64) {
     }
 }
 
-/// The stored checkpoint (and tail hash) of an opened file that no longer
-/// holds the bytes before it (blocking: one small read).
-fn rewritten_while_away(
-    o: &Opened,
-    checkpointer: &Checkpointer,
-) -> Option<(Checkpoint, Option<u64>)> {
-    let cp = checkpointer.lookup(&o.identity)?;
-    let tail = checkpointer.lookup_tail(&o.identity);
+/// What the store knows of an opened file that no longer holds what it
+/// held (blocking: small reads): the bytes before the checkpoint, the
+/// bytes before what was read, or its first bytes (the stored head: a file
+/// with a constant first line rewritten while logship was down may still
+/// hold the same bytes before a checkpoint inside or just past that line).
+fn rewritten_while_away(o: &Opened, checkpointer: &Checkpointer) -> Option<checkpoint::Unfinished> {
+    let u = checkpointer.snapshot(&o.identity)?;
     let holds = |offset: u64, hash: Option<u64>| {
         hash.is_none() || reader::hash_before(&o.file, offset) == hash
     };
+    let cp = u.checkpoint;
     // Lines past the checkpoint were read (and maybe indexed) too: if the
     // file no longer holds them, new content there must not take their
     // `_id`s (a new generation), even when nothing was acknowledged.
-    let read_changed = checkpointer
-        .lookup_read(&o.identity)
-        .is_some_and(|(read, hash)| o.size < read || !holds(read, hash));
-    let changed =
-        (cp.offset > 0 && (o.size < cp.offset || !holds(cp.offset, tail))) || read_changed;
-    changed.then_some((cp, tail))
+    let read = cp.offset + u.known_unread;
+    let read_changed = u.known_unread > 0 && (o.size < read || !holds(read, u.read_tail));
+    let changed = (cp.offset > 0 && (o.size < cp.offset || !holds(cp.offset, u.tail)))
+        || read_changed
+        || !identity::begins_with(&o.file, u.head);
+    changed.then_some(u)
 }
 
 /// Opens a found file and identifies it; `None` if it has no identity yet

@@ -135,15 +135,21 @@ fn siblings(path: &Path) -> Vec<Sibling> {
     out
 }
 
-/// True if `file` holds, before `u`'s checkpoint offset, the bytes whose
-/// hash was stored (trivially true at offset 0; false if no hash is known
-/// past 0, since then nothing tells two files with the same first line apart).
-fn tail_matches(file: &File, u: &Unfinished) -> bool {
-    if u.checkpoint.offset == 0 {
-        return true;
-    }
-    u.tail
-        .is_some_and(|want| hash_before(file, u.checkpoint.offset) == Some(want))
+/// True if `file` holds `u`'s generation as far as the store knows it:
+/// its first bytes (the stored head), the bytes before the checkpoint
+/// (the stored tail hash; trivially at offset 0, never past 0 without a
+/// hash, since then nothing tells two files with the same first line
+/// apart) and the bytes before what was read (a copy made after those
+/// bytes were read holds them).
+fn holds(file: &File, u: &Unfinished) -> bool {
+    let tail = u.checkpoint.offset == 0
+        || u.tail
+            .is_some_and(|want| hash_before(file, u.checkpoint.offset) == Some(want));
+    let read = u.checkpoint.offset + u.known_unread;
+    let read_ok = u.known_unread == 0
+        || u.read_tail
+            .is_none_or(|want| hash_before(file, read) == Some(want));
+    tail && read_ok && identity::begins_with(file, u.head)
 }
 
 /// True if `file` is `id`'s file: the same inode and first line.
@@ -183,6 +189,7 @@ pub fn locate_elsewhere(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &P
     {
         if let Ok(file) = File::open(&s.path)
             && is_file(&file, id)
+            && holds(&file, u)
         {
             return Located::Found(Candidate {
                 found_at: s.path.clone(),
@@ -195,7 +202,7 @@ pub fn locate_elsewhere(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &P
     for s in siblings.iter().filter(|s| !s.gz) {
         if let Ok(file) = File::open(&s.path)
             && identity::fingerprint(&file).ok().flatten() == Some(id.fingerprint)
-            && tail_matches(&file, u)
+            && holds(&file, u)
         {
             return Located::Found(Candidate {
                 found_at: s.path.clone(),
@@ -211,7 +218,7 @@ pub fn locate_elsewhere(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &P
             continue;
         }
         match unpack(&s.path, &copy) {
-            Ok(file) if tail_matches(&file, u) => {
+            Ok(file) if holds(&file, u) => {
                 return Located::Found(Candidate {
                     found_at: s.path.clone(),
                     file,
@@ -432,8 +439,97 @@ mod tests {
             },
             tail: probe.prime_tail(&file).unwrap(),
             known_unread: 0,
+            read_tail: None,
+            head: None,
             last_seen: 0,
         }
+    }
+
+    fn head_of(path: &Path) -> crate::tail::checkpoint::Head {
+        let file = File::open(path).unwrap();
+        let len = file.metadata().unwrap().len().min(identity::HEAD_BYTES);
+        crate::tail::checkpoint::Head {
+            len,
+            hash: identity::head_hash(&file, len).unwrap().unwrap(),
+        }
+    }
+
+    /// Chaos seed 462867: a banner file's generation followed from 0 and
+    /// killed before anything was acknowledged, then rewritten in place
+    /// while logship was down; the copy next to it is of an OLDER
+    /// generation (same banner, other lines). At offset 0 the banner alone
+    /// matched it, and its lines were shipped again under the newer
+    /// generation's `_id`s (1,492 duplicates). The stored head tells them
+    /// apart; the generation's own copy still matches.
+    #[test]
+    fn a_copy_of_an_older_generation_of_a_banner_file_is_not_taken_for_the_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("h2.log");
+        let banner = b"=== service h2 starting: constant banner line ===\n";
+        let older: Vec<u8> = banner
+            .iter()
+            .copied()
+            .chain((0..40).flat_map(|i| format!("old generation line {i}\n").into_bytes()))
+            .collect();
+        let newer: Vec<u8> = banner
+            .iter()
+            .copied()
+            .chain((0..40).flat_map(|i| format!("new generation line {i}\n").into_bytes()))
+            .collect();
+        std::fs::write(&live, &newer).unwrap();
+        let mut u = unfinished(&live, 0);
+        u.head = Some(head_of(&live));
+        // The live file was rewritten; only the older copy is next to it.
+        std::fs::write(&live, banner).unwrap();
+        std::fs::write(dir.path().join("h2.log.1"), &older).unwrap();
+        let scratch = dir.path().join("scratch");
+        let taken = HashSet::new();
+        assert!(matches!(
+            locate_elsewhere(&u, &taken, &scratch),
+            Located::Gone
+        ));
+        // Without the head, the banner alone matched (the bug).
+        let mut blind = u.clone();
+        blind.head = None;
+        assert!(matches!(
+            locate_elsewhere(&blind, &taken, &scratch),
+            Located::Found(_)
+        ));
+        // The newer generation's own copy is found.
+        std::fs::write(dir.path().join("h2.log.2"), &newer).unwrap();
+        match locate_elsewhere(&u, &taken, &scratch) {
+            Located::Found(c) => assert!(c.found_at.ends_with("h2.log.2")),
+            other => panic!("the copy of the generation was not found: {other:?}"),
+        }
+    }
+
+    /// A copy must hold what was read past the checkpoint, too.
+    #[test]
+    fn a_copy_without_the_bytes_read_past_the_checkpoint_is_not_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("app.log");
+        let content: Vec<u8> = (0..100)
+            .flat_map(|i| format!("line {i:04} of the file\n").into_bytes())
+            .collect();
+        std::fs::write(&live, &content).unwrap();
+        let mut u = unfinished(&live, 500);
+        let file = File::open(&live).unwrap();
+        u.known_unread = 1500;
+        u.read_tail = hash_before(&file, 2000);
+        let mut other = content[..1000].to_vec();
+        other.extend((0..60).flat_map(|i| format!("LINE {i:04} of another\n").into_bytes()));
+        std::fs::remove_file(&live).unwrap();
+        std::fs::write(dir.path().join("app.log.1"), &other).unwrap();
+        let scratch = dir.path().join("scratch");
+        assert!(matches!(
+            locate(&u, &HashSet::new(), &scratch),
+            Located::Gone
+        ));
+        std::fs::write(dir.path().join("app.log.2"), &content).unwrap();
+        assert!(matches!(
+            locate(&u, &HashSet::new(), &scratch),
+            Located::Found(_)
+        ));
     }
 
     #[test]
