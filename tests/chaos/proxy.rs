@@ -232,8 +232,9 @@ fn answers(conn: u64, mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
         let chunk = &buf[..n];
         let pending = shared.state().in_flight.get(&conn).copied();
         if let Some((id, sent)) = pending {
-            let delay = Duration::from_millis(shared.delay_ms.load(Ordering::SeqCst));
-            while sent.elapsed() < delay
+            // Read each time: raising the delay freezes answers held now
+            // (`kill9_inflight` does, so that the kill lands first).
+            while sent.elapsed() < Duration::from_millis(shared.delay_ms.load(Ordering::SeqCst))
                 && shared.up.load(Ordering::SeqCst)
                 && !shared.stop.load(Ordering::SeqCst)
             {

@@ -538,6 +538,9 @@ impl Run<'_> {
                 && age >= Duration::from_millis(before)
                 && age + Duration::from_millis(150) < delay
             {
+                // Hold its answer until after the kill, however long the
+                // kill takes on a loaded machine.
+                proxy.set_delay(Duration::from_secs(3600));
                 victim = Some(id);
                 return Some(true);
             }
