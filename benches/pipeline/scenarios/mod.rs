@@ -25,9 +25,11 @@
 //! printed too, so a reader knows what else loaded the machine, as is the
 //! load average before and after.
 //!
-//! The scenarios ([`catch_up`]) each take their parameters as a struct and
-//! return their [`Account`] or the reason it is not exact;
-//! `benches/pipeline/main.rs` fills the structs from the environment.
+//! The scenarios ([`catch_up`], [`node`], [`idle`], [`outage`],
+//! [`latency`]) each take their parameters as a struct and return their
+//! [`Account`] or the reason it is not exact; `benches/pipeline/main.rs`
+//! fills the structs from the environment, `tests/bench_smoke.rs` with tiny
+//! sizes.
 // Compiled into both: each uses a different part (the test, for one, reads
 // the figures it never asserts only through the printout).
 #![allow(dead_code)]
@@ -36,8 +38,13 @@ pub mod agent;
 pub mod catch_up;
 pub mod corpus;
 pub mod endpoint;
+pub mod idle;
+pub mod latency;
 pub mod layout;
 pub mod measure;
+pub mod node;
+pub mod outage;
+pub mod writers;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
