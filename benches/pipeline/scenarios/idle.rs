@@ -108,7 +108,7 @@ impl Idle {
             "idle ({} files of {} lines, {:.1} MiB, {} buffer; {} s without writes):\n  \
              shipped in {:.1} s (RSS then {:.1} MiB); the idle period began {} s later\n  \
              logship while idle: {:.2} % of one core ({:.2} CPU-s in {:.0} s); RSS {:.1} MiB at its start, \
-             {:.1} MiB at its end, {:.1} MiB at most; {} fds, {} threads\n  \
+             {:.1} MiB at its end (anon {:.1}), {:.1} MiB at most; {} fds, {} threads\n  \
              peak RSS: {:.1} MiB\n  \
              delivered: {} ({} bulk requests in all)\n  \
              endpoint and bench while idle: {:.2} % of one core\n  \
@@ -126,6 +126,7 @@ impl Idle {
             wall.as_secs_f64(),
             measure::mib(before.rss_kib),
             run.rss_mib,
+            measure::mib(after.anon_kib),
             measure::mib(rss_max),
             after.fds,
             after.threads,

@@ -9,6 +9,9 @@ pub struct ProcSample {
     /// User + system CPU seconds, all threads, since the process started.
     pub cpu_seconds: f64,
     pub rss_kib: u64,
+    /// The anonymous part of RSS (`RssAnon`: heap, stacks), as opposed to
+    /// file pages mapped (`RssFile`, the binary) and shared memory.
+    pub anon_kib: u64,
     /// Peak RSS so far (`VmHWM`).
     pub hwm_kib: u64,
     pub threads: u64,
@@ -40,6 +43,7 @@ impl ProcSample {
         Some(ProcSample {
             cpu_seconds: cpu_ticks as f64 / clock_ticks_per_second(),
             rss_kib: field("VmRSS:"),
+            anon_kib: field("RssAnon:"),
             hwm_kib: field("VmHWM:"),
             threads: field("Threads:"),
             fds,

@@ -163,9 +163,10 @@ impl Node {
             rss_max = rss_max.max(now.rss_kib);
             if last.1.elapsed() >= Duration::from_secs(10) {
                 println!(
-                    "  t={:>3} s: rss {:.1} MiB, {:.1} % of one core over the last {:.0} s, {} lines acknowledged",
+                    "  t={:>3} s: rss {:.1} MiB (anon {:.1}), {:.1} % of one core over the last {:.0} s, {} lines acknowledged",
                     steady.elapsed().as_secs(),
                     measure::mib(now.rss_kib),
+                    measure::mib(now.anon_kib),
                     measure::percent_of_core(
                         now.cpu_seconds - last.0.cpu_seconds,
                         last.1.elapsed()
@@ -211,7 +212,7 @@ impl Node {
              every file followed and its first line acknowledged {:.1} s after the start\n  \
              written: {} lines, {:.1} MiB ({:.2} MiB/s, {:.0} lines/s); writers' longest gap between passes {} ms (every 5 ms)\n  \
              logship over the steady {:.0} s: {:.1} % of one core ({:.2} CPU-s), {:.1} CPU-s per GiB of input; \
-             RSS {:.1}–{:.1} MiB; {} fds, {} threads\n  \
+             RSS {:.1}–{:.1} MiB (anon {:.1} at the end); {} fds, {} threads\n  \
              acknowledged during the steady period: {:.0} lines/s; the rest within {:.2} s of the writers' stop\n  \
              peak RSS: {:.1} MiB\n  \
              delivered: {}\n  \
@@ -232,6 +233,7 @@ impl Node {
             run.cpu_per_gib,
             measure::mib(if rss_min == u64::MAX { 0 } else { rss_min }),
             measure::mib(rss_max),
+            measure::mib(after.anon_kib),
             after.fds,
             after.threads,
             acked_during as f64 / wall.as_secs_f64(),

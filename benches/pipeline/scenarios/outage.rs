@@ -85,9 +85,10 @@ impl Outage {
                 String::new()
             };
             println!(
-                "  t={:>4.0} s: rss {:>6.1} MiB, peak {:>6.1} MiB, {:>5.1} % of one core{buffered}, {} lines written",
+                "  t={:>4.0} s: rss {:>6.1} MiB (anon {:>6.1}), peak {:>6.1} MiB, {:>5.1} % of one core{buffered}, {} lines written",
                 down.elapsed().as_secs_f64(),
                 measure::mib(now.rss_kib),
+                measure::mib(now.anon_kib),
                 measure::mib(now.hwm_kib),
                 measure::percent_of_core(now.cpu_seconds - last.0.cpu_seconds, last.1.elapsed()),
                 writers.lines(),
