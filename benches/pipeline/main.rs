@@ -2,7 +2,7 @@
 //! local `_bulk` endpoint, in scenarios a node meets.
 //!
 //! `cargo bench --bench pipeline` runs every scenario at full size, one
-//! after the other (about 8 minutes, plus the corpus's first generation);
+//! after the other (about 7 minutes, plus the corpora's first generation);
 //! `LOGSHIP_BENCH_SCENARIO` picks some, comma-separated:
 //!
 //! - `catch-up`: a 1 GiB realistic corpus in 20 files shipped as fast as
