@@ -222,6 +222,13 @@ impl LineDecoder {
         self.assembler.discard();
     }
 
+    /// Frees buffers kept between lines (an idle file holds no decode memory
+    /// but a partial line it holds).
+    pub fn release_idle(&mut self) {
+        self.scratch = Vec::new();
+        self.assembler.release_idle();
+    }
+
     /// True while a partial line is held (its bytes are not yet in any emitted line).
     pub fn has_partial(&self) -> bool {
         self.assembler.has_partial()

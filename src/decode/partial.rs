@@ -171,6 +171,13 @@ impl Assembler {
         self.discard();
     }
 
+    /// Frees the buffer of the held line when none is held (an idle file).
+    pub fn release_idle(&mut self) {
+        if !self.held.active {
+            self.held.buf = Vec::new();
+        }
+    }
+
     /// Forget the held line without emitting it.
     pub fn discard(&mut self) {
         let held = &mut self.held;

@@ -75,6 +75,9 @@ const MAX_SPAN_BYTES: usize = 192 * 1024;
 /// allocator's fixed mmap threshold (256 KiB, set in `main`), so span bodies
 /// come from the heap and are recycled by `event::span_pool`.
 const SPAN_SLACK: usize = 32 * 1024;
+/// A new span's first allocation (bytes, items); it grows as it fills.
+const SPAN_INITIAL_BYTES: usize = 16 * 1024;
+const SPAN_INITIAL_ITEMS: usize = 64;
 /// A file whose pod was not in the metadata cache looks again this often.
 const POD_RETRY: Duration = Duration::from_secs(1);
 
@@ -610,6 +613,9 @@ impl Follower {
     }
 
     async fn idle(&mut self) -> Result<(), Stop> {
+        // An idle file holds no read buffer (issue 10: 256 KiB per file).
+        self.reader.release_idle();
+        self.decoder.release_idle();
         tokio::select! {
             _ = self.wake.notified() => {}
             _ = tokio::time::sleep(IDLE_RECHECK) => {}
@@ -754,8 +760,13 @@ impl Follower {
             }
             if span.body.capacity() == 0 {
                 // Reserved lazily: idle followers hold no span memory.
-                span.body = crate::event::span_pool::take(shared.span_max_bytes + SPAN_SLACK);
-                span.items.reserve_exact(shared.span_max_items + 1);
+                // Small at first (a few lines of a trickling file), grown
+                // by the encoder as a catch-up span fills.
+                span.body = crate::event::span_pool::take(
+                    (shared.span_max_bytes + SPAN_SLACK).min(SPAN_INITIAL_BYTES),
+                );
+                span.items
+                    .reserve_exact((shared.span_max_items + 1).min(SPAN_INITIAL_ITEMS));
             }
             *lines_read += 1;
             decode_line(decoder, reader.line(&line), &line, line_now, &mut |d| {

@@ -32,6 +32,8 @@ use std::os::unix::fs::FileExt;
 
 /// Bytes read per call.
 pub const CHUNK_BYTES: usize = 256 * 1024;
+/// The smallest read (see `LineReader::read_chunk`).
+const MIN_READ: usize = 4096;
 
 /// Bytes before the read offset that are re-checked after every read, and
 /// hashed into a checkpoint (`identity::tail_hash`).
@@ -265,7 +267,18 @@ impl LineReader {
     fn read_chunk(&mut self, file: &File) -> io::Result<(usize, usize)> {
         self.compact();
         let len = self.buf.len();
-        self.buf.resize(len + self.chunk, 0);
+        // Sized to what is there (one `fstat`): a few new lines cost a
+        // small read, not the zero-filling of a whole chunk; catch-up
+        // reads whole chunks. At least `MIN_READ`, so growth since the
+        // `fstat` is picked up too.
+        let avail = file
+            .metadata()
+            .map_or(u64::MAX, |m| m.len().saturating_sub(self.read_offset));
+        let want = usize::try_from(avail)
+            .unwrap_or(usize::MAX)
+            .max(MIN_READ)
+            .min(self.chunk);
+        self.buf.resize(len + want, 0);
         let n = loop {
             match file.read_at(&mut self.buf[len..], self.read_offset) {
                 Ok(n) => break n,
@@ -279,6 +292,27 @@ impl LineReader {
         self.buf.truncate(len + n);
         self.read_offset += n as u64;
         Ok((len, n))
+    }
+
+    /// Frees the buffer of a reader with nothing pending (an idle file holds
+    /// no read memory; the next read allocates what it needs), or shrinks it
+    /// to the partial line it holds.
+    pub fn release_idle(&mut self) {
+        if self.cut_line.is_some() {
+            return;
+        }
+        self.compact();
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+            self.scan = 0;
+        } else {
+            self.buf.shrink_to(self.buf.len().max(MIN_READ));
+        }
+    }
+
+    /// Memory held by the buffer (bytes).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Moves the unreturned bytes to the front of the buffer.
@@ -562,6 +596,43 @@ mod tests {
         // Appends alone are fine.
         std::fs::write(&path, b"header\nold line one\nold line two\nmore\n").unwrap();
         assert_eq!(r.fill_checked(&f, fp).unwrap(), Filled::Read(5));
+    }
+
+    #[test]
+    fn reads_are_sized_to_the_file_and_an_idle_reader_holds_no_buffer() {
+        let (_d, file) = file_with(b"one\ntwo\nthr");
+        let mut r = LineReader::new(0, 1 << 20);
+        assert_eq!(r.fill(&file).unwrap(), 11);
+        assert!(
+            r.capacity() < CHUNK_BYTES,
+            "a small file got a whole chunk: {}",
+            r.capacity()
+        );
+        assert_eq!(
+            r.next_line().map(|l| r.line(&l).to_vec()),
+            Some(b"one".to_vec())
+        );
+        assert_eq!(
+            r.next_line().map(|l| r.line(&l).to_vec()),
+            Some(b"two".to_vec())
+        );
+        assert!(r.next_line().is_none());
+        // A partial line is kept through a release.
+        r.release_idle();
+        assert!(r.has_partial());
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(_d.path().join("f.log"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"ee\n").unwrap();
+        r.fill(&file).unwrap();
+        let l = r.next_line().unwrap();
+        assert_eq!((r.line(&l), l.offset), (&b"three"[..], 8));
+        assert!(r.next_line().is_none());
+        r.release_idle();
+        assert_eq!(r.capacity(), 0, "an idle reader holds no buffer");
+        assert_eq!(r.fill(&file).unwrap(), 0);
+        assert_eq!(r.read_offset(), 14);
     }
 
     #[test]
