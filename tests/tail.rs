@@ -1695,3 +1695,69 @@ async fn a_banner_file_copytruncated_after_a_kill_before_any_checkpoint_write_lo
         );
     }
 }
+
+// Found by the long chaos run (seed 3011): a running follower saw its file
+// copytruncated to nothing (no first line yet), then the pipeline stopped
+// (a reload). The store held the file's old identity at the new
+// generation, offset 0; the next start looked for it, found the copy (it
+// has that first line) and read the old lines again under the new
+// generation: 1,122 duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_truncated_to_nothing_before_a_stop_is_not_taken_for_its_copy() {
+    let (_d, logs, data) = dirs();
+    let before = lines("before", 0..50);
+    let (p, path) = started_on(&logs, &data, Options::default(), "app.log", before.clone()).await;
+    std::fs::copy(&path, logs.join("app.log.1")).unwrap();
+    truncate(&path);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Metrics::get(&p.metrics.truncations) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(Metrics::get(&p.metrics.truncations), 1, "truncation seen");
+    let (first, _) = p.stop().await;
+    assert_exactly_once(&msgs(&first), &before);
+    // New content, with another first line, while stopped.
+    let after = appended(&path, lines("after", 0..10));
+    let (received, _) = Pipeline::restarted(&logs, &data, after.len()).await;
+    assert_exactly_once(&msgs(&received), &after);
+}
+
+// Found by the long chaos run (seed 3009): a file with a constant first
+// line truncated in place while the agent was down had no first line when
+// the agent started, so its entry was given up as gone; then the banner
+// came back: same inode, same first line, the same identity. It started
+// again at generation 0 and its lines took the `_id`s of the old lines of
+// that generation (12 lost to 409s). A gone identity is remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banner_file_found_gone_and_then_back_does_not_reuse_old_ids() {
+    let (_d, logs, data) = dirs();
+    let banner = "# service banner v1".to_string();
+    let mut old = vec![banner.clone()];
+    old.extend(lines("old", 0..30));
+    let path = log_file(&logs, "app.log", old.clone());
+    let (first, _) = Pipeline::run(&logs, &data, Options::default(), old.len(), 200).await;
+    assert_exactly_once(&msgs(&first), &old);
+    // While stopped: truncated in place, nothing written yet.
+    truncate(&path);
+    let p = Pipeline::start(&logs, &data, Options::default());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Metrics::get(&p.metrics.gone_while_stopped_files) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The banner and new lines arrive at the same offsets as old ones.
+    let mut new = appended(&path, vec![banner]);
+    new.extend(appended(&path, lines("new", 0..20)));
+    let got = p.wait_for(new.len(), Duration::from_secs(5)).await;
+    assert_eq!(got.len(), new.len());
+    let (received, _) = p.stop().await;
+    assert_exactly_once(&msgs(&received), &new);
+    let old_ids: std::collections::HashSet<&str> = first.iter().map(|r| r.id.as_str()).collect();
+    for r in &received {
+        assert!(
+            !old_ids.contains(r.id.as_str()),
+            "{:?} (offset {}) took the _id of an old line",
+            r.message,
+            r.offset
+        );
+    }
+}

@@ -145,6 +145,10 @@ struct StoredEntry {
     reread: Vec<StoredReRead>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     head: Option<Head>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    gone: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pending: bool,
 }
 
 /// A run of spans past the checkpoint read with one stamp (`SpanStamp`),
@@ -197,6 +201,14 @@ struct Stored {
     reread: Vec<StoredReRead>,
     /// The generation's first bytes, once read (see [`Head`]).
     head: Option<Head>,
+    /// A tombstone: the file is gone (lost, or replaced by other content
+    /// under another identity). Kept so that a later file with the same
+    /// identity (inode reused, same first line) continues at the next
+    /// generation instead of taking the `_id`s of this one's lines.
+    gone: bool,
+    /// Truncated, no first line yet: the identity is the old content's
+    /// (see [`Checkpointer::truncated`]); not looked for after a restart.
+    pending: bool,
 }
 
 impl Stored {
@@ -214,6 +226,8 @@ impl Stored {
             source: None,
             reread: Vec::new(),
             head: None,
+            gone: false,
+            pending: false,
         }
     }
 
@@ -351,6 +365,8 @@ impl Checkpointer {
                             source: e.source,
                             reread: e.reread,
                             head: e.head,
+                            gone: e.gone,
+                            pending: e.pending,
                         },
                     );
                 }
@@ -436,7 +452,13 @@ impl Checkpointer {
         self.state()
             .stored
             .get(identity)
+            .filter(|s| !s.gone)
             .map(|s| s.unfinished(*identity))
+    }
+
+    /// True if `identity` is a tombstone (see `Stored::gone`).
+    pub fn is_gone(&self, identity: &FileIdentity) -> bool {
+        self.state().stored.get(identity).is_some_and(|s| s.gone)
     }
 
     /// The stored first bytes of `identity`'s `generation`, if known.
@@ -538,18 +560,25 @@ impl Checkpointer {
         s.followers += 1;
         s.last_seen = now;
         s.end = None;
+        s.gone = false;
         s.source = Some(source.to_string());
         st.dirty = true;
     }
 
     /// File `key` was truncated in place and will be read again from 0 as
     /// `generation`, possibly under a new `identity` (its first line changed).
+    ///
+    /// `pending`: the file has no first line yet, so `identity` is still the
+    /// old content's: nothing of the new generation is known, and a copy
+    /// with the old first line is not its content. The entry is not looked
+    /// for after a restart until the first line appears.
     pub fn truncated(
         &self,
         key: FileKey,
         identity: FileIdentity,
         path: &Path,
         generation: Generation,
+        pending: bool,
     ) {
         let now = unix_now();
         let mut st = self.state();
@@ -563,18 +592,23 @@ impl Checkpointer {
             s.end = None;
         }
         if f.identity != identity {
-            // The old content is gone: nothing to look for after a restart.
+            // The old content is gone: nothing to look for after a restart,
+            // but its generation is remembered (a tombstone).
             if let Some(old) = st.stored.get_mut(&f.identity) {
                 old.followers = old.followers.saturating_sub(1);
                 old.last_seen = now;
                 if old.followers == 0 {
-                    st.stored.remove(&f.identity);
+                    old.gone = true;
+                    old.end = Some(old.offset);
                 }
             }
             f.identity = identity;
             upsert(&mut st.stored, identity, path, generation, 0, now, true);
         } else {
             upsert(&mut st.stored, identity, path, generation, 0, now, false);
+        }
+        if let Some(s) = st.stored.get_mut(&identity) {
+            s.pending = pending;
         }
         st.dirty = true;
     }
@@ -660,7 +694,9 @@ impl Checkpointer {
         let mut out: Vec<Unfinished> = st
             .stored
             .iter()
-            .filter(|(id, s)| s.followers == 0 && !s.complete() && !claimed.contains(*id))
+            .filter(|(id, s)| {
+                s.followers == 0 && !s.complete() && !s.pending && !claimed.contains(*id)
+            })
             .map(|(id, s)| s.unfinished(*id))
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path).then(a.identity.cmp(&b.identity)));
@@ -693,10 +729,13 @@ impl Checkpointer {
     }
 
     /// A file of [`Checkpointer::unfinished`] is gone for good (the loss is
-    /// counted by the caller): its entry goes.
+    /// counted by the caller): its entry becomes a tombstone (see
+    /// `Stored::gone`), kept for `RETENTION`.
     pub fn forget(&self, identity: &FileIdentity) {
         let mut st = self.state();
-        if st.stored.remove(identity).is_some() {
+        if let Some(s) = st.stored.get_mut(identity) {
+            s.gone = true;
+            s.end = Some(s.offset);
             st.dirty = true;
         }
     }
@@ -815,6 +854,8 @@ impl Checkpointer {
                         source: s.source.clone(),
                         reread: s.reread.clone(),
                         head: s.head,
+                        gone: s.gone,
+                        pending: s.pending,
                     }
                 })
                 .collect();
@@ -1155,7 +1196,7 @@ mod tests {
         let b = c.issue(1, 0, 200);
         c.delivered(&[a]);
         assert_eq!(c.lookup(&id(1)).unwrap().offset, 100);
-        c.truncated(1, id(1), p, 1);
+        c.truncated(1, id(1), p, 1, false);
         assert_eq!(
             c.lookup(&id(1)),
             Some(Checkpoint {
@@ -1308,6 +1349,12 @@ mod tests {
         assert_eq!((u[0].checkpoint.offset, u[0].tail), (50, Some(7)));
         assert_eq!(c.lookup_tail(&id(2)), Some(7));
         c.forget(&id(2));
-        assert!(c.lookup(&id(2)).is_none());
+        // A tombstone: not looked for again, its generation remembered.
+        assert!(c.unfinished(&none).is_empty());
+        assert!(c.is_gone(&id(2)) && c.snapshot(&id(2)).is_none());
+        c.persist().unwrap();
+        let c = Checkpointer::open(dir.path()).unwrap();
+        assert!(c.is_gone(&id(2)));
+        assert!(c.unfinished(&none).is_empty());
     }
 }

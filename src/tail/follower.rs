@@ -954,6 +954,7 @@ impl Follower {
                     self.identity,
                     &self.path,
                     self.generation,
+                    true,
                 );
             }
         }
@@ -972,9 +973,13 @@ impl Follower {
             self.metadata
                 .file_context(&self.encoder, &self.path, self.identity, self.generation);
         self.refresh_live_stamp(Timestamp::now());
-        self.shared
-            .checkpointer
-            .truncated(self.key, self.identity, &self.path, self.generation);
+        self.shared.checkpointer.truncated(
+            self.key,
+            self.identity,
+            &self.path,
+            self.generation,
+            false,
+        );
     }
 
     /// The fingerprint of the open file's first line now, if it has one.

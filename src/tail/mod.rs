@@ -662,6 +662,15 @@ impl ServerState<'_> {
             .flatten()
             .max_by_key(|c| (c.generation, c.offset));
         let start = match known {
+            Some(cp) if ended.is_none() && shared.checkpointer.is_gone(&o.identity) => {
+                // A file with the identity of one that is gone (inode reused,
+                // same first line): its lines must not take the old `_id`s.
+                tracing::info!(path = %o.found.path.display(), generation = cp.generation.wrapping_add(1), "file has the identity of a file that is gone (inode reused, same first line); reading it as a new generation");
+                StartAt::New(Checkpoint {
+                    generation: cp.generation.wrapping_add(1),
+                    offset: 0,
+                })
+            }
             Some(cp) if o.rewritten.is_some() && ended.is_none() => {
                 Metrics::add(&shared.metrics.truncations, 1);
                 tracing::info!(path = %o.found.path.display(), generation = cp.generation.wrapping_add(1), "file no longer holds the lines before its checkpoint: truncated or rewritten while we were away; reading it from the start as a new generation");
