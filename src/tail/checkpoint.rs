@@ -572,6 +572,10 @@ impl Checkpointer {
     /// old content's: nothing of the new generation is known, and a copy
     /// with the old first line is not its content. The entry is not looked
     /// for after a restart until the first line appears.
+    ///
+    /// Returns the generation to read under: `generation`, or later if the
+    /// store already knows `identity` from an earlier file (inode reused,
+    /// same first line; a tombstone): its generations' `_id`s are taken.
     pub fn truncated(
         &self,
         key: FileKey,
@@ -579,13 +583,19 @@ impl Checkpointer {
         path: &Path,
         generation: Generation,
         pending: bool,
-    ) {
+    ) -> Generation {
         let now = unix_now();
         let mut st = self.state();
         let st = &mut *st;
         let key = st.resolve(key);
         let Some(f) = st.followed.get_mut(&key) else {
-            return;
+            return generation;
+        };
+        let generation = match st.stored.get(&identity) {
+            Some(s) if f.identity != identity && s.followers == 0 => {
+                generation.max(s.generation.wrapping_add(1))
+            }
+            _ => generation,
         };
         f.watermark.reset(generation);
         if let Some(s) = st.stored.get_mut(&f.identity) {
@@ -611,6 +621,7 @@ impl Checkpointer {
             s.pending = pending;
         }
         st.dirty = true;
+        generation
     }
 
     /// Registers a span of file `key` ending at `end` and returns its origin.
@@ -954,6 +965,7 @@ fn upsert(
             if new_follower {
                 s.followers += 1;
                 s.last_seen = now;
+                s.gone = false;
             }
             changed
         }
@@ -1316,6 +1328,34 @@ mod tests {
         c.delivered(&[a]);
         assert_eq!(c.lookup(&id(1)).unwrap().offset, 300);
         assert_eq!(c.committed(2).unwrap().offset, 300);
+    }
+
+    /// A follower whose file takes the identity of a gone file (inode
+    /// reused, same first line) continues after that file's generations.
+    #[test]
+    fn new_content_with_a_gone_identity_takes_a_later_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpointer::open(dir.path()).unwrap();
+        follow(&c, 2, id(3), Path::new("/a"), 7, 0);
+        c.unfollow(2, None);
+        c.forget(&id(3));
+        assert!(c.is_gone(&id(3)));
+        follow(&c, 1, id(1), Path::new("/a"), 0, 0);
+        assert_eq!(c.truncated(1, id(2), Path::new("/a"), 1, false), 1);
+        assert_eq!(c.truncated(1, id(3), Path::new("/a"), 2, false), 8);
+        assert!(!c.is_gone(&id(3)));
+        assert_eq!(c.lookup(&id(3)).map(|cp| cp.generation), Some(8));
+        let span = c.issue(1, 8, 40);
+        c.delivered(&[span]);
+        assert_eq!(
+            c.lookup(&id(3)),
+            Some(Checkpoint {
+                generation: 8,
+                offset: 40
+            })
+        );
+        // The content it replaced is a tombstone now.
+        assert!(c.is_gone(&id(2)));
     }
 
     #[test]

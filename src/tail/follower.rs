@@ -969,17 +969,22 @@ impl Follower {
         };
         self.status.set_identity(self.identity);
         self.status.set_state(FollowState::Reading);
-        self.ctx =
-            self.metadata
-                .file_context(&self.encoder, &self.path, self.identity, self.generation);
-        self.refresh_live_stamp(Timestamp::now());
-        self.shared.checkpointer.truncated(
+        let generation = self.shared.checkpointer.truncated(
             self.key,
             self.identity,
             &self.path,
             self.generation,
             false,
         );
+        if generation != self.generation {
+            tracing::info!(path = %self.path.display(), generation, "the new content has the identity of an earlier file (inode reused, same first line); reading it as a later generation of it");
+            self.generation = generation;
+            self.status.restarted(generation);
+        }
+        self.ctx =
+            self.metadata
+                .file_context(&self.encoder, &self.path, self.identity, self.generation);
+        self.refresh_live_stamp(Timestamp::now());
     }
 
     /// The fingerprint of the open file's first line now, if it has one.
