@@ -156,6 +156,10 @@ pub struct FollowerExit {
     /// The file was read to its end after rotation or deletion and closed
     /// (or given up: then `offset` is its size when it was given up).
     pub closed: bool,
+    /// Stopped (a reload or shutdown) before reading to its end a file that
+    /// is deleted: its descriptor, for the next pipeline of the process to
+    /// read the rest (see `FileRegistry::hold`).
+    pub held: Option<Arc<File>>,
 }
 
 impl FollowerExit {
@@ -175,6 +179,7 @@ impl FollowerExit {
             generation,
             offset,
             closed,
+            held: None,
         }
     }
 }
@@ -463,14 +468,20 @@ impl Follower {
             Metrics::add(&self.shared.metrics.files_closed, 1);
             tracing::info!(path = %self.path.display(), identity = %self.identity, "file read to its end and closed");
         }
-        FollowerExit::new(
+        let mut exit = FollowerExit::new(
             self.key,
             self.dev_ino,
             self.identity,
             self.generation,
             self.reader.read_offset(),
             closed,
-        )
+        );
+        // A deleted file not read to its end: only this descriptor still
+        // reaches its lines (a reload's next pipeline reads them).
+        if !closed && !self.identity_pending && self.file.metadata().is_ok_and(|m| m.nlink() == 0) {
+            exit.held = Some(self.file.clone());
+        }
+        exit
     }
 
     /// Gives the file up (see module doc): counts and logs what is lost,

@@ -284,6 +284,9 @@ impl FileServer {
             match exit {
                 Ok(exit) => {
                     self.registry.remove(exit.key);
+                    if let Some(file) = exit.held {
+                        self.registry.hold(exit.identity, file);
+                    }
                     if let Some(path) = state.unpacked.remove(&exit.key) {
                         let _ = std::fs::remove_file(path);
                     }
@@ -469,6 +472,7 @@ impl ServerState<'_> {
             .iter()
             .map(|f| (f.identity().fingerprint, f.path.clone()))
             .collect();
+        let held = self.server.registry.take_held();
         let located = tokio::task::spawn_blocking(move || {
             rotated::clear_scratch(&scratch);
             // Every file's own rotation first, then the rotations never
@@ -483,7 +487,22 @@ impl ServerState<'_> {
                     tracing::info!(path = %u.path.display(), source = u.source.as_deref().unwrap_or("?"), "a file with unacknowledged lines belongs to a source no longer configured; not read");
                     continue;
                 };
-                let located = if copies_only.contains(&u.identity) {
+                // Deleted while the pipeline before this one (a reload)
+                // held it: its descriptor is the only way to its lines.
+                let held_file = held
+                    .iter()
+                    .find(|(id, _)| *id == u.identity)
+                    .and_then(|(_, f)| f.try_clone().ok());
+                let located = if let Some(file) = held_file {
+                    rotated::Located::Found(rotated::Candidate {
+                        found_at: u.path.with_file_name(format!(
+                            "{} (deleted, held across the reload)",
+                            u.path.file_name().unwrap_or_default().to_string_lossy()
+                        )),
+                        file,
+                        copy: None,
+                    })
+                } else if copies_only.contains(&u.identity) {
                     // The file at its path is the new content: only a copy counts.
                     let mut taken = taken.clone();
                     taken.insert((u.identity.dev, u.identity.ino));

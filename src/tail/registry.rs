@@ -157,6 +157,9 @@ pub struct FileRegistry {
     /// pipelines): a reload's pipeline asks which files the one before it
     /// would have followed.
     matchers: Mutex<Option<Arc<Vec<super::discover::SourceMatcher>>>>,
+    /// Deleted files a stopped pipeline had not read to their end (see
+    /// [`FileRegistry::hold`]).
+    held: Mutex<Vec<(FileIdentity, Arc<File>)>>,
 }
 
 impl FileRegistry {
@@ -205,6 +208,25 @@ impl FileRegistry {
 
     /// Records the globs of a pipeline that starts; returns those of the
     /// one before it (`None` for the first pipeline of the process).
+    /// Keeps the descriptor of a deleted file that a stopping pipeline had
+    /// not read to its end: the next pipeline of the process (a reload)
+    /// reads the rest, as it would a file rotated while logship was
+    /// stopped; its path no longer reaches it.
+    pub fn hold(&self, identity: FileIdentity, file: Arc<File>) {
+        match self.held.lock() {
+            Ok(mut h) => h.push((identity, file)),
+            Err(e) => e.into_inner().push((identity, file)),
+        }
+    }
+
+    /// The held files (see [`FileRegistry::hold`]); the registry keeps none.
+    pub fn take_held(&self) -> Vec<(FileIdentity, Arc<File>)> {
+        match self.held.lock() {
+            Ok(mut h) => std::mem::take(&mut *h),
+            Err(e) => std::mem::take(&mut *e.into_inner()),
+        }
+    }
+
     pub fn replace_matchers(
         &self,
         matchers: Arc<Vec<super::discover::SourceMatcher>>,
