@@ -1805,3 +1805,94 @@ async fn a_deleted_file_not_read_to_its_end_survives_a_reload() {
     assert_eq!(Metrics::get(&metrics.gone_while_stopped_files), 0);
     assert_exactly_once(&[msgs(&first), msgs(&second)].concat(), &all);
 }
+
+// Hostile review: a file truncated to nothing while running whose banner
+// comes back while the agent is down (the same identity) is resumed by the
+// next run; when it is later rotated away while the agent is down, it must
+// be looked for like any file (a first fix of chaos 3011 skipped such
+// entries for good: lines lost, uncounted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banner_file_truncated_to_nothing_then_resumed_is_still_found_when_rotated() {
+    let (_d, logs, data) = dirs();
+    let banner = "# service banner v1".to_string();
+    let mut old = vec![banner.clone()];
+    old.extend(lines("old", 0..20));
+    let (p, path) = started_on(&logs, &data, Options::default(), "app.log", old.clone()).await;
+    truncate(&path);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Metrics::get(&p.metrics.truncations) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(Metrics::get(&p.metrics.truncations), 1, "truncation seen");
+    let (first, _) = p.stop().await;
+    assert_exactly_once(&msgs(&first), &old);
+    let mut new = appended(&path, vec![banner]);
+    new.extend(appended(&path, lines("new", 0..20)));
+    let (second, _) = Pipeline::restarted(&logs, &data, new.len()).await;
+    assert_exactly_once(&msgs(&second), &new);
+    let unread = appended(&path, lines("unread", 0..30));
+    kubelet_rotate(&path, "20261128-093000");
+    let fresh = appended(&path, lines("fresh", 0..5));
+    let (received, metrics) = Pipeline::restarted(&logs, &data, unread.len() + fresh.len()).await;
+    assert_none_lost(&metrics, &msgs(&received), &[unread, fresh].concat());
+}
+
+// Hostile review: truncated to nothing while running, killed; while down
+// the banner and new lines are written (that IS the new generation) and
+// the kubelet rotates the file away. It must be found and read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_begun_after_a_truncation_to_nothing_and_rotated_while_down_is_read() {
+    let (_d, logs, data) = dirs();
+    let banner = "# service banner v1".to_string();
+    let mut old = vec![banner.clone()];
+    old.extend(lines("old", 0..20));
+    let (p, path) = started_on(&logs, &data, Options::default(), "app.log", old.clone()).await;
+    truncate(&path);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Metrics::get(&p.metrics.truncations) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = p.kill().await;
+    assert_exactly_once(&msgs(&first), &old);
+    let mut new = appended(&path, vec![banner]);
+    new.extend(appended(&path, lines("new", 0..30)));
+    kubelet_rotate(&path, "20261128-093000");
+    let fresh = appended(&path, lines("fresh", 0..5));
+    let (received, metrics) = Pipeline::restarted(&logs, &data, new.len() + fresh.len()).await;
+    assert_none_lost(&metrics, &msgs(&received), &[new, fresh].concat());
+}
+
+// Hostile review: a tombstone ages from when its file was last seen, not
+// from the process start (an agent restarted daily kept them forever).
+#[test]
+fn a_tombstone_expires_even_if_the_agent_restarts_daily() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let dir = tempfile::tempdir().unwrap();
+    let id = logship::event::FileIdentity {
+        dev: 1,
+        ino: 7,
+        fingerprint: 77,
+    };
+    let c = Checkpointer::open(dir.path()).unwrap();
+    let start = logship::tail::Checkpoint {
+        generation: 0,
+        offset: 0,
+    };
+    c.follow(1, id, Path::new("/l/a.log"), "s", start, true);
+    c.unfollow(1, None);
+    c.forget(&id);
+    c.persist().unwrap();
+    drop(c);
+    let p = dir.path().join("checkpoints.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    v["checkpoints"][0]["last_seen"] = serde_json::json!(now - 10 * 86400);
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    let c = Checkpointer::open(dir.path()).unwrap();
+    assert!(c.is_gone(&id));
+    c.persist_at(now + 3600).unwrap();
+    assert!(!c.is_gone(&id), "a tombstone last seen 10 days ago is kept");
+}

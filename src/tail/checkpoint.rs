@@ -147,8 +147,8 @@ struct StoredEntry {
     head: Option<Head>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     gone: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pending: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_head: Option<Head>,
 }
 
 /// A run of spans past the checkpoint read with one stamp (`SpanStamp`),
@@ -206,9 +206,11 @@ struct Stored {
     /// identity (inode reused, same first line) continues at the next
     /// generation instead of taking the `_id`s of this one's lines.
     gone: bool,
-    /// Truncated, no first line yet: the identity is the old content's
-    /// (see [`Checkpointer::truncated`]); not looked for after a restart.
-    pending: bool,
+    /// Truncated to nothing and read again under the same identity (see
+    /// [`Checkpointer::truncated`]): the head of the generation before, which
+    /// a file beginning with is that older content (a copy of it), not this
+    /// generation. Until this generation's own head is known.
+    not_head: Option<Head>,
 }
 
 impl Stored {
@@ -227,7 +229,7 @@ impl Stored {
             reread: Vec::new(),
             head: None,
             gone: false,
-            pending: false,
+            not_head: None,
         }
     }
 
@@ -246,6 +248,7 @@ impl Stored {
                 .then_some(self.read_tail)
                 .flatten(),
             head: self.head,
+            not_head: self.not_head,
             last_seen: self.last_seen,
         }
     }
@@ -274,6 +277,8 @@ pub struct Unfinished {
     pub read_tail: Option<u64>,
     /// The generation's first bytes, if known.
     pub head: Option<Head>,
+    /// First bytes this generation does not begin with (`Stored::not_head`).
+    pub not_head: Option<Head>,
     /// When it was last followed (Unix seconds): later modifications of
     /// its siblings happened while logship was down.
     pub last_seen: u64,
@@ -366,7 +371,7 @@ impl Checkpointer {
                             reread: e.reread,
                             head: e.head,
                             gone: e.gone,
-                            pending: e.pending,
+                            not_head: e.not_head,
                         },
                     );
                 }
@@ -483,6 +488,7 @@ impl Checkpointer {
         match st.stored.get_mut(&f.identity) {
             Some(s) if s.generation == generation && s.head != Some(head) => {
                 s.head = Some(head);
+                s.not_head = None;
                 st.dirty = true;
                 true
             }
@@ -547,6 +553,7 @@ impl Checkpointer {
                 s.read_tail = None;
                 s.reread.clear();
                 s.head = None;
+                s.not_head = None;
             }
             s.generation = start.generation;
             s.offset = start.offset;
@@ -569,9 +576,8 @@ impl Checkpointer {
     /// `generation`, possibly under a new `identity` (its first line changed).
     ///
     /// `pending`: the file has no first line yet, so `identity` is still the
-    /// old content's: nothing of the new generation is known, and a copy
-    /// with the old first line is not its content. The entry is not looked
-    /// for after a restart until the first line appears.
+    /// old content's: a copy beginning with the old generation's first bytes
+    /// is not the new generation (`Stored::not_head`).
     ///
     /// Returns the generation to read under: `generation`, or later if the
     /// store already knows `identity` from an earlier file (inode reused,
@@ -598,6 +604,15 @@ impl Checkpointer {
             _ => generation,
         };
         f.watermark.reset(generation);
+        // Truncated to nothing: the old generation's first bytes tell a
+        // copy of it from the new one (which has no first line yet).
+        let prev_head = pending
+            .then(|| {
+                st.stored
+                    .get(&f.identity)
+                    .and_then(|s| s.head.or(s.not_head))
+            })
+            .flatten();
         if let Some(s) = st.stored.get_mut(&f.identity) {
             s.end = None;
         }
@@ -617,8 +632,10 @@ impl Checkpointer {
         } else {
             upsert(&mut st.stored, identity, path, generation, 0, now, false);
         }
-        if let Some(s) = st.stored.get_mut(&identity) {
-            s.pending = pending;
+        if let Some(s) = st.stored.get_mut(&identity)
+            && prev_head.is_some()
+        {
+            s.not_head = prev_head;
         }
         st.dirty = true;
         generation
@@ -705,9 +722,7 @@ impl Checkpointer {
         let mut out: Vec<Unfinished> = st
             .stored
             .iter()
-            .filter(|(id, s)| {
-                s.followers == 0 && !s.complete() && !s.pending && !claimed.contains(*id)
-            })
+            .filter(|(id, s)| s.followers == 0 && !s.complete() && !claimed.contains(*id))
             .map(|(id, s)| s.unfinished(*id))
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path).then(a.identity.cmp(&b.identity)));
@@ -806,8 +821,15 @@ impl Checkpointer {
             let retention = RETENTION.as_secs();
             let started = self.started;
             let before = st.stored.len();
+            // A tombstone ages from when the file was last seen, not from
+            // this process's start: restarts must not keep it forever.
             st.stored.retain(|_, s| {
-                s.followers > 0 || now.saturating_sub(s.last_seen.max(started)) <= retention
+                let since = if s.gone {
+                    s.last_seen
+                } else {
+                    s.last_seen.max(started)
+                };
+                s.followers > 0 || now.saturating_sub(since) <= retention
             });
             if st.stored.len() != before {
                 st.dirty = true;
@@ -866,7 +888,7 @@ impl Checkpointer {
                         reread: s.reread.clone(),
                         head: s.head,
                         gone: s.gone,
-                        pending: s.pending,
+                        not_head: s.not_head,
                     }
                 })
                 .collect();
@@ -951,6 +973,7 @@ fn upsert(
                     s.end = None;
                     s.reread.clear();
                     s.head = None;
+                    s.not_head = None;
                 }
                 s.generation = generation;
                 s.offset = offset;
@@ -1006,6 +1029,7 @@ impl Acknowledger for Checkpointer {
                     s.end = None;
                     s.reread.clear();
                     s.head = None;
+                    s.not_head = None;
                 }
                 s.generation = generation;
                 s.offset = offset;

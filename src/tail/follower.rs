@@ -310,7 +310,10 @@ impl Follower {
                 );
             }
         };
-        let new_to_store = !shared.checkpointer.knows(&identity);
+        // New to the store, or known only as a tombstone (a file that is
+        // gone): either way not on disk as a followed file yet.
+        let new_to_store =
+            !shared.checkpointer.knows(&identity) || shared.checkpointer.is_gone(&identity);
         shared.checkpointer.follow(
             spec.key,
             identity,

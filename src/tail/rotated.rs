@@ -149,7 +149,10 @@ fn holds(file: &File, u: &Unfinished) -> bool {
     let read_ok = u.known_unread == 0
         || u.read_tail
             .is_none_or(|want| hash_before(file, read) == Some(want));
-    tail && read_ok && identity::begins_with(file, u.head)
+    let older = u
+        .not_head
+        .is_some_and(|h| identity::begins_with(file, Some(h)));
+    tail && read_ok && identity::begins_with(file, u.head) && !older
 }
 
 /// True if `file` is `id`'s file: the same inode and first line.
@@ -441,6 +444,7 @@ mod tests {
             known_unread: 0,
             read_tail: None,
             head: None,
+            not_head: None,
             last_seen: 0,
         }
     }
