@@ -214,6 +214,8 @@ pub struct Follower {
     dev_ino: (u64, u64),
     /// See [`FollowerSpec::drain_only`].
     drain_only: bool,
+    /// A drain-only follower's copy was overwritten: nothing more is read.
+    copy_changed: bool,
     /// The stored head of the generation being read (see `checkpoint::Head`),
     /// once recorded: at the first span, again once `HEAD_BYTES` were read.
     head: Option<Head>,
@@ -421,6 +423,7 @@ impl Follower {
             missing_pod,
             span: EncodedSpan::default(),
             span_end: start.offset,
+            copy_changed: false,
             head: shared.checkpointer.lookup_head(&identity, start.generation),
             live_stamp,
             span_stamp: None,
@@ -641,6 +644,9 @@ impl Follower {
     /// Reads, decodes and encodes until end of file.
     /// `Ok(false)` if a read failed (logged): the caller waits before retrying.
     async fn read_to_end(&mut self) -> Result<bool, Stop> {
+        if self.copy_changed {
+            return Ok(true);
+        }
         loop {
             if self.shutdown.is_cancelled() {
                 return Err(Stop::Shutdown);
@@ -648,6 +654,19 @@ impl Follower {
             let n = match self.fill().await {
                 None => return Ok(false),
                 Some(Filled::Read(n)) => n,
+                Some(Filled::Changed) if self.drain_only => {
+                    // The copy being read (a rotation found after a restart,
+                    // read under the original file's identity) was replaced
+                    // (a later copytruncate copied over it): its new content
+                    // is not a generation of that file. Stop here; the new
+                    // content is the live file's, read by its follower.
+                    self.send().await?;
+                    if !self.copy_changed {
+                        self.copy_changed = true;
+                        tracing::warn!(path = %self.path.display(), offset = self.reader.read_offset(), "the rotated copy being read was overwritten (a later copytruncate); its lines past this offset are not read");
+                    }
+                    return Ok(true);
+                }
                 Some(Filled::Changed) => {
                     // Truncated (and maybe refilled) since the last read:
                     // what was read belongs to the old generation.
