@@ -256,6 +256,19 @@ impl Pipeline {
         assert_eq!(self.wait_for(n, Duration::from_secs(5)).await.len(), n);
     }
 
+    /// Waits (at most 5 s) until `n` truncations were seen; asserts they were.
+    async fn wait_truncations(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Metrics::get(&self.metrics.truncations) < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            Metrics::get(&self.metrics.truncations),
+            n,
+            "truncations seen"
+        );
+    }
+
     /// Waits (at most 5 s) until `n` files were closed.
     async fn wait_files_closed(&self, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -337,6 +350,16 @@ fn write_lines(how: &OpenOptions, path: &Path, lines: impl IntoIterator<Item = S
     for l in lines {
         writeln!(f, "{l}").unwrap();
     }
+}
+
+/// The constant first line of a file with a banner.
+const BANNER: &str = "# service banner v1";
+
+/// The banner, then `n` lines.
+fn banner_lines(prefix: &str, n: usize) -> Vec<String> {
+    let mut v = vec![BANNER.to_string()];
+    v.extend(lines(prefix, 0..n));
+    v
 }
 
 fn lines(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
@@ -1620,9 +1643,8 @@ async fn copytruncate_of_a_banner_file_while_stopped_reads_the_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewritten_while_stopped_after_lines_were_sent_but_not_acknowledged_is_a_new_generation() {
     let (_d, logs, data) = dirs();
-    let banner = "# service banner v1".to_string();
-    let mut old = vec![banner.clone()];
-    old.extend(lines("old", 0..20));
+    let banner = BANNER.to_string();
+    let old = banner_lines("old", 20);
     let path = log_file(&logs, "app.log", old);
     let unacked = Options {
         ack: false,
@@ -1723,11 +1745,7 @@ async fn a_file_truncated_to_nothing_before_a_stop_is_not_taken_for_its_copy() {
     let (p, path) = started_on(&logs, &data, Options::default(), "app.log", before.clone()).await;
     std::fs::copy(&path, logs.join("app.log.1")).unwrap();
     truncate(&path);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Metrics::get(&p.metrics.truncations) == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(Metrics::get(&p.metrics.truncations), 1, "truncation seen");
+    p.wait_truncations(1).await;
     let (first, _) = p.stop().await;
     assert_exactly_once(&msgs(&first), &before);
     // New content, with another first line, while stopped.
@@ -1819,16 +1837,11 @@ async fn a_deleted_file_not_read_to_its_end_survives_a_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_banner_file_truncated_to_nothing_then_resumed_is_still_found_when_rotated() {
     let (_d, logs, data) = dirs();
-    let banner = "# service banner v1".to_string();
-    let mut old = vec![banner.clone()];
-    old.extend(lines("old", 0..20));
+    let banner = BANNER.to_string();
+    let old = banner_lines("old", 20);
     let (p, path) = started_on(&logs, &data, Options::default(), "app.log", old.clone()).await;
     truncate(&path);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Metrics::get(&p.metrics.truncations) == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(Metrics::get(&p.metrics.truncations), 1, "truncation seen");
+    p.wait_truncations(1).await;
     let (first, _) = p.stop().await;
     assert_exactly_once(&msgs(&first), &old);
     let mut new = appended(&path, vec![banner]);
@@ -1848,15 +1861,11 @@ async fn a_banner_file_truncated_to_nothing_then_resumed_is_still_found_when_rot
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generation_begun_after_a_truncation_to_nothing_and_rotated_while_down_is_read() {
     let (_d, logs, data) = dirs();
-    let banner = "# service banner v1".to_string();
-    let mut old = vec![banner.clone()];
-    old.extend(lines("old", 0..20));
+    let banner = BANNER.to_string();
+    let old = banner_lines("old", 20);
     let (p, path) = started_on(&logs, &data, Options::default(), "app.log", old.clone()).await;
     truncate(&path);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Metrics::get(&p.metrics.truncations) == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    p.wait_truncations(1).await;
     let first = p.kill().await;
     assert_exactly_once(&msgs(&first), &old);
     let mut new = appended(&path, vec![banner]);
