@@ -280,10 +280,11 @@ impl Watcher {
         }
     }
 
-    /// Watches exactly `dirs` (non-recursively) from now on.
-    pub fn update(&mut self, dirs: &BTreeSet<PathBuf>) {
+    /// Watches exactly `dirs` (non-recursively) from now on. `true` if
+    /// every one of them is watched.
+    pub fn update(&mut self, dirs: &BTreeSet<PathBuf>) -> bool {
         let Some(inner) = self.inner.as_mut() else {
-            return;
+            return false;
         };
         for gone in self.watched.difference(dirs) {
             // The directory may be gone already; inotify dropped the watch then.
@@ -305,6 +306,7 @@ impl Watcher {
             }
         }
         self.watched = watched;
+        self.watched.len() == dirs.len()
     }
 }
 

@@ -58,8 +58,13 @@ use crate::event::{DecodedLine, EncodedSpan, FileIdentity, FileKey, Generation, 
 use crate::k8s::{Enricher, FileMetadata, PodRef, Resolved};
 use crate::telemetry::Metrics;
 
-/// An idle follower re-checks its file this often even without an event.
+/// An idle follower re-checks its file this often even without an event
+/// when inotify does not cover it (polling).
 pub const IDLE_RECHECK: Duration = Duration::from_secs(1);
+/// ...and this often when it does: a safety net for a lost event, not the
+/// way lines are found (issue 10: 1,000 idle files each looked at every
+/// second cost 2.6 % of a core). Filebeat's `max_backoff` is 10 s too.
+pub const WATCHED_RECHECK: Duration = Duration::from_secs(10);
 /// After a rotation or deletion, the old file is read to its end once more
 /// after this long, for writers that had it open.
 pub const ROTATION_GRACE: Duration = Duration::from_millis(500);
@@ -78,6 +83,12 @@ const SPAN_SLACK: usize = 32 * 1024;
 /// A new span's first allocation (bytes, items); it grows as it fills.
 const SPAN_INITIAL_BYTES: usize = 16 * 1024;
 const SPAN_INITIAL_ITEMS: usize = 64;
+/// A read of at most this many new bytes at a file's live end runs on the
+/// follower's task, not on a blocking thread (see `Follower::fill`).
+const INLINE_READ_BYTES: u64 = 64 * 1024;
+/// A follower woken again before a recheck period passes keeps a read
+/// buffer up to this size (see `Follower::idle`).
+const IDLE_KEEP_BYTES: usize = 16 * 1024;
 /// A file whose pod was not in the metadata cache looks again this often.
 const POD_RETRY: Duration = Duration::from_secs(1);
 
@@ -93,6 +104,10 @@ pub struct Shared {
     pub span_max_items: usize,
     /// Kubernetes metadata for each file (`Enricher::Off` in host mode).
     pub enricher: Enricher,
+    /// inotify watches every directory of the followed files (the server
+    /// keeps this up to date): an idle follower then re-checks its file
+    /// only every [`WATCHED_RECHECK`], else every [`IDLE_RECHECK`].
+    pub watched: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -231,6 +246,9 @@ pub struct Follower {
     identity_pending: bool,
     generation: Generation,
     reader: LineReader,
+    /// A read of this file succeeded (so what follows is in the page
+    /// cache): small reads may run on this task (see `fill`).
+    warm: bool,
     /// The reader's physical line limit.
     read_limit: usize,
     decoder: LineDecoder,
@@ -415,6 +433,7 @@ impl Follower {
             identity_pending: false,
             generation: start.generation,
             reader: reader.with_limit(read_limit),
+            warm: false,
             read_limit,
             decoder,
             encoder,
@@ -553,26 +572,29 @@ impl Follower {
             self.drain().await?;
             return Ok(false);
         }
-        loop {
-            match self.check().await {
-                FileState::Grew => return Ok(true),
-                FileState::Idle => self.idle().await?,
-                FileState::Truncated(fingerprint) => {
-                    self.truncated(fingerprint);
-                    self.persist_identity().await;
-                    return Ok(true);
+        match self.check() {
+            FileState::Grew => {}
+            FileState::Idle => {
+                // Woken (an event or the recheck timer): read. The read
+                // checks the bytes before its offset and the first line
+                // (`fill`), so a rewrite is seen there.
+                self.idle().await?;
+            }
+            FileState::Truncated(fingerprint) => {
+                self.truncated(fingerprint);
+                self.persist_identity().await;
+            }
+            FileState::Gone { rotated } => {
+                if rotated {
+                    Metrics::add(&self.shared.metrics.rotations, 1);
                 }
-                FileState::Gone { rotated } => {
-                    if rotated {
-                        Metrics::add(&self.shared.metrics.rotations, 1);
-                    }
-                    tracing::info!(path = %self.path.display(), rotated, "file rotated or deleted; reading it to its end");
-                    self.status.set_state(FollowState::Draining);
-                    self.drain().await?;
-                    return Ok(false);
-                }
+                tracing::info!(path = %self.path.display(), rotated, "file rotated or deleted; reading it to its end");
+                self.status.set_state(FollowState::Draining);
+                self.drain().await?;
+                return Ok(false);
             }
         }
+        Ok(true)
     }
 
     /// Looks the file's pod up again (a map lookup, never an API request).
@@ -630,15 +652,33 @@ impl Follower {
     }
 
     async fn idle(&mut self) -> Result<(), Stop> {
-        // An idle file holds no read buffer (issue 10: 256 KiB per file).
-        self.reader.release_idle();
-        self.decoder.release_idle();
+        // An idle file holds no read buffer (issue 10: 256 KiB per file). A
+        // trickling one keeps a small one between wake-ups (freeing and
+        // allocating it for every line cost more than it holds) until it
+        // has been quiet for a recheck period.
+        if self.reader.capacity() > IDLE_KEEP_BYTES {
+            self.release_buffers();
+        }
+        let recheck = if self
+            .shared
+            .watched
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            WATCHED_RECHECK
+        } else {
+            IDLE_RECHECK
+        };
         tokio::select! {
             _ = self.wake.notified() => {}
-            _ = tokio::time::sleep(IDLE_RECHECK) => {}
+            _ = tokio::time::sleep(recheck) => self.release_buffers(),
             _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
         }
         Ok(())
+    }
+
+    fn release_buffers(&mut self) {
+        self.reader.release_idle();
+        self.decoder.release_idle();
     }
 
     /// Reads, decodes and encodes until end of file.
@@ -651,10 +691,10 @@ impl Follower {
             if self.shutdown.is_cancelled() {
                 return Err(Stop::Shutdown);
             }
-            let n = match self.fill().await {
+            let (n, at_end) = match self.fill().await {
                 None => return Ok(false),
-                Some(Filled::Read(n)) => n,
-                Some(Filled::Changed) if self.drain_only => {
+                Some((Filled::Read(n), at_end)) => (n, at_end),
+                Some((Filled::Changed, _)) if self.drain_only => {
                     // The copy being read (a rotation found after a restart,
                     // read under the original file's identity) was replaced
                     // (a later copytruncate copied over it): its new content
@@ -667,7 +707,7 @@ impl Follower {
                     }
                     return Ok(true);
                 }
-                Some(Filled::Changed) => {
+                Some((Filled::Changed, _)) => {
                     // Truncated (and maybe refilled) since the last read:
                     // what was read belongs to the old generation.
                     self.send().await?;
@@ -686,25 +726,53 @@ impl Follower {
             Metrics::add(&self.shared.metrics.bytes_read, n as u64);
             self.status.read(n as u64, self.reader.read_offset());
             self.process().await?;
+            if at_end {
+                return Ok(true);
+            }
         }
     }
 
-    /// One blocking read, checked against the file's identity (see
-    /// `reader`): `None` if it failed (logged).
-    async fn fill(&mut self) -> Option<Filled> {
-        let mut reader = std::mem::take(&mut self.reader);
-        let file = self.file.clone();
+    /// One read, checked against the file's identity (see `reader`), and
+    /// whether it reached the size the file had just before it (then the
+    /// caller looks at the file, `check`, instead of reading again).
+    /// `None` if it failed (logged).
+    ///
+    /// A few new bytes at the live end of a file already read from (so in
+    /// the page cache) are read on this task: an `fstat` and a `pread` of a
+    /// few KiB cost microseconds, two hops through Tokio's blocking pool
+    /// cost more than that in thread switches (issue 10: most of the CPU
+    /// with 1,000 trickling files). The first read of a file and catch-up
+    /// reads, which may wait for the disk, go to a blocking thread.
+    async fn fill(&mut self) -> Option<(Filled, bool)> {
         let fingerprint = (!self.identity_pending).then_some(self.identity.fingerprint);
-        let result = tokio::task::spawn_blocking(move || {
-            let r = reader.fill_checked(&file, fingerprint);
-            (reader, r)
-        })
-        .await;
-        match result {
-            Ok((reader, r)) => {
+        let head = self.head;
+        let size = self.file.metadata().ok().map(|m| m.len());
+        let before = self.reader.read_offset();
+        let small = size.is_some_and(|s| s.saturating_sub(before) <= INLINE_READ_BYTES);
+        let result = if self.warm && small {
+            Ok(self
+                .reader
+                .fill_checked_sized(&self.file, fingerprint, size, head))
+        } else {
+            let mut reader = std::mem::take(&mut self.reader);
+            let file = self.file.clone();
+            tokio::task::spawn_blocking(move || {
+                let r = reader.fill_checked_sized(&file, fingerprint, size, head);
+                (reader, r)
+            })
+            .await
+            .map(|(reader, r)| {
                 self.reader = reader;
-                r.map_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "read failed; retrying later"))
-                    .ok()
+                r
+            })
+        };
+        match result {
+            Ok(r) => {
+                let r = r.map_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "read failed; retrying later"))
+                    .ok()?;
+                self.warm = true;
+                let at_end = size.is_some_and(|s| self.reader.read_offset() >= s);
+                Some((r, at_end))
             }
             Err(e) => {
                 // The blocking task panicked or was cancelled at runtime
@@ -893,22 +961,25 @@ impl Follower {
     }
 
     /// Before a span of a generation leaves, the store holds that
-    /// generation's first bytes on disk (recorded at the first span, and
+    /// generation's first bytes on disk (written at the first span, and
     /// once more when the span passes `HEAD_BYTES`): after a crash, a file
     /// with the same first line rewritten or copied while logship was down
     /// is told apart from this generation by them, so its lines never take
     /// the `_id`s of lines shipped from this one (see `tail::rotated`). At
     /// most two writes per generation, shared with every follower that
-    /// needs one at the time.
+    /// needs one at the time. Between the two, each span lengthens the
+    /// stored head in memory (written with the next periodic or forced
+    /// write): a first span of one line would otherwise leave a head no
+    /// better than the fingerprint until 1 KiB was shipped (a trickling
+    /// file's copies after a truncation to nothing were then taken for the
+    /// old generation).
     async fn record_head(&mut self) {
         let len = self.span_end.min(HEAD_BYTES);
-        let wanted = match self.head {
-            None => len > 0,
-            Some(h) => h.len < HEAD_BYTES && len == HEAD_BYTES,
+        let persist = match self.head {
+            None if len > 0 => true,
+            Some(h) if h.len < len => len == HEAD_BYTES,
+            _ => return,
         };
-        if !wanted {
-            return;
-        }
         let hash = match identity::head_hash(&self.file, len) {
             Ok(Some(hash)) => hash,
             // Shorter than what was read: truncated; the next read sees it.
@@ -924,6 +995,7 @@ impl Follower {
             .shared
             .checkpointer
             .set_head(self.key, self.generation, head)
+            && persist
         {
             self.persist_identity().await;
         }
@@ -942,21 +1014,17 @@ impl Follower {
         super::reader::hash_before(&self.file, end)
     }
 
-    /// Looks at the open file and its path (blocking syscalls, off the runtime).
-    async fn check(&mut self) -> FileState {
-        let file = self.file.clone();
-        let path = self.path.clone();
-        let read_offset = self.reader.read_offset();
-        let fingerprint = self.identity.fingerprint;
-        // A copy of the (at most 64) bytes, not an allocation per check.
-        let mut tail = [0u8; super::reader::TAIL_BYTES];
-        let tail_len = self.reader.tail().len();
-        tail[..tail_len].copy_from_slice(self.reader.tail());
-        tokio::task::spawn_blocking(move || {
-            check_file(&file, &path, read_offset, fingerprint, &tail[..tail_len])
-        })
-        .await
-        .unwrap_or(FileState::Idle)
+    /// Looks at the open file and its path at end of file: an `fstat` and
+    /// a `stat`, on this task (see `fill`). Its content is checked by every
+    /// read (`fill`), and every wake-up reads, so it is not looked at here.
+    fn check(&self) -> FileState {
+        check_file(
+            &self.file,
+            &self.path,
+            self.reader.read_offset(),
+            self.identity.fingerprint,
+            None,
+        )
     }
 
     fn truncated(&mut self, fingerprint: Option<u64>) {
@@ -1118,7 +1186,6 @@ fn encode_line(
     }
 }
 
-/// What happened to a file we read to `read_offset` (blocking).
 /// Holds an excluded file (unread) until its path is gone or names another
 /// file, or the server asks to give it up, then lets it go (`true`), or
 /// until shutdown (`false`).
@@ -1154,24 +1221,29 @@ async fn wait_until_gone(
     }
 }
 
+/// What happened to a file we read to `read_offset` (blocking syscalls).
+/// `tail`: the bytes before `read_offset` as read, to check that they are
+/// still there and that the first line is unchanged (`None`: not checked,
+/// a read that follows does it).
 fn check_file(
     file: &File,
     path: &Path,
     read_offset: u64,
     fingerprint: u64,
-    tail: &[u8],
+    tail: Option<&[u8]>,
 ) -> FileState {
     let Ok(meta) = file.metadata() else {
         return FileState::Idle;
     };
     let size = meta.len();
     if size < read_offset
-        || !super::reader::bytes_before_are(file, read_offset, tail).unwrap_or(true)
+        || tail
+            .is_some_and(|t| !super::reader::bytes_before_are(file, read_offset, t).unwrap_or(true))
     {
         // Shorter, or rewritten (to the same size or more) before our offset.
         return FileState::Truncated(identity::fingerprint(file).ok().flatten());
     }
-    if read_offset > 0 {
+    if read_offset > 0 && tail.is_some() {
         match identity::fingerprint(file) {
             Ok(Some(fp)) if fp == fingerprint => {}
             // Rewritten in place past our offset: a truncation we did not see.
@@ -1327,16 +1399,22 @@ mod tests {
         std::fs::write(&p, b"first\nsecond\n").unwrap();
         let f = File::open(&p).unwrap();
         let fp = identity::fingerprint(&f).unwrap().unwrap();
-        assert!(matches!(check_file(&f, &p, 13, fp, b""), FileState::Idle));
-        assert!(matches!(check_file(&f, &p, 6, fp, b""), FileState::Grew));
+        assert!(matches!(
+            check_file(&f, &p, 13, fp, Some(b"")),
+            FileState::Idle
+        ));
+        assert!(matches!(
+            check_file(&f, &p, 6, fp, Some(b"")),
+            FileState::Grew
+        ));
         // Truncated and rewritten beyond our offset with another first line.
         std::fs::write(&p, b"other first line\nand more\n").unwrap();
         assert!(
-            matches!(check_file(&f, &p, 13, fp, b""), FileState::Truncated(Some(n)) if n != fp)
+            matches!(check_file(&f, &p, 13, fp, Some(b"")), FileState::Truncated(Some(n)) if n != fp)
         );
         std::fs::write(&p, b"").unwrap();
         assert!(matches!(
-            check_file(&f, &p, 13, fp, b""),
+            check_file(&f, &p, 13, fp, Some(b"")),
             FileState::Truncated(None)
         ));
         // Rotation: the path names a new file.
@@ -1344,12 +1422,12 @@ mod tests {
         std::fs::rename(&p, dir.path().join("0.log.1")).unwrap();
         std::fs::write(&p, b"new\n").unwrap();
         assert!(matches!(
-            check_file(&f, &p, 13, fp, b""),
+            check_file(&f, &p, 13, fp, Some(b"")),
             FileState::Gone { rotated: true }
         ));
         std::fs::remove_file(&p).unwrap();
         assert!(matches!(
-            check_file(&f, &p, 13, fp, b""),
+            check_file(&f, &p, 13, fp, Some(b"")),
             FileState::Gone { rotated: false }
         ));
     }

@@ -184,6 +184,7 @@ impl FileServer {
                 span_max_bytes,
                 span_max_items,
                 enricher: crate::k8s::Enricher::Off,
+                watched: AtomicBool::new(false),
             }),
             registry: Arc::new(FileRegistry::default()),
             max_open_files: usize::try_from(config.buffer.max_open_files()).unwrap_or(usize::MAX),
@@ -411,7 +412,8 @@ impl ServerState<'_> {
                 return;
             }
         };
-        watcher.update(&scan.dirs);
+        let watched = watcher.update(&scan.dirs);
+        self.server.shared.watched.store(watched, Ordering::Relaxed);
         self.pending = pending.into_iter().collect();
         let seen: HashSet<(u64, u64)> = scan.files.iter().map(|f| (f.dev, f.ino)).collect();
         self.ended.retain(|id, _| seen.contains(&(id.dev, id.ino)));

@@ -23,12 +23,16 @@
 //! before (say, a run of identical lines across the offset): content is
 //! the only evidence a reader that did not watch the truncation has.
 //!
-//! It does no decoding and knows nothing of rotation; reads are blocking and
-//! meant to run on a blocking thread.
+//! It does no decoding and knows nothing of rotation. Reads are blocking:
+//! the follower runs small reads at a file's live end on its own task (a
+//! page-cache copy of a few KiB costs microseconds, a hop to a blocking
+//! thread costs more) and catch-up reads on a blocking thread.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+
+use super::checkpoint::Head;
 
 /// Bytes read per call.
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -185,7 +189,7 @@ impl LineReader {
     /// Reads the next chunk from `file` (blocking). Returns the number of
     /// bytes read; 0 at end of file.
     pub fn fill(&mut self, file: &File) -> io::Result<usize> {
-        let (start, n) = self.read_chunk(file)?;
+        let (start, n) = self.read_chunk(file, None)?;
         self.push_tail(start, n);
         Ok(n)
     }
@@ -196,14 +200,36 @@ impl LineReader {
     /// 0, so is the first line. On a change the bytes just read are
     /// discarded.
     pub fn fill_checked(&mut self, file: &File, fingerprint: Option<u64>) -> io::Result<Filled> {
+        self.fill_checked_sized(file, fingerprint, None, None)
+    }
+
+    /// [`LineReader::fill_checked`] with the file's size as the caller just
+    /// saw it (`fstat`), so the read is sized without another one, and the
+    /// stored first bytes of the generation being read, if any: a read that
+    /// starts inside them (offset 0 after a restart, say) checks that the
+    /// file still begins with them, since there are no bytes before the
+    /// read offset yet to tell a rewrite by (chaos seed 7006: a copytruncate
+    /// just after a restart resumed a generation at offset 0, and its new
+    /// content was shipped under that generation, then again under the
+    /// next one once the next start saw that the head differed).
+    pub fn fill_checked_sized(
+        &mut self,
+        file: &File,
+        fingerprint: Option<u64>,
+        size: Option<u64>,
+        head: Option<Head>,
+    ) -> io::Result<Filled> {
         let before = self.read_offset;
-        let (start, n) = self.read_chunk(file)?;
+        let (start, n) = self.read_chunk(file, size)?;
         let mut same = self.tail_matches(file, before)?;
         if same
             && before > 0
             && let Some(expected) = fingerprint
         {
             same = super::identity::fingerprint(file)? == Some(expected);
+        }
+        if same && let Some(h) = head.filter(|h| before < h.len) {
+            same = super::identity::head_hash(file, h.len)? == Some(h.hash);
         }
         if !same {
             self.buf.truncate(start);
@@ -264,16 +290,18 @@ impl LineReader {
 
     /// Reads one chunk at the read offset; returns where it starts in `buf`
     /// and its length.
-    fn read_chunk(&mut self, file: &File) -> io::Result<(usize, usize)> {
+    fn read_chunk(&mut self, file: &File, size: Option<u64>) -> io::Result<(usize, usize)> {
         self.compact();
         let len = self.buf.len();
-        // Sized to what is there (one `fstat`): a few new lines cost a
-        // small read, not the zero-filling of a whole chunk; catch-up
-        // reads whole chunks. At least `MIN_READ`, so growth since the
-        // `fstat` is picked up too.
-        let avail = file
-            .metadata()
-            .map_or(u64::MAX, |m| m.len().saturating_sub(self.read_offset));
+        // Sized to what is there (one `fstat`, unless the caller did it):
+        // a few new lines cost a small read, not the zero-filling of a
+        // whole chunk; catch-up reads whole chunks. At least `MIN_READ`, so
+        // growth since the `fstat` is picked up too.
+        let size = match size {
+            Some(size) => Some(size),
+            None => file.metadata().ok().map(|m| m.len()),
+        };
+        let avail = size.map_or(u64::MAX, |s| s.saturating_sub(self.read_offset));
         let want = usize::try_from(avail)
             .unwrap_or(usize::MAX)
             .max(MIN_READ)
@@ -596,6 +624,50 @@ mod tests {
         // Appends alone are fine.
         std::fs::write(&path, b"header\nold line one\nold line two\nmore\n").unwrap();
         assert_eq!(r.fill_checked(&f, fp).unwrap(), Filled::Read(5));
+    }
+
+    #[test]
+    fn a_read_inside_the_stored_head_checks_that_the_file_still_begins_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.log");
+        std::fs::write(&path, b"banner\nfirst content\n").unwrap();
+        let f = File::open(&path).unwrap();
+        let fp = crate::tail::identity::fingerprint(&f).unwrap();
+        let head = Head {
+            len: 21,
+            hash: crate::tail::identity::head_hash(&f, 21).unwrap().unwrap(),
+        };
+        // A generation resumed at offset 0 whose head is stored: the same
+        // content reads.
+        let mut r = LineReader::new(0, 100);
+        assert_eq!(
+            r.fill_checked_sized(&f, fp, None, Some(head)).unwrap(),
+            Filled::Read(21)
+        );
+        // Rewritten before the first read (same banner, same fingerprint):
+        // not this generation, nothing read.
+        std::fs::write(&path, b"banner\nother content, longer\n").unwrap();
+        let mut r = LineReader::new(0, 100);
+        assert_eq!(
+            r.fill_checked_sized(&f, fp, None, Some(head)).unwrap(),
+            Filled::Changed
+        );
+        assert_eq!(r.read_offset(), 0, "nothing read");
+        // Without a stored head the reader cannot tell (the follower's
+        // caller then relies on the head check at start).
+        let mut r = LineReader::new(0, 100);
+        assert_eq!(
+            r.fill_checked_sized(&f, fp, None, None).unwrap(),
+            Filled::Read(29)
+        );
+        // Past the head, the tail check is what counts; the head is not read.
+        std::fs::write(&path, b"banner\nfirst content\nmore\n").unwrap();
+        let mut r = LineReader::new(21, 100);
+        let _ = r.prime_tail(&f);
+        assert_eq!(
+            r.fill_checked_sized(&f, fp, None, Some(head)).unwrap(),
+            Filled::Read(5)
+        );
     }
 
     #[test]
