@@ -297,13 +297,46 @@ fn unreadable_config_exits_64_naming_the_file() {
     );
 }
 
+/// `logship version` and `logship --version` print the crate version and
+/// the commit the binary was built from, `git rev-parse --short HEAD`
+/// (`-dirty` when its sources differed from it; `unknown` outside a git
+/// checkout).
 #[test]
-fn version_is_printed_both_ways() {
-    let expected = format!("logship {}\n", env!("CARGO_PKG_VERSION"));
+fn version_names_the_commit_it_was_built_from() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let git = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--show-toplevel", "--short", "HEAD"])
+        .output();
+    let head = match git {
+        Ok(out) if out.status.success() => {
+            let out = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut lines = out.lines();
+            let top = lines
+                .next()
+                .and_then(|top| Path::new(top).canonicalize().ok());
+            let this_checkout = top.is_some() && top == root.canonicalize().ok();
+            lines.next().filter(|_| this_checkout).map(str::to_owned)
+        }
+        _ => None,
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let expected = match &head {
+        Some(commit) => vec![
+            format!("logship {version} ({commit})\n"),
+            format!("logship {version} ({commit}-dirty)\n"),
+        ],
+        None => vec![format!("logship {version} (unknown)\n")],
+    };
     for args in [&["--version"][..], &["version"][..]] {
         let run = logship(args, &[]);
         assert_eq!(run.code, Some(0), "{}", run.stderr);
-        assert_eq!(run.stdout, expected);
+        assert!(
+            expected.contains(&run.stdout),
+            "logship {args:?} printed {:?}, expected one of {expected:?}",
+            run.stdout
+        );
     }
 }
 
