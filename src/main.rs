@@ -288,7 +288,7 @@ fn raise_fd_limit() {
     }
 }
 
-/// Keeps peak RSS close to the live set (README, Performance).
+/// Keeps peak RSS close to the live set (docs/performance.md, "Memory").
 ///
 /// glibc gives threads their own heap arenas (up to 8 per core), and its mmap
 /// threshold rises to the size of the largest block freed (up to 32 MiB). Our
