@@ -2,7 +2,7 @@
 # The test command (README.md, "Test"): sets up what the tests need and the
 # machine lacks, then runs `cargo test` with the arguments given.
 #
-#   scripts/test.sh                  every test (about 15 minutes on 2 cores)
+#   scripts/test.sh                  every test (about 10 minutes on 2 cores)
 #   scripts/test.sh --test config    any `cargo test` arguments are passed on
 #
 # Each step is skipped when already done, so a second run goes straight to
