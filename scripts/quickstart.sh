@@ -5,12 +5,14 @@
 #
 #   scripts/quickstart.sh
 #
-# Needs Java 17, Maven, unzip and curl (see README.md); the first run
-# downloads Elasticsearch (~95 MiB) from Maven Central and builds logship in
-# release mode, which takes a few minutes.
+# Needs Rust, Java 17, Maven, unzip and curl: scripts/packages.sh installs
+# those Debian packages when they are missing. The first run downloads
+# Elasticsearch (~95 MiB) from Maven Central and builds logship in release
+# mode, which takes a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 es_script="$PWD/scripts/elasticsearch.sh"
+scripts/packages.sh quickstart
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/logship-quickstart.XXXXXX")"
 chmod 755 "$work" # Elasticsearch runs as `nobody` when this runs as root

@@ -23,11 +23,23 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_RUNTIME: u8 = 70;
 const EXIT_SECOND_SIGNAL: i32 = 130;
 
+/// The crate version and the git commit it was built from (`build.rs`:
+/// `-dirty` when the sources differed from it, `unknown` without git).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("LOGSHIP_GIT_COMMIT"),
+    ")"
+);
+
 /// Node-level log shipper: tails container and host log files and bulk-ships
 /// them to Elasticsearch without losing or duplicating a line.
 #[derive(Parser)]
-#[command(name = "logship", version)]
+#[command(name = "logship", version = VERSION, disable_version_flag = true)]
 struct Cli {
+    /// Print the version and the git commit it was built from.
+    #[arg(short = 'V', long, action = clap::ArgAction::Version)]
+    version: (),
     #[command(subcommand)]
     command: Command,
 }
@@ -59,7 +71,8 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Print the version.
+    /// Print the version and the git commit it was built from, as
+    /// `logship 0.1.0 (ae41de8)` (same as --version).
     Version,
 }
 
@@ -68,7 +81,7 @@ fn main() -> ExitCode {
     raise_fd_limit();
     match Cli::parse().command {
         Command::Version => {
-            println!("logship {}", env!("CARGO_PKG_VERSION"));
+            println!("logship {VERSION}");
             ExitCode::SUCCESS
         }
         Command::CheckConfig { config } => check_config(&config),
@@ -195,6 +208,7 @@ fn run_pipeline(config: config::Config, path: &Path) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
+        commit = env!("LOGSHIP_GIT_COMMIT"),
         node_name = %config.node_name,
         sources = config.sources.len(),
         worker_threads = workers,
@@ -274,7 +288,7 @@ fn raise_fd_limit() {
     }
 }
 
-/// Keeps peak RSS close to the live set (README, Performance).
+/// Keeps peak RSS close to the live set (docs/performance.md, "Memory").
 ///
 /// glibc gives threads their own heap arenas (up to 8 per core), and its mmap
 /// threshold rises to the size of the largest block freed (up to 32 MiB). Our

@@ -297,44 +297,131 @@ fn unreadable_config_exits_64_naming_the_file() {
     );
 }
 
+/// `logship version` and `logship --version` print the crate version and
+/// the commit the binary was built from, `git rev-parse --short HEAD`
+/// (`-dirty` when its sources differed from it; `unknown` outside a git
+/// checkout).
 #[test]
-fn version_is_printed_both_ways() {
-    let expected = format!("logship {}\n", env!("CARGO_PKG_VERSION"));
+fn version_names_the_commit_it_was_built_from() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let git = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--show-toplevel", "--short", "HEAD"])
+        .output();
+    let head = match git {
+        Ok(out) if out.status.success() => {
+            let out = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut lines = out.lines();
+            let top = lines
+                .next()
+                .and_then(|top| Path::new(top).canonicalize().ok());
+            let this_checkout = top.is_some() && top == root.canonicalize().ok();
+            lines.next().filter(|_| this_checkout).map(str::to_owned)
+        }
+        _ => None,
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let expected = match &head {
+        Some(commit) => vec![
+            format!("logship {version} ({commit})\n"),
+            format!("logship {version} ({commit}-dirty)\n"),
+        ],
+        None => vec![format!("logship {version} (unknown)\n")],
+    };
     for args in [&["--version"][..], &["version"][..]] {
         let run = logship(args, &[]);
         assert_eq!(run.code, Some(0), "{}", run.stderr);
-        assert_eq!(run.stdout, expected);
+        assert!(
+            expected.contains(&run.stdout),
+            "logship {args:?} printed {:?}, expected one of {expected:?}",
+            run.stdout
+        );
     }
 }
 
-/// Every complete config shown in the configuration reference (a ```yaml
-/// block with a `sink:` key) is accepted, so the docs cannot drift from the
-/// code.
+/// Every config example in the documentation — each ```yaml block of
+/// README.md and of docs/*.md — is accepted by `check-config`, so the docs
+/// cannot drift from the code. A fragment (a block without a top-level
+/// `sources:` or `sink:`, such as a `buffer:` section) is checked inside a
+/// minimal config that supplies what it lacks.
 #[test]
 fn documented_examples_are_valid() {
-    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    let doc = std::fs::read_to_string(&doc_path).expect("read README.md");
-    let mut blocks = Vec::new();
-    let mut rest = doc.as_str();
-    while let Some(start) = rest.find("```yaml\n") {
-        let body = &rest[start + "```yaml\n".len()..];
-        let end = body.find("```").expect("closed code block");
-        blocks.push(&body[..end]);
-        rest = &body[end + 3..];
-    }
-    let configs: Vec<&str> = blocks
-        .into_iter()
-        .filter(|b| b.contains("\nsink:"))
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .expect("read docs/")
+        .map(|entry| entry.expect("docs/ entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
         .collect();
-    assert!(
-        !configs.is_empty(),
-        "no complete yaml example in {}",
-        doc_path.display()
-    );
-    for text in configs {
-        let (run, _) = check_config(text, &[("NODE_NAME", "example-node")]);
-        assert_eq!(run.code, Some(0), "{}\n{text}", run.stderr);
+    pages.sort();
+    let env = [
+        ("NODE_NAME", "example-node"),
+        ("POD_NAME", "example-pod"),
+        ("POD_NAMESPACE", "example-namespace"),
+        ("POD_UID", "00000000-0000-4000-8000-000000000000"),
+    ];
+    let mut checked = Vec::new();
+    for path in std::iter::once(root.join("README.md")).chain(pages) {
+        let doc = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let name = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        for (line, block) in yaml_blocks(&doc) {
+            let mut config = String::new();
+            if !has_top_level_key(&block, "sources") {
+                config.push_str(
+                    "sources: [{name: example, include: [\"/var/log/example/*.log\"]}]\n",
+                );
+            }
+            if !has_top_level_key(&block, "sink") {
+                config.push_str("sink: {elasticsearch: {hosts: [\"http://127.0.0.1:9200\"]}}\n");
+            }
+            config.push_str(&block);
+            let (run, _) = check_config(&config, &env);
+            assert_eq!(
+                run.code,
+                Some(0),
+                "the example at {name}:{line} is refused: {}\n{config}",
+                run.stderr
+            );
+            checked.push(name.clone());
+        }
     }
+    for page in ["README.md", "docs/configuration.md"] {
+        assert!(
+            checked.iter().any(|name| name == page),
+            "no yaml example found in {page}"
+        );
+    }
+}
+
+/// The ```yaml blocks of a Markdown text, with the line each starts on.
+fn yaml_blocks(doc: &str) -> Vec<(usize, String)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(usize, String)> = None;
+    for (i, line) in doc.lines().enumerate() {
+        match &mut open {
+            None if line.trim() == "```yaml" => open = Some((i + 2, String::new())),
+            None => {}
+            Some(_) if line.trim_start().starts_with("```") => blocks.extend(open.take()),
+            Some((_, body)) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+    }
+    assert!(open.is_none(), "a ```yaml block is never closed");
+    blocks
+}
+
+fn has_top_level_key(yaml: &str, key: &str) -> bool {
+    yaml.lines().any(|line| {
+        line.strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })
 }
 
 #[test]

@@ -67,7 +67,7 @@ fn rendered() -> Vec<Value> {
         .args(["kustomize"])
         .arg(repo().join("deploy/kubernetes"))
         .output()
-        .expect("kubectl must be installed (.ci/run installs it)");
+        .expect("kubectl must be installed (scripts/test.sh installs it)");
     assert!(
         out.status.success(),
         "{}",

@@ -1395,7 +1395,7 @@ async fn a_found_compressed_rotation_not_acked_before_the_next_stop_is_read_agai
 // noticed: the follower continues at its old offset in generation 0 and the
 // new content before that offset is never read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known limit (README, delivery guarantee): a rewrite whose first line and 64 bytes before the read offset are unchanged cannot be told from no change"]
+#[ignore = "known limit (docs/delivery.md, what can still be lost): a rewrite whose first line and 64 bytes before the read offset are unchanged cannot be told from no change"]
 async fn copytruncate_behind_with_an_identical_tail_window_loses_new_lines() {
     let (_d, logs, data) = dirs();
     // 6 + 12_000 * 16 = 192_006 bytes of distinct lines, then 30_000

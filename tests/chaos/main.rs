@@ -286,7 +286,7 @@ fn chaos() {
 
 /// The long run: schedules until `CHAOS_KILLS` kills (default 1,000).
 #[test]
-#[ignore = "long: runs until 1,000 kills; figures go in README"]
+#[ignore = "long: runs until 1,000 kills; figures go in docs/testing.md"]
 fn chaos_long() {
     let s = settings();
     let target = env_u64("CHAOS_KILLS").unwrap_or(1000);

@@ -68,7 +68,9 @@ struct TlsScenario {
 
 fn tls_scenario(name: &str) -> TlsScenario {
     if !nginx::available() {
-        panic!("/usr/sbin/nginx is missing: apt-get install nginx-light (see .ci/run)");
+        panic!(
+            "/usr/sbin/nginx is missing: scripts/test.sh installs it (apt-get install nginx-light)"
+        );
     }
     let (es, setup) = scenario(
         name,

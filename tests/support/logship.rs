@@ -108,7 +108,7 @@ impl Setup {
         self.root.path().join("logship.stderr")
     }
 
-    /// The YAML config, in the shape of the README's reference.
+    /// The YAML config, in the shape of the reference (docs/configuration.md).
     pub fn config_yaml(&self) -> String {
         let o = &self.options;
         format!(

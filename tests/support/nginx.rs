@@ -175,7 +175,7 @@ pub struct Nginx {
     pub small_body_url: String,
 }
 
-/// Whether Debian's nginx is installed (`.ci/run` installs `nginx-light`).
+/// Whether Debian's nginx is installed (`scripts/test.sh` installs `nginx-light`).
 pub fn available() -> bool {
     Path::new(NGINX).exists()
 }
