@@ -82,6 +82,8 @@ const MAX_SPAN_BYTES: usize = 192 * 1024;
 const SPAN_SLACK: usize = 32 * 1024;
 /// A new span's first allocation (bytes, items); it grows as it fills.
 const SPAN_INITIAL_BYTES: usize = 16 * 1024;
+/// Room for one document's action line and fields besides its message.
+const SPAN_DOC_OVERHEAD: usize = 1024;
 const SPAN_INITIAL_ITEMS: usize = 64;
 /// A read of at most this many new bytes at a file's live end runs on the
 /// follower's task, not on a blocking thread (see `Follower::fill`).
@@ -861,10 +863,15 @@ impl Follower {
             }
             if span.body.capacity() == 0 {
                 // Reserved lazily: idle followers hold no span memory.
-                // Small at first (a few lines of a trickling file), grown
-                // by the encoder as a catch-up span fills.
+                // Sized to what was read (a line or two of a trickling
+                // file: its span lives until acknowledged, and a thousand
+                // files send thousands of them a second), grown by the
+                // encoder as a catch-up span fills.
+                let guess = (line.next - line.offset) as usize + reader.buffered();
                 span.body = crate::event::span_pool::take(
-                    (shared.span_max_bytes + SPAN_SLACK).min(SPAN_INITIAL_BYTES),
+                    (guess * 2 + SPAN_DOC_OVERHEAD)
+                        .min(SPAN_INITIAL_BYTES)
+                        .min(shared.span_max_bytes + SPAN_SLACK),
                 );
                 span.items
                     .reserve_exact((shared.span_max_items + 1).min(SPAN_INITIAL_ITEMS));

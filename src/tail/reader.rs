@@ -181,6 +181,12 @@ impl LineReader {
         self.cut_line.is_some() || self.start < self.buf.len()
     }
 
+    /// Bytes read and not yet handed out (the lines still to come from
+    /// this read).
+    pub fn buffered(&self) -> usize {
+        self.buf.len().saturating_sub(self.start)
+    }
+
     /// Take the count of bytes dropped from cut lines.
     pub fn take_dropped(&mut self) -> u64 {
         std::mem::take(&mut self.dropped)
