@@ -187,7 +187,7 @@ fn watch_dirs_of_pattern(pattern: &str, dirs: &mut BTreeSet<PathBuf>) {
         components.next();
     }
     if prefix.is_dir() {
-        dirs.insert(prefix.clone());
+        dirs.insert(canonical_dir(&prefix));
     }
     let mut level = prefix;
     for c in components {
@@ -200,10 +200,18 @@ fn watch_dirs_of_pattern(pattern: &str, dirs: &mut BTreeSet<PathBuf>) {
         };
         for p in paths.flatten() {
             if p.is_dir() {
-                dirs.insert(p);
+                dirs.insert(canonical_dir(&p));
             }
         }
     }
+}
+
+/// A directory as inotify will name it in events: one watch per directory
+/// inode, named by the last path it was added under, so a directory reached
+/// through a symlink is watched under its real path, the one followers are
+/// known by (else their write events named the link's path and woke none).
+fn canonical_dir(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 /// What a filesystem event means for us.
@@ -253,6 +261,13 @@ impl Watcher {
     ) -> Self {
         let handler = move |res: notify::Result<notify::Event>| {
             let notice = match res {
+                // The kernel's queue overflowed: events are lost, so every
+                // follower looks at its file and everything is rescanned.
+                Ok(event) if event.need_rescan() => {
+                    overflow.store(true, Ordering::Release);
+                    wake.notify_one();
+                    return;
+                }
                 Ok(event) => match classify(event) {
                     Some(n) => n,
                     None => return,
@@ -327,6 +342,24 @@ mod tests {
             include_compressed: false,
             rescan_interval: Duration::from_secs(10),
         }
+    }
+
+    // Hostile review: a directory reached through a symlink was watched
+    // under both its link path (pattern level) and its real path (a file's
+    // directory); inotify keeps one watch per inode, named by the last path
+    // added, so write events named the link's path and woke no follower.
+    #[test]
+    fn a_directory_reached_through_a_symlink_is_watched_under_its_real_path_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let real = root.join("aaa-real");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::write(real.join("app.log"), "a\n").unwrap();
+        std::os::unix::fs::symlink(&real, root.join("zzz-link")).unwrap();
+        let pattern = format!("{}/zzz-link/*.log", root.to_str().unwrap());
+        let scan = scan(&[SourceMatcher::new(&source(vec![pattern], vec![]))]);
+        assert_eq!(scan.files.len(), 1);
+        assert_eq!(scan.dirs.iter().collect::<Vec<_>>(), vec![&real]);
     }
 
     #[test]

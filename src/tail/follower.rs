@@ -1,20 +1,26 @@
 //! One followed file: read, decode, encode, send; notice truncation,
 //! rotation and deletion.
 //!
-//! A [`Follower`] is one tokio task that owns the open `File`. It reads in
-//! large chunks on a blocking thread ([`LineReader`]), decodes every complete
+//! A [`Follower`] is one tokio task that owns the open `File`. It reads with
+//! [`LineReader`]: catch-up reads in large chunks on a blocking thread, a
+//! few new bytes at a file's live end on its own task (local filesystems
+//! only, see `Follower::fill`). It decodes every complete
 //! physical line and encodes the logical lines into the current
 //! [`EncodedSpan`], which holds lines of one file generation only. A span is
 //! sent (after the [`Checkpointer`] issued its origin) when it is full and
 //! whenever the file is read to its end. Sending waits on the bounded span
 //! channel: that is backpressure, the follower stops reading.
 //!
-//! At end of file the follower waits for a wake-up (an inotify event routed
-//! by the file server, a fallback timer of [`IDLE_RECHECK`], or shutdown),
-//! then checks the file:
+//! At end of file the follower looks at the file (an `fstat` and a `stat`
+//! of its path), then waits for a wake-up (an inotify event routed by the
+//! file server, a fallback timer of [`WATCHED_RECHECK`] or [`IDLE_RECHECK`],
+//! or shutdown) and reads again. Every read checks, after reading, that the
+//! bytes before its offset, the first line, and (within them) the
+//! generation's stored first bytes are unchanged (`reader`), so content
+//! changes are seen by the read, shape changes by the look:
 //!
-//! * the open file is shorter than the read offset, or its first line
-//!   changed: **copytruncate**. The generation goes up, reading restarts at
+//! * the open file is shorter than the read offset, or its first line or the
+//!   bytes before the offset changed: **copytruncate**. The generation goes up, reading restarts at
 //!   0, the decoder forgets its partial line, and the file gets a fresh
 //!   identity (its fingerprint changed) so a later restart finds its
 //!   checkpoint;
@@ -251,6 +257,9 @@ pub struct Follower {
     /// A read of this file succeeded (so what follows is in the page
     /// cache): small reads may run on this task (see `fill`).
     warm: bool,
+    /// On a local filesystem ([`on_local_fs`]): reads and checks may run
+    /// on this task, and inotify is trusted (the long recheck period).
+    local: bool,
     /// The reader's physical line limit.
     read_limit: usize,
     decoder: LineDecoder,
@@ -316,6 +325,7 @@ impl Follower {
             commit_start,
             reader,
             detected,
+            local,
         } = opening;
         let encoder = match Encoder::new(&shared.node_name, &shared.index_template) {
             Ok(e) => e,
@@ -436,6 +446,7 @@ impl Follower {
             generation: start.generation,
             reader: reader.with_limit(read_limit),
             warm: false,
+            local,
             read_limit,
             decoder,
             encoder,
@@ -564,9 +575,9 @@ impl Follower {
             self.idle().await?;
             return Ok(true);
         }
-        // At end of file: ship what we have, then look at the file before
-        // reading again (so a truncation is seen before new bytes are read
-        // at the old offset).
+        // At end of file: ship what we have, then look at the file (a
+        // rotation, or a file now shorter) before waiting; a rewrite is seen
+        // by the next read, which checks before keeping any byte.
         self.send().await?;
         if self.drain_only {
             tracing::info!(path = %self.path.display(), "rotated while logship was stopped; reading it to its end");
@@ -574,7 +585,7 @@ impl Follower {
             self.drain().await?;
             return Ok(false);
         }
-        match self.check() {
+        match self.check().await {
             FileState::Grew => {}
             FileState::Idle => {
                 // Woken (an event or the recheck timer): read. The read
@@ -661,10 +672,11 @@ impl Follower {
         if self.reader.capacity() > IDLE_KEEP_BYTES {
             self.release_buffers();
         }
-        let recheck = if self
-            .shared
-            .watched
-            .load(std::sync::atomic::Ordering::Relaxed)
+        let recheck = if self.local
+            && self
+                .shared
+                .watched
+                .load(std::sync::atomic::Ordering::Relaxed)
         {
             WATCHED_RECHECK
         } else {
@@ -748,28 +760,38 @@ impl Follower {
     async fn fill(&mut self) -> Option<(Filled, bool)> {
         let fingerprint = (!self.identity_pending).then_some(self.identity.fingerprint);
         let head = self.head;
-        let size = self.file.metadata().ok().map(|m| m.len());
+        // Not even an `fstat` on this task off a local filesystem.
+        let size = self
+            .local
+            .then(|| self.file.metadata().ok().map(|m| m.len()))
+            .flatten();
         let before = self.reader.read_offset();
         let small = size.is_some_and(|s| s.saturating_sub(before) <= INLINE_READ_BYTES);
-        let result = if self.warm && small {
-            Ok(self
-                .reader
-                .fill_checked_sized(&self.file, fingerprint, size, head))
+        let result = if self.local && self.warm && small {
+            // A follower of a file written without pause would otherwise
+            // never yield between reads (nothing here waits).
+            tokio::task::consume_budget().await;
+            Ok((
+                self.reader
+                    .fill_checked_sized(&self.file, fingerprint, size, head),
+                size,
+            ))
         } else {
             let mut reader = std::mem::take(&mut self.reader);
             let file = self.file.clone();
             tokio::task::spawn_blocking(move || {
+                let size = size.or_else(|| file.metadata().ok().map(|m| m.len()));
                 let r = reader.fill_checked_sized(&file, fingerprint, size, head);
-                (reader, r)
+                (reader, r, size)
             })
             .await
-            .map(|(reader, r)| {
+            .map(|(reader, r, size)| {
                 self.reader = reader;
-                r
+                (r, size)
             })
         };
         match result {
-            Ok(r) => {
+            Ok((r, size)) => {
                 let r = r.map_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "read failed; retrying later"))
                     .ok()?;
                 self.warm = true;
@@ -1022,16 +1044,19 @@ impl Follower {
     }
 
     /// Looks at the open file and its path at end of file: an `fstat` and
-    /// a `stat`, on this task (see `fill`). Its content is checked by every
+    /// a `stat`, on this task on a local filesystem (see `fill`). Its content is checked by every
     /// read (`fill`), and every wake-up reads, so it is not looked at here.
-    fn check(&self) -> FileState {
-        check_file(
-            &self.file,
-            &self.path,
-            self.reader.read_offset(),
-            self.identity.fingerprint,
-            None,
-        )
+    /// Off a local filesystem, on a blocking thread ([`on_local_fs`]).
+    async fn check(&self) -> FileState {
+        let offset = self.reader.read_offset();
+        let fingerprint = self.identity.fingerprint;
+        if self.local {
+            return check_file(&self.file, &self.path, offset, fingerprint, None);
+        }
+        let (file, path) = (self.file.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || check_file(&file, &path, offset, fingerprint, None))
+            .await
+            .unwrap_or(FileState::Idle)
     }
 
     fn truncated(&mut self, fingerprint: Option<u64>) {
@@ -1271,6 +1296,34 @@ fn check_file(
     }
 }
 
+/// True if `file` is on a local disk or memory filesystem (ext2/3/4, XFS,
+/// btrfs, F2FS, ZFS, tmpfs, overlayfs, ramfs). Only there do small reads
+/// and checks run on the follower's task (see `Follower::fill`) and is
+/// inotify trusted: a network or FUSE filesystem can block a `stat` for as
+/// long as its server is away, which must not stop a runtime thread (and
+/// with it every other file and the sink), and writes made on other
+/// machines raise no inotify event.
+fn on_local_fs(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    const LOCAL: [i64; 8] = [
+        0xEF53,      // ext2/3/4
+        0x5846_5342, // XFS
+        0x9123_683E, // btrfs
+        0xF2F5_2010, // F2FS
+        0x2FC1_2FC1, // ZFS
+        0x0102_1994, // tmpfs
+        0x794C_7630, // overlayfs
+        0x8584_58F6, // ramfs
+    ];
+    // SAFETY: `fstatfs` only writes into the zeroed struct it is given; the
+    // descriptor stays open for as long as `file` is borrowed.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } == 0;
+    #[allow(clippy::unnecessary_cast)]
+    let kind = st.f_type as i64;
+    ok && LOCAL.contains(&kind)
+}
+
 /// Where a follower starts, worked out on a blocking thread.
 struct Opening {
     start: Checkpoint,
@@ -1280,6 +1333,8 @@ struct Opening {
     reader: LineReader,
     /// An auto-detected format, from the file's first line (resumes only).
     detected: Option<crate::decode::detect::DetectedFormat>,
+    /// The file is on a local filesystem (see [`on_local_fs`]).
+    local: bool,
 }
 
 impl Opening {
@@ -1300,6 +1355,7 @@ impl Opening {
             commit_start,
             reader: LineReader::new(start.offset, 1),
             detected: None,
+            local: false,
         }
     }
 }
@@ -1311,6 +1367,7 @@ impl Opening {
 /// auto-detected format from the file's first line.
 fn opening(file: &File, path: &Path, start: StartAt, format: SourceFormat) -> Opening {
     let mut out = Opening::fallback(start);
+    out.local = on_local_fs(file);
     match start {
         StartAt::New(_) => {}
         StartAt::EndOfLastLine => match end_of_last_line(file) {

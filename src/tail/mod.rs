@@ -6,7 +6,8 @@
 //! safety net; it starts one [`follower::Follower`] task per new file and
 //! routes inotify write events to the follower of that path, so new lines are
 //! read within milliseconds while idle followers sleep (re-checking their
-//! file at most once a second).
+//! file every 10 s when inotify watches every directory and the file is on a
+//! local filesystem, else every second: see `follower`).
 //!
 //! Files are identified by `(dev, ino)` within a run and by
 //! [`FileIdentity`](crate::event::FileIdentity) (with a first-line

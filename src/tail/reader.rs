@@ -227,16 +227,25 @@ impl LineReader {
     ) -> io::Result<Filled> {
         let before = self.read_offset;
         let (start, n) = self.read_chunk(file, size)?;
-        let mut same = self.tail_matches(file, before)?;
-        if same
-            && before > 0
-            && let Some(expected) = fingerprint
-        {
-            same = super::identity::fingerprint(file)? == Some(expected);
-        }
-        if same && let Some(h) = head.filter(|h| before < h.len) {
-            same = super::identity::head_hash(file, h.len)? == Some(h.hash);
-        }
+        let checked = (|| {
+            let mut same = self.tail_matches(file, before)?;
+            if same
+                && before > 0
+                && let Some(expected) = fingerprint
+            {
+                same = super::identity::fingerprint(file)? == Some(expected);
+            }
+            if same && let Some(h) = head.filter(|h| before < h.len) {
+                same = super::identity::head_hash(file, h.len)? == Some(h.hash);
+            }
+            Ok::<_, io::Error>(same)
+        })();
+        let same = checked.inspect_err(|_| {
+            // Not checked: as if not read (else the next read would compare
+            // stale bytes at the new offset and take the file for rewritten).
+            self.buf.truncate(start);
+            self.read_offset = before;
+        })?;
         if !same {
             self.buf.truncate(start);
             self.read_offset = before;

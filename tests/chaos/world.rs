@@ -803,7 +803,15 @@ impl Stream {
             }
             let from = self.phys[i].path.clone().expect("rotated path");
             let to = PathBuf::from(format!("{}.gz", from.display()));
-            let tmp = PathBuf::from(format!("{}.gz.tmp", from.display()));
+            // Written beside it under a name no glob matches (`app/*.log*`
+            // matched `<name>.gz.tmp`: the agent rightly shipped the gzip
+            // bytes being written as lines, long seed 8008), then renamed
+            // into place, so the `.gz` appears whole (logrotate's gzip writes
+            // the `.gz` in place: reading one half-written is not tried here).
+            let tmp = from
+                .parent()
+                .expect("rotated file's directory")
+                .join(format!(".compressing-{i}.tmp"));
             let content = std::fs::read(&from).expect("read rotated file");
             let mut gz = flate2::write::GzEncoder::new(
                 File::create(&tmp).expect("create gz"),
