@@ -9,8 +9,9 @@
 //!
 //! * [`tail`] finds files from include/exclude globs (inotify plus a periodic
 //!   rescan), identifies each by device, inode and a fingerprint of its first
-//!   line, and runs one follower task per file: 256 KiB reads on the blocking
-//!   pool, lines split with `memchr`, rotation (rename), copytruncate (the
+//!   line, and runs one follower task per file: reads sized to what the file
+//!   holds (up to 256 KiB; catch-up on the blocking pool, a few new bytes on
+//!   the follower's task), lines split with `memchr`, rotation (rename), copytruncate (the
 //!   file's generation goes up, noticed at every read) and deletion handled,
 //!   the fd of a rotated or deleted file kept until it is read to its end.
 //!   At start, files the checkpoints know that were rotated away (renamed,
