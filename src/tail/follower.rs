@@ -1457,6 +1457,17 @@ mod tests {
     }
 
     #[test]
+    fn only_local_filesystems_are_read_on_the_followers_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.log");
+        std::fs::write(&p, b"x\n").unwrap();
+        // This machine's temp dir is ext4 (or tmpfs).
+        assert!(on_local_fs(&File::open(&p).unwrap()));
+        // procfs stands in for a filesystem not on the list (NFS, FUSE...).
+        assert!(!on_local_fs(&File::open("/proc/self/status").unwrap()));
+    }
+
+    #[test]
     fn check_sees_truncation_rotation_and_deletion() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("0.log");
