@@ -149,6 +149,8 @@ struct StoredEntry {
     gone: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     not_head: Option<Head>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    old_heads: Vec<Head>,
 }
 
 /// A run of spans past the checkpoint read with one stamp (`SpanStamp`),
@@ -211,7 +213,16 @@ struct Stored {
     /// a file beginning with is that older content (a copy of it), not this
     /// generation. Until this generation's own head is known.
     not_head: Option<Head>,
+    /// The heads of the generations before this one (the last
+    /// [`OLD_HEADS`]): while this generation's own head is unknown, a copy
+    /// beginning with any of them is older content, not this generation
+    /// (long chaos seed 9003: a generation begun by a truncation to nothing
+    /// took a copy two rotations old for its own and read it again).
+    old_heads: Vec<Head>,
 }
+
+/// How many earlier generations' heads an entry keeps (`Stored::old_heads`).
+const OLD_HEADS: usize = 8;
 
 impl Stored {
     fn new(generation: Generation, offset: u64, path: &Path, now: u64, followers: u32) -> Self {
@@ -230,6 +241,22 @@ impl Stored {
             head: None,
             gone: false,
             not_head: None,
+            old_heads: Vec::new(),
+        }
+    }
+
+    /// A new generation begins: this one's head joins `old_heads`.
+    fn retire_head(&mut self) {
+        for h in [self.head.take(), self.not_head.take()]
+            .into_iter()
+            .flatten()
+        {
+            if !self.old_heads.contains(&h) {
+                if self.old_heads.len() == OLD_HEADS {
+                    self.old_heads.remove(0);
+                }
+                self.old_heads.push(h);
+            }
         }
     }
 
@@ -249,6 +276,7 @@ impl Stored {
                 .flatten(),
             head: self.head,
             not_head: self.not_head,
+            old_heads: self.old_heads.clone(),
             last_seen: self.last_seen,
         }
     }
@@ -279,6 +307,8 @@ pub struct Unfinished {
     pub head: Option<Head>,
     /// First bytes this generation does not begin with (`Stored::not_head`).
     pub not_head: Option<Head>,
+    /// Heads of earlier generations (`Stored::old_heads`).
+    pub old_heads: Vec<Head>,
     /// When it was last followed (Unix seconds): later modifications of
     /// its siblings happened while logship was down.
     pub last_seen: u64,
@@ -372,6 +402,7 @@ impl Checkpointer {
                             head: e.head,
                             gone: e.gone,
                             not_head: e.not_head,
+                            old_heads: e.old_heads,
                         },
                     );
                 }
@@ -552,8 +583,7 @@ impl Checkpointer {
                 s.read = 0;
                 s.read_tail = None;
                 s.reread.clear();
-                s.head = None;
-                s.not_head = None;
+                s.retire_head();
             }
             s.generation = start.generation;
             s.offset = start.offset;
@@ -889,6 +919,7 @@ impl Checkpointer {
                         head: s.head,
                         gone: s.gone,
                         not_head: s.not_head,
+                        old_heads: s.old_heads.clone(),
                     }
                 })
                 .collect();
@@ -972,8 +1003,7 @@ fn upsert(
                     s.read_tail = None;
                     s.end = None;
                     s.reread.clear();
-                    s.head = None;
-                    s.not_head = None;
+                    s.retire_head();
                 }
                 s.generation = generation;
                 s.offset = offset;
@@ -1028,8 +1058,7 @@ impl Acknowledger for Checkpointer {
                     s.read_tail = None;
                     s.end = None;
                     s.reread.clear();
-                    s.head = None;
-                    s.not_head = None;
+                    s.retire_head();
                 }
                 s.generation = generation;
                 s.offset = offset;

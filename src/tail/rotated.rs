@@ -149,9 +149,13 @@ fn holds(file: &File, u: &Unfinished) -> bool {
     let read_ok = u.known_unread == 0
         || u.read_tail
             .is_none_or(|want| hash_before(file, read) == Some(want));
-    let older = u
-        .not_head
-        .is_some_and(|h| identity::begins_with(file, Some(h)));
+    // Nothing of this generation shipped yet (no head): a copy that begins
+    // like an earlier generation is that one's content.
+    let older = u.head.is_none()
+        && u.not_head
+            .iter()
+            .chain(&u.old_heads)
+            .any(|h| identity::begins_with(file, Some(*h)));
     tail && read_ok && identity::begins_with(file, u.head) && !older
 }
 
@@ -445,6 +449,7 @@ mod tests {
             read_tail: None,
             head: None,
             not_head: None,
+            old_heads: Vec::new(),
             last_seen: 0,
         }
     }
