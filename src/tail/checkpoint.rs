@@ -222,7 +222,7 @@ struct Stored {
 }
 
 /// How many earlier generations' heads an entry keeps (`Stored::old_heads`).
-const OLD_HEADS: usize = 8;
+const OLD_HEADS: usize = 32;
 
 impl Stored {
     fn new(generation: Generation, offset: u64, path: &Path, now: u64, followers: u32) -> Self {

@@ -83,6 +83,8 @@ struct Sibling {
     dev: u64,
     ino: u64,
     mtime: i64,
+    /// Nanoseconds of `mtime`: copies made within one second are ordered too.
+    mtime_nsec: i64,
     gz: bool,
 }
 
@@ -127,11 +129,16 @@ fn siblings(path: &Path) -> Vec<Sibling> {
                 dev: meta.dev(),
                 ino: meta.ino(),
                 mtime: meta.mtime(),
+                mtime_nsec: meta.mtime_nsec(),
                 gz: file_name.ends_with(".gz"),
             })
         })
         .collect();
-    out.sort_by(|a, b| b.mtime.cmp(&a.mtime).then(b.path.cmp(&a.path)));
+    out.sort_by(|a, b| {
+        (b.mtime, b.mtime_nsec)
+            .cmp(&(a.mtime, a.mtime_nsec))
+            .then(b.path.cmp(&a.path))
+    });
     out
 }
 
@@ -149,14 +156,21 @@ fn holds(file: &File, u: &Unfinished) -> bool {
     let read_ok = u.known_unread == 0
         || u.read_tail
             .is_none_or(|want| hash_before(file, read) == Some(want));
-    // Nothing of this generation shipped yet (no head): a copy that begins
-    // like an earlier generation is that one's content.
-    let older = u.head.is_none()
+    tail && read_ok && identity::begins_with(file, u.head) && !older(file, u)
+}
+
+/// Nothing of `u`'s generation shipped yet (no head of its own) and `file`
+/// begins like one of its earlier generations: that one's content. Copies
+/// are looked at newest first, and a copy of this generation can only have
+/// been made after the copy of the one before it, so the search stops at
+/// the first such copy (long chaos seed 10001: a copy six rotations old,
+/// beyond the heads kept, was taken).
+fn older(file: &File, u: &Unfinished) -> bool {
+    u.head.is_none()
         && u.not_head
             .iter()
             .chain(&u.old_heads)
-            .any(|h| identity::begins_with(file, Some(*h)));
-    tail && read_ok && identity::begins_with(file, u.head) && !older
+            .any(|h| identity::begins_with(file, Some(*h)))
 }
 
 /// True if `file` is `id`'s file: the same inode and first line.
@@ -207,10 +221,16 @@ pub fn locate_elsewhere(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &P
     }
     // Copied (copytruncate): another inode, the same bytes.
     for s in siblings.iter().filter(|s| !s.gz) {
-        if let Ok(file) = File::open(&s.path)
-            && identity::fingerprint(&file).ok().flatten() == Some(id.fingerprint)
-            && holds(&file, u)
-        {
+        let Ok(file) = File::open(&s.path) else {
+            continue;
+        };
+        if identity::fingerprint(&file).ok().flatten() != Some(id.fingerprint) {
+            continue;
+        }
+        if older(&file, u) {
+            break;
+        }
+        if holds(&file, u) {
             return Located::Found(Candidate {
                 found_at: s.path.clone(),
                 file,
@@ -225,6 +245,10 @@ pub fn locate_elsewhere(u: &Unfinished, taken: &HashSet<(u64, u64)>, scratch: &P
             continue;
         }
         match unpack(&s.path, &copy) {
+            Ok(file) if older(&file, u) => {
+                let _ = fs::remove_file(&copy);
+                break;
+            }
             Ok(file) if holds(&file, u) => {
                 return Located::Found(Candidate {
                     found_at: s.path.clone(),
