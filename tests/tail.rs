@@ -1912,6 +1912,37 @@ async fn a_generation_with_nothing_shipped_never_takes_an_older_generations_copy
     assert_exactly_once(&msgs(&received), &third);
 }
 
+// Long chaos seed 10001: the same, with the copy of the emptied
+// generation's content many rotations older than the heads kept. The search
+// stops at the newest copy that begins like an earlier generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_with_nothing_shipped_stops_at_the_newest_older_copy() {
+    let (_d, logs, data) = dirs();
+    let first = banner_lines("g00", 3);
+    let (p, path) = started_on(&logs, &data, Options::default(), "app.log", first.clone()).await;
+    let mut all = first;
+    // More copytruncates than the store keeps heads of, each copy under a
+    // name of its own (app.log.1, app.log.2, ...: newest last).
+    let generations = 36;
+    for k in 1..generations {
+        std::fs::copy(&path, logs.join(format!("app.log.{k}"))).unwrap();
+        truncate(&path);
+        p.wait_truncations(k).await;
+        if k + 1 < generations {
+            all.extend(appended(&path, banner_lines(&format!("g{k:02}"), 3)));
+            p.assert_lines(all.len()).await;
+        }
+    }
+    let shipped = p.kill().await;
+    let (mut got, mut want) = (msgs(&shipped), all);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let fresh = appended(&path, lines("fresh", 0..5));
+    let (received, _) = Pipeline::restarted(&logs, &data, fresh.len()).await;
+    assert_exactly_once(&msgs(&received), &fresh);
+}
+
 // Hostile review: a tombstone ages from when its file was last seen, not
 // from the process start (an agent restarted daily kept them forever).
 #[test]
