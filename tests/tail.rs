@@ -1337,12 +1337,20 @@ async fn rotation_found_but_not_acked(
         1,
         "run 2 drained the rotation"
     );
-    let mut got = msgs(&received);
-    got.sort();
-    let mut want = [unread.clone(), fresh.clone()].concat();
-    want.sort();
-    assert_eq!(got, want, "run 2 read the rotation (unacknowledged)");
+    assert_same_lines(
+        msgs(&received),
+        [unread.clone(), fresh.clone()].concat(),
+        "run 2 read the rotation (unacknowledged)",
+    );
     (unread, fresh)
+}
+
+/// Asserts that `got` holds the lines of `want`, each as often (for
+/// contents that repeat a line, such as a banner in every generation).
+fn assert_same_lines(mut got: Vec<String>, mut want: Vec<String>, what: &str) {
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{what}");
 }
 
 /// Asserts that no file was counted lost while stopped and that `got` holds
@@ -1900,10 +1908,7 @@ async fn a_generation_with_nothing_shipped_never_takes_an_older_generations_copy
     p.wait_truncations(2).await;
     let shipped = p.kill().await;
     // Both contents begin with the banner: compared as multisets.
-    let (mut got, mut want) = (msgs(&shipped), [first, second].concat());
-    got.sort();
-    want.sort();
-    assert_eq!(got, want);
+    assert_same_lines(msgs(&shipped), [first, second].concat(), "before the kill");
     let third = appended(&path, lines("third", 0..5));
     let (received, _) = Pipeline::restarted(&logs, &data, third.len()).await;
     // Not `assert_none_lost`: the emptied generation's entry finds no copy
@@ -1934,10 +1939,7 @@ async fn a_generation_with_nothing_shipped_stops_at_the_newest_older_copy() {
         }
     }
     let shipped = p.kill().await;
-    let (mut got, mut want) = (msgs(&shipped), all);
-    got.sort();
-    want.sort();
-    assert_eq!(got, want);
+    assert_same_lines(msgs(&shipped), all, "before the kill");
     let fresh = appended(&path, lines("fresh", 0..5));
     let (received, _) = Pipeline::restarted(&logs, &data, fresh.len()).await;
     assert_exactly_once(&msgs(&received), &fresh);
