@@ -229,11 +229,20 @@ impl LineReader {
         let (start, n) = self.read_chunk(file, size)?;
         let checked = (|| {
             let mut same = self.tail_matches(file, before)?;
-            if same
-                && before > 0
-                && let Some(expected) = fingerprint
-            {
-                same = super::identity::fingerprint(file)? == Some(expected);
+            if same && let Some(expected) = fingerprint {
+                // From offset 0 the bytes just read begin the file: they must
+                // begin with the first line the identity was made from. A
+                // file truncated and rewritten between its identification
+                // and its first read would otherwise be read, under the old
+                // generation's `_id`s, content that a later check then finds
+                // changed and reads again as the next generation (long chaos
+                // seed 11017: 400 lines twice).
+                let read = &self.buf[start..start + n];
+                let got = match super::identity::fingerprint_of(read) {
+                    Some(got) if before == 0 => Some(got),
+                    _ => super::identity::fingerprint(file)?,
+                };
+                same = got == Some(expected);
             }
             if same && let Some(h) = head.filter(|h| before < h.len) {
                 same = super::identity::head_hash(file, h.len)? == Some(h.hash);
@@ -639,6 +648,48 @@ mod tests {
         // Appends alone are fine.
         std::fs::write(&path, b"header\nold line one\nold line two\nmore\n").unwrap();
         assert_eq!(r.fill_checked(&f, fp).unwrap(), Filled::Read(5));
+    }
+
+    #[test]
+    fn a_first_read_checks_the_first_line_the_identity_was_made_from() {
+        // Long chaos seed 11017: identified, then truncated and refilled
+        // (copytruncate) before the first read. Read as the identified
+        // generation, the new content was shipped under its `_id`s and again
+        // as the next generation once a later check saw the change.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.log");
+        std::fs::write(&path, b"old first line\nold second\n").unwrap();
+        let f = File::open(&path).unwrap();
+        let fp = crate::tail::identity::fingerprint(&f).unwrap();
+        let mut r = LineReader::new(0, 100);
+        assert_eq!(
+            r.fill_checked_sized(&f, fp, None, None).unwrap(),
+            Filled::Read(26)
+        );
+        std::fs::write(&path, b"new first line\nnew second line\n").unwrap();
+        let mut r = LineReader::new(0, 100);
+        assert_eq!(
+            r.fill_checked_sized(&f, fp, None, None).unwrap(),
+            Filled::Changed
+        );
+        assert_eq!(r.read_offset(), 0, "nothing read");
+        // Emptied: not the identified content either.
+        std::fs::write(&path, b"").unwrap();
+        let mut r = LineReader::new(0, 100);
+        assert_eq!(
+            r.fill_checked_sized(&f, fp, None, None).unwrap(),
+            Filled::Changed
+        );
+        // A first line longer than the fingerprint's cap: the cap is what
+        // counts, as in the identity.
+        let long = format!("{}\nsecond\n", "x".repeat(300));
+        std::fs::write(&path, &long).unwrap();
+        let fp = crate::tail::identity::fingerprint(&f).unwrap();
+        let mut r = LineReader::new(0, 100);
+        assert!(matches!(
+            r.fill_checked_sized(&f, fp, Some(10), None).unwrap(),
+            Filled::Read(_)
+        ));
     }
 
     #[test]
