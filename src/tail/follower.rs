@@ -1009,17 +1009,23 @@ impl Follower {
             Some(h) if h.len < len => len == HEAD_BYTES,
             _ => return,
         };
-        let hash = match identity::head_hash(&self.file, len) {
-            Ok(Some(hash)) => hash,
-            // Shorter than what was read: truncated; the next read sees it.
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the file's first bytes");
-                return;
-            }
+        // From the bytes as read, not from the file as it is now: a
+        // copytruncate between the read and this send would otherwise give
+        // this generation the head of the next one, and after a restart its
+        // copy would be passed over and the next generation's copies taken
+        // for an older one.
+        let hash = match self.reader.head_bytes(len) {
+            Some(bytes) => identity::head_hash_of(bytes),
+            None => match self.head_from_file(len) {
+                Some(hash) => hash,
+                None => return,
+            },
         };
         let head = Head { len, hash };
         self.head = Some(head);
+        if len == HEAD_BYTES {
+            self.reader.drop_head();
+        }
         if self
             .shared
             .checkpointer
@@ -1028,6 +1034,26 @@ impl Follower {
         {
             self.persist_identity().await;
         }
+    }
+
+    /// The head of `len` bytes read back from the file, for a generation
+    /// resumed past its start (its first bytes were read by an earlier
+    /// run): only if the file still begins with the head stored then, so
+    /// a file refilled since gives nothing (the next read sees the change).
+    fn head_from_file(&self, len: u64) -> Option<u64> {
+        let ok = |r: std::io::Result<Option<u64>>| match r {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the file's first bytes");
+                None
+            }
+        };
+        if let Some(stored) = self.head
+            && ok(identity::head_hash(&self.file, stored.len)) != Some(stored.hash)
+        {
+            return None;
+        }
+        ok(identity::head_hash(&self.file, len))
     }
 
     /// Hash of the bytes just before `end`, from the reader when it holds
