@@ -1027,6 +1027,10 @@ impl Follower {
             );
         }
         let m = &self.shared.metrics;
+        if let Some(j) = self.joiner.as_mut() {
+            Metrics::add(&m.multiline_events, std::mem::take(&mut j.joined));
+            Metrics::add(&m.multiline_splits, std::mem::take(&mut j.split));
+        }
         self.status.lines(self.lines_read);
         Metrics::add(&m.lines_read, std::mem::take(&mut self.lines_read));
         if self.missing_pod.is_some() {
