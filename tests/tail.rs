@@ -2110,3 +2110,44 @@ async fn a_quiet_trace_is_shipped_after_its_timeout_and_a_rotated_one_at_its_end
     assert!(got.contains(&rotated_trace.join("\n")), "{got:?}");
     assert!(got.contains(&lines("new", 0..1)[0]), "{got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_trace_at_the_end_of_a_cri_file_rotated_while_running_is_shipped() {
+    let (_d, logs, data) = dirs();
+    let cri = |stream: &str, m: &str| format!("2026-11-28T10:00:00.000000000Z {stream} F {m}");
+    let mut body = Vec::new();
+    let mut traces = Vec::new();
+    for u in 0..200 {
+        body.push(cri("stdout", &format!("u={u} INFO handling")));
+        body.push(cri(
+            "stderr",
+            &format!("java.lang.IllegalStateException: u={u}"),
+        ));
+        body.push(cri("stderr", &format!("\tat A.a{u}(A.java:1)")));
+        body.push(cri("stdout", &format!("u={u} INFO meanwhile")));
+        body.push(cri("stderr", &format!("\tat B.b{u}(B.java:2)")));
+        traces.push(format!(
+            "java.lang.IllegalStateException: u={u}\n\tat A.a{u}(A.java:1)\n\tat B.b{u}(B.java:2)"
+        ));
+    }
+    let path = log_file(&logs, "app.log", Vec::<String>::new());
+    let mut opts = java_multiline(Duration::from_secs(60));
+    opts.format = SourceFormat::Cri;
+    let p = Pipeline::start(&logs, &data, opts);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    append(&path, body);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::rename(&path, logs.join("app.log.1")).unwrap();
+    log_file(&logs, "app.log", Vec::<String>::new());
+    let got = p.wait_for(600, Duration::from_secs(5)).await;
+    let (received, _) = p.stop().await;
+    assert_eq!(
+        received.len(),
+        600,
+        "{:?}",
+        &got[got.len().saturating_sub(3)..]
+    );
+    for t in &traces {
+        assert!(got.contains(t), "missing {t:?}");
+    }
+}

@@ -153,9 +153,19 @@ impl Rules {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+
+    /// The same patterns (not compiled again) with other limits.
+    pub fn with_limits(&self, max_lines: usize, max_bytes: usize) -> Arc<Rules> {
+        Arc::new(Rules {
+            kind: self.kind.clone(),
+            max_lines: max_lines.max(1),
+            max_bytes: max_bytes.max(1),
+            timeout: self.timeout,
+        })
+    }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Kind {
     Builtin(Builtin, Patterns),
     Custom {
@@ -165,7 +175,7 @@ enum Kind {
 }
 
 /// The built-in rules' patterns (compiled once per rule set).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Patterns {
     java_start: Regex,
     java_cont: Regex,
@@ -497,8 +507,10 @@ impl Joiner {
                 }
             }
             Kind::Builtin(Builtin::Python, _) => {
-                let m = m.strip_suffix(b"\r").unwrap_or(m);
-                if m == PY_TRACEBACK {
+                // Compared without a trailing `\r`; a blank line is one
+                // with nothing at all (its bytes are not kept while held).
+                let t = m.strip_suffix(b"\r").unwrap_or(m);
+                if t == PY_TRACEBACK {
                     if open && phase == Phase::PyChained {
                         return (Step::Append, body);
                     }
@@ -515,7 +527,7 @@ impl Joiner {
                     Phase::PyAfterException | Phase::PyChained if m.is_empty() => {
                         (Step::MaybeBlank, phase)
                     }
-                    Phase::PyAfterException if has_blanks && PY_CHAIN.contains(&m) => {
+                    Phase::PyAfterException if has_blanks && PY_CHAIN.contains(&t) => {
                         (Step::Append, Phase::PyChained)
                     }
                     _ => (Step::Alone, body),
@@ -592,7 +604,7 @@ mod tests {
                 d.flags,
             ))
         };
-        for line in text.lines() {
+        for line in text.split_terminator('\n') {
             let end = offset + line.len() as u64 + 1;
             j.push(
                 &DecodedLine {
@@ -623,13 +635,18 @@ mod tests {
     /// ranges tile the input (one stream).
     fn assert_tiles(text: &str, out: &Out) {
         let joined: Vec<&str> = out.iter().flat_map(|(_, _, m, _)| m.split('\n')).collect();
-        assert_eq!(joined, text.lines().collect::<Vec<_>>());
+        assert_eq!(joined, text.split_terminator('\n').collect::<Vec<_>>());
         let mut at = 0;
         for (offset, end, ..) in out {
             assert_eq!(*offset, at, "events tile the input: {out:?}");
             at = *end;
         }
-        assert_eq!(at, text.lines().map(|l| l.len() as u64 + 1).sum::<u64>());
+        assert_eq!(
+            at,
+            text.split_terminator('\n')
+                .map(|l| l.len() as u64 + 1)
+                .sum::<u64>()
+        );
     }
 
     const JAVA: &str = "2026-11-28 10:00:00 INFO starting
@@ -963,6 +980,7 @@ I, [2026-11-28] INFO -- : done
             "  File \"a.py\", line 1, in <module>",
             "ValueError: v",
             "",
+            "\r",
             "During handling of the above exception, another exception occurred:",
             "panic: boom",
             "goroutine 1 [running]:",

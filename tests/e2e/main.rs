@@ -13,6 +13,7 @@ mod files;
 mod formats;
 mod harness;
 mod kubernetes;
+mod multiline;
 mod ops;
 mod restarts;
 mod sink;
