@@ -56,7 +56,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use regex::Regex;
+// Byte regexes: lines are matched as read, without a UTF-8 check or copy.
+use regex::bytes::Regex;
 
 use crate::event::{DecodedLine, LineFlags, Stream, Timestamp};
 
@@ -177,8 +178,6 @@ enum Kind {
 /// The built-in rules' patterns (compiled once per rule set).
 #[derive(Clone, Debug)]
 struct Patterns {
-    java_start: Regex,
-    java_cont: Regex,
     go_start: Regex,
     go_cont: Regex,
     ruby_start: Regex,
@@ -189,12 +188,6 @@ impl Patterns {
     fn new() -> Self {
         let re = |p: &str| Regex::new(p).expect("built-in multiline pattern");
         Patterns {
-            java_start: re(
-                r"(?:^Exception in thread |(?:Exception|Error|Throwable)(?::|$)|^\s*Caused by: )",
-            ),
-            java_cont: re(
-                r"^(?:\s+at |\s*Caused by: |\s+Suppressed: |\s*\.\.\. \d+ (?:more|common frames omitted)\s*$)",
-            ),
             go_start: re(r"^(?:panic: |fatal error: |goroutine \d+ \[[^\]]*\]:$)"),
             go_cont: re(
                 r"^(?:\t|goroutine \d+ \[[^\]]*\]:$|created by |\[signal |\s*panic: |exit status \d+$|[\w.\-/*()\[\]{}]+\(.*\)$)",
@@ -273,6 +266,50 @@ fn slot(stream: Option<Stream>) -> usize {
 fn is_json_object(m: &[u8]) -> bool {
     let t = m.trim_ascii();
     t.first() == Some(&b'{') && t.last() == Some(&b'}')
+}
+
+/// A Java stack line: `\tat …`, `Caused by: …`, `Suppressed: …`, `... N
+/// more`, `... N common frames omitted` (matched by hand: this runs on
+/// every line of a trace).
+fn java_continues(m: &[u8]) -> bool {
+    let rest = m.trim_ascii_start();
+    let indented = rest.len() < m.len();
+    if indented && rest.starts_with(b"at ") {
+        return true;
+    }
+    if rest.starts_with(b"Caused by: ") || (indented && rest.starts_with(b"Suppressed: ")) {
+        return true;
+    }
+    let Some(rest) = rest.strip_prefix(b"... ") else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let tail = rest[digits..].trim_ascii();
+    digits > 0 && (tail == b"more" || tail == b"common frames omitted")
+}
+
+/// A line naming an exception: `…Exception`, `…Error` or `…Throwable`
+/// followed by `:` or the end of the line, or `Exception in thread …`
+/// (matched by hand: this runs on every line of a file).
+fn java_starts(m: &[u8]) -> bool {
+    static FINDERS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+        std::sync::LazyLock::new(|| {
+            [
+                memchr::memmem::Finder::new(b"Exception"),
+                memchr::memmem::Finder::new(b"Error"),
+                memchr::memmem::Finder::new(b"Throwable"),
+            ]
+        });
+    if m.starts_with(b"Exception in thread ") {
+        return true;
+    }
+    FINDERS.iter().any(|f| {
+        let n = f.needle().len();
+        f.find_iter(m).any(|at| {
+            let after = &m[at + n..];
+            after.first() == Some(&b':') || after.trim_ascii().is_empty()
+        })
+    })
 }
 
 fn indented(m: &[u8]) -> bool {
@@ -480,12 +517,12 @@ impl Joiner {
         let g = &self.groups[i];
         let (open, phase) = (g.open, g.phase);
         let has_blanks = !g.blanks.is_empty();
-        let text = String::from_utf8_lossy(m);
+        let text = m;
         let body = Phase::Body;
         match &self.rules.kind {
             Kind::Custom { start, cont } => {
-                let starts = start.as_ref().map(|r| r.is_match(&text));
-                let conts = cont.as_ref().map(|r| r.is_match(&text));
+                let starts = start.as_ref().map(|r| r.is_match(text));
+                let conts = cont.as_ref().map(|r| r.is_match(text));
                 let step = match (starts, conts) {
                     (_, Some(true)) if open => Step::Append,
                     (Some(true), _) => Step::Open,
@@ -497,10 +534,10 @@ impl Joiner {
                 (step, body)
             }
             Kind::Builtin(_, _) if is_json_object(m) => (Step::Alone, body),
-            Kind::Builtin(Builtin::Java, p) => {
-                if open && p.java_cont.is_match(&text) {
+            Kind::Builtin(Builtin::Java, _) => {
+                if open && java_continues(m) {
                     (Step::Append, body)
-                } else if p.java_start.is_match(&text) {
+                } else if java_starts(m) {
                     (Step::Open, body)
                 } else {
                     (Step::Alone, body)
@@ -534,11 +571,11 @@ impl Joiner {
                 }
             }
             Kind::Builtin(Builtin::Go, p) => {
-                if open && !m.is_empty() && p.go_cont.is_match(&text) {
+                if open && !m.is_empty() && p.go_cont.is_match(text) {
                     (Step::Append, body)
                 } else if open && m.is_empty() {
                     (Step::MaybeBlank, body)
-                } else if p.go_start.is_match(&text) {
+                } else if p.go_start.is_match(text) {
                     (Step::Open, body)
                 } else {
                     (Step::Alone, body)
@@ -548,13 +585,13 @@ impl Joiner {
                 if m == PY_TRACEBACK {
                     return (Step::Open, Phase::RubyReversed);
                 }
-                if open && p.ruby_cont.is_match(&text) {
+                if open && p.ruby_cont.is_match(text) {
                     return (Step::Append, phase);
                 }
-                if open && phase == Phase::RubyReversed && p.ruby_start.is_match(&text) {
+                if open && phase == Phase::RubyReversed && p.ruby_start.is_match(text) {
                     return (Step::AppendEnd, body);
                 }
-                if p.ruby_start.is_match(&text) {
+                if p.ruby_start.is_match(text) {
                     (Step::Open, body)
                 } else {
                     (Step::Alone, body)
