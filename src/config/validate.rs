@@ -253,7 +253,7 @@ fn validate_multiline(
         (None, start, cont) => {
             for (key, re) in [(".start", start), (".continue", cont)] {
                 if let Some(re) = re
-                    && let Err(e) = regex::Regex::new(re)
+                    && let Err(e) = regex::bytes::Regex::new(re)
                 {
                     return Err(invalid(at(key), format!("invalid regex: {e}")));
                 }
