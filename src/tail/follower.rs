@@ -62,6 +62,7 @@ use crate::decode::LineDecoder;
 use crate::encode::{Encoder, FileContext};
 use crate::event::{DecodedLine, EncodedSpan, FileIdentity, FileKey, Generation, Timestamp};
 use crate::k8s::{Enricher, FileMetadata, PodRef, Resolved};
+use crate::processors::FileProcessor;
 use crate::telemetry::Metrics;
 
 /// An idle follower re-checks its file this often even without an event
@@ -116,6 +117,8 @@ pub struct Shared {
     /// keeps this up to date): an idle follower then re-checks its file
     /// only every [`WATCHED_RECHECK`], else every [`IDLE_RECHECK`].
     pub watched: std::sync::atomic::AtomicBool,
+    /// Each source's processor chain (none: lines are encoded as read).
+    pub processors: crate::processors::Chains,
 }
 
 impl Shared {
@@ -268,6 +271,10 @@ pub struct Follower {
     /// This file's Kubernetes members, spliced into every document, and
     /// whether its messages are parsed as JSON.
     metadata: FileMetadata,
+    /// The source's processors and the pod's `logship.io/drop`, if any.
+    processor: Option<FileProcessor>,
+    /// The source's name (its processors are looked up by it).
+    source: Arc<str>,
     /// A pod log whose pod was not in the cache: shipped without metadata,
     /// looked up again every [`POD_RETRY`].
     missing_pod: Option<(PodRef, tokio::time::Instant)>,
@@ -407,6 +414,12 @@ impl Follower {
             }
         };
         let ctx = metadata.file_context(&encoder, &spec.path, identity, start.generation);
+        let processor = FileProcessor::for_file(
+            shared.processors.for_source(&spec.source),
+            &metadata,
+            &spec.path,
+            &shared.node_name,
+        );
         let reread = if commit_start {
             Default::default()
         } else {
@@ -452,6 +465,8 @@ impl Follower {
             encoder,
             ctx,
             metadata,
+            processor,
+            source: spec.source,
             missing_pod,
             span: EncodedSpan::default(),
             span_end: start.offset,
@@ -631,6 +646,15 @@ impl Follower {
                 tracing::info!(path = %self.path.display(), pod = %pod.pod_name, "pod metadata found; later lines carry it");
                 self.metadata = metadata;
                 self.missing_pod = None;
+                if let Some(p) = &mut self.processor {
+                    p.flush(&self.shared.metrics.processors);
+                }
+                self.processor = FileProcessor::for_file(
+                    self.shared.processors.for_source(&self.source),
+                    &self.metadata,
+                    &self.path,
+                    &self.shared.node_name,
+                );
                 self.ctx = self.metadata.file_context(
                     &self.encoder,
                     &self.path,
@@ -846,6 +870,7 @@ impl Follower {
             decoder,
             encoder,
             ctx,
+            processor,
             span,
             span_end,
             lines_read,
@@ -900,9 +925,22 @@ impl Follower {
             }
             *lines_read += 1;
             decode_line(decoder, reader.line(&line), &line, line_now, &mut |d| {
-                encode_line(encoder, line_ctx, span, span_end, events, invalid_utf8, d)
+                encode_line(
+                    encoder,
+                    line_ctx,
+                    processor,
+                    span,
+                    span_end,
+                    events,
+                    invalid_utf8,
+                    d,
+                )
             });
-            if span.body.len() >= shared.span_max_bytes || span.items.len() >= shared.span_max_items
+            if span.body.len() >= shared.span_max_bytes
+                || span.items.len() >= shared.span_max_items
+                || processor
+                    .as_ref()
+                    .is_some_and(|p| p.unsettled() >= crate::processors::SETTLE_EVERY_DROPPED)
             {
                 return true;
             }
@@ -941,6 +979,9 @@ impl Follower {
         Metrics::add(&m.unparsed_lines, stats.unparsed_lines);
         Metrics::add(&m.truncated_lines, stats.truncated_lines);
         Metrics::add(&m.truncated_bytes, stats.dropped_bytes + reader_cut);
+        if let Some(p) = &mut self.processor {
+            p.flush(&m.processors);
+        }
         let json_failures = self.encoder.take_json_parse_failures();
         if json_failures > 0 {
             Metrics::add(&m.json_parse_failures, json_failures);
@@ -958,7 +999,13 @@ impl Follower {
 
     /// Sends the current span, if it holds anything.
     async fn send(&mut self) -> Result<(), Stop> {
+        if let Some(p) = &mut self.processor {
+            p.take_unsettled();
+        }
         if self.span.is_empty() {
+            if self.span_end > self.sent_end {
+                self.settle_dropped().await;
+            }
             return Ok(());
         }
         self.record_head().await;
@@ -987,6 +1034,24 @@ impl Follower {
             self.sent_end = end;
         }
         sent
+    }
+
+    /// Every line since the last span sent up to `span_end` was dropped by
+    /// processors: an empty span over them is issued and acknowledged at
+    /// once, so the checkpoint moves past them as soon as every span before
+    /// is acknowledged (never before: the watermark keeps the order).
+    async fn settle_dropped(&mut self) {
+        self.record_head().await;
+        let tail = self.tail_hash_before(self.span_end);
+        let origin = self.shared.checkpointer.issue_with_tail(
+            self.key,
+            self.generation,
+            self.span_end,
+            tail,
+            self.span_stamp.take(),
+        );
+        crate::buffer::Acknowledger::delivered(&*self.shared.checkpointer, &[origin]);
+        self.sent_end = self.span_end;
     }
 
     /// Before a span of a generation leaves, the store holds that
@@ -1170,6 +1235,7 @@ impl Follower {
             decoder,
             encoder,
             ctx,
+            processor,
             span,
             span_end,
             lines_read,
@@ -1177,15 +1243,23 @@ impl Follower {
             invalid_utf8,
             ..
         } = self;
+        let mut emit = |d: &DecodedLine<'_>| {
+            encode_line(
+                encoder,
+                ctx,
+                processor,
+                span,
+                span_end,
+                events,
+                invalid_utf8,
+                d,
+            )
+        };
         if let Some(line) = reader.take_rest() {
             *lines_read += 1;
-            decode_line(decoder, reader.line(&line), &line, now, &mut |d| {
-                encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
-            });
+            decode_line(decoder, reader.line(&line), &line, now, &mut emit);
         }
-        decoder.finish(now, &mut |d| {
-            encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
-        });
+        decoder.finish(now, &mut emit);
         self.flush_counters();
         self.send().await
     }
@@ -1201,16 +1275,29 @@ fn decode_line(
     decoder.decode(bytes, line.offset, line.next, line.cut, now, emit);
 }
 
+/// Encodes `line` into `span` (after the processors, which may drop it: it
+/// is then only passed, see `Follower::send`).
+#[allow(clippy::too_many_arguments)]
 fn encode_line(
     encoder: &mut Encoder,
     ctx: &FileContext,
+    processor: &mut Option<FileProcessor>,
     span: &mut EncodedSpan,
     span_end: &mut u64,
     events: &mut u64,
     invalid_utf8: &mut u64,
     line: &DecodedLine<'_>,
 ) {
-    let outcome = encoder.encode(ctx, line, span);
+    let outcome = match processor {
+        None => encoder.encode(ctx, line, span),
+        Some(p) => match p.process(line) {
+            Some(processed) => encoder.encode_processed(ctx, line, &processed, span),
+            None => {
+                *span_end = line.end;
+                return;
+            }
+        },
+    };
     *span_end = line.end;
     *events += 1;
     if outcome.invalid_utf8 {

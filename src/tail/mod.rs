@@ -186,6 +186,7 @@ impl FileServer {
                 span_max_items,
                 enricher: crate::k8s::Enricher::Off,
                 watched: AtomicBool::new(false),
+                processors: Default::default(),
             }),
             registry: Arc::new(FileRegistry::default()),
             max_open_files: usize::try_from(config.buffer.max_open_files()).unwrap_or(usize::MAX),
@@ -198,6 +199,15 @@ impl FileServer {
         match Arc::get_mut(&mut self.shared) {
             Some(shared) => shared.enricher = enricher,
             None => tracing::error!("enricher set after followers started; ignored"),
+        }
+        self
+    }
+
+    /// Sets each source's processor chain (before `run`).
+    pub fn with_processors(mut self, processors: crate::processors::Chains) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.processors = processors,
+            None => tracing::error!("processors set after followers started; ignored"),
         }
         self
     }
