@@ -28,8 +28,9 @@
 //! line is settled for its file's ack watermark at once (the follower
 //! issues and acknowledges an empty span over it) and counted per step in
 //! `logship_processor_dropped_lines`; it is never counted as lost. A step
-//! that fails on a line (`parse` that does not match, `timestamp` that does
-//! not parse) never drops it: the line ships unchanged by that step, tagged
+//! that fails on a line (`parse` that does not match, `timestamp` whose
+//! field holds no time in its format; an absent field is not a failure)
+//! never drops it: the line ships unchanged by that step, tagged
 //! (`tags: ["_parse_failure"]`, unless `on_failure: keep`), and
 //! `logship_processor_failures` goes up.
 
@@ -965,10 +966,13 @@ impl FileProcessor {
                     }
                 }
                 Step::Timestamp { field, format, tag } => {
-                    let parsed = fields
-                        .get(*field)
-                        .and_then(|v| format.parse(value_bytes(chain, line.message, v)));
-                    match parsed {
+                    // An absent field (its parse failed, and counted) is
+                    // not a failure of this step; a value that is not a
+                    // time is.
+                    let Some(value) = fields.get(*field) else {
+                        continue;
+                    };
+                    match format.parse(value_bytes(chain, line.message, value)) {
                         Some(ts) => processed.timestamp = ts,
                         None => {
                             failed[i] += 1;

@@ -190,12 +190,25 @@ fn a_line_the_parse_does_not_fit_ships_tagged_and_counted() {
     let mut p = processor(&chain);
     let doc = document(&mut p, &line("panic: oh no", None)).expect("never dropped");
     assert_eq!(doc["message"], "panic: oh no");
-    assert_eq!(doc["tags"], json!(["_parse_failure", "_timestamp_failure"]));
+    assert_eq!(
+        doc["tags"],
+        json!(["_parse_failure"]),
+        "no http.time: the timestamp step has nothing to read, no failure of its own"
+    );
     assert_eq!(doc["cluster"], "prod-1", "later steps still apply");
     assert!(doc.get("http").is_none());
     assert_eq!(doc["@timestamp"], "2027-01-15T08:00:00.000000005Z");
     p.flush(&ProcessorMetrics::default());
     assert_eq!(chain.counters[1].failed.load(Ordering::Relaxed), 1);
+    assert_eq!(chain.counters[2].failed.load(Ordering::Relaxed), 0);
+
+    // The shape fits but the time does not: the timestamp step fails.
+    let bad_time = ACCESS.replace("26/Nov/2026:02:02:03 +0100", "yesterday");
+    let doc = document(&mut p, &line(&bad_time, None)).expect("never dropped");
+    assert_eq!(doc["tags"], json!(["_timestamp_failure"]));
+    assert_eq!(doc["http"]["method"], "GET");
+    assert_eq!(doc["@timestamp"], "2027-01-15T08:00:00.000000005Z");
+    p.flush(&ProcessorMetrics::default());
     assert_eq!(chain.counters[2].failed.load(Ordering::Relaxed), 1);
 
     let keep =

@@ -14,6 +14,7 @@ mod formats;
 mod harness;
 mod kubernetes;
 mod ops;
+mod processors;
 mod restarts;
 mod sink;
 
