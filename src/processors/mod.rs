@@ -1002,7 +1002,15 @@ impl FileProcessor {
         self.unsettled
     }
 
-    /// Forgets the lines dropped so far (the follower settled them).
+    /// The same, with `n` lines dropped by a processor it replaces that the
+    /// follower has not settled yet.
+    pub fn with_unsettled(mut self, n: u64) -> Self {
+        self.unsettled += n;
+        self
+    }
+
+    /// Forgets the lines dropped so far, returning how many (the follower
+    /// settles them).
     pub fn take_unsettled(&mut self) -> u64 {
         std::mem::take(&mut self.unsettled)
     }
@@ -1118,7 +1126,7 @@ fn write_members(
             out.push(b'}');
         }
     }
-    if tags != 0 {
+    if tags != 0 && json_top != Some(TAGS_FIELD) {
         out.extend_from_slice(b",\"tags\":[");
         let mut first = true;
         for (bit, tag) in [

@@ -646,15 +646,17 @@ impl Follower {
                 tracing::info!(path = %self.path.display(), pod = %pod.pod_name, "pod metadata found; later lines carry it");
                 self.metadata = metadata;
                 self.missing_pod = None;
-                if let Some(p) = &mut self.processor {
+                let unsettled = self.processor.as_mut().map_or(0, |p| {
                     p.flush(&self.shared.metrics.processors);
-                }
+                    p.take_unsettled()
+                });
                 self.processor = FileProcessor::for_file(
                     self.shared.processors.for_source(&self.source),
                     &self.metadata,
                     &self.path,
                     &self.shared.node_name,
-                );
+                )
+                .map(|p| p.with_unsettled(unsettled));
                 self.ctx = self.metadata.file_context(
                     &self.encoder,
                     &self.path,
@@ -999,11 +1001,12 @@ impl Follower {
 
     /// Sends the current span, if it holds anything.
     async fn send(&mut self) -> Result<(), Stop> {
-        if let Some(p) = &mut self.processor {
-            p.take_unsettled();
-        }
+        let dropped = self
+            .processor
+            .as_mut()
+            .map_or(0, FileProcessor::take_unsettled);
         if self.span.is_empty() {
-            if self.span_end > self.sent_end {
+            if dropped > 0 && self.span_end > self.sent_end {
                 self.settle_dropped().await;
             }
             return Ok(());
