@@ -3,6 +3,12 @@
 //! - `encode/lines`: `Encoder::encode` over realistic lines (messages of
 //!   80–400 bytes; plain text, JSON-shaped with quotes to escape, non-ASCII),
 //!   throughput per byte of input message.
+//! - `processors/none` and `processors/typical`: per line, decoded lines
+//!   (the messages above, one in five an nginx access line, one in twenty a
+//!   health check) encoded as they are, and run through a typical chain
+//!   first (drop health checks by regex, dissect access lines, add two
+//!   static fields; the dropped lines are not encoded). Throughput per line;
+//!   the difference is the chain's CPU per line.
 //! - `gzip/level1`: flate2 (the crate's configured backend, `zlib-rs`) at
 //!   level 1 over a ~4 MiB NDJSON bulk body made by the encoder, throughput
 //!   per byte of NDJSON.
@@ -242,5 +248,110 @@ fn bench_gzip(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_encode, bench_gzip);
+const TYPICAL_CHAIN: &str = r#"
+- drop: {when: {regex: {message: '"GET /healthz'}}}
+- parse:
+    dissect: '%{client} - - [%{time}] "%{method} %{path} %{?protocol}" %{status} %{bytes}'
+    target: http
+    on_failure: keep
+- add_fields: {fields: {cluster: bench-1, env: prod}}
+"#;
+
+fn bench_processors(c: &mut Criterion) {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let messages: Vec<String> = corpus(10_000)
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| match i % 20 {
+            0 => r#"10.0.0.1 - - [26/Nov/2026:01:02:03 +0000] "GET /healthz HTTP/1.1" 200 2"#.to_owned(),
+            1..=4 => format!(
+                r#"10.{}.{}.7 - - [26/Nov/2026:01:02:{:02} +0000] "GET /api/v1/orders/{} HTTP/1.1" 200 {}"#,
+                rng.u8(..),
+                rng.u8(..),
+                rng.u8(..60),
+                rng.u32(..),
+                rng.u16(..)
+            ),
+            _ => m,
+        })
+        .collect();
+    let specs: Vec<logship::processors::ProcessorSpec> =
+        serde_yaml_ng::with::singleton_map_recursive::deserialize(
+            serde_yaml_ng::Deserializer::from_str(TYPICAL_CHAIN),
+        )
+        .expect("the chain parses");
+    let chain = logship::processors::Chain::compile(
+        "bench",
+        &logship::processors::source_lists(0, &specs, &[]),
+        &|_| Default::default(),
+    )
+    .expect("the chain compiles")
+    .expect("not empty");
+    let path = Path::new("/var/log/pods/default_web-7d4b9_0f1e/app/0.log");
+    let mut processor = logship::processors::FileProcessor::for_file(
+        Some(std::sync::Arc::new(chain)),
+        &Default::default(),
+        path,
+        "node-1",
+    )
+    .expect("a processor");
+    let mut encoder = Encoder::new("node-1", "logs-%Y.%m.%d").expect("valid template");
+    let identity = FileIdentity {
+        dev: 64769,
+        ino: 1234,
+        fingerprint: 0xfeed,
+    };
+    let file = encoder.file_context(path, identity, 0);
+    let lines: Vec<DecodedLine<'_>> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| DecodedLine {
+            timestamp: Timestamp {
+                secs: 1_795_698_000 + (i / 1000) as i64,
+                nanos: 0,
+            },
+            stream: Some(Stream::Stdout),
+            message: m.as_bytes(),
+            flags: LineFlags::empty(),
+            offset: i as u64 * 300,
+            end: i as u64 * 300 + 300,
+        })
+        .collect();
+    let mut out = EncodedSpan::default();
+    let mut group = c.benchmark_group("processors");
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.bench_function("none", |b| {
+        b.iter_custom(|iters| {
+            cpu_timed(iters, || {
+                out.body.clear();
+                out.items.clear();
+                for line in &lines {
+                    black_box(encoder.encode(&file, line, &mut out));
+                }
+            })
+        })
+    });
+    let mut kept = 0;
+    group.bench_function("typical", |b| {
+        b.iter_custom(|iters| {
+            cpu_timed(iters, || {
+                out.body.clear();
+                out.items.clear();
+                for line in &lines {
+                    if let Some(p) = processor.process(line) {
+                        black_box(encoder.encode_processed(&file, line, &p, &mut out));
+                    }
+                }
+                kept = out.items.len();
+            })
+        })
+    });
+    group.finish();
+    eprintln!(
+        "processors: {} lines, {kept} kept by the typical chain",
+        lines.len()
+    );
+}
+
+criterion_group!(benches, bench_encode, bench_processors, bench_gzip);
 criterion_main!(benches);

@@ -267,8 +267,13 @@ async fn run_stages(
     if let Some(cache) = enricher.namespace_cache() {
         status.namespace_cache_started(cache);
     }
+    // Compiled once more (validation compiled them already, so this fails
+    // only if validation and compilation disagree).
+    let processors = crate::processors::Chains::build(&config, &metrics.processors)
+        .context("compiling processors")?;
     let server = FileServer::new(&config, checkpointer.clone(), metrics.clone())?
         .with_enricher(enricher)
+        .with_processors(processors)
         .with_registry(status.files.clone());
     drop(pod_watch);
 

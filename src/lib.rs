@@ -55,6 +55,7 @@ pub mod decode;
 pub mod encode;
 pub mod event;
 pub mod k8s;
+pub mod processors;
 pub mod sink;
 pub mod tail;
 pub mod telemetry;

@@ -155,6 +155,39 @@ fn bad_glob_exits_64_naming_include_and_its_line() {
 }
 
 #[test]
+fn bad_processors_exit_64_naming_key_and_line() {
+    let cases = [
+        (
+            "      - drop: {when: {regex: {message: '(unclosed'}}}",
+            "(unclosed",
+            "sources[0].processors[0].drop.when.regex.message",
+            "invalid regex",
+        ),
+        (
+            "      - drop: {when: {equals: {http.status: 500}}}",
+            "http.status",
+            "sources[0].processors[0].drop.when.equals.http.status",
+            "unknown field \"http.status\"",
+        ),
+        (
+            "      - grep: {regex: x}",
+            "grep",
+            "sources[0].processors[0]",
+            "unknown variant `grep`",
+        ),
+    ];
+    for (step, needle, key, why) in cases {
+        let text = GOOD.replace(
+            "    include: [\"/var/log/containers/*.log\"]",
+            &format!("    include: [\"/var/log/containers/*.log\"]\n    processors:\n{step}"),
+        );
+        let (run, path) = check_config(&text, &[]);
+        assert_config_error(&run, &path, line_of(&text, needle), key);
+        assert!(run.stderr.contains(why), "{}", run.stderr);
+    }
+}
+
+#[test]
 fn relative_glob_is_refused() {
     let text = GOOD.replace("\"/var/log/containers/*.log\"", "\"containers/*.log\"");
     let (run, path) = check_config(&text, &[]);

@@ -58,6 +58,7 @@ fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize)
             max_line_bytes: 64 * 1024,
             include_compressed: false,
             rescan_interval: Duration::from_secs(10),
+            processors: Vec::new(),
             multiline: None,
         }],
         sink: ElasticsearchConfig {
@@ -91,6 +92,7 @@ fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize)
         buffer: Default::default(),
         kubernetes: logship::config::kubernetes::KubernetesConfig::off("node-1"),
         http: None,
+        processors: Vec::new(),
     }
 }
 

@@ -43,6 +43,9 @@
 //!   (m, d, m, d, …, `LOGSHIP_BENCH_ROUNDS` [3] rounds) and print each
 //!   round's disk/memory ratio and their median; the other scenarios run
 //!   once with each buffer.
+//! - `LOGSHIP_BENCH_PROCESSORS` [`none`]: `typical` adds a three-step
+//!   processor chain to every scenario's config (drop by regex, dissect,
+//!   add_fields; see `scenarios/agent.rs`), to compare with `none`.
 //! - `LOGSHIP_BENCH_CONCURRENCY` [2]: the sink's `concurrency`.
 //! - `LOGSHIP_BENCH_BATCH_TIMEOUT_MS` [the agent's default, 1 s].
 //! - `LOGSHIP_BENCH_WRITERS` [4]: writer threads.

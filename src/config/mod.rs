@@ -75,6 +75,13 @@ pub struct Config {
     /// The HTTP endpoint; `None`: off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpConfig>,
+    /// Processors of every source, after each source's own (validated:
+    /// each source's chain compiles, see `processors::Chain::compile`).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "serde_yaml_ng::with::singleton_map_recursive::serialize"
+    )]
+    pub processors: Vec<crate::processors::ProcessorSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -162,6 +169,12 @@ pub struct SourceConfig {
     /// Safety-net rescan of the globs, on top of inotify.
     #[serde(with = "humantime_serde_compat")]
     pub rescan_interval: Duration,
+    /// This source's processors, before the top-level ones.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "serde_yaml_ng::with::singleton_map_recursive::serialize"
+    )]
+    pub processors: Vec<crate::processors::ProcessorSpec>,
     /// Join multiline events (stack traces); `None`: every line is an event.
     pub multiline: Option<crate::decode::multiline::MultilineConfig>,
 }
@@ -742,6 +755,78 @@ sink:
         assert_eq!(es.retry.initial_backoff, Duration::from_millis(100));
         assert_eq!(es.retry.max_backoff, Duration::from_secs(30));
         assert_eq!(es.retry.give_up_after, Duration::from_secs(3600));
+    }
+
+    const PROCESSORS: &str = "\
+sources:
+  - name: web
+    include: [/var/log/web/*.log]
+    processors:
+      - drop:
+          name: health
+          when: {regex: {message: 'GET /healthz'}}
+      - parse:
+          dissect: '%{client} - - [%{ts}] \"%{method} %{path} %{?proto}\" %{status} %{bytes}'
+          target: http
+      - timestamp: {field: http.ts, format: '%d/%b/%Y:%H:%M:%S %z'}
+      - rename: {from: http.client, to: source.ip}
+      - drop_fields: {fields: [http.ts]}
+processors:
+  - add_fields: {fields: {cluster: '${NODE_NAME}', tier: 2}}
+  - keep:
+      when: {or: [{equals: {stream: stdout}}, {not: {regex: {kubernetes.labels.app: '^debug'}}}]}
+sink:
+  elasticsearch:
+    hosts: [http://127.0.0.1:9200]
+";
+
+    #[test]
+    fn processors_load_expand_variables_and_print_back() {
+        let c = load_text(PROCESSORS).unwrap();
+        assert_eq!(c.sources[0].processors.len(), 5);
+        assert_eq!(c.processors.len(), 2);
+        let crate::processors::ProcessorSpec::AddFields(add) = &c.processors[0] else {
+            panic!("add_fields first: {:?}", c.processors[0]);
+        };
+        assert_eq!(
+            add.fields.get("cluster"),
+            Some(&crate::processors::Scalar::String("node-7".into()))
+        );
+        let yaml = serde_yaml_ng::to_string(&c).unwrap();
+        let again = load_str(Path::new("effective.yaml"), &yaml, |_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(again, c, "{yaml}");
+    }
+
+    #[test]
+    fn bad_processors_name_the_key_and_line() {
+        let text = PROCESSORS.replace("'GET /healthz'", "'GET /(healthz'");
+        let err = load_err(&text);
+        assert_points_at(&err, "sources[0].processors[0].drop.when.regex.message", 7);
+        assert!(err.to_string().contains("invalid regex"), "{err}");
+
+        let text = PROCESSORS.replace("from: http.client", "from: http.nope");
+        assert_points_at(&load_err(&text), "sources[0].processors[3].rename.from", 12);
+
+        let text = PROCESSORS.replace("- rename:", "- renamed:");
+        let err = load_err(&text);
+        assert_eq!(err.line(), Some(12), "{err}");
+        assert!(
+            err.to_string().contains("unknown variant `renamed`"),
+            "{err}"
+        );
+
+        // The top-level list is checked against what each source's makes.
+        let text = PROCESSORS.replace("kubernetes.labels.app", "http.method");
+        load_text(&text).expect("the source parses http.method");
+        let text = PROCESSORS
+            .replace("kubernetes.labels.app", "http.method")
+            .replace("target: http", "target: web");
+        assert_points_at(
+            &load_err(&text),
+            "sources[0].processors[2].timestamp.field",
+            11,
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct RawConfig {
     /// The HTTP endpoint (metrics, health, status); off when absent.
     #[serde(default)]
     pub http: Option<RawHttp>,
+    /// Applied to every source, after the source's own list.
+    #[serde(default, with = "serde_yaml_ng::with::singleton_map_recursive")]
+    pub processors: Vec<crate::processors::ProcessorSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +94,9 @@ pub struct RawSource {
         deserialize_with = "deserialize_duration"
     )]
     pub rescan_interval: Duration,
+    /// This source's processors (before the top-level ones).
+    #[serde(default, with = "serde_yaml_ng::with::singleton_map_recursive")]
+    pub processors: Vec<crate::processors::ProcessorSpec>,
     /// `multiline: java` (a built-in rule) or a map ([`RawMultilineRule`]).
     #[serde(default)]
     pub multiline: Option<RawMultiline>,

@@ -89,6 +89,12 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         .map(|(i, source)| validate_source(i, source))
         .collect::<Result<Vec<_>, _>>()?;
 
+    for (i, source) in sources.iter().enumerate() {
+        let lists = crate::processors::source_lists(i, &source.processors, &raw.processors);
+        crate::processors::Chain::compile(&source.name, &lists, &|_| Default::default())
+            .map_err(|e| invalid(e.key, e.message))?;
+    }
+
     let kubernetes = super::kubernetes::validate(raw.kubernetes, &node_name)?;
     let sink = validate_elasticsearch(raw.sink.elasticsearch, &kubernetes)?;
     Ok(Config {
@@ -104,6 +110,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         buffer: validate_buffer(raw.buffer)?,
         shutdown_timeout: raw.shutdown_timeout,
         http: raw.http.map(validate_http).transpose()?,
+        processors: raw.processors,
     })
 }
 
@@ -196,6 +203,7 @@ fn validate_source(i: usize, source: RawSource) -> Result<SourceConfig, Invalid>
         max_line_bytes: to_usize(source.max_line_bytes, || at("max_line_bytes"))?,
         include_compressed: source.include_compressed,
         rescan_interval: positive(source.rescan_interval, || at("rescan_interval"))?,
+        processors: source.processors,
         multiline: source
             .multiline
             .map(|m| {

@@ -514,7 +514,8 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "container.runtime",
 ];
 
-fn known_field(name: &str) -> bool {
+/// A field `{name}` placeholders (and processor conditions) may name.
+pub fn known_field(name: &str) -> bool {
     KNOWN_FIELDS.contains(&name)
         || ["kubernetes.labels.", "kubernetes.annotations."]
             .iter()

@@ -58,7 +58,8 @@ use crate::event::{DecodedLine, EncodedSpan, FileIdentity, Generation, LineFlags
 pub use escape::{escape_bytes_lossy, escape_str, is_utf8, write_json_str};
 pub use id::{DOCUMENT_ID_LEN, DocumentId, FileIdKey, document_id};
 pub use index::{
-    FieldTemplate, Granularity, IndexName, IndexTemplate, KNOWN_FIELDS, validate_index_template,
+    FieldTemplate, Granularity, IndexName, IndexTemplate, KNOWN_FIELDS, known_field,
+    validate_index_template,
 };
 pub use timestamp::{TIMESTAMP_LEN, TimestampFormatter, format_timestamp, timestamp_bytes};
 
@@ -134,10 +135,25 @@ fn stream_slot(stream: Option<Stream>) -> usize {
     }
 }
 
+/// Per-file metadata members (`,"key":value…`, see
+/// [`Encoder::file_context_with`]) as one JSON object (`Null` if none).
+pub(crate) fn metadata_object(members: &[u8]) -> serde_json::Value {
+    match members.strip_prefix(b",") {
+        Some(members) => {
+            let mut object = Vec::with_capacity(members.len() + 2);
+            object.push(b'{');
+            object.extend_from_slice(members);
+            object.push(b'}');
+            serde_json::from_slice(&object).unwrap_or_default()
+        }
+        None => serde_json::Value::Null,
+    }
+}
+
 /// The string at dotted `path` in `root`; for `kubernetes.labels.<key>` and
 /// `kubernetes.annotations.<key>` the rest of the path is one key (keys may
 /// contain dots).
-fn lookup_field<'v>(root: &'v serde_json::Value, path: &str) -> Option<&'v str> {
+pub(crate) fn lookup_field<'v>(root: &'v serde_json::Value, path: &str) -> Option<&'v str> {
     for map in ["kubernetes.labels.", "kubernetes.annotations."] {
         if let Some(key) = path.strip_prefix(map) {
             let object = map
@@ -239,16 +255,7 @@ impl Encoder {
         doc_tail.extend_from_slice(&self.agent_part);
         let index = self.fields.has_fields().then(|| {
             // The metadata as a JSON object, once per file, for `{field}`s.
-            let metadata = match extra.strip_prefix(b",") {
-                Some(members) => {
-                    let mut object = Vec::with_capacity(members.len() + 2);
-                    object.push(b'{');
-                    object.extend_from_slice(members);
-                    object.push(b'}');
-                    serde_json::from_slice(&object).unwrap_or_default()
-                }
-                None => serde_json::Value::Null,
-            };
+            let metadata = metadata_object(extra);
             let path_text = path.to_string_lossy();
             let resolve = |stream: Option<&str>| {
                 self.fields.resolve(&|name| match name {
@@ -289,6 +296,38 @@ impl Encoder {
         file: &FileContext,
         line: &DecodedLine<'_>,
         out: &mut EncodedSpan,
+    ) -> EncodeOutcome {
+        self.encode_inner(file, line, out, None)
+    }
+
+    /// [`Encoder::encode`] for a line that went through processors: its
+    /// `@timestamp` (which also picks the index) is `processed.timestamp`,
+    /// `message` and `stream` are left out if asked, and
+    /// `processed.members` (a run of `,"key":value`, valid JSON in that
+    /// shape, no key logship writes itself) follows `stream`.
+    pub fn encode_processed(
+        &mut self,
+        file: &FileContext,
+        line: &DecodedLine<'_>,
+        processed: &crate::processors::Processed<'_>,
+        out: &mut EncodedSpan,
+    ) -> EncodeOutcome {
+        let line = DecodedLine {
+            timestamp: processed.timestamp,
+            ..*line
+        };
+        self.encode_inner(file, &line, out, Some(processed))
+    }
+
+    /// Both of the above; inlined into each, so `encode` pays nothing for
+    /// processors.
+    #[inline(always)]
+    fn encode_inner(
+        &mut self,
+        file: &FileContext,
+        line: &DecodedLine<'_>,
+        out: &mut EncodedSpan,
+        processed: Option<&crate::processors::Processed<'_>>,
     ) -> EncodeOutcome {
         debug_assert!(
             u32::try_from(out.body.len()).is_ok(),
@@ -334,16 +373,29 @@ impl Encoder {
         body.extend_from_slice(file.id_key.document_id(line.offset).as_bytes());
         body.extend_from_slice(b"\"}}\n{\"@timestamp\":\"");
         body.extend_from_slice(self.timestamps.format(line.timestamp));
-        body.extend_from_slice(b"\",\"message\":\"");
-        let invalid_utf8 = escape_bytes_lossy(body, line.message);
-        body.push(b'"');
+        let (omit_message, omit_stream) =
+            processed.map_or((false, false), |p| (p.omit_message, p.omit_stream));
+        let invalid_utf8 = if omit_message {
+            body.push(b'"');
+            // Still flagged, as the message is the line's content.
+            !is_utf8(line.message)
+        } else {
+            body.extend_from_slice(b"\",\"message\":\"");
+            let invalid = escape_bytes_lossy(body, line.message);
+            body.push(b'"');
+            invalid
+        };
         match line.stream {
+            _ if omit_stream => {}
             Some(Stream::Stdout) => body.extend_from_slice(br#","stream":"stdout""#),
             Some(Stream::Stderr) => body.extend_from_slice(br#","stream":"stderr""#),
             None => {}
         }
         if let Some(member) = &file.json_member {
             self.write_json_message(body, member, line.message);
+        }
+        if let Some(p) = processed {
+            body.extend_from_slice(p.members);
         }
         body.extend_from_slice(&file.log_prefix);
         write_u64(body, line.offset);

@@ -29,6 +29,11 @@
 //! - `logship.io/format: json` (default `plain`): a message that is a JSON
 //!   object is also parsed into the field named by `logship.io/json-target`
 //!   (default `json`), see [`FileMetadata::json_target`] and the encoder.
+//! - `logship.io/drop: REGEX` (pod, and sidecar mode): lines whose message
+//!   matches are dropped before any processor ([`FileMetadata::drop_regex`],
+//!   applied by `processors::FileProcessor`). Read when the file's metadata
+//!   is resolved, like the others: a change takes effect for files opened
+//!   (or logship restarted) after it.
 //!
 //! A namespace not known by the time the pod is (within `metadata_wait`)
 //! counts as having no labels and no exclusion annotation. Does not read
@@ -81,6 +86,10 @@ pub struct FileMetadata {
     /// parsed into this top-level field (`logship.io/json-target`, default
     /// [`DEFAULT_JSON_TARGET`]).
     pub json_target: Option<String>,
+    /// The pod's `logship.io/drop` annotation: lines whose message matches
+    /// this regex are dropped (see `processors`). Compiled per file; an
+    /// invalid one is logged and ignored.
+    pub drop_regex: Option<String>,
     /// `logship.io/multiline`: the pod's multiline rule (over the source's).
     pub multiline: Option<MultilineAnnotation>,
 }
@@ -168,6 +177,15 @@ pub const RESERVED_FIELDS: &[&str] = &[
     "kubernetes",
     "agent",
 ];
+
+/// The pod's `logship.io/drop` regex, if it has a non-empty one.
+pub fn drop_regex(pod: &PodInfo) -> Option<String> {
+    pod.annotations
+        .get(crate::processors::DROP_ANNOTATION)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
 
 /// Whether the logs of `container` of `pod` (in `namespace`, if known) are
 /// excluded: the pod's `logship.io/exclude` if it has one, else its
@@ -327,6 +345,7 @@ impl Enricher {
         FileMetadata {
             fragment: pod.fragment(&pod_ref.container, *dedot, labels),
             json_target,
+            drop_regex: drop_regex(pod),
             multiline,
         }
     }

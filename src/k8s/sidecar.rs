@@ -63,6 +63,7 @@ pub fn sidecar_metadata(
     Ok(Some(FileMetadata {
         fragment: info.fragment(&container, config.dedot, None),
         json_target,
+        drop_regex: super::drop_regex(&info),
         multiline,
     }))
 }

@@ -63,6 +63,7 @@ use crate::decode::multiline::{Joiner, Rules};
 use crate::encode::{Encoder, FileContext};
 use crate::event::{DecodedLine, EncodedSpan, FileIdentity, FileKey, Generation, Timestamp};
 use crate::k8s::{Enricher, FileMetadata, PodRef, Resolved};
+use crate::processors::FileProcessor;
 use crate::telemetry::Metrics;
 
 /// An idle follower re-checks its file this often even without an event
@@ -117,6 +118,8 @@ pub struct Shared {
     /// keeps this up to date): an idle follower then re-checks its file
     /// only every [`WATCHED_RECHECK`], else every [`IDLE_RECHECK`].
     pub watched: std::sync::atomic::AtomicBool,
+    /// Each source's processor chain (none: lines are encoded as read).
+    pub processors: crate::processors::Chains,
     /// Built-in multiline rules compiled for `logship.io/multiline`
     /// annotations, by rule and `max_bytes` (compiled once, shared).
     pub annotated_rules: std::sync::Mutex<
@@ -308,6 +311,10 @@ pub struct Follower {
     /// This file's Kubernetes members, spliced into every document, and
     /// whether its messages are parsed as JSON.
     metadata: FileMetadata,
+    /// The source's processors and the pod's `logship.io/drop`, if any.
+    processor: Option<FileProcessor>,
+    /// The source's name (its processors are looked up by it).
+    source: Arc<str>,
     /// A pod log whose pod was not in the cache: shipped without metadata,
     /// looked up again every [`POD_RETRY`].
     missing_pod: Option<(PodRef, tokio::time::Instant)>,
@@ -453,6 +460,12 @@ impl Follower {
             }
         };
         let ctx = metadata.file_context(&encoder, &spec.path, identity, start.generation);
+        let processor = FileProcessor::for_file(
+            shared.processors.for_source(&spec.source),
+            &metadata,
+            &spec.path,
+            &shared.node_name,
+        );
         let reread = if commit_start {
             Default::default()
         } else {
@@ -501,6 +514,8 @@ impl Follower {
             encoder,
             ctx,
             metadata,
+            processor,
+            source: spec.source,
             missing_pod,
             span: EncodedSpan::default(),
             span_end: start.offset,
@@ -685,6 +700,17 @@ impl Follower {
                 tracing::info!(path = %self.path.display(), pod = %pod.pod_name, "pod metadata found; later lines carry it");
                 self.metadata = metadata;
                 self.missing_pod = None;
+                let unsettled = self.processor.as_mut().map_or(0, |p| {
+                    p.flush(&self.shared.metrics.processors);
+                    p.take_unsettled()
+                });
+                self.processor = FileProcessor::for_file(
+                    self.shared.processors.for_source(&self.source),
+                    &self.metadata,
+                    &self.path,
+                    &self.shared.node_name,
+                )
+                .map(|p| p.with_unsettled(unsettled));
                 self.ctx = self.metadata.file_context(
                     &self.encoder,
                     &self.path,
@@ -921,6 +947,7 @@ impl Follower {
             decoder,
             encoder,
             ctx,
+            processor,
             span,
             span_end,
             lines_read,
@@ -986,7 +1013,16 @@ impl Follower {
             }
             *lines_read += 1;
             let mut sink = |d: &DecodedLine<'_>| {
-                encode_line(encoder, line_ctx, span, span_end, events, invalid_utf8, d)
+                encode_line(
+                    encoder,
+                    line_ctx,
+                    processor,
+                    span,
+                    span_end,
+                    events,
+                    invalid_utf8,
+                    d,
+                )
             };
             match joiner {
                 None => decode_line(decoder, reader.line(&line), &line, line_now, &mut sink),
@@ -998,7 +1034,11 @@ impl Follower {
                     *span_end = held_back(j, *decoded_end);
                 }
             }
-            if span.body.len() >= shared.span_max_bytes || span.items.len() >= shared.span_max_items
+            if span.body.len() >= shared.span_max_bytes
+                || span.items.len() >= shared.span_max_items
+                || processor
+                    .as_ref()
+                    .is_some_and(|p| p.unsettled() >= crate::processors::SETTLE_EVERY_DROPPED)
             {
                 return true;
             }
@@ -1041,6 +1081,9 @@ impl Follower {
         Metrics::add(&m.unparsed_lines, stats.unparsed_lines);
         Metrics::add(&m.truncated_lines, stats.truncated_lines);
         Metrics::add(&m.truncated_bytes, stats.dropped_bytes + reader_cut);
+        if let Some(p) = &mut self.processor {
+            p.flush(&m.processors);
+        }
         let json_failures = self.encoder.take_json_parse_failures();
         if json_failures > 0 {
             Metrics::add(&m.json_parse_failures, json_failures);
@@ -1058,7 +1101,14 @@ impl Follower {
 
     /// Sends the current span, if it holds anything.
     async fn send(&mut self) -> Result<(), Stop> {
+        let dropped = self
+            .processor
+            .as_mut()
+            .map_or(0, FileProcessor::take_unsettled);
         if self.span.is_empty() {
+            if dropped > 0 && self.span_end > self.sent_end {
+                self.settle_dropped().await;
+            }
             return Ok(());
         }
         self.record_head().await;
@@ -1087,6 +1137,24 @@ impl Follower {
             self.sent_end = end;
         }
         sent
+    }
+
+    /// Every line since the last span sent up to `span_end` was dropped by
+    /// processors: an empty span over them is issued and acknowledged at
+    /// once, so the checkpoint moves past them as soon as every span before
+    /// is acknowledged (never before: the watermark keeps the order).
+    async fn settle_dropped(&mut self) {
+        self.record_head().await;
+        let tail = self.tail_hash_before(self.span_end);
+        let origin = self.shared.checkpointer.issue_with_tail(
+            self.key,
+            self.generation,
+            self.span_end,
+            tail,
+            self.span_stamp.take(),
+        );
+        crate::buffer::Acknowledger::delivered(&*self.shared.checkpointer, &[origin]);
+        self.sent_end = self.span_end;
     }
 
     /// Before a span of a generation leaves, the store holds that
@@ -1300,6 +1368,7 @@ impl Follower {
             decoder,
             encoder,
             ctx,
+            processor,
             span,
             span_end,
             lines_read,
@@ -1309,7 +1378,16 @@ impl Follower {
             ..
         } = self;
         let mut sink = |d: &DecodedLine<'_>| {
-            encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
+            encode_line(
+                encoder,
+                ctx,
+                processor,
+                span,
+                span_end,
+                events,
+                invalid_utf8,
+                d,
+            )
         };
         {
             let mut to_joiner = |d: &DecodedLine<'_>| match joiner.as_mut() {
@@ -1345,6 +1423,7 @@ impl Follower {
             decoded_end,
             span_stamp,
             live_stamp,
+            processor,
             ..
         } = self;
         let Some(j) = joiner.as_mut() else {
@@ -1357,7 +1436,16 @@ impl Follower {
             *span_stamp = Some(live_stamp.clone());
         }
         let mut sink = |d: &DecodedLine<'_>| {
-            encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
+            encode_line(
+                encoder,
+                ctx,
+                processor,
+                span,
+                span_end,
+                events,
+                invalid_utf8,
+                d,
+            )
         };
         match due {
             Some(now) => j.flush_due(now, &mut sink),
@@ -1386,16 +1474,29 @@ fn decode_line(
     decoder.decode(bytes, line.offset, line.next, line.cut, now, emit);
 }
 
+/// Encodes `line` into `span` (after the processors, which may drop it: it
+/// is then only passed, see `Follower::send`).
+#[allow(clippy::too_many_arguments)]
 fn encode_line(
     encoder: &mut Encoder,
     ctx: &FileContext,
+    processor: &mut Option<FileProcessor>,
     span: &mut EncodedSpan,
     span_end: &mut u64,
     events: &mut u64,
     invalid_utf8: &mut u64,
     line: &DecodedLine<'_>,
 ) {
-    let outcome = encoder.encode(ctx, line, span);
+    let outcome = match processor {
+        None => encoder.encode(ctx, line, span),
+        Some(p) => match p.process(line) {
+            Some(processed) => encoder.encode_processed(ctx, line, &processed, span),
+            None => {
+                *span_end = line.end;
+                return;
+            }
+        },
+    };
     *span_end = line.end;
     *events += 1;
     if outcome.invalid_utf8 {

@@ -200,6 +200,7 @@ impl FileServer {
                 span_max_items,
                 enricher: crate::k8s::Enricher::Off,
                 watched: AtomicBool::new(false),
+                processors: Default::default(),
                 annotated_rules: Default::default(),
             }),
             registry: Arc::new(FileRegistry::default()),
@@ -213,6 +214,15 @@ impl FileServer {
         match Arc::get_mut(&mut self.shared) {
             Some(shared) => shared.enricher = enricher,
             None => tracing::error!("enricher set after followers started; ignored"),
+        }
+        self
+    }
+
+    /// Sets each source's processor chain (before `run`).
+    pub fn with_processors(mut self, processors: crate::processors::Chains) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.processors = processors,
+            None => tracing::error!("processors set after followers started; ignored"),
         }
         self
     }

@@ -366,6 +366,32 @@ impl Collector for Exporter {
             &m.json_parse_failures,
         )?;
 
+        let processors = m.processors.snapshot();
+        if !processors.is_empty() {
+            let dropped: Vec<(&str, u64)> = processors
+                .iter()
+                .map(|(n, d, _)| (n.as_str(), *d))
+                .collect();
+            let failed: Vec<(&str, u64)> = processors
+                .iter()
+                .map(|(n, _, f)| (n.as_str(), *f))
+                .collect();
+            counters_by(
+                e,
+                "logship_processor_dropped_lines",
+                "Lines dropped on purpose, per processor step (drop, keep, or the logship.io/drop annotation); settled, not lost.",
+                "processor",
+                &dropped,
+            )?;
+            counters_by(
+                e,
+                "logship_processor_failures",
+                "Lines a parse or timestamp step failed on (shipped unchanged by it, tagged unless on_failure: keep), per step.",
+                "processor",
+                &failed,
+            )?;
+        }
+
         if let Some((pods, restarts)) = s.k8s_figures() {
             gauge(
                 e,

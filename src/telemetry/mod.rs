@@ -83,6 +83,8 @@ pub struct Metrics {
     /// Messages of `logship.io/format: json` pods that were not JSON objects
     /// (shipped unparsed).
     pub json_parse_failures: AtomicU64,
+    /// Lines dropped and failures per processor step name.
+    pub processors: crate::processors::ProcessorMetrics,
     /// Per-request figures of the sink (histograms, in flight, health).
     pub sink: SinkStats,
 }

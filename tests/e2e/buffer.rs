@@ -476,7 +476,7 @@ enum Switch {
 
 /// The committed offset of the checkpoint of the file named `file`, from
 /// `data_dir/checkpoints.json` (0 if there is none yet).
-fn checkpoint_offset(setup: &Setup, file: &str) -> u64 {
+pub(crate) fn checkpoint_offset(setup: &Setup, file: &str) -> u64 {
     let Ok(text) = std::fs::read_to_string(setup.data_dir().join("checkpoints.json")) else {
         return 0;
     };

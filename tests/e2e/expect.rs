@@ -305,3 +305,33 @@ pub fn write_numbered(
     writer.write(&bytes);
     written + bytes.len() as u64
 }
+
+/// Waits until this run of `agent` has indexed something more into `index`
+/// (at most [`DELIVERY_TIMEOUT`]), then `kill -9`s it. Returns whether the
+/// kill came mid-stream: fewer than `written` documents indexed.
+pub fn kill_9_once_shipping(
+    es: &Elasticsearch,
+    index: &str,
+    agent: &mut Agent,
+    written: usize,
+    round: usize,
+) -> bool {
+    let before = es.count(index);
+    let started = std::time::Instant::now();
+    let seen = loop {
+        agent.assert_running();
+        let count = es.count(index);
+        if count > before || started.elapsed() > DELIVERY_TIMEOUT {
+            break count;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        seen > before,
+        "round {round}: nothing shipped within {DELIVERY_TIMEOUT:?}:\n{}",
+        agent.stderr_tail(30)
+    );
+    agent.kill_9();
+    eprintln!("round {round}: killed with {seen} of {written} lines indexed");
+    seen < written as u64
+}

@@ -15,6 +15,7 @@ mod harness;
 mod kubernetes;
 mod multiline;
 mod ops;
+mod processors;
 mod restarts;
 mod sink;
 

@@ -3,7 +3,9 @@
 //! in the middle of shipping, several times. Checkpoints plus deterministic
 //! `_id`s must make the index hold every line exactly once afterwards.
 
-use crate::expect::{DELIVERY_TIMEOUT, Line, assert_exactly_once, write_numbered};
+use crate::expect::{
+    DELIVERY_TIMEOUT, Line, assert_exactly_once, kill_9_once_shipping, write_numbered,
+};
 use crate::scenario;
 use crate::support::logship::{LogWriter, Options, cri_line, timestamp};
 use std::time::{Duration, Instant};
@@ -76,29 +78,9 @@ fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
     for round in 0..3 {
         // Kill as soon as this run has shipped something, while lines are
         // still being read, batched and sent.
-        let before = es.count(&setup.index_pattern);
-        let started = Instant::now();
-        let seen = loop {
-            agent.assert_running();
-            let count = es.count(&setup.index_pattern);
-            if count > before || started.elapsed() > DELIVERY_TIMEOUT {
-                break count;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(
-            seen > before,
-            "round {round}: nothing shipped within {DELIVERY_TIMEOUT:?}:\n{}",
-            agent.stderr_tail(30)
-        );
-        agent.kill_9();
-        if seen < expected.len() as u64 {
+        if kill_9_once_shipping(es, &setup.index_pattern, &mut agent, expected.len(), round) {
             kills_mid_stream += 1;
         }
-        eprintln!(
-            "round {round}: killed with {seen} of {} lines indexed",
-            expected.len()
-        );
         // More lines arrive while the agent is dead.
         for w in &mut writers {
             write_numbered("kill9", w, next..next + per_round / 2, &mut expected, None);

@@ -29,6 +29,19 @@ pub struct AgentConfig<'a> {
     pub batch_timeout: Option<Duration>,
 }
 
+/// `LOGSHIP_BENCH_PROCESSORS=typical`: a drop by regex (no line of the
+/// corpora matches it, so every line pays for the regex and is still
+/// accounted), a dissect of access lines (the others fail it, counted, not
+/// tagged) and two static fields, for every source.
+const TYPICAL_PROCESSORS: &str = r#"processors:
+  - drop: {when: {regex: {message: '"GET /healthz'}}}
+  - parse:
+      dissect: '%{client} - - [%{time}] "%{method} %{path} %{?protocol}" %{status} %{bytes} %{?rest}'
+      target: http
+      on_failure: keep
+  - add_fields: {fields: {cluster: bench-1, env: prod}}
+"#;
+
 impl AgentConfig<'_> {
     pub fn data_dir(&self) -> PathBuf {
         self.work.join("data")
@@ -43,6 +56,11 @@ impl AgentConfig<'_> {
         let buffer = match self.buffer {
             Buffer::Memory => "",
             Buffer::Disk => "buffer: {type: disk, max_bytes: 16GiB, fsync_interval: 1s}\n",
+        };
+        let processors = if std::env::var("LOGSHIP_BENCH_PROCESSORS").as_deref() == Ok("typical") {
+            TYPICAL_PROCESSORS
+        } else {
+            ""
         };
         let yaml = format!(
             "node_name: bench-node\n\
@@ -59,7 +77,7 @@ impl AgentConfig<'_> {
                  index: \"logs-%Y.%m.%d\"\n    \
                  compression: {{gzip: 1}}\n    \
                  concurrency: {concurrency}\n\
-             {batch}{buffer}",
+             {batch}{buffer}{processors}",
             data = self.data_dir().display(),
             include = self.include,
             url = self.url,
