@@ -59,6 +59,7 @@ fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize)
             include_compressed: false,
             rescan_interval: Duration::from_secs(10),
         }],
+        journald: vec![],
         sink: ElasticsearchConfig {
             hosts: vec!["http://127.0.0.1:9".into()],
             index: "logs-test".into(),
