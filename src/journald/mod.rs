@@ -448,9 +448,12 @@ impl Reader {
         let mut backoff = BACKOFF_MIN;
         while !self.stop.is_cancelled() {
             let started = Instant::now();
-            let ended = match self.spawn(&start) {
-                Ok(child) => self.follow(child, &mut start, &mut encoder).await,
-                Err(e) => Ended::Failed(format!("cannot start {}: {e}", journalctl())),
+            let ended = match self.resolve(&start).await {
+                Err(e) => Ended::Failed(format!("probing the journal: {e}")),
+                Ok(launch) => match self.spawn(&launch) {
+                    Ok(child) => self.follow(child, &mut start, &mut encoder).await,
+                    Err(e) => Ended::Failed(format!("cannot start {}: {e}", journalctl())),
+                },
             };
             let why = match ended {
                 Ended::Stopped => break,
@@ -497,21 +500,7 @@ impl Reader {
             .store
             .lookup(&config.name, config.directory.as_deref())
         {
-            loop {
-                match self.probe(&["--cursor", stored.as_str()]).await {
-                    Ok(first) => {
-                        self.account_losses(&stored, first.as_ref());
-                        return Some(Start::After(stored));
-                    }
-                    Err(e) => {
-                        tracing::warn!(source = self.name(), error = %e, "journal probe failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(BACKOFF_MAX.min(Duration::from_secs(5))) => {}
-                            _ = self.stop.cancelled() => return None,
-                        }
-                    }
-                }
-            }
+            return Some(Start::After(stored));
         }
         match config.since {
             JournaldSince::Beginning => Some(Start::Beginning),
@@ -539,6 +528,24 @@ impl Reader {
                 }
             },
         }
+    }
+
+    /// How to start journalctl for `start`. Resuming after a cursor first
+    /// checks that its entry is still there: journalctl's `--after-cursor`
+    /// skips one entry after seeking, so when the entry was vacuumed it
+    /// would silently skip the first one left. Then the loss is accounted
+    /// for and journalctl starts at the cursor's place (`--cursor`,
+    /// inclusive) instead.
+    async fn resolve(&self, start: &Start) -> std::io::Result<Launch> {
+        let Start::After(cursor) = start else {
+            return Ok(Launch::Beginning);
+        };
+        let first = self.probe(&["--cursor", cursor.as_str()]).await?;
+        if first.as_ref().is_some_and(|f| f.same_entry(cursor)) {
+            return Ok(Launch::After(cursor.clone()));
+        }
+        self.account_losses(cursor, first.as_ref());
+        Ok(Launch::At(cursor.clone()))
     }
 
     /// Logs and counts what was lost between the stored cursor and the
@@ -630,12 +637,14 @@ impl Reader {
         Ok(found)
     }
 
-    fn spawn(&self, start: &Start) -> std::io::Result<Child> {
+    fn spawn(&self, launch: &Launch) -> std::io::Result<Child> {
         let mut cmd = self.base_command();
-        cmd.arg("--follow");
-        match start {
-            Start::Beginning => cmd.arg("--no-tail"),
-            Start::After(c) => cmd.arg(format!("--after-cursor={}", c.as_str())),
+        // Without --no-tail, --follow shows only 10 entries after a cursor.
+        cmd.arg("--follow").arg("--no-tail");
+        match launch {
+            Launch::Beginning => None,
+            Launch::After(c) => Some(cmd.arg(format!("--after-cursor={}", c.as_str()))),
+            Launch::At(c) => Some(cmd.arg(format!("--cursor={}", c.as_str()))),
         };
         let config = &self.source.config;
         for unit in &config.units {
@@ -648,7 +657,7 @@ impl Reader {
         }
         let child = cmd.spawn()?;
         Metrics::add(&self.source.status.child_starts, 1);
-        tracing::info!(source = self.name(), start = ?start.cursor_text(), "journalctl started");
+        tracing::info!(source = self.name(), start = ?launch, "journalctl started");
         Ok(child)
     }
 
@@ -821,13 +830,16 @@ impl Reader {
     }
 }
 
-impl Start {
-    fn cursor_text(&self) -> Option<&str> {
-        match self {
-            Start::Beginning => None,
-            Start::After(c) => Some(c.as_str()),
-        }
-    }
+/// The position arguments of one journalctl run.
+#[derive(Debug)]
+enum Launch {
+    /// `--no-tail` alone: the oldest entry on.
+    Beginning,
+    /// `--after-cursor`: the cursor's entry exists.
+    After(Cursor),
+    /// `--cursor`: the cursor's entry is gone; from the first entry after
+    /// its place.
+    At(Cursor),
 }
 
 /// What lies between a stored cursor and the first entry at or after it.
