@@ -362,8 +362,22 @@ fn journald_two_boots_unit_filter_binary_fields_kill_9_and_child_death_exactly_o
     // entry read.
     let children = journalctl_children(&agent);
     assert!(!children.is_empty(), "no journalctl child found");
-    for pid in children {
+    for pid in &children {
         let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    }
+    let started = Instant::now();
+    loop {
+        let restarts = journald_counter(port, &mut agent, "logship_journald_restarts_total", None);
+        let again = journalctl_children(&agent);
+        if restarts == Some(1.0) && !again.is_empty() && again != children {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "journalctl not restarted and counted once ({restarts:?}, {again:?}):\n{}",
+            agent.stderr_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     journal_remote(&file, &all[35_000..42_000]);
     let before = es.count(&setup.index_pattern);
@@ -373,12 +387,6 @@ fn journald_two_boots_unit_filter_binary_fields_kill_9_and_child_death_exactly_o
     agent.restart();
     assert_entries_once(es, &setup, &expected, &mut agent);
 
-    let restarts = journald_counter(port, &mut agent, "logship_journald_restarts_total", None);
-    assert_eq!(
-        restarts,
-        Some(1.0),
-        "the killed journalctl was counted once"
-    );
     let (code, body) = wait_get(port, "/api/v1/journals", &mut agent);
     assert_eq!(code, 200, "{body}");
     let status: Value = serde_json::from_str(&body).expect("/api/v1/journals JSON");
