@@ -54,19 +54,23 @@ impl Cursor {
     /// Parses journald's cursor text; `None` if a part logship needs is
     /// missing or not hex.
     pub fn parse(text: &str) -> Option<Cursor> {
+        // What sd_journal_seek_cursor accepts: 128-bit ids, hex numbers.
         let (mut s, mut i, mut b, mut t) = (None, None, None, None);
+        let id128 = |v: &str| v.len() == 32 && v.bytes().all(|c| c.is_ascii_hexdigit());
         for part in text.split(';') {
             let (key, value) = part.split_once('=')?;
             match key {
-                "s" => s = Some(value),
+                "s" => s = Some(value).filter(|v| id128(v)),
                 "i" => i = Some(u64::from_str_radix(value, 16).ok()?),
-                "b" => b = Some(value),
+                "b" => b = Some(value).filter(|v| id128(v)),
                 "t" => t = Some(u64::from_str_radix(value, 16).ok()?),
-                _ => {}
+                "m" | "x" => {
+                    u64::from_str_radix(value, 16).ok()?;
+                }
+                _ => return None,
             }
         }
-        let hex_id = |v: &str| !v.is_empty() && v.bytes().all(|c| c.is_ascii_hexdigit());
-        let (s, b) = (s.filter(|v| hex_id(v))?, b.filter(|v| hex_id(v))?);
+        let (s, b) = (s?, b?);
         Some(Cursor {
             text: text.to_owned(),
             seqnum_id: s.to_owned(),

@@ -20,11 +20,14 @@
 //! journal, and in our container image. What it costs is one extra process
 //! per source and the export encoding (measured in docs/performance.md).
 //!
-//! **Arguments.** `journalctl --follow --merge --quiet --output=export
-//! [--directory=D] <start> [FIELD=VALUE…]`, where `<start>` is
-//! `--after-cursor=C` to resume, `--no-tail` from the beginning. `--merge`
-//! is needed: without it, journalctl 252 following a directory shows only
-//! the newest boot. `units` and `match` become `FIELD=VALUE` arguments:
+//! **Arguments.** `journalctl --follow --no-tail --merge --output=export
+//! [--directory=D] <start> [FIELD=VALUE…]`, where `<start>` is nothing
+//! (from the oldest entry), `--after-cursor=C` to resume, or `--cursor=C`
+//! when C's entry is gone (see "Losses"). journalctl 252 needs both extra
+//! flags: `--follow` without `--no-tail` prints only 10 entries after a
+//! cursor, and without `--merge` only the newest boot of a directory. Not
+//! `--quiet`, which would hide that the journal files are not readable.
+//! `units` and `match` become `FIELD=VALUE` arguments:
 //! values of one field are alternatives, different fields must all match
 //! (journalctl's rule). `units: [x]` is `_SYSTEMD_UNIT=x.service`, so,
 //! unlike `journalctl -u`, it does not add the kernel's or systemd's own
@@ -64,17 +67,24 @@
 //! [`export::MAX_ENTRY_BYTES`]) is skipped, counted and logged; an entry
 //! larger than the limit is skipped by restarting after its cursor.
 //!
-//! **Losses.** At start with a stored cursor, a probe (`journalctl
-//! --cursor=C`, no filter) reads the first entry at or after it. If that
-//! is the checkpoint's entry, nothing is lost. Otherwise the entry was
-//! vacuumed (or its file rotated away and deleted) while logship was
-//! stopped or behind, and so may have been entries after it: with the
-//! same seqnum id the number of entries missing (of every unit, the
-//! filter does not apply) is the seqnum gap, counted in
+//! **Losses.** Every resume from a cursor (at start, and after journalctl
+//! died) first probes `journalctl --cursor=C` (no filter, no follow) for
+//! the first entry at or after it. If that is the checkpoint's entry,
+//! journalctl resumes `--after-cursor`. Otherwise the entry was vacuumed
+//! (or its file rotated away and deleted) while logship was stopped or
+//! behind, and so may have been entries after it: with the same seqnum id
+//! the number of entries missing (of every unit: the filter cannot apply
+//! to what is gone) is the seqnum gap, counted in
 //! `logship_journald_lost_entries_total{reason="vacuumed"}`; every such
-//! gap, counted or not (another seqnum id, or nothing left), is counted in
-//! `logship_journald_gaps_total{reason="vacuumed"}` and logged as an error
-//! with the time span it covers. Never silent.
+//! gap, counted or not (another seqnum id, or nothing left), is counted
+//! once in `logship_journald_gaps_total{reason="vacuumed"}` and logged as
+//! an error with the time span it covers. Never silent. journalctl then
+//! starts at the cursor's place with `--cursor` (inclusive): its
+//! `--after-cursor` skips one entry after seeking, which, the cursor's
+//! entry being gone, would be the first one left. A journal with no entry
+//! at all (empty, missing, unreadable) is not counted as a gap: it is
+//! logged, and journalctl's own stderr says why.
+//! Entries vacuumed under a running journalctl are not detected.
 //!
 //! Does not: read the journal itself, filter by boot (`--boot`), or use
 //! `_SOURCE_REALTIME_TIMESTAMP` (the sender's clock) for `@timestamp`.
@@ -265,6 +275,8 @@ struct Source {
     key: FileKey,
     status: Arc<JournalStatus>,
     progress: Mutex<Progress>,
+    /// The last cursor whose gap was counted (a gap is counted once).
+    accounted: Mutex<Option<Cursor>>,
 }
 
 /// Runs the journald sources of a config and takes their acknowledgements.
@@ -311,6 +323,7 @@ impl JournalServer {
                         issued: 0,
                         ends: VecDeque::new(),
                     }),
+                    accounted: Mutex::new(None),
                 })
             })
             .collect();
@@ -544,7 +557,22 @@ impl Reader {
         if first.as_ref().is_some_and(|f| f.same_entry(cursor)) {
             return Ok(Launch::After(cursor.clone()));
         }
-        self.account_losses(cursor, first.as_ref());
+        if first.is_none() && self.probe(&["--lines=1"]).await?.is_none() {
+            // No entry at all: an empty or unreadable journal (journalctl's
+            // stderr says which), not a vacuum; nothing to count yet.
+            tracing::warn!(
+                source = self.name(),
+                checkpoint = cursor.as_str(),
+                "the journal holds no entries (empty, missing or not readable); waiting for some"
+            );
+            return Ok(Launch::At(cursor.clone()));
+        }
+        // Counted once per checkpoint, however often journalctl restarts.
+        let mut accounted = self.source.accounted.lock().unwrap_or_else(|e| e.into_inner());
+        if accounted.as_ref() != Some(cursor) {
+            self.account_losses(cursor, first.as_ref());
+            *accounted = Some(cursor.clone());
+        }
         Ok(Launch::At(cursor.clone()))
     }
 
@@ -584,13 +612,17 @@ impl Reader {
 
     fn base_command(&self) -> Command {
         let mut cmd = Command::new(journalctl());
-        cmd.arg("--merge").arg("--quiet").arg("--output=export");
+        // Not --quiet: it would also hide "no access to the journal files".
+        cmd.arg("--merge").arg("--output=export");
         if let Some(dir) = &self.source.config.directory {
             cmd.arg(format!("--directory={}", dir.display()));
         }
+        // Its own process group: a terminal's Ctrl-C stops logship, which
+        // then stops it, rather than killing it under a draining logship.
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         cmd
     }
@@ -915,7 +947,8 @@ mod tests {
     use super::*;
 
     fn cursor(s: &str, i: u64) -> Cursor {
-        Cursor::parse(&format!("s={s};i={i:x};b=aa;m=1;t=10;x=1")).unwrap()
+        let b = "0123456789abcdef0123456789abcdef";
+        Cursor::parse(&format!("s={s:0>32};i={i:x};b={b};m=1;t=10;x=1")).unwrap()
     }
 
     #[test]
