@@ -65,20 +65,6 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn journalctl_child(agent_pid: u32) -> Option<u32> {
-    let tasks = std::fs::read_dir(format!("/proc/{agent_pid}/task")).ok()?;
-    for task in tasks.filter_map(|t| t.ok()) {
-        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for pid in children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim() == "journalctl" {
-                return Some(pid);
-            }
-        }
-    }
-    None
-}
-
 #[test]
 #[ignore = "a measurement; run on a release build (module doc)"]
 fn journald_throughput() {
@@ -93,7 +79,10 @@ fn journald_throughput() {
         export(n, &mut input);
     }
     let mut remote = Command::new("/lib/systemd/systemd-journal-remote")
-        .arg(format!("--output={}", journal.join("system.journal").display()))
+        .arg(format!(
+            "--output={}",
+            journal.join("system.journal").display()
+        ))
         .arg("-")
         .stdin(Stdio::piped())
         .stderr(Stdio::null())
@@ -125,7 +114,7 @@ fn journald_throughput() {
     let mut journalctl = None;
     loop {
         agent.assert_running();
-        journalctl = journalctl.or_else(|| journalctl_child(pid));
+        journalctl = journalctl.or_else(|| agent.children_named("journalctl").first().copied());
         let stored = es.stored_ids().len() as u64;
         if stored >= ENTRIES {
             break;
@@ -150,7 +139,11 @@ fn journald_throughput() {
         agent_cpu * per_100k,
         child_cpu * per_100k,
         hwm as f64 / 1024.0,
-        load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .split_whitespace()

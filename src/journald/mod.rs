@@ -568,7 +568,11 @@ impl Reader {
             return Ok(Launch::At(cursor.clone()));
         }
         // Counted once per checkpoint, however often journalctl restarts.
-        let mut accounted = self.source.accounted.lock().unwrap_or_else(|e| e.into_inner());
+        let mut accounted = self
+            .source
+            .accounted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if accounted.as_ref() != Some(cursor) {
             self.account_losses(cursor, first.as_ref());
             *accounted = Some(cursor.clone());

@@ -272,27 +272,6 @@ fn chrono_like(secs: u64) -> String {
     )
 }
 
-/// The agent's journalctl children.
-fn journalctl_children(agent: &Agent) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", agent.pid())) else {
-        return pids;
-    };
-    for task in tasks.filter_map(|t| t.ok()) {
-        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for pid in children
-            .split_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok())
-        {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim() == "journalctl" {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
-
 /// A journald counter of source `host` from `/metrics`.
 fn journald_counter(port: u16, agent: &mut Agent, name: &str, reason: Option<&str>) -> Option<f64> {
     let scrape = scrape(port, agent);
@@ -360,7 +339,7 @@ fn journald_two_boots_unit_filter_binary_fields_kill_9_and_child_death_exactly_o
     wait_mid_stream(es, &setup.index_pattern, before + 1_000, total, &mut agent);
     // journalctl dies under the agent: it is started again after the last
     // entry read.
-    let children = journalctl_children(&agent);
+    let children = agent.children_named("journalctl");
     assert!(!children.is_empty(), "no journalctl child found");
     for pid in &children {
         let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
@@ -368,7 +347,7 @@ fn journald_two_boots_unit_filter_binary_fields_kill_9_and_child_death_exactly_o
     let started = Instant::now();
     loop {
         let restarts = journald_counter(port, &mut agent, "logship_journald_restarts_total", None);
-        let again = journalctl_children(&agent);
+        let again = agent.children_named("journalctl");
         if restarts == Some(1.0) && !again.is_empty() && again != children {
             break;
         }
