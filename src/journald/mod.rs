@@ -693,7 +693,7 @@ impl Reader {
         }
         let child = cmd.spawn()?;
         Metrics::add(&self.source.status.child_starts, 1);
-        tracing::info!(source = self.name(), start = ?launch, "journalctl started");
+        tracing::info!(source = self.name(), start = %launch, "journalctl started");
         Ok(child)
     }
 
@@ -863,6 +863,16 @@ impl Reader {
         }
         buf.drain(..pos);
         result
+    }
+}
+
+impl std::fmt::Display for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Launch::Beginning => f.write_str("the oldest entry"),
+            Launch::After(c) => write!(f, "after {}", c.as_str()),
+            Launch::At(c) => write!(f, "at {} (its entry is gone)", c.as_str()),
+        }
     }
 }
 

@@ -314,7 +314,7 @@ fn journal_dir(setup: &Setup) -> PathBuf {
 
 #[test]
 fn journald_two_boots_unit_filter_binary_fields_kill_9_and_child_death_exactly_once() {
-    let (es, setup) = scenario("journald", Options::default());
+    let (es, setup) = scenario("journald-boots", Options::default());
     let journal = journal_dir(&setup);
     let file = journal.join("system.journal");
     let port = configure(&setup, &journal, "      units: [app]\n");
