@@ -111,7 +111,7 @@ pub async fn serve(
     let _http_guard = http_stop.clone().drop_guard();
     if let Some(http) = &config.http {
         let server = HttpServer::bind(&http.listen, status.clone()).await?;
-        tracing::info!(listen = ?server.local_addr(), "serving /metrics, /healthz, /readyz, /api/v1/files");
+        tracing::info!(listen = ?server.local_addr(), "serving /metrics, /healthz, /readyz, /api/v1/files, /api/v1/journals");
         tokio::spawn(server.serve(http_stop.clone()));
         tokio::spawn(status.clone().heartbeat(http_stop.clone()));
     }

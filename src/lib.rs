@@ -48,7 +48,8 @@
 //!   spans, the cursor of the ack watermark stored in `journald.json`.
 //! * [`app`] wires the stages and owns shutdown; [`config`] parses and
 //!   validates the YAML file; [`telemetry`] holds the counters, logging and
-//!   the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, `/api/v1/files`);
+//!   the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, `/api/v1/files`,
+//!   `/api/v1/journals`);
 //!   [`k8s`] keeps a node-local pod cache and a namespace cache (one watch
 //!   each) and serialises each file's pod metadata once.
 
