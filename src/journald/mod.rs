@@ -709,13 +709,13 @@ impl Reader {
             return Ended::Failed("no stdout".into());
         };
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        if let Some(stderr) = child.stderr.take() {
+        let stderr_logger = child.stderr.take().map(|stderr| {
             tokio::spawn(log_stderr(
                 self.name().to_owned(),
                 stderr,
                 stderr_tail.clone(),
-            ));
-        }
+            ))
+        });
         let status = &self.source.status;
         status.set_state("reading");
         let mut buf: Vec<u8> = Vec::with_capacity(READ_BYTES * 2);
@@ -751,6 +751,10 @@ impl Reader {
         };
         let _ = child.start_kill();
         let exit = child.wait().await;
+        if let Some(logger) = stderr_logger {
+            // Its last lines, to go with the exit (it ends at the pipe's end).
+            let _ = tokio::time::timeout(Duration::from_secs(1), logger).await;
+        }
         if !matches!(ended, Ended::Stopped) {
             let tail: Vec<String> = stderr_tail
                 .lock()
