@@ -122,16 +122,16 @@ fn journal_remote(file: &Path, entries: &[Entry]) {
     );
 }
 
-/// Writes a config with one journald source following `journal` and
-/// returns the HTTP port.
-fn configure(setup: &Setup, journal: &Path, extra: &str) -> u16 {
+/// Writes a config with one journald source following `journal` (its
+/// keys plus `extra`, and `top` at the top level) and returns the HTTP port.
+fn configure(setup: &Setup, journal: &Path, extra: &str, top: &str) -> u16 {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let yaml = format!(
         r#"node_name: e2e-node
 data_dir: {data}
 http: {{listen: "{listen}"}}
-sources:
+{top}sources:
   - name: host
     journald:
       directory: {journal}
@@ -317,7 +317,7 @@ fn journald_two_boots_unit_filter_binary_fields_kill_9_and_child_death_exactly_o
     let (es, setup) = scenario("journald-boots", Options::default());
     let journal = journal_dir(&setup);
     let file = journal.join("system.journal");
-    let port = configure(&setup, &journal, "      units: [app]\n");
+    let port = configure(&setup, &journal, "      units: [app]\n", "");
     let all: Vec<Entry> = (0..50_000)
         .map(|n| Entry::numbered("jd", n, if n < 25_000 { BOOT_A } else { BOOT_B }))
         .collect();
@@ -392,7 +392,7 @@ fn journald_two_boots_unit_filter_binary_fields_kill_9_and_child_death_exactly_o
 fn journald_rotated_and_vacuumed_while_stopped_is_a_counted_logged_loss() {
     let (es, setup) = scenario("journald-vacuum", Options::default());
     let journal = journal_dir(&setup);
-    let port = configure(&setup, &journal, "");
+    let port = configure(&setup, &journal, "", "");
     let all: Vec<Entry> = (0..3_000)
         .map(|n| Entry::numbered("vac", n, BOOT_A))
         .collect();
@@ -429,4 +429,35 @@ fn journald_rotated_and_vacuumed_while_stopped_is_a_counted_logged_loss() {
         log.contains("checkpoint's journal entry is gone"),
         "the loss is logged:\n{log}"
     );
+}
+
+#[test]
+fn journald_through_the_disk_buffer_kill_9_exactly_once() {
+    let (es, setup) = scenario("journald-disk", Options::default());
+    let journal = journal_dir(&setup);
+    let file = journal.join("system.journal");
+    configure(
+        &setup,
+        &journal,
+        "",
+        "buffer: {type: disk, max_bytes: 64MiB, fsync_interval: 100ms}\n",
+    );
+    let all: Vec<Entry> = (0..12_000)
+        .map(|n| Entry::numbered("disk", n, if n < 6_000 { BOOT_A } else { BOOT_B }))
+        .collect();
+    journal_remote(&file, &all[..8_000]);
+    let mut agent = setup.start();
+    wait_mid_stream(
+        es,
+        &setup.index_pattern,
+        1_000,
+        all.len() as u64,
+        &mut agent,
+    );
+    // Entries fsync'd into the buffer have moved the cursor; what the
+    // buffer holds is sent after the restart, the rest read again.
+    agent.kill_9();
+    journal_remote(&file, &all[8_000..]);
+    agent.restart();
+    assert_entries_once(es, &setup, &all, &mut agent);
 }
