@@ -86,6 +86,8 @@ impl LineFlags {
     /// The file ended (deleted or shutdown) inside a partial line; what was
     /// read is shipped.
     pub const INCOMPLETE: LineFlags = LineFlags(8);
+    /// Several physical lines joined into one event (`decode::multiline`).
+    pub const MULTILINE: LineFlags = LineFlags(16);
 
     pub const fn empty() -> Self {
         LineFlags(0)
@@ -109,6 +111,7 @@ impl LineFlags {
             (Self::INVALID_UTF8, "invalid_utf8"),
             (Self::UNPARSED, "unparsed"),
             (Self::INCOMPLETE, "incomplete"),
+            (Self::MULTILINE, "multiline"),
         ]
         .into_iter()
         .filter(move |(f, _)| self.contains(*f))

@@ -58,6 +58,7 @@ fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize)
             max_line_bytes: 64 * 1024,
             include_compressed: false,
             rescan_interval: Duration::from_secs(10),
+            multiline: None,
         }],
         journald: vec![],
         sink: ElasticsearchConfig {
@@ -123,6 +124,7 @@ struct Options {
     /// The registry shared with a previous pipeline of the process (a reload).
     registry: Option<Arc<FileRegistry>>,
     enricher: Option<Enricher>,
+    multiline: Option<logship::decode::multiline::MultilineConfig>,
 }
 
 impl Default for Options {
@@ -138,6 +140,7 @@ impl Default for Options {
             index: "logs-test",
             registry: None,
             enricher: None,
+            multiline: None,
         }
     }
 }
@@ -185,6 +188,7 @@ impl Pipeline {
         }
         config.sources[0].include = vec![format!("{}/{}", logs.display(), opts.glob)];
         config.sources[0].format = opts.format;
+        config.sources[0].multiline = opts.multiline;
         config.sink.index = opts.index.into();
         let checkpointer = Arc::new(Checkpointer::open(data).unwrap());
         let metrics = Arc::new(Metrics::default());
@@ -2023,5 +2027,128 @@ async fn a_rotated_copy_overwritten_while_it_is_read_is_not_read_as_a_new_genera
     }
     for l in &live[1..] {
         assert_eq!(seen.get(l), Some(&1), "{l:?} read {:?} times", seen.get(l));
+    }
+}
+
+/// `multiline: java` with this timeout.
+fn java_multiline(timeout: Duration) -> Options {
+    use logship::decode::multiline::{Builtin, MultilineConfig};
+    Options {
+        multiline: Some(MultilineConfig {
+            timeout,
+            ..MultilineConfig::builtin(Builtin::Java, 64 * 1024)
+        }),
+        ..Options::default()
+    }
+}
+
+fn trace(name: &str, frames: std::ops::Range<usize>) -> Vec<String> {
+    let mut t = vec![format!("java.lang.IllegalStateException: {name}")];
+    t.extend(frames.map(|i| format!("\tat com.example.{name}.f{i}({name}.java:{i})")));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_held_open_at_shutdown_is_read_again_whole_with_the_same_id() {
+    let (_d, logs, data) = dirs();
+    let head = lines("before", 0..5);
+    let header_offset: u64 = head.iter().map(|l| l.len() as u64 + 1).sum();
+    let mut first = head.clone();
+    first.extend(trace("Boom", 0..3));
+    let path = log_file(&logs, "app.log", first);
+    // The trace may go on: held (timeout far away), not shipped; the
+    // checkpoint stays at its first line.
+    let p = Pipeline::start(&logs, &data, java_multiline(Duration::from_secs(30)));
+    p.assert_lines(5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (run1, _) = p.stop().await;
+    assert_eq!(msgs(&run1), head, "only the lines before the trace");
+    let stored = checkpoints(&data).to_string();
+    assert!(
+        stored.contains(&format!("\"offset\":{header_offset}")),
+        "the checkpoint is at the trace's first line ({header_offset}): {stored}"
+    );
+
+    // More of the trace while stopped, then a normal line.
+    let rest = appended(&path, trace("Boom", 3..6)[1..].to_vec());
+    let after = appended(&path, lines("after", 0..2));
+    let p = Pipeline::start(&logs, &data, java_multiline(Duration::from_secs(30)));
+    p.assert_lines(3).await;
+    let (run2, _) = p.stop().await;
+    let mut whole = trace("Boom", 0..3);
+    whole.extend(rest);
+    assert_eq!(
+        run2[0].message,
+        whole.join("\n"),
+        "one event, the whole trace"
+    );
+    assert_eq!(run2[0].offset, header_offset, "its _id is its first line's");
+    assert_eq!(msgs(&run2[1..]), after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_trace_is_shipped_after_its_timeout_and_a_rotated_one_at_its_end() {
+    let (_d, logs, data) = dirs();
+    let path = log_file(&logs, "app.log", trace("Quiet", 0..4));
+    let p = Pipeline::start(&logs, &data, java_multiline(Duration::from_millis(300)));
+    let got = p.wait_for(1, Duration::from_secs(3)).await;
+    assert_eq!(
+        got,
+        [trace("Quiet", 0..4).join("\n")],
+        "shipped after the timeout"
+    );
+    p.stop().await;
+
+    // A long timeout: only the rotation can end this trace in time.
+    let p = Pipeline::start(&logs, &data, java_multiline(Duration::from_secs(60)));
+    let rotated_trace = appended(&path, trace("Rotated", 0..3));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::rename(&path, logs.join("app.log.1")).unwrap();
+    log_file(&logs, "app.log", lines("new", 0..1));
+    let got = p.wait_for(2, Duration::from_secs(5)).await;
+    let (received, _) = p.stop().await;
+    assert_eq!(received.len(), 2, "{got:?}");
+    assert!(got.contains(&rotated_trace.join("\n")), "{got:?}");
+    assert!(got.contains(&lines("new", 0..1)[0]), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_trace_at_the_end_of_a_cri_file_rotated_while_running_is_shipped() {
+    let (_d, logs, data) = dirs();
+    let cri = |stream: &str, m: &str| format!("2026-11-28T10:00:00.000000000Z {stream} F {m}");
+    let mut body = Vec::new();
+    let mut traces = Vec::new();
+    for u in 0..200 {
+        body.push(cri("stdout", &format!("u={u} INFO handling")));
+        body.push(cri(
+            "stderr",
+            &format!("java.lang.IllegalStateException: u={u}"),
+        ));
+        body.push(cri("stderr", &format!("\tat A.a{u}(A.java:1)")));
+        body.push(cri("stdout", &format!("u={u} INFO meanwhile")));
+        body.push(cri("stderr", &format!("\tat B.b{u}(B.java:2)")));
+        traces.push(format!(
+            "java.lang.IllegalStateException: u={u}\n\tat A.a{u}(A.java:1)\n\tat B.b{u}(B.java:2)"
+        ));
+    }
+    let path = log_file(&logs, "app.log", Vec::<String>::new());
+    let mut opts = java_multiline(Duration::from_secs(60));
+    opts.format = SourceFormat::Cri;
+    let p = Pipeline::start(&logs, &data, opts);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    append(&path, body);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::rename(&path, logs.join("app.log.1")).unwrap();
+    log_file(&logs, "app.log", Vec::<String>::new());
+    let got = p.wait_for(600, Duration::from_secs(5)).await;
+    let (received, _) = p.stop().await;
+    assert_eq!(
+        received.len(),
+        600,
+        "{:?}",
+        &got[got.len().saturating_sub(3)..]
+    );
+    for t in &traces {
+        assert!(got.contains(t), "missing {t:?}");
     }
 }

@@ -256,6 +256,8 @@ pub struct SourceConfig {
     /// Safety-net rescan of the globs, on top of inotify.
     #[serde(with = "humantime_serde_compat")]
     pub rescan_interval: Duration,
+    /// Join multiline events (stack traces); `None`: every line is an event.
+    pub multiline: Option<crate::decode::multiline::MultilineConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -714,6 +716,50 @@ sink:
             "    include: [/var/log/app/*.log]\n",
             &format!("    include: [/var/log/app/*.log]\n{extra}"),
         )
+    }
+
+    #[test]
+    fn multiline_rules_load_and_bad_ones_name_the_key_and_line() {
+        use crate::decode::multiline::{Builtin, MultilineConfig, RuleSpec};
+        let c = load_text(&with_source_keys("    multiline: java\n")).unwrap();
+        assert_eq!(
+            c.sources[0].multiline,
+            Some(MultilineConfig::builtin(Builtin::Java, 1 << 20))
+        );
+        let c = load_text(&with_source_keys(
+            "    multiline:\n      start: '^\\['\n      max_lines: 50\n      timeout: 3s\n",
+        ))
+        .unwrap();
+        let m = c.sources[0].multiline.as_ref().unwrap();
+        assert_eq!(
+            m.rule,
+            RuleSpec::Custom {
+                start: Some(r"^\[".into()),
+                cont: None
+            }
+        );
+        assert_eq!((m.max_lines, m.timeout), (50, Duration::from_secs(3)));
+        let err = load_err(&with_source_keys("    multiline: cobol\n"));
+        assert_points_at(&err, "sources[0].multiline", 4);
+        assert!(err.to_string().contains("java, python, go, ruby"), "{err}");
+        let err = load_err(&with_source_keys(
+            "    multiline:\n      start: ok\n      continue: '(unclosed'\n",
+        ));
+        assert_points_at(&err, "sources[0].multiline.continue", 6);
+        assert!(err.to_string().contains("invalid regex"), "{err}");
+        let err = load_err(&with_source_keys(
+            "    multiline:\n      rule: java\n      start: x\n",
+        ));
+        assert_points_at(&err, "sources[0].multiline.rule", 5);
+        let err = load_err(&with_source_keys("    multiline:\n      max_lines: 5\n"));
+        assert_points_at(&err, "sources[0].multiline", 4);
+        let err = load_err(&with_source_keys(
+            "    multiline:\n      rule: go\n      mode: x\n",
+        ));
+        assert!(
+            err.to_string().contains("mode"),
+            "unknown keys are refused: {err}"
+        );
     }
 
     /// MINIMAL with `extra` appended under `sink.elasticsearch` (4-space indent).
@@ -1306,6 +1352,12 @@ sink:
                 "    journald:\n",
                 "    format: cri\n    journald:\n",
                 "sources[1].format",
+                5,
+            ),
+            (
+                "    journald:\n",
+                "    multiline: java\n    journald:\n",
+                "sources[1].multiline",
                 5,
             ),
             (

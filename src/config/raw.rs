@@ -91,6 +91,9 @@ pub struct RawSource {
     pub include_compressed: Option<bool>,
     #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub rescan_interval: Option<Duration>,
+    /// `multiline: java` (a built-in rule) or a map ([`RawMultilineRule`]).
+    #[serde(default)]
+    pub multiline: Option<RawMultiline>,
 }
 
 /// `journald:` of a source (see `crate::journald`).
@@ -136,6 +139,66 @@ impl OneOrMany {
             OneOrMany::One(v) => vec![text(v)],
             OneOrMany::Many(v) => v.into_iter().map(text).collect(),
         }
+    }
+}
+
+/// A source's `multiline:`: a built-in rule's name, or a map.
+#[derive(Debug)]
+pub enum RawMultiline {
+    Name(String),
+    Rule(RawMultilineRule),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMultilineRule {
+    /// A built-in rule, with these limits.
+    #[serde(default)]
+    pub rule: Option<String>,
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default, rename = "continue")]
+    pub cont: Option<String>,
+    #[serde(default)]
+    pub max_lines: Option<u64>,
+    #[serde(default, deserialize_with = "deserialize_optional_size")]
+    pub max_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "deserialize_optional_duration")]
+    pub timeout: Option<Duration>,
+}
+
+fn deserialize_optional_size<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
+    deserialize_size(d).map(Some)
+}
+
+fn deserialize_optional_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    deserialize_duration(d).map(Some)
+}
+
+impl<'de> Deserialize<'de> for RawMultiline {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawMultiline;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a rule name (java, python, go, ruby) or a map (rule, start, continue, max_lines, max_bytes, timeout)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawMultiline, E> {
+                Ok(RawMultiline::Name(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawMultiline, A::Error> {
+                RawMultilineRule::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawMultiline::Rule)
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 

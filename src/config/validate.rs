@@ -188,6 +188,7 @@ fn validate_any_source(i: usize, source: RawSource) -> Result<AnySource, Invalid
                 ("max_line_bytes", source.max_line_bytes.is_some()),
                 ("include_compressed", source.include_compressed.is_some()),
                 ("rescan_interval", source.rescan_interval.is_some()),
+                ("multiline", source.multiline.is_some()),
             ];
             if let Some((key, _)) = file_only.iter().find(|(_, set)| *set) {
                 return Err(invalid(
@@ -326,6 +327,96 @@ fn validate_source(i: usize, source: RawSource) -> Result<SourceConfig, Invalid>
                 .unwrap_or_else(super::raw::default_rescan_interval),
             || at("rescan_interval"),
         )?,
+        multiline: source
+            .multiline
+            .map(|m| validate_multiline(m, max_line_bytes, &|k| at(&format!("multiline{k}"))))
+            .transpose()?,
+    })
+}
+
+/// A source's `multiline:`; `at(".key")` names a key under it.
+fn validate_multiline(
+    raw: super::raw::RawMultiline,
+    max_line_bytes: u64,
+    at: &dyn Fn(&str) -> String,
+) -> Result<crate::decode::multiline::MultilineConfig, Invalid> {
+    use super::raw::RawMultiline;
+    use crate::decode::multiline::{
+        Builtin, DEFAULT_MAX_LINES, DEFAULT_TIMEOUT, MultilineConfig, RuleSpec,
+    };
+    let builtin = |name: &str, key: &str| {
+        Builtin::parse(name).ok_or_else(|| {
+            invalid(
+                at(key),
+                format!(
+                    "{name:?} is not a built-in rule; expected one of {} (or a map with start and/or continue)",
+                    Builtin::NAMES.join(", ")
+                ),
+            )
+        })
+    };
+    let max_bytes_default = max_line_bytes;
+    let rule = match raw {
+        RawMultiline::Name(name) => {
+            return Ok(MultilineConfig::builtin(
+                builtin(&name, "")?,
+                to_usize(max_bytes_default, || at(""))?,
+            ));
+        }
+        RawMultiline::Rule(rule) => rule,
+    };
+    let spec = match (&rule.rule, &rule.start, &rule.cont) {
+        (Some(name), None, None) => RuleSpec::Builtin(builtin(name, ".rule")?),
+        (Some(_), _, _) => {
+            return Err(invalid(
+                at(".rule"),
+                "a built-in rule takes no start or continue; give one or the other",
+            ));
+        }
+        (None, None, None) => {
+            return Err(invalid(
+                at(""),
+                "give a built-in rule (rule: java) or a start and/or continue regex",
+            ));
+        }
+        (None, start, cont) => {
+            for (key, re) in [(".start", start), (".continue", cont)] {
+                if let Some(re) = re
+                    && let Err(e) = regex::Regex::new(re)
+                {
+                    return Err(invalid(at(key), format!("invalid regex: {e}")));
+                }
+            }
+            RuleSpec::Custom {
+                start: start.clone(),
+                cont: cont.clone(),
+            }
+        }
+    };
+    let max_lines = match rule.max_lines {
+        None => DEFAULT_MAX_LINES,
+        Some(0) => return Err(invalid(at(".max_lines"), "must be at least 1")),
+        Some(n) => to_usize(n, || at(".max_lines"))?,
+    };
+    let max_bytes = match rule.max_bytes {
+        None => to_usize(max_bytes_default, || at(".max_bytes"))?,
+        Some(n) if n < MIN_MAX_LINE_BYTES => {
+            return Err(invalid(
+                at(".max_bytes"),
+                format!("{n} bytes is too small: the minimum is {MIN_MAX_LINE_BYTES} (1KiB)"),
+            ));
+        }
+        Some(n) => to_usize(n, || at(".max_bytes"))?,
+    };
+    let timeout = match rule.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(t) => positive(t, || at(".timeout"))?,
+    };
+    Ok(MultilineConfig {
+        rule: spec,
+        max_lines,
+        max_bytes,
+        timeout,
     })
 }
 

@@ -26,6 +26,7 @@
 pub mod cri;
 pub mod detect;
 pub mod docker;
+pub mod multiline;
 mod partial;
 pub mod timestamp;
 

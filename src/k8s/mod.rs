@@ -81,6 +81,39 @@ pub struct FileMetadata {
     /// parsed into this top-level field (`logship.io/json-target`, default
     /// [`DEFAULT_JSON_TARGET`]).
     pub json_target: Option<String>,
+    /// `logship.io/multiline`: the pod's multiline rule (over the source's).
+    pub multiline: Option<MultilineAnnotation>,
+}
+
+/// What a pod's `logship.io/multiline` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MultilineAnnotation {
+    /// `none`: every line is an event, whatever the source says.
+    Off,
+    Rule(crate::decode::multiline::Builtin),
+}
+
+/// Pod annotation: a built-in multiline rule (`java`, `python`, `go`,
+/// `ruby`) or `none`.
+pub const MULTILINE_ANNOTATION: &str = "logship.io/multiline";
+
+/// The pod's `logship.io/multiline`; a value that names no rule is logged
+/// (by the caller) and ignored.
+pub fn multiline_annotation(pod: &PodInfo) -> Result<Option<MultilineAnnotation>, String> {
+    let Some(value) = pod.annotations.get(MULTILINE_ANNOTATION).map(|v| v.trim()) else {
+        return Ok(None);
+    };
+    if value.eq_ignore_ascii_case("none") || value.eq_ignore_ascii_case("off") {
+        return Ok(Some(MultilineAnnotation::Off));
+    }
+    crate::decode::multiline::Builtin::parse(value)
+        .map(|b| Some(MultilineAnnotation::Rule(b)))
+        .ok_or_else(|| {
+            format!(
+                "{MULTILINE_ANNOTATION}: {value:?} is not one of {} or none; using the source's rule",
+                crate::decode::multiline::Builtin::NAMES.join(", ")
+            )
+        })
 }
 
 impl FileMetadata {
@@ -287,9 +320,14 @@ impl Enricher {
             tracing::warn!(path = %path.display(), namespace = %pod.namespace, pod = %pod.name, %error, "bad pod annotation");
             instead
         });
+        let multiline = multiline_annotation(pod).unwrap_or_else(|error| {
+            tracing::warn!(path = %path.display(), namespace = %pod.namespace, pod = %pod.name, %error, "bad pod annotation");
+            None
+        });
         FileMetadata {
             fragment: pod.fragment(&pod_ref.container, *dedot, labels),
             json_target,
+            multiline,
         }
     }
 }

@@ -56,9 +56,14 @@ pub fn sidecar_metadata(
         tracing::warn!(%error, "bad pod annotation");
         instead
     });
+    let multiline = super::multiline_annotation(&info).unwrap_or_else(|error| {
+        tracing::warn!(%error, "bad pod annotation");
+        None
+    });
     Ok(Some(FileMetadata {
         fragment: info.fragment(&container, config.dedot, None),
         json_target,
+        multiline,
     }))
 }
 

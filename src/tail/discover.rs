@@ -341,6 +341,7 @@ mod tests {
             max_line_bytes: 1024,
             include_compressed: false,
             rescan_interval: Duration::from_secs(10),
+            multiline: None,
         }
     }
 

@@ -59,6 +59,7 @@ use super::registry::{FileStatus, FollowState};
 use super::watermark::SpanStamp;
 use crate::config::SourceFormat;
 use crate::decode::LineDecoder;
+use crate::decode::multiline::{Joiner, Rules};
 use crate::encode::{Encoder, FileContext};
 use crate::event::{DecodedLine, EncodedSpan, FileIdentity, FileKey, Generation, Timestamp};
 use crate::k8s::{Enricher, FileMetadata, PodRef, Resolved};
@@ -116,9 +117,46 @@ pub struct Shared {
     /// keeps this up to date): an idle follower then re-checks its file
     /// only every [`WATCHED_RECHECK`], else every [`IDLE_RECHECK`].
     pub watched: std::sync::atomic::AtomicBool,
+    /// Built-in multiline rules compiled for `logship.io/multiline`
+    /// annotations, by rule and `max_bytes` (compiled once, shared).
+    pub annotated_rules: std::sync::Mutex<
+        std::collections::HashMap<(crate::decode::multiline::Builtin, usize), Arc<Rules>>,
+    >,
 }
 
 impl Shared {
+    /// The multiline rule for a file: its pod's `logship.io/multiline`
+    /// annotation if it has one (`none` turns the source's rule off), else
+    /// the source's.
+    pub fn multiline_rules(
+        &self,
+        metadata: &FileMetadata,
+        source: Option<Arc<Rules>>,
+        max_line_bytes: usize,
+    ) -> Option<Arc<Rules>> {
+        use crate::decode::multiline::MultilineConfig;
+        use crate::k8s::MultilineAnnotation;
+        match metadata.multiline {
+            None => source,
+            Some(MultilineAnnotation::Off) => None,
+            Some(MultilineAnnotation::Rule(rule)) => {
+                let mut cache = self
+                    .annotated_rules
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(r) = cache.get(&(rule, max_line_bytes)) {
+                    return Some(r.clone());
+                }
+                // Built-in patterns always compile.
+                let r = MultilineConfig::builtin(rule, max_line_bytes)
+                    .compile()
+                    .ok()?;
+                cache.insert((rule, max_line_bytes), r.clone());
+                Some(r)
+            }
+        }
+    }
+
     pub fn span_limits(batch_max_bytes: usize, batch_max_events: usize) -> (usize, usize) {
         (
             MAX_SPAN_BYTES.min(batch_max_bytes / 4).max(1),
@@ -161,6 +199,8 @@ pub struct FollowerSpec {
     pub start: StartAt,
     pub format: SourceFormat,
     pub max_line_bytes: usize,
+    /// The source's multiline rule, compiled.
+    pub multiline: Option<Arc<Rules>>,
     pub wake: Arc<Notify>,
     /// Cancelled by the server to make the follower give its file up.
     pub give_up: CancellationToken,
@@ -273,6 +313,12 @@ pub struct Follower {
     missing_pod: Option<(PodRef, tokio::time::Instant)>,
     span: EncodedSpan,
     span_end: u64,
+    /// Joins multiline events (the source's `multiline`, or the pod's
+    /// `logship.io/multiline`); `None`: every line is an event.
+    joiner: Option<Joiner>,
+    /// End of the last line the decoder handed out: with a joiner,
+    /// `span_end` is the lesser of this and the first line of an open group.
+    decoded_end: u64,
     /// The stamp of the lines read now (read hour, index templates).
     live_stamp: Arc<SpanStamp>,
     /// The stamp of the lines in `span` (one per span).
@@ -433,6 +479,9 @@ impl Follower {
         if let Some(detected) = detected {
             decoder.set_detected(Some(detected));
         }
+        let joiner = shared
+            .multiline_rules(&metadata, spec.multiline, spec.max_line_bytes)
+            .map(Joiner::new);
         let follower = Follower {
             key: spec.key,
             dev_ino: spec.dev_ino,
@@ -455,6 +504,8 @@ impl Follower {
             missing_pod,
             span: EncodedSpan::default(),
             span_end: start.offset,
+            joiner,
+            decoded_end: start.offset,
             copy_changed: false,
             head: shared.checkpointer.lookup_head(&identity, start.generation),
             live_stamp,
@@ -594,6 +645,9 @@ impl Follower {
                 self.idle().await?;
             }
             FileState::Truncated(fingerprint) => {
+                // The old generation's last groups are complete.
+                self.flush_groups(None);
+                self.send().await?;
                 self.truncated(fingerprint);
                 self.persist_identity().await;
             }
@@ -682,10 +736,22 @@ impl Follower {
         } else {
             IDLE_RECHECK
         };
-        tokio::select! {
-            _ = self.wake.notified() => {}
-            _ = tokio::time::sleep(recheck) => self.release_buffers(),
+        // An open multiline group is handed out once no line came for its
+        // `timeout`.
+        let group_due = self.joiner.as_ref().and_then(Joiner::deadline);
+        let timed_out = tokio::select! {
+            _ = self.wake.notified() => false,
+            _ = tokio::time::sleep(recheck) => {
+                self.release_buffers();
+                false
+            }
+            _ = async { tokio::time::sleep_until(group_due.unwrap_or_else(tokio::time::Instant::now)).await },
+                if group_due.is_some() => true,
             _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
+        };
+        if timed_out {
+            self.flush_groups(Some(tokio::time::Instant::now()));
+            self.send().await?;
         }
         Ok(())
     }
@@ -693,6 +759,9 @@ impl Follower {
     fn release_buffers(&mut self) {
         self.reader.release_idle();
         self.decoder.release_idle();
+        if let Some(j) = self.joiner.as_mut() {
+            j.release_idle();
+        }
     }
 
     /// Reads, decodes and encodes until end of file.
@@ -724,6 +793,7 @@ impl Follower {
                 Some((Filled::Changed, _)) => {
                     // Truncated (and maybe refilled) since the last read:
                     // what was read belongs to the old generation.
+                    self.flush_groups(None);
                     self.send().await?;
                     let fp = self.current_fingerprint().await;
                     self.truncated(fp);
@@ -807,6 +877,11 @@ impl Follower {
                 self.stashed = None;
                 let _ = self.reader.prime_tail(&self.file);
                 self.decoder.reset();
+                // Open groups begin at or after `span_end`: read again.
+                self.decoded_end = self.span_end;
+                if let Some(j) = self.joiner.as_mut() {
+                    j.reset();
+                }
                 None
             }
         }
@@ -856,10 +931,21 @@ impl Follower {
             span_stamp,
             reread,
             stashed,
+            joiner,
+            decoded_end,
             ..
         } = self;
         while let Some(line) = stashed.take().or_else(|| reader.next_line()) {
-            while reread.front().is_some_and(|(end, ..)| line.offset >= *end) {
+            // Lines held in an open group are handed out later, with the
+            // stamp of the span they were first sent in (see `reread`).
+            let held = joiner
+                .as_ref()
+                .and_then(Joiner::safe_offset)
+                .unwrap_or(u64::MAX);
+            while reread
+                .front()
+                .is_some_and(|(end, ..)| line.offset.min(held) >= *end)
+            {
                 reread.pop_front();
             }
             let (stamp, line_now, line_ctx) = match reread.front() {
@@ -899,9 +985,19 @@ impl Follower {
                     .reserve_exact((shared.span_max_items + 1).min(SPAN_INITIAL_ITEMS));
             }
             *lines_read += 1;
-            decode_line(decoder, reader.line(&line), &line, line_now, &mut |d| {
+            let mut sink = |d: &DecodedLine<'_>| {
                 encode_line(encoder, line_ctx, span, span_end, events, invalid_utf8, d)
-            });
+            };
+            match joiner {
+                None => decode_line(decoder, reader.line(&line), &line, line_now, &mut sink),
+                Some(j) => {
+                    decode_line(decoder, reader.line(&line), &line, line_now, &mut |d| {
+                        *decoded_end = d.end;
+                        j.push(d, &mut sink);
+                    });
+                    *span_end = held_back(j, *decoded_end);
+                }
+            }
             if span.body.len() >= shared.span_max_bytes || span.items.len() >= shared.span_max_items
             {
                 return true;
@@ -931,6 +1027,10 @@ impl Follower {
             );
         }
         let m = &self.shared.metrics;
+        if let Some(j) = self.joiner.as_mut() {
+            Metrics::add(&m.multiline_events, std::mem::take(&mut j.joined));
+            Metrics::add(&m.multiline_splits, std::mem::take(&mut j.split));
+        }
         self.status.lines(self.lines_read);
         Metrics::add(&m.lines_read, std::mem::take(&mut self.lines_read));
         if self.missing_pod.is_some() {
@@ -1009,17 +1109,23 @@ impl Follower {
             Some(h) if h.len < len => len == HEAD_BYTES,
             _ => return,
         };
-        let hash = match identity::head_hash(&self.file, len) {
-            Ok(Some(hash)) => hash,
-            // Shorter than what was read: truncated; the next read sees it.
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the file's first bytes");
-                return;
-            }
+        // From the bytes as read, not from the file as it is now: a
+        // copytruncate between the read and this send would otherwise give
+        // this generation the head of the next one, and after a restart its
+        // copy would be passed over and the next generation's copies taken
+        // for an older one.
+        let hash = match self.reader.head_bytes(len) {
+            Some(bytes) => identity::head_hash_of(bytes),
+            None => match self.head_from_file(len) {
+                Some(hash) => hash,
+                None => return,
+            },
         };
         let head = Head { len, hash };
         self.head = Some(head);
+        if len == HEAD_BYTES {
+            self.reader.drop_head();
+        }
         if self
             .shared
             .checkpointer
@@ -1028,6 +1134,26 @@ impl Follower {
         {
             self.persist_identity().await;
         }
+    }
+
+    /// The head of `len` bytes read back from the file, for a generation
+    /// resumed past its start (its first bytes were read by an earlier
+    /// run): only if the file still begins with the head stored then, so
+    /// a file refilled since gives nothing (the next read sees the change).
+    fn head_from_file(&self, len: u64) -> Option<u64> {
+        let ok = |r: std::io::Result<Option<u64>>| match r {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the file's first bytes");
+                None
+            }
+        };
+        if let Some(stored) = self.head
+            && ok(identity::head_hash(&self.file, stored.len)) != Some(stored.hash)
+        {
+            return None;
+        }
+        ok(identity::head_hash(&self.file, len))
     }
 
     /// Hash of the bytes just before `end`, from the reader when it holds
@@ -1073,6 +1199,10 @@ impl Follower {
             self.decoder.set_detected(None);
         }
         self.span_end = 0;
+        self.decoded_end = 0;
+        if let Some(j) = self.joiner.as_mut() {
+            j.reset();
+        }
         self.sent_end = 0;
         self.status.restarted(self.generation);
         match fingerprint {
@@ -1175,20 +1305,75 @@ impl Follower {
             lines_read,
             events,
             invalid_utf8,
+            joiner,
             ..
         } = self;
-        if let Some(line) = reader.take_rest() {
-            *lines_read += 1;
-            decode_line(decoder, reader.line(&line), &line, now, &mut |d| {
-                encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
-            });
-        }
-        decoder.finish(now, &mut |d| {
+        let mut sink = |d: &DecodedLine<'_>| {
             encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
-        });
+        };
+        {
+            let mut to_joiner = |d: &DecodedLine<'_>| match joiner.as_mut() {
+                Some(j) => j.push(d, &mut sink),
+                None => sink(d),
+            };
+            if let Some(line) = reader.take_rest() {
+                *lines_read += 1;
+                decode_line(decoder, reader.line(&line), &line, now, &mut to_joiner);
+            }
+            decoder.finish(now, &mut to_joiner);
+        }
+        // The file ends here: its last groups are complete.
+        if let Some(j) = joiner.as_mut() {
+            j.flush(&mut sink);
+            *span_end = reader.read_offset().max(*span_end);
+        }
         self.flush_counters();
         self.send().await
     }
+
+    /// Hands out the open multiline groups (`due`: only those that timed
+    /// out) into the span; they are shipped with the next send.
+    fn flush_groups(&mut self, due: Option<tokio::time::Instant>) {
+        let Follower {
+            encoder,
+            ctx,
+            span,
+            span_end,
+            events,
+            invalid_utf8,
+            joiner,
+            decoded_end,
+            span_stamp,
+            live_stamp,
+            ..
+        } = self;
+        let Some(j) = joiner.as_mut() else {
+            return;
+        };
+        if !j.holding() {
+            return;
+        }
+        if span.is_empty() {
+            *span_stamp = Some(live_stamp.clone());
+        }
+        let mut sink = |d: &DecodedLine<'_>| {
+            encode_line(encoder, ctx, span, span_end, events, invalid_utf8, d)
+        };
+        match due {
+            Some(now) => j.flush_due(now, &mut sink),
+            None => j.flush(&mut sink),
+        }
+        *span_end = held_back(j, *decoded_end);
+        self.flush_counters();
+    }
+}
+
+/// With a joiner: the checkpoint may move to the end of what the decoder
+/// handed out, but not past the first line of an open group.
+fn held_back(joiner: &Joiner, decoded_end: u64) -> u64 {
+    joiner
+        .safe_offset()
+        .map_or(decoded_end, |held| held.min(decoded_end))
 }
 
 fn decode_line(

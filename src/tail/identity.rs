@@ -57,6 +57,14 @@ pub fn tail_hash(bytes: &[u8]) -> u64 {
 /// lines tell two generations of one file apart.
 pub const HEAD_BYTES: u64 = 1024;
 
+/// The hash [`head_hash`] gives a file that begins with `bytes` (at most
+/// [`HEAD_BYTES`] of them).
+pub fn head_hash_of(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(&bytes[..bytes.len().min(HEAD_BYTES as usize)], HEAD_SEED)
+}
+
+const HEAD_SEED: u64 = 0x6865_6164;
+
 /// Hash of `file`'s bytes `[0, len)`, or `None` if it has fewer.
 pub fn head_hash(file: &File, len: u64) -> io::Result<Option<u64>> {
     let mut head = [0u8; HEAD_BYTES as usize];
@@ -70,10 +78,7 @@ pub fn head_hash(file: &File, len: u64) -> io::Result<Option<u64>> {
             Err(e) => return Err(e),
         }
     }
-    Ok(Some(xxhash_rust::xxh3::xxh3_64_with_seed(
-        &head[..want],
-        0x6865_6164,
-    )))
+    Ok(Some(head_hash_of(&head[..want])))
 }
 
 /// True if `file` begins with the bytes `head` stands for (or no head is

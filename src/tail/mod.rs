@@ -112,6 +112,8 @@ const HELD_FILES_CHECK: Duration = Duration::from_secs(1);
 /// Follows every file the sources match and sends encoded spans downstream.
 pub struct FileServer {
     sources: Vec<SourceConfig>,
+    /// Each source's multiline rule, compiled once.
+    multiline: Vec<Option<Arc<crate::decode::multiline::Rules>>>,
     matchers: Arc<Vec<SourceMatcher>>,
     rescan_interval: Duration,
     shared: Arc<Shared>,
@@ -176,6 +178,18 @@ impl FileServer {
         Ok(FileServer {
             matchers: Arc::new(config.sources.iter().map(SourceMatcher::new).collect()),
             sources: config.sources.clone(),
+            multiline: config
+                .sources
+                .iter()
+                .map(|s| {
+                    // Validated at load: the regexes compile.
+                    s.multiline.as_ref().and_then(|m| {
+                        m.compile()
+                            .inspect_err(|e| tracing::error!(source = %s.name, error = %e, "multiline rule does not compile; lines not joined"))
+                            .ok()
+                    })
+                })
+                .collect(),
             rescan_interval,
             shared: Arc::new(Shared {
                 checkpointer,
@@ -186,6 +200,7 @@ impl FileServer {
                 span_max_items,
                 enricher: crate::k8s::Enricher::Off,
                 watched: AtomicBool::new(false),
+                annotated_rules: Default::default(),
             }),
             registry: Arc::new(FileRegistry::default()),
             max_open_files: usize::try_from(config.buffer.max_open_files()).unwrap_or(usize::MAX),
@@ -770,6 +785,7 @@ impl ServerState<'_> {
             start,
             format: source.format,
             max_line_bytes: source.max_line_bytes,
+            multiline: self.server.multiline[o.found.source].clone(),
             wake,
             give_up,
         };

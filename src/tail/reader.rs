@@ -123,6 +123,11 @@ pub struct LineReader {
     /// The last `tail_len` bytes before `read_offset`, as read.
     tail: [u8; TAIL_BYTES],
     tail_len: usize,
+    /// The generation's first bytes (up to `identity::HEAD_BYTES`) as read,
+    /// when this reader read them (it started at offset 0); the follower
+    /// hashes its stored head from them, never from the file as it is by
+    /// then (a copytruncate may have refilled it). Freed by `drop_head`.
+    head: Vec<u8>,
 }
 
 impl Default for LineReader {
@@ -151,6 +156,7 @@ impl LineReader {
             chunk: chunk.max(1),
             tail: [0; TAIL_BYTES],
             tail_len: 0,
+            head: Vec::new(),
         }
     }
 
@@ -174,6 +180,19 @@ impl LineReader {
         self.read_offset = offset;
         self.cut_line = None;
         self.tail_len = 0;
+        self.head = Vec::new();
+    }
+
+    /// The first `len` bytes of the file as this reader read them, if it
+    /// read them (see the `head` field).
+    pub fn head_bytes(&self, len: u64) -> Option<&[u8]> {
+        let len = usize::try_from(len).ok()?;
+        self.head.get(..len)
+    }
+
+    /// Frees the captured first bytes (the follower has what it needs).
+    pub fn drop_head(&mut self) {
+        self.head = Vec::new();
     }
 
     /// Bytes read but not yet handed out as a complete line.
@@ -202,9 +221,9 @@ impl LineReader {
 
     /// [`LineReader::fill`], then checks that the file is still the one read
     /// so far (module doc): the bytes before the old read offset are
-    /// unchanged and, if `fingerprint` is given and the old offset is past
-    /// 0, so is the first line. On a change the bytes just read are
-    /// discarded.
+    /// unchanged and, if `fingerprint` is given, so is the first line (read
+    /// from the bytes just read when they start at offset 0). On a change
+    /// the bytes just read are discarded.
     pub fn fill_checked(&mut self, file: &File, fingerprint: Option<u64>) -> io::Result<Filled> {
         self.fill_checked_sized(file, fingerprint, None, None)
     }
@@ -229,11 +248,20 @@ impl LineReader {
         let (start, n) = self.read_chunk(file, size)?;
         let checked = (|| {
             let mut same = self.tail_matches(file, before)?;
-            if same
-                && before > 0
-                && let Some(expected) = fingerprint
-            {
-                same = super::identity::fingerprint(file)? == Some(expected);
+            if same && let Some(expected) = fingerprint {
+                // From offset 0 the bytes just read begin the file: they must
+                // begin with the first line the identity was made from. A
+                // file truncated and rewritten between its identification
+                // and its first read would otherwise be read, under the old
+                // generation's `_id`s, content that a later check then finds
+                // changed and reads again as the next generation (long chaos
+                // seed 11017: 400 lines twice).
+                let read = &self.buf[start..start + n];
+                let got = match super::identity::fingerprint_of(read) {
+                    Some(got) if before == 0 => Some(got),
+                    _ => super::identity::fingerprint(file)?,
+                };
+                same = got == Some(expected);
             }
             if same && let Some(h) = head.filter(|h| before < h.len) {
                 same = super::identity::head_hash(file, h.len)? == Some(h.hash);
@@ -252,6 +280,7 @@ impl LineReader {
             return Ok(Filled::Changed);
         }
         self.push_tail(start, n);
+        self.push_head(before, start, n);
         Ok(Filled::Read(n))
     }
 
@@ -289,6 +318,17 @@ impl LineReader {
     }
 
     /// Remembers the last bytes of `buf[start..start + n]` (just read).
+    /// Keeps what a read at `before` brought of the first `HEAD_BYTES`
+    /// (only while the captured head is contiguous from offset 0).
+    fn push_head(&mut self, before: u64, start: usize, n: usize) {
+        let cap = super::identity::HEAD_BYTES;
+        if before >= cap || before != self.head.len() as u64 {
+            return;
+        }
+        let take = n.min((cap - before) as usize);
+        self.head.extend_from_slice(&self.buf[start..start + take]);
+    }
+
     fn push_tail(&mut self, start: usize, n: usize) {
         if n >= TAIL_BYTES {
             self.tail
@@ -639,6 +679,104 @@ mod tests {
         // Appends alone are fine.
         std::fs::write(&path, b"header\nold line one\nold line two\nmore\n").unwrap();
         assert_eq!(r.fill_checked(&f, fp).unwrap(), Filled::Read(5));
+    }
+
+    #[test]
+    fn the_first_bytes_are_kept_as_read_for_the_stored_head() {
+        use crate::tail::identity::HEAD_BYTES;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.log");
+        let first: Vec<u8> = (0..1500).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut content = first.clone();
+        content.push(b'\n');
+        std::fs::write(&path, &content).unwrap();
+        let f = File::open(&path).unwrap();
+        // Two reads from offset 0: both captured, up to HEAD_BYTES.
+        let mut r = LineReader::with_chunk(0, 4096, 700);
+        assert!(matches!(
+            r.fill_checked(&f, None).unwrap(),
+            Filled::Read(700)
+        ));
+        assert_eq!(r.head_bytes(700), Some(&first[..700]));
+        assert_eq!(r.head_bytes(701), None, "not read yet");
+        assert!(matches!(
+            r.fill_checked(&f, None).unwrap(),
+            Filled::Read(700)
+        ));
+        assert_eq!(
+            r.head_bytes(HEAD_BYTES),
+            Some(&first[..HEAD_BYTES as usize])
+        );
+        assert_eq!(r.head_bytes(HEAD_BYTES + 1), None, "capped");
+        // The file refilled since (a copytruncate): the head is still what
+        // was read, which is what the generation's stored head must be.
+        std::fs::write(&path, vec![b'z'; 2000]).unwrap();
+        assert_eq!(
+            r.head_bytes(HEAD_BYTES),
+            Some(&first[..HEAD_BYTES as usize])
+        );
+        assert_eq!(
+            crate::tail::identity::head_hash_of(r.head_bytes(HEAD_BYTES).unwrap()),
+            {
+                std::fs::write(&path, &content).unwrap();
+                crate::tail::identity::head_hash(&f, HEAD_BYTES)
+                    .unwrap()
+                    .unwrap()
+            },
+            "the same hash as read from a file that begins with them"
+        );
+        r.drop_head();
+        assert_eq!(r.head_bytes(1), None);
+        // A reader resumed past the start has none; a reset to 0 starts over.
+        let mut r = LineReader::with_chunk(5, 4096, 700);
+        let _ = r.prime_tail(&f);
+        assert!(matches!(r.fill_checked(&f, None).unwrap(), Filled::Read(_)));
+        assert_eq!(r.head_bytes(1), None);
+        r.reset(0);
+        assert!(matches!(r.fill_checked(&f, None).unwrap(), Filled::Read(_)));
+        assert_eq!(r.head_bytes(10), Some(&first[..10]));
+    }
+
+    #[test]
+    fn a_first_read_checks_the_first_line_the_identity_was_made_from() {
+        // Long chaos seed 11017: identified, then truncated and refilled
+        // (copytruncate) before the first read. Read as the identified
+        // generation, the new content was shipped under its `_id`s and again
+        // as the next generation once a later check saw the change.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.log");
+        std::fs::write(&path, b"old first line\nold second\n").unwrap();
+        let f = File::open(&path).unwrap();
+        let fp = crate::tail::identity::fingerprint(&f).unwrap();
+        let mut r = LineReader::new(0, 100);
+        assert_eq!(
+            r.fill_checked_sized(&f, fp, None, None).unwrap(),
+            Filled::Read(26)
+        );
+        std::fs::write(&path, b"new first line\nnew second line\n").unwrap();
+        let mut r = LineReader::new(0, 100);
+        assert_eq!(
+            r.fill_checked_sized(&f, fp, None, None).unwrap(),
+            Filled::Changed
+        );
+        assert_eq!(r.read_offset(), 0, "nothing read");
+        // Emptied: not the identified content either.
+        std::fs::write(&path, b"").unwrap();
+        let mut r = LineReader::new(0, 100);
+        assert_eq!(
+            r.fill_checked_sized(&f, fp, None, None).unwrap(),
+            Filled::Changed
+        );
+        // A first line longer than the fingerprint's cap: the cap is what
+        // counts, as in the identity.
+        let long = format!("{}\nsecond\n", "x".repeat(300));
+        std::fs::write(&path, &long).unwrap();
+        let fp = crate::tail::identity::fingerprint(&f).unwrap();
+        let mut r = LineReader::new(0, 100);
+        assert!(matches!(
+            r.fill_checked_sized(&f, fp, Some(10), None).unwrap(),
+            Filled::Read(_)
+        ));
     }
 
     #[test]

@@ -417,6 +417,18 @@ impl Collector for Exporter {
         )?;
         atomic(
             e,
+            "logship_multiline_events",
+            "Multiline events (stack traces) shipped as one document, of more than one line.",
+            &m.multiline_events,
+        )?;
+        atomic(
+            e,
+            "logship_multiline_splits",
+            "Multiline events split at multiline.max_lines or max_bytes.",
+            &m.multiline_splits,
+        )?;
+        atomic(
+            e,
             "logship_checkpoint_write_errors",
             "Checkpoint writes that failed.",
             &m.checkpoint_write_errors,

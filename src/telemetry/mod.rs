@@ -57,6 +57,10 @@ pub struct Metrics {
     pub rotations: AtomicU64,
     /// Truncations (copytruncate) detected.
     pub truncations: AtomicU64,
+    /// Multiline events handed out with more than one line.
+    pub multiline_events: AtomicU64,
+    /// Multiline events split at `max_lines`/`max_bytes`.
+    pub multiline_splits: AtomicU64,
     /// Checkpoint writes that failed.
     pub checkpoint_write_errors: AtomicU64,
     /// Unread bytes of deleted files given up past `buffer.max_open_files`.

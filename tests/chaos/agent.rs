@@ -222,7 +222,7 @@ pub struct AgentCtl {
     poll_thread: Option<JoinHandle<()>>,
     /// `checkpoints.json` after the last stop: `(dev, ino, fp)` →
     /// `(generation, offset)`.
-    pub checkpoints: HashMap<Key, (u32, u64)>,
+    pub checkpoints: HashMap<Key, Checkpoint>,
     pub t0: Instant,
     pub events: Vec<Event>,
     /// Exits other than by our SIGKILL, and SIGTERM exits that were not 0.
@@ -546,9 +546,9 @@ fn describe_change(from: &AgentConfig, to: &AgentConfig) -> String {
     }
 }
 
-/// `checkpoints.json` as `(dev, ino, fingerprint)` → `(generation, offset)`
-/// (empty if absent).
-pub fn read_checkpoints(path: &std::path::Path) -> HashMap<Key, (u32, u64)> {
+/// `checkpoints.json` as `(dev, ino, fingerprint)` → `(generation, offset,
+/// head)` (empty if absent).
+pub fn read_checkpoints(path: &std::path::Path) -> HashMap<Key, Checkpoint> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return HashMap::new();
     };
@@ -567,7 +567,11 @@ pub fn read_checkpoints(path: &std::path::Path) -> HashMap<Key, (u32, u64)> {
                             id["ino"].as_u64()?,
                             id["fingerprint"].as_u64()?,
                         ),
-                        (c["generation"].as_u64()? as u32, c["offset"].as_u64()?),
+                        (
+                            c["generation"].as_u64()? as u32,
+                            c["offset"].as_u64()?,
+                            c["head"]["len"].as_u64().zip(c["head"]["hash"].as_u64()),
+                        ),
                     ))
                 })
                 .collect()
@@ -580,8 +584,11 @@ pub struct Knowledge {
     up: bool,
     seen: HashSet<Key>,
     files: HashMap<Key, FileReport>,
-    checkpoints: HashMap<Key, (u32, u64)>,
+    checkpoints: HashMap<Key, Checkpoint>,
 }
+
+/// A file's checkpoint: generation, offset, stored head (`len`, `hash`).
+pub type Checkpoint = (u32, u64, Option<(u64, u64)>);
 
 impl AgentKnowledge for Knowledge {
     fn up(&self) -> bool {
@@ -601,6 +608,15 @@ impl AgentKnowledge for Knowledge {
             let o = self.checkpoints.get(&key).map_or(0, |c| c.1);
             (o, o)
         }
+    }
+
+    fn head(&self, key: Key) -> Option<(u64, u64)> {
+        // What `/api/v1/files` says has no head; the checkpoints' is about
+        // their generation, which a running agent may have left.
+        if self.up && self.files.contains_key(&key) {
+            return None;
+        }
+        self.checkpoints.get(&key).and_then(|c| c.2)
     }
 
     fn generation(&self, key: Key) -> Option<u32> {

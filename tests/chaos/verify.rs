@@ -313,9 +313,61 @@ pub fn verify(
         );
     }
     let mut touched: Vec<(usize, u32)> = Vec::new();
+    let where_indexed = |i: usize, n: u64| -> Vec<String> {
+        docs.iter()
+            .filter(|d| {
+                d["message"]
+                    .as_str()
+                    .and_then(parse_seq)
+                    .is_some_and(|(s, m)| s == STREAMS[i].name && m == n)
+            })
+            .map(|d| {
+                format!(
+                    "_id {} {} offset {}",
+                    d["_id"].as_str().unwrap_or("?"),
+                    d["log"]["file"]["path"].as_str().unwrap_or("?"),
+                    d["log"]["offset"]
+                )
+            })
+            .collect()
+    };
     for (class, lines) in &owed {
         let _ = writeln!(report, "MISSING (owed) [{class}]: {} lines", lines.len());
         example_lines(&mut report, &streams, lines, &mut touched);
+        // Where the neighbours of the missing run went (which reader, which
+        // generation: the `_id` names it), to tell a line never read from
+        // one read and then dropped.
+        if let Some(&(i, last)) = lines.last() {
+            let s = &streams[i];
+            let phys = s.lines[last as usize].phys;
+            let first = lines
+                .iter()
+                .find(|&&(j, _)| j == i)
+                .map_or(last, |&(_, n)| n);
+            let same_phys = |n: u64| {
+                usize::try_from(n)
+                    .ok()
+                    .and_then(|n| s.lines.get(n))
+                    .is_some_and(|l| l.phys == phys)
+            };
+            let present = (0..s.lines.len() as u64)
+                .filter(|&n| same_phys(n) && copies[i][n as usize].exact > 0)
+                .count();
+            let _ = writeln!(
+                report,
+                "    lines of that file present in the index: {present}"
+            );
+            for n in [first.checked_sub(1), Some(last + 1)].into_iter().flatten() {
+                if same_phys(n) {
+                    let _ = writeln!(
+                        report,
+                        "    neighbour seq={}-{n:07}: {}",
+                        STREAMS[i].name,
+                        where_indexed(i, n).join("; ")
+                    );
+                }
+            }
+        }
     }
     for (class, lines) in &dups {
         let _ = writeln!(report, "DUPLICATED [{class}]: {} lines", lines.len());
@@ -328,23 +380,7 @@ pub fn verify(
         let _ = writeln!(report, "  {}", shown.join(", "));
         example_lines(&mut report, &streams, &plain, &mut touched);
         for &(i, n, _) in lines.iter().take(2) {
-            let ids: Vec<String> = docs
-                .iter()
-                .filter(|d| {
-                    d["message"]
-                        .as_str()
-                        .and_then(parse_seq)
-                        .is_some_and(|(s, m)| s == STREAMS[i].name && m == n)
-                })
-                .map(|d| {
-                    format!(
-                        "_id {} {} offset {}",
-                        d["_id"].as_str().unwrap_or("?"),
-                        d["log"]["file"]["path"].as_str().unwrap_or("?"),
-                        d["log"]["offset"]
-                    )
-                })
-                .collect();
+            let ids = where_indexed(i, n);
             let _ = writeln!(
                 report,
                 "    copies of seq={}-{n:07}: {}",

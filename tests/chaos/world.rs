@@ -292,7 +292,13 @@ pub trait AgentKnowledge {
     fn position(&self, key: Key) -> (u64, u64);
     /// The agent's generation of this file (same source as `position`).
     fn generation(&self, key: Key) -> Option<u32>;
+    /// The stored head of that generation (`len`, `hash`: its first bytes as
+    /// the agent read them), when its checkpoints say.
+    fn head(&self, key: Key) -> Option<(u64, u64)>;
 }
+
+/// First bytes kept per phys: the agent's stored head covers up to this many.
+const HEAD_BYTES: usize = logship::tail::identity::HEAD_BYTES as usize;
 
 pub struct World {
     pub streams: Vec<Arc<Mutex<Stream>>>,
@@ -503,8 +509,8 @@ impl Stream {
         file.write_all(bytes)
             .unwrap_or_else(|e| panic!("write {}: {e}", self.path.display()));
         let phys = &mut self.phys[self.current];
-        if phys.head.len() < FINGERPRINT_BYTES {
-            let take = (FINGERPRINT_BYTES - phys.head.len()).min(bytes.len());
+        if phys.head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - phys.head.len()).min(bytes.len());
             phys.head.extend_from_slice(&bytes[..take]);
         }
         phys.size += bytes.len() as u64;
@@ -552,7 +558,15 @@ impl Stream {
         let (read, acked) = agent.position(key);
         let stale =
             phys.stale_generation.is_some() && agent.generation(key) == phys.stale_generation;
-        if stale || read > phys.size {
+        // Same first line, other content (a banner): the stored head of the
+        // generation the offsets are about tells whether it is this one.
+        let other_content = agent.head(key).is_some_and(|(len, hash)| {
+            usize::try_from(len).is_ok_and(|len| {
+                phys.head.len() >= len
+                    && logship::tail::identity::head_hash_of(&phys.head[..len]) != hash
+            })
+        });
+        if stale || other_content || read > phys.size {
             (0, 0)
         } else {
             (read, acked)

@@ -248,8 +248,13 @@ pub fn assert_exactly_once_docs(
         panic!(
             "index {index} does not hold exactly the lines written:\n{report}\
              documents per log.file.path: {per_file:?}\n\
-             --- logship stderr (tail) ---\n{}",
-            agent.stderr_tail(40)
+             --- logship stderr (tail; LOGSHIP_E2E_STDERR_LINES for more) ---\n{}",
+            agent.stderr_tail(
+                std::env::var("LOGSHIP_E2E_STDERR_LINES")
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(40)
+            )
         );
     }
     docs

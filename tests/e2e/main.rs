@@ -14,6 +14,7 @@ mod formats;
 mod harness;
 mod journald;
 mod kubernetes;
+mod multiline;
 mod ops;
 mod restarts;
 mod sink;
