@@ -161,22 +161,10 @@ pub struct RawMultilineRule {
     pub cont: Option<String>,
     #[serde(default)]
     pub max_lines: Option<u64>,
-    #[serde(default, deserialize_with = "deserialize_optional_size")]
+    #[serde(default, deserialize_with = "deserialize_opt_size")]
     pub max_bytes: Option<u64>,
-    #[serde(default, deserialize_with = "deserialize_optional_duration")]
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub timeout: Option<Duration>,
-}
-
-fn deserialize_optional_size<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<u64>, D::Error> {
-    deserialize_size(d).map(Some)
-}
-
-fn deserialize_optional_duration<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Duration>, D::Error> {
-    deserialize_duration(d).map(Some)
 }
 
 impl<'de> Deserialize<'de> for RawMultiline {
