@@ -7,8 +7,9 @@
 #
 # The quick start needs Java 17 (Elasticsearch 8), Maven and unzip (fetch
 # it), curl and util-linux (setsid, setpriv, flock: scripts/elasticsearch.sh).
-# The tests need those plus kubectl (renders deploy/kubernetes) and nginx and
-# openssl (the TLS and auth tests). Runs apt-get as root, or through sudo.
+# The tests need those plus kubectl (renders deploy/kubernetes), nginx and
+# openssl (the TLS and auth tests) and systemd-journal-remote (writes the
+# journal files the journald tests follow with journalctl). Runs apt-get as root, or through sudo.
 # LOGSHIP_DRY_RUN=1 only says what it would install.
 set -euo pipefail
 
@@ -30,6 +31,8 @@ case "${1:-test}" in
         need_command kubectl kubernetes-client # Debian 12: kubectl 1.20
         need_file /usr/sbin/nginx nginx-light  # the path tests/support/nginx.rs runs
         need_command openssl openssl
+        need_command journalctl systemd
+        need_file /lib/systemd/systemd-journal-remote systemd-journal-remote
         ;;
     *) die "usage: $0 [test | quickstart]" ;;
 esac

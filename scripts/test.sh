@@ -11,7 +11,8 @@
 #      not package: /usr/lib/jvm/temurin-25-jdk-amd64 or $LOGSHIP_JAVA21_HOME.
 #      Checked, not installed: without it this stops before anything else.
 #   2. Debian packages (scripts/packages.sh, apt-get as root or through
-#      sudo): Java 17, Maven, unzip, curl, util-linux, kubectl, nginx, openssl.
+#      sudo): Java 17, Maven, unzip, curl, util-linux, kubectl, nginx, openssl,
+#      systemd-journal-remote (the journald tests).
 #   3. The test servers, downloaded once into $LOGSHIP_ES_CACHE (default
 #      /var/cache/logship-es) by scripts/elasticsearch.sh: Elasticsearch
 #      8.19.8 for every integration test, Elasticsearch 9.5.4 and OpenSearch

@@ -37,6 +37,11 @@
 //! memory pipeline holds nothing durable (checkpoints only move on acks),
 //! and a leftover not yet drained is simply the disk pipeline's queue again.
 //!
+//! journald sources ([`crate::journald`]) feed the same span channel as
+//! the tailers and stop with them; their acks are told apart from file
+//! acks by [`AckRouter`] (on every path above: sink, disk writer,
+//! leftover), and their cursors are written with the checkpoints.
+//!
 //! Around the pipeline, [`serve`] owns what outlives it: the metrics, the
 //! file registry and the HTTP endpoint (`http.listen`). A reload (SIGHUP,
 //! a message on [`Reload::requests`]) re-reads the config file; an invalid
@@ -68,8 +73,9 @@ use crate::buffer::disk::leftover::{self, Leftover};
 use crate::buffer::disk::stage::DiskBuffer;
 use crate::buffer::memory::Batcher;
 use crate::config::{BufferConfig, Config};
+use crate::journald::{AckRouter, JournalServer};
 use crate::sink::elasticsearch::ElasticsearchSink;
-use crate::tail::{Checkpointer, FileRegistry, FileServer};
+use crate::tail::{CheckpointError, Checkpointer, FileRegistry, FileServer};
 use crate::telemetry::Metrics;
 use crate::telemetry::http::HttpServer;
 use crate::telemetry::status::Status;
@@ -105,7 +111,7 @@ pub async fn serve(
     let _http_guard = http_stop.clone().drop_guard();
     if let Some(http) = &config.http {
         let server = HttpServer::bind(&http.listen, status.clone()).await?;
-        tracing::info!(listen = ?server.local_addr(), "serving /metrics, /healthz, /readyz, /api/v1/files");
+        tracing::info!(listen = ?server.local_addr(), "serving /metrics, /healthz, /readyz, /api/v1/files, /api/v1/journals");
         tokio::spawn(server.serve(http_stop.clone()));
         tokio::spawn(status.clone().heartbeat(http_stop.clone()));
     }
@@ -142,6 +148,7 @@ pub async fn serve(
         );
         tracing::info!(
             sources = config.sources.len(),
+            journald_sources = config.journald.len(),
             "config reloaded; pipeline restarted"
         );
     }
@@ -271,20 +278,34 @@ async fn run_stages(
     // only if validation and compilation disagree).
     let processors = crate::processors::Chains::build(&config, &metrics.processors)
         .context("compiling processors")?;
+    if !config.processors.is_empty() && !config.journald.is_empty() {
+        tracing::warn!(
+            "the top-level processors apply to file sources only; journald entries are shipped unprocessed"
+        );
+    }
     let server = FileServer::new(&config, checkpointer.clone(), metrics.clone())?
         .with_enricher(enricher)
         .with_processors(processors)
         .with_registry(status.files.clone());
     drop(pod_watch);
+    let journals = Arc::new(
+        JournalServer::new(&config, &status.journals, metrics.clone())
+            .context("starting journald sources")?,
+    );
 
     let (span_tx, span_rx) = mpsc::channel(8);
     let (batch_tx, batch_rx) = mpsc::channel(1);
     status.pipeline_started(checkpointer.clone(), &span_tx);
 
     let tail_stop = CancellationToken::new();
+    let journal_readers = tokio::spawn(journals.clone().run(span_tx.clone(), tail_stop.clone()));
     let tailers = tokio::spawn(server.run(span_tx, tail_stop.clone()));
     let batcher = tokio::spawn(Batcher::new(&config.sink.batch).run(span_rx, batch_tx));
-    let file_acks: Arc<dyn Acknowledger> = checkpointer.clone();
+    // File spans to the checkpoints, journald spans to their cursors.
+    let file_acks: Arc<dyn Acknowledger> = Arc::new(AckRouter {
+        files: checkpointer.clone(),
+        journals: journals.clone(),
+    });
     let reader_stop = CancellationToken::new();
     let mut leftover = None;
     let (mut sink_task, mut disk) = match (&config.buffer, leftover_found) {
@@ -325,6 +346,7 @@ async fn run_stages(
     let persist_stop = CancellationToken::new();
     let persister = {
         let checkpointer = checkpointer.clone();
+        let journals = journals.clone();
         let stop = persist_stop.clone();
         let status = status.clone();
         tokio::spawn(async move {
@@ -336,7 +358,15 @@ async fn run_stages(
                     _ = stop.cancelled() => return,
                 }
                 let c = checkpointer.clone();
-                match tokio::task::spawn_blocking(move || c.persist()).await {
+                let j = journals.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    c.persist()?;
+                    j.persist().map_err(|e| CheckpointError::Write {
+                        path: e.path().to_owned(),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                });
+                match written.await {
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "checkpoint write failed; will retry");
                         status.checkpoint_written(Err(e.to_string()));
@@ -361,6 +391,7 @@ async fn run_stages(
                 l.close().await;
             }
             checkpointer.persist()?;
+            journals.persist()?;
             r.context("sink task")?;
             anyhow::bail!("pipeline stopped unexpectedly");
         }
@@ -375,6 +406,7 @@ async fn run_stages(
     }
     let drained = async {
         let _ = tailers.await;
+        let _ = journal_readers.await;
         let _ = batcher.await;
         if let Some((_, drain)) = &mut leftover {
             let _ = drain.await;
@@ -423,6 +455,7 @@ async fn run_stages(
     persist_stop.cancel();
     let _ = persister.await;
     checkpointer.persist()?;
+    journals.persist()?;
     tracing::info!("checkpoints written; bye");
     Ok(())
 }

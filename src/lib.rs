@@ -42,9 +42,14 @@
 //!   watermark) and is written atomically every 500 ms and at shutdown. A
 //!   restart re-reads at most what was not acknowledged; the `_id`s make
 //!   Elasticsearch answer 409 for lines it already has.
+//! * [`journald`] ships the systemd journal: one `journalctl --follow
+//!   --output=export` child per journald source, entries encoded as ECS
+//!   documents with `_id`s from their seqnum, spans acknowledged like file
+//!   spans, the cursor of the ack watermark stored in `journald.json`.
 //! * [`app`] wires the stages and owns shutdown; [`config`] parses and
 //!   validates the YAML file; [`telemetry`] holds the counters, logging and
-//!   the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, `/api/v1/files`);
+//!   the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, `/api/v1/files`,
+//!   `/api/v1/journals`);
 //!   [`k8s`] keeps a node-local pod cache and a namespace cache (one watch
 //!   each) and serialises each file's pod metadata once.
 
@@ -54,6 +59,7 @@ pub mod config;
 pub mod decode;
 pub mod encode;
 pub mod event;
+pub mod journald;
 pub mod k8s;
 pub mod processors;
 pub mod sink;

@@ -211,6 +211,7 @@ fn run_pipeline(config: config::Config, path: &Path) -> anyhow::Result<()> {
         commit = env!("LOGSHIP_GIT_COMMIT"),
         node_name = %config.node_name,
         sources = config.sources.len(),
+        journald_sources = config.journald.len(),
         worker_threads = workers,
         "logship starting"
     );

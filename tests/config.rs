@@ -101,6 +101,38 @@ fn unknown_key_exits_64_naming_key_and_line() {
 }
 
 #[test]
+fn journald_mistakes_exit_64_naming_key_and_line() {
+    let journald = GOOD.replace(
+        "sink:",
+        "  - name: journal\n    journald:\n      units: [ssh]\n      sinse: now\nsink:",
+    );
+    let (run, path) = check_config(&journald, &[]);
+    assert_config_error(
+        &run,
+        &path,
+        line_of(&journald, "sinse"),
+        "sources[1].journald.sinse",
+    );
+    assert!(
+        run.stderr.contains("did you mean `since`?"),
+        "{}",
+        run.stderr
+    );
+    let file_key = journald.replace("      sinse: now\n", "    format: plain\n");
+    let (run, path) = check_config(&file_key, &[]);
+    assert_config_error(
+        &run,
+        &path,
+        line_of(&file_key, "format: plain"),
+        "sources[1].format",
+    );
+    let fine = journald.replace("sinse", "since");
+    let (run, _) = check_config(&fine, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("journald:"), "{}", run.stdout);
+}
+
+#[test]
 fn run_refuses_a_bad_config_with_64_too() {
     let text = GOOD.replace(
         "  elasticsearch:",

@@ -61,6 +61,7 @@ fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize)
             processors: Vec::new(),
             multiline: None,
         }],
+        journald: vec![],
         sink: ElasticsearchConfig {
             hosts: vec!["http://127.0.0.1:9".into()],
             index: "logs-test".into(),

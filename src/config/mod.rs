@@ -50,6 +50,17 @@ pub enum ReadFrom {
     End,
 }
 
+/// Where a journald source starts when it has no checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournaldSince {
+    /// The oldest entry the journal still holds.
+    Beginning,
+    /// Entries written after the first start (the position is stored at
+    /// once, so a restart does not skip what came in between).
+    Now,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -57,31 +68,122 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// The validated configuration. Serialised (by `check-config`) as the file
+/// is written: file and journald sources together under `sources`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub node_name: String,
     pub data_dir: PathBuf,
     /// Drain deadline on SIGTERM/SIGINT.
-    #[serde(with = "humantime_serde_compat")]
     pub shutdown_timeout: Duration,
     pub log: LogConfig,
+    /// File sources (`include: …`).
     pub sources: Vec<SourceConfig>,
+    /// Journald sources (`journald: …`); in the file they are in `sources`
+    /// too, in any order with the file sources.
+    pub journald: Vec<JournaldSourceConfig>,
     /// Written as `sink: {elasticsearch: …}` in the file.
-    #[serde(serialize_with = "serialize_under_elasticsearch")]
     pub sink: ElasticsearchConfig,
     /// Between the batcher and the sink: memory (default) or a disk queue.
     pub buffer: BufferConfig,
     pub kubernetes: kubernetes::KubernetesConfig,
     /// The HTTP endpoint; `None`: off.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpConfig>,
     /// Processors of every source, after each source's own (validated:
     /// each source's chain compiles, see `processors::Chain::compile`).
-    #[serde(
-        skip_serializing_if = "Vec::is_empty",
-        serialize_with = "serde_yaml_ng::with::singleton_map_recursive::serialize"
-    )]
     pub processors: Vec<crate::processors::ProcessorSpec>,
+}
+
+impl serde::Serialize for Config {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        #[derive(serde::Serialize)]
+        #[serde(untagged)]
+        enum AnySource<'a> {
+            File(&'a SourceConfig),
+            Journald(&'a JournaldSourceConfig),
+        }
+        let sources: Vec<AnySource<'_>> = (self.sources.iter().map(AnySource::File))
+            .chain(self.journald.iter().map(AnySource::Journald))
+            .collect();
+        let mut st = s.serialize_struct("Config", 10)?;
+        st.serialize_field("node_name", &self.node_name)?;
+        st.serialize_field("data_dir", &self.data_dir)?;
+        st.serialize_field(
+            "shutdown_timeout",
+            &humantime::format_duration(self.shutdown_timeout).to_string(),
+        )?;
+        st.serialize_field("log", &self.log)?;
+        st.serialize_field("sources", &sources)?;
+        st.serialize_field(
+            "sink",
+            &std::collections::BTreeMap::from([("elasticsearch", &self.sink)]),
+        )?;
+        st.serialize_field("buffer", &self.buffer)?;
+        st.serialize_field("kubernetes", &self.kubernetes)?;
+        match &self.http {
+            Some(http) => st.serialize_field("http", http)?,
+            None => st.skip_field("http")?,
+        }
+        /// Processor steps are written as one-key maps, as in the file.
+        struct Steps<'a>(&'a [crate::processors::ProcessorSpec]);
+        impl serde::Serialize for Steps<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                serde_yaml_ng::with::singleton_map_recursive::serialize(&self.0, s)
+            }
+        }
+        if self.processors.is_empty() {
+            st.skip_field("processors")?;
+        } else {
+            st.serialize_field("processors", &Steps(&self.processors))?;
+        }
+        st.end()
+    }
+}
+
+/// A `journald:` source: entries of the journal, read with `journalctl`
+/// (see `crate::journald`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournaldSourceConfig {
+    pub name: String,
+    /// `_SYSTEMD_UNIT` values to keep (a name without `.` gets `.service`);
+    /// empty: every unit.
+    pub units: Vec<String>,
+    /// Field → accepted values: an entry is read if, for every field
+    /// listed, it has one of the values (and, with `units`, one of them).
+    pub matches: std::collections::BTreeMap<String, Vec<String>>,
+    pub since: JournaldSince,
+    /// The journal directory (`journalctl --directory`); `None`: the local
+    /// journal of this machine.
+    pub directory: Option<PathBuf>,
+}
+
+/// As written in the file: `{name, journald: {units, match, since, directory}}`.
+impl serde::Serialize for JournaldSourceConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(serde::Serialize)]
+        struct Journald<'a> {
+            units: &'a [String],
+            #[serde(rename = "match")]
+            matches: &'a std::collections::BTreeMap<String, Vec<String>>,
+            since: JournaldSince,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            directory: Option<&'a Path>,
+        }
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("name", &self.name)?;
+        map.serialize_entry(
+            "journald",
+            &Journald {
+                units: &self.units,
+                matches: &self.matches,
+                since: self.since,
+                directory: self.directory.as_deref(),
+            },
+        )?;
+        map.end()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -339,16 +441,6 @@ pub mod humantime_serde_compat {
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
-}
-
-fn serialize_under_elasticsearch<S: serde::Serializer>(
-    sink: &ElasticsearchConfig,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut map = s.serialize_map(Some(1))?;
-    map.serialize_entry("elasticsearch", sink)?;
-    map.end()
 }
 
 fn serialize_gzip_level<S: serde::Serializer>(level: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -1263,5 +1355,118 @@ sink:
             "{MINIMAL}buffer: {{type: disk, max_bytes: 1KiB}}\n"
         ));
         assert_eq!(err.key(), Some("buffer.max_bytes"), "{err}");
+    }
+
+    const JOURNALD: &str = "\
+sources:
+  - name: app
+    include: [/var/log/app/*.log]
+  - name: host
+    journald:
+      units: [kubelet, ssh.service]
+      match: {PRIORITY: [0, 1, \"2\"], _TRANSPORT: kernel}
+      since: now
+      directory: /var/log/journal
+sink:
+  elasticsearch:
+    hosts: [http://127.0.0.1:9200]
+";
+
+    #[test]
+    fn journald_sources_load_and_round_trip() {
+        let c = load_text(JOURNALD).unwrap();
+        assert_eq!(c.sources.len(), 1);
+        let j = &c.journald[0];
+        assert_eq!(j.name, "host");
+        assert_eq!(j.units, ["kubelet.service", "ssh.service"]);
+        assert_eq!(j.matches["PRIORITY"], ["0", "1", "2"]);
+        assert_eq!(j.matches["_TRANSPORT"], ["kernel"]);
+        assert_eq!(j.since, JournaldSince::Now);
+        assert_eq!(j.directory.as_deref(), Some(Path::new("/var/log/journal")));
+        let yaml = serde_yaml_ng::to_string(&c).unwrap();
+        let again = load_str(Path::new("effective.yaml"), &yaml, |_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(again, c, "{yaml}");
+        let only = load_text(
+            "sources: [{name: j, journald: {}}]\nsink: {elasticsearch: {hosts: [http://e:9200]}}\n",
+        )
+        .unwrap();
+        assert!(only.sources.is_empty());
+        assert_eq!(only.journald[0].since, JournaldSince::Beginning);
+        assert_eq!(only.journald[0].directory, None);
+    }
+
+    #[test]
+    fn journald_mistakes_name_the_key_and_line() {
+        let cases: &[(&str, &str, &str, usize)] = &[
+            (
+                "      since: now\n",
+                "      since: later\n",
+                "sources[1].journald.since",
+                8,
+            ),
+            (
+                "      since: now\n",
+                "      sinse: now\n",
+                "sources[1].journald.sinse",
+                8,
+            ),
+            (
+                "      directory: /var/log/journal\n",
+                "      directory: var/log/journal\n",
+                "sources[1].journald.directory",
+                9,
+            ),
+            (
+                "      units: [kubelet, ssh.service]\n",
+                "      units: [kubelet, \"a/b\"]\n",
+                "sources[1].journald.units[1]",
+                6,
+            ),
+            (
+                "_TRANSPORT: kernel",
+                "_transport: kernel",
+                "sources[1].journald.match._transport",
+                7,
+            ),
+            (
+                "_TRANSPORT: kernel",
+                "_SYSTEMD_UNIT: x.service",
+                "sources[1].journald.match._SYSTEMD_UNIT",
+                7,
+            ),
+            (
+                "_TRANSPORT: kernel",
+                "_TRANSPORT: []",
+                "sources[1].journald.match._TRANSPORT",
+                7,
+            ),
+            (
+                "    journald:\n",
+                "    format: cri\n    journald:\n",
+                "sources[1].format",
+                5,
+            ),
+            (
+                "    journald:\n",
+                "    multiline: java\n    journald:\n",
+                "sources[1].multiline",
+                5,
+            ),
+            (
+                "    journald:\n",
+                "    include: [/x/*.log]\n    journald:\n",
+                "sources[1].journald",
+                6,
+            ),
+        ];
+        for (from, to, key, line) in cases {
+            let text = JOURNALD.replace(from, to);
+            assert_ne!(text, JOURNALD, "{from}");
+            let err = load_err(&text);
+            assert_points_at(&err, key, *line);
+        }
+        let err = load_err(&JOURNALD.replace("    journald:\n      units: [kubelet, ssh.service]\n      match: {PRIORITY: [0, 1, \"2\"], _TRANSPORT: kernel}\n      since: now\n      directory: /var/log/journal\n", ""));
+        assert_points_at(&err, "sources[1].include", 4);
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::size::{deserialize_duration, deserialize_size};
-use super::{LogFormat, ReadFrom, SourceFormat, WhenFull};
+use super::{JournaldSince, LogFormat, ReadFrom, SourceFormat, WhenFull};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,35 +71,81 @@ impl Default for RawLog {
     }
 }
 
+/// One source: files (`include`, and the keys after it) or the journal
+/// (`journald`). The file keys are optional here so that validation can
+/// tell which were written (they do not apply to a journald source).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     pub name: String,
-    pub include: Vec<String>,
     #[serde(default)]
-    pub exclude: Vec<String>,
-    #[serde(default = "default_source_format")]
-    pub format: SourceFormat,
-    #[serde(default = "default_read_from")]
-    pub read_from: ReadFrom,
-    #[serde(
-        default = "default_max_line_bytes",
-        deserialize_with = "deserialize_size"
-    )]
-    pub max_line_bytes: u64,
+    pub include: Option<Vec<String>>,
     #[serde(default)]
-    pub include_compressed: bool,
-    #[serde(
-        default = "default_rescan_interval",
-        deserialize_with = "deserialize_duration"
-    )]
-    pub rescan_interval: Duration,
+    pub journald: Option<RawJournald>,
+    #[serde(default)]
+    pub exclude: Option<Vec<String>>,
+    #[serde(default)]
+    pub format: Option<SourceFormat>,
+    #[serde(default)]
+    pub read_from: Option<ReadFrom>,
+    #[serde(default, deserialize_with = "deserialize_opt_size")]
+    pub max_line_bytes: Option<u64>,
+    #[serde(default)]
+    pub include_compressed: Option<bool>,
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub rescan_interval: Option<Duration>,
     /// This source's processors (before the top-level ones).
     #[serde(default, with = "serde_yaml_ng::with::singleton_map_recursive")]
     pub processors: Vec<crate::processors::ProcessorSpec>,
     /// `multiline: java` (a built-in rule) or a map ([`RawMultilineRule`]).
     #[serde(default)]
     pub multiline: Option<RawMultiline>,
+}
+
+/// `journald:` of a source (see `crate::journald`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJournald {
+    /// Shorthand for `match: {_SYSTEMD_UNIT: [...]}`.
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// Field → one value or a list of values.
+    #[serde(default, rename = "match")]
+    pub matches: std::collections::BTreeMap<String, OneOrMany>,
+    #[serde(default = "default_journald_since")]
+    pub since: JournaldSince,
+    /// `None`: the local journal (journalctl's default).
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+}
+
+/// A value or a list of values (`PRIORITY: [0, 1, 2]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(MatchValue),
+    Many(Vec<MatchValue>),
+}
+
+/// A match value as written: text or a number (`PRIORITY: 3`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MatchValue {
+    Text(String),
+    Integer(i64),
+}
+
+impl OneOrMany {
+    pub fn into_strings(self) -> Vec<String> {
+        let text = |v: MatchValue| match v {
+            MatchValue::Text(s) => s,
+            MatchValue::Integer(n) => n.to_string(),
+        };
+        match self {
+            OneOrMany::One(v) => vec![text(v)],
+            OneOrMany::Many(v) => v.into_iter().map(text).collect(),
+        }
+    }
 }
 
 /// A source's `multiline:`: a built-in rule's name, or a map.
@@ -121,22 +167,10 @@ pub struct RawMultilineRule {
     pub cont: Option<String>,
     #[serde(default)]
     pub max_lines: Option<u64>,
-    #[serde(default, deserialize_with = "deserialize_optional_size")]
+    #[serde(default, deserialize_with = "deserialize_opt_size")]
     pub max_bytes: Option<u64>,
-    #[serde(default, deserialize_with = "deserialize_optional_duration")]
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub timeout: Option<Duration>,
-}
-
-fn deserialize_optional_size<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<u64>, D::Error> {
-    deserialize_size(d).map(Some)
-}
-
-fn deserialize_optional_duration<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Duration>, D::Error> {
-    deserialize_duration(d).map(Some)
 }
 
 impl<'de> Deserialize<'de> for RawMultiline {
@@ -411,6 +445,9 @@ pub fn default_source_format() -> SourceFormat {
 }
 pub fn default_read_from() -> ReadFrom {
     ReadFrom::Beginning
+}
+pub fn default_journald_since() -> JournaldSince {
+    JournaldSince::Beginning
 }
 pub fn default_max_line_bytes() -> u64 {
     1 << 20

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{BufferKind, RawBuffer, RawConfig, RawElasticsearch, RawSource};
+use super::raw::{BufferKind, RawBuffer, RawConfig, RawElasticsearch, RawJournald, RawSource};
 use super::{
     AuthConfig, BatchConfig, BufferConfig, Config, DiskBufferConfig, ElasticsearchConfig,
-    HttpConfig, LogConfig, RetryConfig, SourceConfig, TlsConfig, WhenFull,
+    HttpConfig, JournaldSourceConfig, LogConfig, RetryConfig, SourceConfig, TlsConfig, WhenFull,
 };
 
 /// Smallest accepted `max_line_bytes`: below this, ordinary lines get cut.
@@ -82,12 +82,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
             ));
         }
     }
-    let sources = raw
-        .sources
-        .into_iter()
-        .enumerate()
-        .map(|(i, source)| validate_source(i, source))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut sources = Vec::new();
+    let mut journald = Vec::new();
+    for (i, source) in raw.sources.into_iter().enumerate() {
+        match validate_any_source(i, source)? {
+            AnySource::File(s) => sources.push(s),
+            AnySource::Journald(j) => journald.push(j),
+        }
+    }
 
     for (i, source) in sources.iter().enumerate() {
         let lists = crate::processors::source_lists(i, &source.processors, &raw.processors);
@@ -106,6 +108,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
             level,
         },
         sources,
+        journald,
         sink,
         buffer: validate_buffer(raw.buffer)?,
         shutdown_timeout: raw.shutdown_timeout,
@@ -166,12 +169,133 @@ fn validate_buffer(b: RawBuffer) -> Result<BufferConfig, Invalid> {
     }
 }
 
+enum AnySource {
+    File(SourceConfig),
+    Journald(JournaldSourceConfig),
+}
+
+/// A source is either a file source (`include`) or a journald one.
+fn validate_any_source(i: usize, source: RawSource) -> Result<AnySource, Invalid> {
+    let at = |field: &str| format!("sources[{i}].{field}");
+    match (&source.include, &source.journald) {
+        (Some(_), Some(_)) => Err(invalid(
+            at("journald"),
+            "a source reads files (`include`) or the journal (`journald`), not both",
+        )),
+        (None, None) => Err(invalid(
+            at("include"),
+            "required field `include` is missing (or `journald` for a journald source)",
+        )),
+        (Some(_), None) => validate_source(i, source).map(AnySource::File),
+        (None, Some(_)) => {
+            let file_only = [
+                ("exclude", source.exclude.is_some()),
+                ("format", source.format.is_some()),
+                ("read_from", source.read_from.is_some()),
+                ("max_line_bytes", source.max_line_bytes.is_some()),
+                ("include_compressed", source.include_compressed.is_some()),
+                ("rescan_interval", source.rescan_interval.is_some()),
+                ("multiline", source.multiline.is_some()),
+                ("processors", !source.processors.is_empty()),
+            ];
+            if let Some((key, _)) = file_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    at(key),
+                    "only applies to file sources (`include`), not to a `journald` source",
+                ));
+            }
+            let Some(raw) = source.journald else {
+                return Err(invalid(at("journald"), "missing"));
+            };
+            validate_journald(i, source.name, raw).map(AnySource::Journald)
+        }
+    }
+}
+
+/// A journal field name as `journalctl` accepts it in a match: upper-case
+/// letters, digits and `_`, not starting with a digit, at most 64 bytes.
+pub fn is_journal_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn validate_journald(
+    i: usize,
+    name: String,
+    raw: RawJournald,
+) -> Result<JournaldSourceConfig, Invalid> {
+    let at = |field: &str| format!("sources[{i}].journald.{field}");
+    let mut units = Vec::with_capacity(raw.units.len());
+    for (j, unit) in raw.units.into_iter().enumerate() {
+        let unit = unit.trim().to_owned();
+        if unit.is_empty() || unit.contains(['/', '\n', '=']) || unit.starts_with('-') {
+            return Err(invalid(
+                at(&format!("units[{j}]")),
+                format!("{unit:?} is not a unit name (e.g. ssh.service, kubelet)"),
+            ));
+        }
+        units.push(if unit.contains('.') {
+            unit
+        } else {
+            format!("{unit}.service")
+        });
+    }
+    let mut matches = std::collections::BTreeMap::new();
+    for (field, values) in raw.matches {
+        let key = at(&format!("match.{field}"));
+        if !is_journal_field_name(&field) {
+            return Err(invalid(
+                key,
+                format!(
+                    "{field:?} is not a journal field name (upper-case letters, digits \
+                     and `_`, e.g. _SYSTEMD_UNIT, PRIORITY)"
+                ),
+            ));
+        }
+        if field == "_SYSTEMD_UNIT" && !units.is_empty() {
+            return Err(invalid(
+                key,
+                "`units` already matches _SYSTEMD_UNIT; list the units in one of them",
+            ));
+        }
+        let values = values.into_strings();
+        if values.is_empty() {
+            return Err(invalid(key, "at least one value is required"));
+        }
+        matches.insert(field, values);
+    }
+    if let Some(dir) = &raw.directory
+        && !dir.is_absolute()
+    {
+        return Err(invalid(
+            at("directory"),
+            format!("{} must be an absolute path", dir.display()),
+        ));
+    }
+    Ok(JournaldSourceConfig {
+        name,
+        units,
+        matches,
+        since: raw.since,
+        directory: raw.directory,
+    })
+}
+
 fn validate_source(i: usize, source: RawSource) -> Result<SourceConfig, Invalid> {
     let at = |field: &str| format!("sources[{i}].{field}");
-    if source.include.is_empty() {
+    let include = source.include.unwrap_or_default();
+    let exclude = source.exclude.unwrap_or_default();
+    let max_line_bytes = source
+        .max_line_bytes
+        .unwrap_or_else(super::raw::default_max_line_bytes);
+    if include.is_empty() {
         return Err(invalid(at("include"), "at least one glob is required"));
     }
-    for (list, globs) in [("include", &source.include), ("exclude", &source.exclude)] {
+    for (list, globs) in [("include", &include), ("exclude", &exclude)] {
         for (j, glob) in globs.iter().enumerate() {
             let key = format!("sources[{i}].{list}[{j}]");
             if !Path::new(glob).is_absolute() {
@@ -185,30 +309,36 @@ fn validate_source(i: usize, source: RawSource) -> Result<SourceConfig, Invalid>
             }
         }
     }
-    if source.max_line_bytes < MIN_MAX_LINE_BYTES {
+    if max_line_bytes < MIN_MAX_LINE_BYTES {
         return Err(invalid(
             at("max_line_bytes"),
             format!(
-                "{} bytes is too small: the minimum is {MIN_MAX_LINE_BYTES} (1KiB)",
-                source.max_line_bytes
+                "{max_line_bytes} bytes is too small: the minimum is {MIN_MAX_LINE_BYTES} (1KiB)"
             ),
         ));
     }
     Ok(SourceConfig {
         name: source.name,
-        include: source.include,
-        exclude: source.exclude,
-        format: source.format,
-        read_from: source.read_from,
-        max_line_bytes: to_usize(source.max_line_bytes, || at("max_line_bytes"))?,
-        include_compressed: source.include_compressed,
-        rescan_interval: positive(source.rescan_interval, || at("rescan_interval"))?,
+        include,
+        exclude,
+        format: source
+            .format
+            .unwrap_or_else(super::raw::default_source_format),
+        read_from: source
+            .read_from
+            .unwrap_or_else(super::raw::default_read_from),
+        max_line_bytes: to_usize(max_line_bytes, || at("max_line_bytes"))?,
+        include_compressed: source.include_compressed.unwrap_or(false),
+        rescan_interval: positive(
+            source
+                .rescan_interval
+                .unwrap_or_else(super::raw::default_rescan_interval),
+            || at("rescan_interval"),
+        )?,
         processors: source.processors,
         multiline: source
             .multiline
-            .map(|m| {
-                validate_multiline(m, source.max_line_bytes, &|k| at(&format!("multiline{k}")))
-            })
+            .map(|m| validate_multiline(m, max_line_bytes, &|k| at(&format!("multiline{k}"))))
             .transpose()?,
     })
 }

@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::event::{DecodedLine, EncodedSpan, FileIdentity, Generation, LineFlags, Stream};
 
 pub use escape::{escape_bytes_lossy, escape_str, is_utf8, write_json_str};
-pub use id::{DOCUMENT_ID_LEN, DocumentId, FileIdKey, document_id};
+pub use id::{DOCUMENT_ID_LEN, DocumentId, FileIdKey, JournalIdKey, document_id};
 pub use index::{
     FieldTemplate, Granularity, IndexName, IndexTemplate, KNOWN_FIELDS, known_field,
     validate_index_template,

@@ -1,5 +1,5 @@
 //! The HTTP endpoint (`http.listen`): `/metrics`, `/healthz`, `/readyz`,
-//! `/api/v1/files`. hyper 1, HTTP/1.1, one task per connection; GET only.
+//! `/api/v1/files`, `/api/v1/journals`. hyper 1, HTTP/1.1, one task per connection; GET only.
 //!
 //! * `/metrics`: Prometheus/OpenMetrics text ([`super::metrics`]).
 //! * `/healthz`: 200 `{"status":"ok"}` — the process runs and its runtime
@@ -8,6 +8,8 @@
 //! * `/readyz`: 200 or 503 with `{"ready":bool,"reasons":[…]}`
 //!   ([`super::status`]).
 //! * `/api/v1/files`: 200 with a JSON array of the followed files.
+//! * `/api/v1/journals`: 200 with a JSON array of the journald sources
+//!   (`journald::JournalView`: read and acknowledged cursor, lag).
 //!
 //! Does not: authenticate, serve TLS, or block the pipeline: a scrape takes
 //! short locks only to copy the list of followed files.
@@ -129,10 +131,11 @@ fn handle(req: &Request<Incoming>, status: &Status, exporter: &Exporter) -> Resp
             reply(code, JSON, to_json(&readiness))
         }
         "/api/v1/files" => reply(StatusCode::OK, JSON, to_json(&status.files())),
+        "/api/v1/journals" => reply(StatusCode::OK, JSON, to_json(&status.journals.views())),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /metrics, /healthz, /readyz, /api/v1/files\n".into(),
+            "not found; try /metrics, /healthz, /readyz, /api/v1/files, /api/v1/journals\n".into(),
         ),
     }
 }

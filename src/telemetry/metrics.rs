@@ -87,6 +87,96 @@ fn counters_by(
     Ok(())
 }
 
+/// A counter family labelled by source and reason.
+fn counters_by_source_reason(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(&str, &str, u64)],
+) -> Result<(), Error> {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (source, reason, v) in values {
+        ConstCounter::new(*v)
+            .encode(m.encode_family(&[("source", *source), ("reason", *reason)])?)?;
+    }
+    Ok(())
+}
+
+/// The journald sources' figures (`crate::journald`).
+fn encode_journals(
+    e: &mut DescriptorEncoder,
+    journals: &[(String, Arc<crate::journald::JournalStatus>)],
+) -> Result<(), Error> {
+    let get = |f: fn(&crate::journald::JournalStatus) -> &AtomicU64| -> Vec<(&str, u64)> {
+        journals
+            .iter()
+            .map(|(n, st)| (n.as_str(), f(st).load(Ordering::Relaxed)))
+            .collect()
+    };
+    counters_by(
+        e,
+        "logship_journald_entries_read",
+        "Journal entries read, per journald source.",
+        "source",
+        &get(|s| &s.entries_read),
+    )?;
+    counters_by(
+        e,
+        "logship_journald_read_bytes",
+        "Bytes of journalctl export output read, per journald source.",
+        "source",
+        &get(|s| &s.bytes_read),
+    )?;
+    counters_by(
+        e,
+        "logship_journald_restarts",
+        "journalctl processes that ended unasked and were started again.",
+        "source",
+        &get(|s| &s.child_exits),
+    )?;
+    type Field = fn(&crate::journald::JournalStatus) -> &AtomicU64;
+    let by_reason = |pairs: &[(&'static str, Field)]| {
+        let mut out = Vec::new();
+        for (name, st) in journals {
+            for (reason, f) in pairs {
+                out.push((name.as_str(), *reason, f(st).load(Ordering::Relaxed)));
+            }
+        }
+        out
+    };
+    counters_by_source_reason(
+        e,
+        "logship_journald_lost_entries",
+        "Journal entries lost before they were shipped, by reason (vacuumed: removed from the journal while logship was stopped or behind; counted by seqnum, entries of every unit).",
+        &by_reason(&[("vacuumed", |s| &s.lost_vacuumed)]),
+    )?;
+    counters_by_source_reason(
+        e,
+        "logship_journald_gaps",
+        "Gaps found in the journal after a checkpoint, counted or not, by reason (vacuumed: the checkpoint's entry was gone at start).",
+        &by_reason(&[("vacuumed", |s| &s.gaps_vacuumed)]),
+    )?;
+    counters_by_source_reason(
+        e,
+        "logship_journald_skipped_entries",
+        "Journal entries skipped, by reason (invalid: no usable __CURSOR; too_large: over 64 MiB).",
+        &by_reason(&[
+            ("invalid", |s| &s.skipped_invalid),
+            ("too_large", |s| &s.skipped_too_large),
+        ]),
+    )?;
+    let mut m = e.encode_descriptor(
+        "logship_journald_lag_seconds",
+        "Journal time between the last entry read and the last one acknowledged, per journald source.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (name, st) in journals {
+        ConstGauge::new(st.lag_seconds()).encode(m.encode_family(&[("source", name.as_str())])?)?;
+    }
+    Ok(())
+}
+
 fn as_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -191,6 +281,8 @@ impl Collector for Exporter {
             "Files rotated away (renamed or compressed) while logship was stopped, found again at start and read to their end.",
             &m.rotated_while_stopped,
         )?;
+
+        encode_journals(e, &s.journals.sources())?;
 
         // Shipping.
         atomic(

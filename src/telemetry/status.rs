@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use super::{Metrics, age, unix_millis};
 use crate::buffer::disk::Stats as DiskStats;
 use crate::event::EncodedSpan;
+use crate::journald::JournalRegistry;
 use crate::k8s::cache::{Cached, MetadataCache, NamespaceCache, NamespaceInfo};
 use crate::k8s::{PodCache, PodInfo};
 use crate::tail::Checkpointer;
@@ -39,6 +40,8 @@ struct Pipeline {
 pub struct Status {
     pub metrics: Arc<Metrics>,
     pub files: Arc<FileRegistry>,
+    /// journald sources (`/api/v1/journals`).
+    pub journals: Arc<JournalRegistry>,
     /// Export `logship_file_lag_bytes` per file (label cardinality grows with files).
     pub per_file_lag: AtomicBool,
     pipeline: Mutex<Option<Pipeline>>,
@@ -139,6 +142,7 @@ impl Status {
         Status {
             metrics,
             files,
+            journals: Arc::default(),
             per_file_lag: AtomicBool::new(per_file_lag),
             pipeline: Mutex::new(None),
             disk_buffer: Mutex::new(None),

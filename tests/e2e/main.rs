@@ -12,6 +12,7 @@ mod expect;
 mod files;
 mod formats;
 mod harness;
+mod journald;
 mod kubernetes;
 mod multiline;
 mod ops;

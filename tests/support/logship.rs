@@ -277,6 +277,29 @@ impl Agent {
         super::elasticsearch::tail(&self.stderr, n)
     }
 
+    /// Pids of this agent's child processes whose command name is `comm`
+    /// (`/proc/<pid>/task/*/children`), e.g. its journalctl readers.
+    pub fn children_named(&self, comm: &str) -> Vec<u32> {
+        let mut pids = Vec::new();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return pids;
+        };
+        for task in tasks.filter_map(|t| t.ok()) {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for pid in children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+            {
+                let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if name.trim() == comm {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
     /// Paths this agent holds open that were deleted (`/proc/<pid>/fd`).
     pub fn open_deleted_files(&self) -> Vec<String> {
         let dir = format!("/proc/{}/fd", self.pid());
