@@ -297,6 +297,19 @@ pub trait AgentKnowledge {
     fn head(&self, key: Key) -> Option<(u64, u64)>;
 }
 
+/// Same first line, other content (a banner): the stored head of the
+/// generation the agent's checkpoint is about is not this content's first
+/// bytes, so the checkpoint (its offsets, its knowing the file) is about
+/// another content of the same inode.
+fn other_content(phys: &Phys, key: Key, agent: &dyn AgentKnowledge) -> bool {
+    agent.head(key).is_some_and(|(len, hash)| {
+        usize::try_from(len).is_ok_and(|len| {
+            phys.head.len() >= len
+                && logship::tail::identity::head_hash_of(&phys.head[..len]) != hash
+        })
+    })
+}
+
 /// First bytes kept per phys: the agent's stored head covers up to this many.
 const HEAD_BYTES: usize = logship::tail::identity::HEAD_BYTES as usize;
 
@@ -528,12 +541,15 @@ impl Stream {
     /// The agent's globs stop matching phys `i` (renamed out, deleted, or
     /// compressed): records what the agent knew then.
     fn depart(&mut self, i: usize, at: Duration, agent: &dyn AgentKnowledge, why: &str) {
-        let phys = &mut self.phys[i];
-        if !phys.matched {
+        if !self.phys[i].matched {
             return;
         }
-        phys.matched = false;
-        let known = phys.key().is_some_and(|k| agent.knows(k));
+        self.phys[i].matched = false;
+        let phys = &self.phys[i];
+        let known = phys
+            .key()
+            .is_some_and(|k| agent.knows(k) && !other_content(phys, k, agent));
+        let phys = &mut self.phys[i];
         phys.departure = Some(Departure {
             agent_up: agent.up(),
             known,
@@ -558,15 +574,7 @@ impl Stream {
         let (read, acked) = agent.position(key);
         let stale =
             phys.stale_generation.is_some() && agent.generation(key) == phys.stale_generation;
-        // Same first line, other content (a banner): the stored head of the
-        // generation the offsets are about tells whether it is this one.
-        let other_content = agent.head(key).is_some_and(|(len, hash)| {
-            usize::try_from(len).is_ok_and(|len| {
-                phys.head.len() >= len
-                    && logship::tail::identity::head_hash_of(&phys.head[..len]) != hash
-            })
-        });
-        if stale || other_content || read > phys.size {
+        if stale || other_content(phys, key, agent) || read > phys.size {
             (0, 0)
         } else {
             (read, acked)
