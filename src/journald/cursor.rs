@@ -28,8 +28,7 @@
 //! the store starts empty (each source then starts at its `since`).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -216,14 +215,7 @@ impl CursorStore {
             source,
         };
         let bytes = serde_json::to_vec(&file).map_err(|e| err(std::io::Error::other(e)))?;
-        let mut f = File::create(&tmp).map_err(err)?;
-        f.write_all(&bytes).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(err)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
+        crate::tail::checkpoint::write_atomically(&self.dir, &tmp, &path, &bytes).map_err(err)?;
         st.dirty = false;
         Ok(())
     }

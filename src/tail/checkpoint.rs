@@ -945,16 +945,26 @@ impl Checkpointer {
             checkpoints: entries,
         })
         .map_err(|e| err(std::io::Error::other(e)))?;
-        let mut f = File::create(&tmp).map_err(err)?;
-        f.write_all(&body).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(err)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-        Ok(())
+        write_atomically(&self.dir, &tmp, &path, &body).map_err(err)
     }
+}
+
+/// Writes `bytes` to `path` in `dir` so that a crash leaves the old file or
+/// the new one, never a torn one: into `tmp`, fsync'd, renamed over `path`,
+/// then the directory fsync'd (the checkpoint store and the journald cursor
+/// store).
+pub(crate) fn write_atomically(
+    dir: &Path,
+    tmp: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let mut f = File::create(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(tmp, path)?;
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[derive(Serialize)]
