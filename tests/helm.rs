@@ -408,6 +408,26 @@ fn parent(path: &Value) -> String {
     path.parent().unwrap().display().to_string()
 }
 
+/// Where the file the config names at `file` comes from, as
+/// `{"secret"|"configMap": NAME, "key": KEY}`: the volume mounted (read-only)
+/// at its directory, and that volume's item whose path is its file name.
+fn file_source(pod: &Value, container: &Value, file: &Value) -> Value {
+    let (mount, volume) = volume_at(pod, container, &parent(file));
+    assert_eq!(mount["readOnly"], true, "{mount}");
+    let file_name = Path::new(file.as_str().unwrap()).file_name().unwrap();
+    let (kind, source) = if volume["secret"].is_object() {
+        ("secret", &volume["secret"]["secretName"])
+    } else {
+        ("configMap", &volume["configMap"]["name"])
+    };
+    let items = volume[kind]["items"].as_array().unwrap();
+    let item = items
+        .iter()
+        .find(|i| i["path"].as_str().map(Path::new) == Some(Path::new(file_name)))
+        .unwrap_or_else(|| panic!("no item of {volume} is the config's {file}"));
+    json!({kind: source, "key": item["key"]})
+}
+
 #[test]
 fn non_default_values_land_where_they_must() {
     let values = read_yaml(&chart().join(ALL_ON_VALUES));
@@ -452,30 +472,16 @@ fn non_default_values_land_where_they_must() {
     );
     let basic = &sink["auth"]["basic"];
     assert_eq!(basic["username"], "${ELASTICSEARCH_USERNAME}");
-    let (mount, volume) = volume_at(pod, container, &parent(&basic["password_file"]));
-    assert_eq!(mount["readOnly"], true);
-    let file_name = Path::new(basic["password_file"].as_str().unwrap())
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap();
     assert_eq!(
-        volume["secret"],
-        json!({"secretName": auth["existingSecret"],
-               "items": [{"key": auth["passwordKey"], "path": file_name}]})
+        file_source(pod, container, &basic["password_file"]),
+        json!({"secret": auth["existingSecret"], "key": auth["passwordKey"]})
     );
 
     // The CA from the ConfigMap, at the config's tls.ca_file.
-    let ca_file = &sink["tls"]["ca_file"];
-    let (_, volume) = volume_at(pod, container, &parent(ca_file));
     let ca = &es["tls"]["ca"];
-    assert_eq!(volume["configMap"]["name"], ca["configMapName"]);
-    assert_eq!(volume["configMap"]["items"][0]["key"], ca["key"]);
-    assert!(
-        ca_file
-            .as_str()
-            .unwrap()
-            .ends_with(volume["configMap"]["items"][0]["path"].as_str().unwrap())
+    assert_eq!(
+        file_source(pod, container, &sink["tls"]["ca_file"]),
+        json!({"configMap": ca["configMapName"], "key": ca["key"]})
     );
 
     // The disk buffer: in the config, on a host directory of its own under
@@ -627,13 +633,21 @@ fn api_key_values_mount_the_key_and_use_an_existing_account() {
     let pod = &ds["spec"]["template"]["spec"];
     let container = agent_container(ds);
     assert_eq!(pod["serviceAccountName"], values["serviceAccount"]["name"]);
-    let auth = &values["elasticsearch"]["auth"];
-    let (_, volume) = volume_at(pod, container, &parent(&sink["auth"]["api_key_file"]));
-    assert_eq!(volume["secret"]["secretName"], auth["existingSecret"]);
-    let (_, volume) = volume_at(pod, container, &parent(&sink["tls"]["ca_file"]));
+    // Keys the values file leaves out are values.yaml's.
+    let defaults = read_yaml(&chart().join("values.yaml"));
+    let (auth, default_auth) = (
+        &values["elasticsearch"]["auth"],
+        &defaults["elasticsearch"]["auth"],
+    );
+    assert!(auth["apiKeyKey"].is_null() && default_auth["apiKeyKey"].is_string());
     assert_eq!(
-        volume["secret"]["secretName"],
-        values["elasticsearch"]["tls"]["ca"]["secretName"]
+        file_source(pod, container, &sink["auth"]["api_key_file"]),
+        json!({"secret": auth["existingSecret"], "key": default_auth["apiKeyKey"]})
+    );
+    assert_eq!(
+        file_source(pod, container, &sink["tls"]["ca_file"]),
+        json!({"secret": values["elasticsearch"]["tls"]["ca"]["secretName"],
+               "key": defaults["elasticsearch"]["tls"]["ca"]["key"]})
     );
     let env = container["env"].as_array().unwrap();
     assert!(!env.iter().any(|e| e["name"] == "ELASTICSEARCH_USERNAME"));
