@@ -997,14 +997,22 @@ fn pod_log_dir(logs: &Path, uid: &str) -> PathBuf {
 
 /// An enricher whose pod cache knows `pod` (if any).
 fn enricher(pod: Option<Pod>) -> Enricher {
+    use kube::runtime::watcher::Event;
     let pods = Arc::new(PodCache::new(Duration::from_secs(60)));
+    let namespaces = Arc::new(NamespaceCache::new(Duration::from_secs(60)));
+    // Listed: in sync, so a missing pod is waited for `wait` only.
+    pods.apply(Event::Init);
     if let Some(pod) = pod {
-        pods.apply(kube::runtime::watcher::Event::Apply(pod));
+        pods.apply(Event::InitApply(pod));
     }
+    pods.apply(Event::InitDone);
+    namespaces.apply(Event::Init);
+    namespaces.apply(Event::InitDone);
     Enricher::Cache {
         cache: pods,
-        namespaces: Arc::new(NamespaceCache::new(Duration::from_secs(60))),
+        namespaces,
         wait: Duration::from_millis(10),
+        sync_wait: Duration::from_millis(10),
         dedot: true,
         namespace_labels: false,
     }

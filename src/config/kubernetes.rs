@@ -5,6 +5,8 @@
 //!   mode: daemonset          # off (default; host mode) | daemonset | sidecar
 //!   node_name: ${NODE_NAME}  # daemonset: whose pods to watch; default: top-level node_name
 //!   metadata_wait: 5s        # how long a new file waits for its pod to be known
+//!   metadata_sync_wait: 2m   # ... while the watch is down or re-listing (at least metadata_wait)
+//!   watch_timeout: 290s      # server-side timeout of each watch request (then re-watched, not re-listed)
 //!   delete_grace: 60s        # how long a deleted pod's metadata is kept
 //!   dedot: true              # `.` → `_` in label and annotation keys
 //!   kubeconfig: /path        # optional; default: in-cluster, then $KUBECONFIG / ~/.kube/config
@@ -51,6 +53,16 @@ pub struct RawKubernetes {
     )]
     pub metadata_wait: Duration,
     #[serde(
+        default = "default_metadata_sync_wait",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub metadata_sync_wait: Duration,
+    #[serde(
+        default = "default_watch_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub watch_timeout: Duration,
+    #[serde(
         default = "default_delete_grace",
         deserialize_with = "deserialize_duration"
     )]
@@ -71,6 +83,8 @@ impl Default for RawKubernetes {
             mode: KubernetesMode::Off,
             node_name: None,
             metadata_wait: default_metadata_wait(),
+            metadata_sync_wait: default_metadata_sync_wait(),
+            watch_timeout: default_watch_timeout(),
             delete_grace: default_delete_grace(),
             dedot: default_dedot(),
             kubeconfig: None,
@@ -104,6 +118,13 @@ pub struct KubernetesConfig {
     pub node_name: String,
     #[serde(with = "humantime_serde_compat")]
     pub metadata_wait: Duration,
+    /// How long a new file waits for its pod while the pod watch is not in
+    /// sync (failing, or re-listing); at least `metadata_wait`.
+    #[serde(with = "humantime_serde_compat")]
+    pub metadata_sync_wait: Duration,
+    /// `timeoutSeconds` of each watch request.
+    #[serde(with = "humantime_serde_compat")]
+    pub watch_timeout: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub delete_grace: Duration,
     pub dedot: bool,
@@ -121,6 +142,8 @@ impl KubernetesConfig {
             mode: KubernetesMode::Off,
             node_name: node_name.to_owned(),
             metadata_wait: default_metadata_wait(),
+            metadata_sync_wait: default_metadata_sync_wait(),
+            watch_timeout: default_watch_timeout(),
             delete_grace: default_delete_grace(),
             dedot: default_dedot(),
             kubeconfig: None,
@@ -132,6 +155,13 @@ impl KubernetesConfig {
 
 pub fn default_metadata_wait() -> Duration {
     Duration::from_secs(5)
+}
+pub fn default_metadata_sync_wait() -> Duration {
+    Duration::from_secs(120)
+}
+/// kube-runtime's own default (the API server's is 30-60 min, randomised).
+pub fn default_watch_timeout() -> Duration {
+    Duration::from_secs(290)
 }
 pub fn default_delete_grace() -> Duration {
     Duration::from_secs(60)
@@ -187,10 +217,27 @@ pub(super) fn validate(raw: RawKubernetes, node_name: &str) -> Result<Kubernetes
     if raw.kubeconfig.is_some() && raw.mode != KubernetesMode::Daemonset {
         return Err(invalid("kubeconfig", "only used in daemonset mode"));
     }
+    if raw.metadata_sync_wait < raw.metadata_wait {
+        return Err(invalid(
+            "metadata_sync_wait",
+            format!(
+                "must be at least metadata_wait ({}): it is how long a file waits for its pod while the watch is not in sync",
+                humantime::format_duration(raw.metadata_wait)
+            ),
+        ));
+    }
+    if raw.watch_timeout < Duration::from_secs(1) || raw.watch_timeout > Duration::from_secs(3600) {
+        return Err(invalid(
+            "watch_timeout",
+            "must be between 1s and 1h (whole seconds are sent to the API server)",
+        ));
+    }
     Ok(KubernetesConfig {
         mode: raw.mode,
         node_name,
         metadata_wait: raw.metadata_wait,
+        metadata_sync_wait: raw.metadata_sync_wait,
+        watch_timeout: raw.watch_timeout,
         delete_grace: raw.delete_grace,
         dedot: raw.dedot,
         kubeconfig: raw.kubeconfig,
@@ -230,6 +277,8 @@ mod tests {
         assert_eq!(k.mode, KubernetesMode::Daemonset);
         assert_eq!(k.node_name, "n2");
         assert_eq!(k.metadata_wait, Duration::from_secs(2));
+        assert_eq!(k.metadata_sync_wait, default_metadata_sync_wait());
+        assert_eq!(k.watch_timeout, default_watch_timeout());
         assert_eq!(k.delete_grace, Duration::from_secs(300));
         assert!(!k.dedot);
         assert_eq!(k.kubeconfig.as_deref(), Some(Path::new("/k")));
@@ -263,6 +312,18 @@ mod tests {
             ("kubernetes: {kubeconfig: /k}", "kubernetes.kubeconfig"),
             ("kubernetes: {mode: daemon}", "kubernetes.mode"),
             ("kubernetes: {mode: daemonset, format: json}", "format"),
+            (
+                "kubernetes: {mode: daemonset, metadata_wait: 10s, metadata_sync_wait: 5s}",
+                "kubernetes.metadata_sync_wait",
+            ),
+            (
+                "kubernetes: {mode: daemonset, watch_timeout: 500ms}",
+                "kubernetes.watch_timeout",
+            ),
+            (
+                "kubernetes: {mode: daemonset, watch_timeout: 2h}",
+                "kubernetes.watch_timeout",
+            ),
         ] {
             let err = load(section).unwrap_err();
             assert!(err.contains(key), "{section}: {err}");

@@ -18,10 +18,24 @@
 //! Readers never call the API server: [`MetadataCache::get`] is a map
 //! lookup, [`MetadataCache::wait_for`] waits (bounded) for an object to
 //! appear.
+//!
+//! A cache is *in sync* once its first list is done, until the watch fails
+//! (an error: the server is down, denies the request, or answers 410) and
+//! again after the next list or event that the watch delivers; a re-list in
+//! progress is not in sync either. [`MetadataCache::wait_synced`] waits
+//! longer while the cache is not in sync: a pod created while the watch was
+//! down is not missing, only not yet seen. A natural end of a watch (its
+//! `timeoutSeconds`) is no error: the watcher re-watches from the last
+//! resourceVersion without a list.
+//!
+//! An event that leaves an object's kept part unchanged (most pod updates
+//! are status changes) keeps the same `Arc`, so a follower can tell a real
+//! change of its pod's fields with [`Arc::ptr_eq`] after
+//! [`MetadataCache::changes`] moved.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -41,7 +55,7 @@ use super::metadata::PodInfo;
 const PURGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What a cache keeps of one API object.
-pub trait Cached: Sized + Send + Sync + 'static {
+pub trait Cached: Sized + PartialEq + Send + Sync + 'static {
     /// The API object watched.
     type Object: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static;
     /// What is kept of `object`; `None` for an object without key.
@@ -107,6 +121,12 @@ pub struct MetadataCache<T> {
     /// `Init` events seen: the first list, then one per re-list after an
     /// error, a dropped stream or a 410 Gone.
     lists: AtomicU64,
+    /// Whether the watch is in sync (see the module doc).
+    synced: AtomicBool,
+    /// When it last came (back) in sync.
+    synced_at: std::sync::Mutex<Instant>,
+    /// Bumped when an object's kept part changes (not on every event).
+    changes: AtomicU64,
 }
 
 /// This node's pods by uid.
@@ -124,6 +144,73 @@ impl<T: Cached> MetadataCache<T> {
             delete_grace,
             version: watch::Sender::new(0),
             lists: AtomicU64::new(0),
+            synced: AtomicBool::new(false),
+            synced_at: std::sync::Mutex::new(Instant::now()),
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the watch is in sync: listed, and neither failing nor
+    /// re-listing (see the module doc).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// The watch failed: not in sync until its next list or event.
+    pub fn watch_failed(&self) {
+        if self.synced.swap(false, Ordering::AcqRel) {
+            self.version.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Moves whenever an object's kept part changed (an added, changed or
+    /// deleted-and-expired object), not on events that change nothing kept.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Since when the watch is in sync; `None` while it is not.
+    pub fn synced_since(&self) -> Option<Instant> {
+        let at = *self.synced_at.lock().unwrap_or_else(|e| e.into_inner());
+        self.is_synced().then_some(at)
+    }
+
+    fn mark_synced(&self, now: Instant) {
+        if !self.is_synced() {
+            *self.synced_at.lock().unwrap_or_else(|e| e.into_inner()) = now;
+            self.synced.store(true, Ordering::Release);
+        }
+    }
+
+    /// Waits for the object from `start`: up to `wait` while the cache is
+    /// in sync, up to `sync_wait` while it is not; and once it came back in
+    /// sync, `wait` more from then (the events missed while the watch was
+    /// down arrive one by one after the first).
+    pub async fn wait_synced(
+        &self,
+        key: &str,
+        start: Instant,
+        wait: Duration,
+        sync_wait: Duration,
+    ) -> Option<Arc<T>> {
+        let mut changes = self.version.subscribe();
+        loop {
+            changes.borrow_and_update();
+            if let Some(value) = self.get(key) {
+                return Some(value);
+            }
+            let until = match self.synced_since() {
+                Some(at) => (start + wait).max(at + wait),
+                None => start + sync_wait.max(wait),
+            };
+            if Instant::now() >= until {
+                return None;
+            }
+            // A change, or the deadline: look again (the sync state may
+            // have changed which deadline applies).
+            if let Ok(Err(_)) = tokio::time::timeout_at(until, changes.changed()).await {
+                return None;
+            }
         }
     }
 
@@ -180,11 +267,13 @@ impl<T: Cached> MetadataCache<T> {
     /// Applies one watcher event (reflector semantics plus the delete grace).
     pub fn apply(&self, event: Event<T::Object>) {
         let now = Instant::now();
+        let mut changed = false;
         {
             let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
             match event {
                 Event::Init => {
                     self.lists.fetch_add(1, Ordering::Relaxed);
+                    self.synced.store(false, Ordering::Release);
                     entries.relisted = Some(HashSet::new());
                 }
                 Event::InitApply(object) => {
@@ -192,7 +281,7 @@ impl<T: Cached> MetadataCache<T> {
                         if let Some(seen) = entries.relisted.as_mut() {
                             seen.insert(value.key().to_owned());
                         }
-                        upsert(&mut entries, value, None);
+                        changed |= upsert(&mut entries, value, None);
                     }
                 }
                 Event::InitDone => {
@@ -204,19 +293,30 @@ impl<T: Cached> MetadataCache<T> {
                             }
                         }
                     }
+                    self.mark_synced(now);
                 }
                 Event::Apply(object) => {
                     if let Some(value) = T::from_object(&object) {
-                        upsert(&mut entries, value, None);
+                        changed |= upsert(&mut entries, value, None);
+                    }
+                    // An event after a failure: the watch is back.
+                    if entries.relisted.is_none() && self.lists.load(Ordering::Relaxed) > 0 {
+                        self.mark_synced(now);
                     }
                 }
                 Event::Delete(object) => {
                     if let Some(value) = T::from_object(&object) {
-                        upsert(&mut entries, value, Some(now));
+                        changed |= upsert(&mut entries, value, Some(now));
+                    }
+                    if entries.relisted.is_none() && self.lists.load(Ordering::Relaxed) > 0 {
+                        self.mark_synced(now);
                     }
                 }
             }
-            purge(&mut entries, now, self.delete_grace);
+            changed |= purge(&mut entries, now, self.delete_grace);
+        }
+        if changed {
+            self.changes.fetch_add(1, Ordering::AcqRel);
         }
         self.version.send_modify(|v| *v += 1);
     }
@@ -224,11 +324,29 @@ impl<T: Cached> MetadataCache<T> {
     /// Drops objects deleted longer than `delete_grace` ago.
     pub fn purge_expired(&self) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        purge(&mut entries, Instant::now(), self.delete_grace);
+        if purge(&mut entries, Instant::now(), self.delete_grace) {
+            self.changes.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
-fn upsert<T: Cached>(entries: &mut Entries<T>, value: T, deleted_at: Option<Instant>) {
+/// Stores `value`; `true` if its kept part changed (an equal value keeps
+/// its `Arc`, only the deletion time is updated: a deleted pod keeps the
+/// time it was first seen deleted).
+fn upsert<T: Cached + PartialEq>(
+    entries: &mut Entries<T>,
+    value: T,
+    deleted_at: Option<Instant>,
+) -> bool {
+    if let Some(entry) = entries.by_key.get_mut(value.key())
+        && *entry.value == value
+    {
+        entry.deleted_at = match (entry.deleted_at, deleted_at) {
+            (Some(first), Some(_)) => Some(first),
+            (_, new) => new,
+        };
+        return false;
+    }
     entries.by_key.insert(
         value.key().to_owned(),
         Entry {
@@ -236,13 +354,17 @@ fn upsert<T: Cached>(entries: &mut Entries<T>, value: T, deleted_at: Option<Inst
             deleted_at,
         },
     );
+    true
 }
 
-fn purge<T>(entries: &mut Entries<T>, now: Instant, grace: Duration) {
+/// Drops objects deleted longer than `grace` ago; `true` if any was.
+fn purge<T>(entries: &mut Entries<T>, now: Instant, grace: Duration) -> bool {
+    let before = entries.by_key.len();
     entries.by_key.retain(|_, e| {
         e.deleted_at
             .is_none_or(|at| now.duration_since(at) <= grace)
     });
+    entries.by_key.len() != before
 }
 
 /// Feeds `cache` from one watch on the pods of `node_name` until `shutdown`.
@@ -252,9 +374,12 @@ pub async fn run_pod_watch(
     client: Client,
     node_name: String,
     cache: Arc<PodCache>,
+    watch_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+    let config = watcher::Config::default()
+        .fields(&format!("spec.nodeName={node_name}"))
+        .timeout(timeout_secs(watch_timeout));
     run_watch(Api::all(client), config, cache, "pod", &node_name, shutdown).await
 }
 
@@ -264,9 +389,10 @@ pub async fn run_namespace_watch(
     client: Client,
     node_name: String,
     cache: Arc<NamespaceCache>,
+    watch_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let config = watcher::Config::default();
+    let config = watcher::Config::default().timeout(timeout_secs(watch_timeout));
     run_watch(
         Api::all(client),
         config,
@@ -278,6 +404,42 @@ pub async fn run_namespace_watch(
     .await
 }
 
+/// Delays between attempts while the watch fails: 0.5 s doubling to 8 s,
+/// jittered, back to 0.5 s after 30 s without a failure. kube-runtime's
+/// default goes to 30 s and resets only after 120 s, so a watch that failed
+/// a minute before an API server restart came back up to 30 s after the
+/// server (while new pods' files waited); a node agent needs its metadata
+/// sooner, and the jitter spreads a fleet's reconnects.
+fn reconnect_backoff() -> impl kube::runtime::utils::Backoff {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(8))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::utils::ResetTimerBackoff::new(
+        watcher::ExponentialBackoff::from(exponential),
+        Duration::from_secs(30),
+    )
+}
+
+/// The API server's message when it denied a list or watch (403).
+fn forbidden(error: &watcher::Error) -> Option<String> {
+    let status = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s,
+        watcher::Error::WatchError(s) => s,
+        _ => return None,
+    };
+    (status.code == 403).then(|| status.message.clone())
+}
+
+/// A watch request's `timeoutSeconds` (the config allows 1 s to 1 h).
+fn timeout_secs(timeout: Duration) -> u32 {
+    u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX).max(1)
+}
+
 async fn run_watch<T: Cached>(
     api: Api<T::Object>,
     config: watcher::Config,
@@ -287,7 +449,7 @@ async fn run_watch<T: Cached>(
     shutdown: CancellationToken,
 ) {
     let stream = watcher::watcher(api, config)
-        .default_backoff()
+        .backoff(reconnect_backoff())
         .modify(|object| {
             object.managed_fields_mut().clear();
         });
@@ -309,7 +471,12 @@ async fn run_watch<T: Cached>(
                 }
                 Some(Err(e)) => {
                     // The watcher backs off and re-lists by itself.
-                    if healthy {
+                    cache.watch_failed();
+                    if let Some(denied) = forbidden(&e) {
+                        // Each time: a missing RBAC rule is a deployment
+                        // error that must be seen, not a transient one.
+                        tracing::error!(node = %node_name, error = %denied, "the API server denies the {kind} watch (HTTP 403): the ClusterRole bound to logship's ServiceAccount must allow get, list and watch on pods and namespaces (deploy/kubernetes/clusterrole.yaml); files ship without Kubernetes metadata after metadata_sync_wait; retrying with backoff");
+                    } else if healthy {
                         tracing::warn!(node = %node_name, error = %e, "{kind} watch failed; retrying with backoff");
                     } else {
                         tracing::debug!(node = %node_name, error = %e, "{kind} watch still failing");
@@ -387,6 +554,100 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(cache.get("a").is_none());
         assert!(cache.get("b").is_some());
+    }
+
+    fn labelled(uid: &str, labels: serde_json::Value, phase: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": uid, "namespace": "ns", "uid": uid, "labels": labels},
+            "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_change_of_what_is_kept_moves_changes() {
+        let cache = PodCache::new(Duration::from_secs(60));
+        cache.apply(Event::Apply(labelled("a", json!({"app": "x"}), "Pending")));
+        let first = cache.get("a").unwrap();
+        let before = cache.changes();
+        // A status update: nothing kept changed, same Arc.
+        cache.apply(Event::Apply(labelled("a", json!({"app": "x"}), "Running")));
+        assert_eq!(cache.changes(), before);
+        assert!(Arc::ptr_eq(&first, &cache.get("a").unwrap()));
+        // A label: a new value.
+        cache.apply(Event::Apply(labelled(
+            "a",
+            json!({"app": "x", "tier": "web"}),
+            "Running",
+        )));
+        assert_ne!(cache.changes(), before);
+        let second = cache.get("a").unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(second.labels.get("tier").map(String::as_str), Some("web"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unsynced_cache_is_waited_for_longer() {
+        let cache = Arc::new(PodCache::new(Duration::from_secs(10)));
+        let (wait, sync_wait) = (Duration::from_secs(5), Duration::from_secs(60));
+        let start = Instant::now();
+        // Never listed: waits sync_wait.
+        assert!(
+            cache
+                .wait_synced("x", start, wait, sync_wait)
+                .await
+                .is_none()
+        );
+        assert_eq!(start.elapsed(), sync_wait);
+        for e in [Event::Init, Event::InitDone] {
+            cache.apply(e);
+        }
+        assert!(cache.is_synced());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        // In sync (for a while): wait.
+        let t = Instant::now();
+        assert!(cache.wait_synced("x", t, wait, sync_wait).await.is_none());
+        assert_eq!(t.elapsed(), wait);
+        // The watch fails: a pod created meanwhile arrives after 20 s, later
+        // than metadata_wait, and is still found.
+        cache.watch_failed();
+        assert!(!cache.is_synced());
+        let c = cache.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            c.apply(Event::Apply(pod("first")));
+            // The rest of what was missed comes after the first event.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            c.apply(Event::Apply(pod("second")));
+        });
+        let t = Instant::now();
+        let first = cache.wait_synced("first", t, wait, sync_wait);
+        let second = cache.wait_synced("second", t, wait, sync_wait);
+        let (first, second) = tokio::join!(first, second);
+        assert!(first.is_some() && second.is_some());
+        assert_eq!(t.elapsed(), Duration::from_secs(22));
+        assert!(
+            cache.is_synced(),
+            "an event after the failure: back in sync"
+        );
+        // Back in sync while a file waits past metadata_wait: it waits
+        // `wait` more from then, no longer.
+        cache.watch_failed();
+        let c = cache.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            c.apply(Event::Init);
+            c.apply(Event::InitApply(pod("first")));
+            c.apply(Event::InitDone);
+        });
+        let t = Instant::now();
+        assert!(
+            cache
+                .wait_synced("never", t, wait, sync_wait)
+                .await
+                .is_none()
+        );
+        assert_eq!(t.elapsed(), Duration::from_secs(35));
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,9 +16,14 @@
 //!   at all. `logship.io/format` applies, exclusion does not.
 //! - `off` (host mode): no Kubernetes fields.
 //!
-//! Metadata is serialised once per file ([`PodInfo::fragment`]) and spliced
-//! into every document of that file by the encoder. Annotations are read
-//! once, when a file is first followed:
+//! Metadata are serialised per file ([`PodInfo::fragment`]) and spliced
+//! into every document of that file by the encoder; when the file's pod or
+//! namespace changes in the cache, the follower asks [`Enricher::refresh`]
+//! for new ones (labels, annotations, `format`, `drop` follow the pod). A
+//! file waits for its pod up to `metadata_wait`, or `metadata_sync_wait`
+//! while the watch is not in sync ([`MetadataCache::wait_synced`]). The
+//! `exclude*` and `multiline` annotations are read once, when a file is
+//! first followed. The annotations:
 //! - `logship.io/exclude: "true"` on the pod, or on its namespace, and
 //!   `logship.io/exclude-containers: a,b` on the pod naming the file's
 //!   container (daemonset mode): the file is not read at all
@@ -31,9 +36,8 @@
 //!   (default `json`), see [`FileMetadata::json_target`] and the encoder.
 //! - `logship.io/drop: REGEX` (pod, and sidecar mode): lines whose message
 //!   matches are dropped before any processor ([`FileMetadata::drop_regex`],
-//!   applied by `processors::FileProcessor`). Read when the file's metadata
-//!   is resolved, like the others: a change takes effect for files opened
-//!   (or logship restarted) after it.
+//!   applied by `processors::FileProcessor`). Follows the pod (daemonset
+//!   mode): a change applies to the lines read after the cache saw it.
 //!
 //! A namespace not known by the time the pod is (within `metadata_wait`)
 //! counts as having no labels and no exclusion annotation. Does not read
@@ -68,6 +72,8 @@ pub enum Enricher {
         cache: Arc<PodCache>,
         namespaces: Arc<NamespaceCache>,
         wait: Duration,
+        /// How long to wait while a cache is not in sync (`metadata_sync_wait`).
+        sync_wait: Duration,
         dedot: bool,
         /// Add `kubernetes.namespace_labels.*`.
         namespace_labels: bool,
@@ -92,6 +98,17 @@ pub struct FileMetadata {
     pub drop_regex: Option<String>,
     /// `logship.io/multiline`: the pod's multiline rule (over the source's).
     pub multiline: Option<MultilineAnnotation>,
+    /// The cached objects these metadata were made from (daemonset mode),
+    /// to tell when the pod or its namespace changed ([`Enricher::refresh`]).
+    pub origin: Option<Origin>,
+}
+
+/// The cache entries a file's metadata were made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub pod_ref: PodRef,
+    pub pod: Arc<PodInfo>,
+    pub namespace: Option<Arc<NamespaceInfo>>,
 }
 
 /// What a pod's `logship.io/multiline` asks for.
@@ -272,25 +289,75 @@ impl Enricher {
                 cache,
                 namespaces,
                 wait,
+                sync_wait,
                 ..
             } => {
                 let Some(pod_ref) = PodRef::from_path(path) else {
                     return Resolved::Metadata(FileMetadata::default());
                 };
-                let deadline = tokio::time::Instant::now() + *wait;
-                let Some(pod) = cache.wait_until(&pod_ref.uid, deadline).await else {
+                let start = tokio::time::Instant::now();
+                let Some(pod) = cache
+                    .wait_synced(&pod_ref.uid, start, *wait, *sync_wait)
+                    .await
+                else {
+                    if !cache.is_synced() {
+                        tracing::warn!(path = %path.display(), waited = ?sync_wait, "the pod watch has not been in sync for metadata_sync_wait");
+                    }
                     return Resolved::Missing(pod_ref);
                 };
-                let namespace = namespaces.wait_until(&pod.namespace, deadline).await;
+                let namespace = namespaces
+                    .wait_synced(&pod.namespace, start, *wait, *sync_wait)
+                    .await;
                 if namespace.is_none() {
                     tracing::warn!(path = %path.display(), namespace = %pod.namespace, "namespace not in the metadata cache; its labels and exclusion annotation are not applied to this file");
                 }
                 if excluded(&pod, namespace.as_deref(), &pod_ref.container) {
                     return Resolved::Excluded(pod_ref);
                 }
-                Resolved::Metadata(self.metadata(path, &pod, namespace.as_deref(), &pod_ref))
+                Resolved::Metadata(self.metadata(path, pod, namespace, pod_ref))
             }
         }
+    }
+
+    /// A number that moves whenever a cached pod or namespace changed
+    /// (daemonset mode; always 0 otherwise): a follower calls
+    /// [`Enricher::refresh`] only when it moved.
+    pub fn changes(&self) -> u64 {
+        match self {
+            Enricher::Cache {
+                cache, namespaces, ..
+            } => cache.changes().wrapping_add(namespaces.changes()),
+            Enricher::Off | Enricher::Static(_) => 0,
+        }
+    }
+
+    /// New metadata for a file whose pod or namespace changed since
+    /// `current` was made (labels, annotations, the pod's IP...); `None`
+    /// when nothing they were made from changed, or the pod is gone from
+    /// the cache (the file keeps what it has). The file's controls
+    /// (`logship.io/exclude*` and `logship.io/multiline`) are not looked at
+    /// again; the caller keeps `current`'s multiline rule.
+    pub fn refresh(&self, path: &Path, current: &FileMetadata) -> Option<FileMetadata> {
+        let Enricher::Cache {
+            cache, namespaces, ..
+        } = self
+        else {
+            return None;
+        };
+        let origin = current.origin.as_ref()?;
+        let pod = cache.get(&origin.pod_ref.uid)?;
+        let namespace = namespaces.get(&pod.namespace);
+        let same_namespace = match (&namespace, &origin.namespace) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if Arc::ptr_eq(&pod, &origin.pod) && same_namespace {
+            return None;
+        }
+        let mut fresh = self.metadata(path, pod, namespace, origin.pod_ref.clone());
+        fresh.multiline = current.multiline;
+        Some(fresh)
     }
 
     /// Like [`Enricher::resolve`] for a pod that was missing, without
@@ -309,9 +376,9 @@ impl Enricher {
                 }
                 Some(Resolved::Metadata(self.metadata(
                     path,
-                    &pod,
-                    namespace.as_deref(),
-                    pod_ref,
+                    pod,
+                    namespace,
+                    pod_ref.clone(),
                 )))
             }
             _ => None,
@@ -321,9 +388,9 @@ impl Enricher {
     fn metadata(
         &self,
         path: &Path,
-        pod: &PodInfo,
-        namespace: Option<&NamespaceInfo>,
-        pod_ref: &PodRef,
+        pod: Arc<PodInfo>,
+        namespace: Option<Arc<NamespaceInfo>>,
+        pod_ref: PodRef,
     ) -> FileMetadata {
         let Enricher::Cache {
             dedot,
@@ -333,20 +400,28 @@ impl Enricher {
         else {
             return FileMetadata::default();
         };
-        let labels = namespace.filter(|_| *namespace_labels).map(|ns| &ns.labels);
-        let json_target = json_target(pod).unwrap_or_else(|(error, instead)| {
+        let labels = namespace
+            .as_deref()
+            .filter(|_| *namespace_labels)
+            .map(|ns| &ns.labels);
+        let json_target = json_target(&pod).unwrap_or_else(|(error, instead)| {
             tracing::warn!(path = %path.display(), namespace = %pod.namespace, pod = %pod.name, %error, "bad pod annotation");
             instead
         });
-        let multiline = multiline_annotation(pod).unwrap_or_else(|error| {
+        let multiline = multiline_annotation(&pod).unwrap_or_else(|error| {
             tracing::warn!(path = %path.display(), namespace = %pod.namespace, pod = %pod.name, %error, "bad pod annotation");
             None
         });
         FileMetadata {
             fragment: pod.fragment(&pod_ref.container, *dedot, labels),
             json_target,
-            drop_regex: drop_regex(pod),
+            drop_regex: drop_regex(&pod),
             multiline,
+            origin: Some(Origin {
+                pod_ref,
+                pod: pod.clone(),
+                namespace: namespace.clone(),
+            }),
         }
     }
 }
@@ -408,12 +483,14 @@ pub async fn start(
                 client.clone(),
                 config.node_name.clone(),
                 cache.clone(),
+                config.watch_timeout,
                 shutdown.clone(),
             );
             let namespace_watch = run_namespace_watch(
                 client,
                 config.node_name.clone(),
                 namespaces.clone(),
+                config.watch_timeout,
                 shutdown,
             );
             let task = tokio::spawn(async move {
@@ -424,6 +501,7 @@ pub async fn start(
                     cache,
                     namespaces,
                     wait: config.metadata_wait,
+                    sync_wait: config.metadata_sync_wait,
                     dedot: config.dedot,
                     namespace_labels: config.namespace_labels,
                 },
@@ -557,12 +635,19 @@ mod tests {
     }
 
     fn enricher(namespace_labels: bool) -> (Enricher, Arc<PodCache>, Arc<NamespaceCache>) {
+        use kube::runtime::watcher::Event;
         let cache = Arc::new(PodCache::new(Duration::from_secs(60)));
         let namespaces = Arc::new(NamespaceCache::new(Duration::from_secs(60)));
+        // Both listed (in sync): a missing object is waited for metadata_wait.
+        cache.apply(Event::Init);
+        cache.apply(Event::InitDone);
+        namespaces.apply(Event::Init);
+        namespaces.apply(Event::InitDone);
         let enricher = Enricher::Cache {
             cache: cache.clone(),
             namespaces: namespaces.clone(),
             wait: Duration::from_secs(5),
+            sync_wait: Duration::from_secs(30),
             dedot: true,
             namespace_labels,
         };
@@ -636,6 +721,58 @@ mod tests {
         ));
         let (doc, _) = fields(without.resolve(&log_path("shop", "u1")).await);
         assert!(doc["kubernetes"].get("namespace_labels").is_none(), "{doc}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_follows_labels_and_namespace_labels_but_not_the_controls() {
+        use kube::runtime::watcher::Event;
+        use serde_json::json;
+        let (enricher, cache, namespaces) = enricher(true);
+        namespaces.apply(Event::Apply(namespace_object("shop", json!({}))));
+        let pod = |labels: serde_json::Value, annotations: serde_json::Value| {
+            serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({"metadata": {
+                "name": "p", "namespace": "shop", "uid": "u1",
+                "labels": labels, "annotations": annotations,
+            }}))
+            .unwrap()
+        };
+        cache.apply(Event::Apply(pod(
+            json!({"app": "a"}),
+            json!({MULTILINE_ANNOTATION: "java"}),
+        )));
+        let path = log_path("shop", "u1");
+        let Resolved::Metadata(first) = enricher.resolve(&path).await else {
+            panic!("not resolved")
+        };
+        assert_eq!(enricher.refresh(&path, &first), None, "nothing changed");
+        let before = enricher.changes();
+        cache.apply(Event::Apply(pod(
+            json!({"app": "a", "tier": "web"}),
+            json!({MULTILINE_ANNOTATION: "none", FORMAT_ANNOTATION: "json"}),
+        )));
+        assert_ne!(enricher.changes(), before);
+        let fresh = enricher.refresh(&path, &first).expect("a label was added");
+        let (doc, target) = fields(Resolved::Metadata(fresh.clone()));
+        assert_eq!(doc["kubernetes"]["labels"]["tier"], "web");
+        assert_eq!(
+            target.as_deref(),
+            Some(DEFAULT_JSON_TARGET),
+            "format follows"
+        );
+        assert_eq!(
+            fresh.multiline, first.multiline,
+            "the multiline rule does not"
+        );
+        assert_eq!(enricher.refresh(&path, &fresh), None);
+        // The namespace's labels too.
+        let mut ns = namespace_object("shop", json!({}));
+        ns.metadata.labels = Some([("team".to_owned(), "b".to_owned())].into());
+        namespaces.apply(Event::Apply(ns));
+        let again = enricher
+            .refresh(&path, &fresh)
+            .expect("namespace label changed");
+        let (doc, _) = fields(Resolved::Metadata(again));
+        assert_eq!(doc["kubernetes"]["namespace_labels"]["team"], "b");
     }
 
     #[tokio::test(start_paused = true)]

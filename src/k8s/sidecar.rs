@@ -65,6 +65,9 @@ pub fn sidecar_metadata(
         json_target,
         drop_regex: super::drop_regex(&info),
         multiline,
+        // Read once at start: a label changed later reaches the files
+        // when logship restarts (the downward-API files do change).
+        origin: None,
     }))
 }
 

@@ -52,6 +52,7 @@ fn metadata(app: &str, drop: Option<&str>) -> FileMetadata {
         json_target: None,
         drop_regex: drop.map(str::to_owned),
         multiline: None,
+        origin: None,
     }
 }
 

@@ -318,6 +318,9 @@ pub struct Follower {
     /// A pod log whose pod was not in the cache: shipped without metadata,
     /// looked up again every [`POD_RETRY`].
     missing_pod: Option<(PodRef, tokio::time::Instant)>,
+    /// [`Enricher::changes`] when `metadata` was last checked against the
+    /// caches ([`Follower::refresh_metadata`]).
+    metadata_changes: u64,
     span: EncodedSpan,
     span_end: u64,
     /// Joins multiline events (the source's `multiline`, or the pod's
@@ -425,6 +428,7 @@ impl Follower {
         tracing::info!(path = %spec.path.display(), %identity, generation = start.generation, offset = start.offset, "following file");
         // Lines wait (at most `metadata_wait`) for the pod to be known.
         spec.status.set_state(FollowState::WaitingForMetadata);
+        let metadata_changes = shared.enricher.changes();
         let resolved = tokio::select! {
             r = shared.enricher.resolve(&spec.path) => r,
             _ = shutdown.cancelled() => Resolved::Metadata(FileMetadata::default()),
@@ -517,6 +521,7 @@ impl Follower {
             processor,
             source: spec.source,
             missing_pod,
+            metadata_changes,
             span: EncodedSpan::default(),
             span_end: start.offset,
             joiner,
@@ -624,6 +629,7 @@ impl Follower {
     /// Reads what is there, then handles end of file. `Ok(false)`: the file
     /// is done and closed.
     async fn step(&mut self) -> Result<bool, Stop> {
+        self.refresh_metadata();
         if self.retry_missing_pod() {
             // What was read before the pod was known is shipped; no more.
             self.send().await?;
@@ -698,29 +704,53 @@ impl Follower {
             }
             Some(Resolved::Metadata(metadata)) => {
                 tracing::info!(path = %self.path.display(), pod = %pod.pod_name, "pod metadata found; later lines carry it");
-                self.metadata = metadata;
                 self.missing_pod = None;
-                let unsettled = self.processor.as_mut().map_or(0, |p| {
-                    p.flush(&self.shared.metrics.processors);
-                    p.take_unsettled()
-                });
-                self.processor = FileProcessor::for_file(
-                    self.shared.processors.for_source(&self.source),
-                    &self.metadata,
-                    &self.path,
-                    &self.shared.node_name,
-                )
-                .map(|p| p.with_unsettled(unsettled));
-                self.ctx = self.metadata.file_context(
-                    &self.encoder,
-                    &self.path,
-                    self.identity,
-                    self.generation,
-                );
-                self.refresh_live_stamp(Timestamp::now());
+                self.use_metadata(metadata, true);
                 false
             }
         }
+    }
+
+    /// Re-serialises the file's metadata when its pod or namespace changed
+    /// in the cache (a label added, an annotation changed): lines read from
+    /// now on carry the new fields. A map lookup, only when the caches
+    /// changed at all.
+    fn refresh_metadata(&mut self) {
+        let changes = self.shared.enricher.changes();
+        if changes == self.metadata_changes || self.missing_pod.is_some() {
+            return;
+        }
+        self.metadata_changes = changes;
+        let Some(fresh) = self.shared.enricher.refresh(&self.path, &self.metadata) else {
+            return;
+        };
+        Metrics::add(&self.shared.metrics.k8s_metadata_updates, 1);
+        tracing::info!(path = %self.path.display(), "pod or namespace changed; lines read from now on carry its new metadata");
+        let new_drop = fresh.drop_regex != self.metadata.drop_regex;
+        self.use_metadata(fresh, new_drop);
+    }
+
+    /// Takes `metadata` for the lines read from now on (the encoder's
+    /// context, and the processors if `new_processor`).
+    fn use_metadata(&mut self, metadata: FileMetadata, new_processor: bool) {
+        self.metadata = metadata;
+        if new_processor {
+            let unsettled = self.processor.as_mut().map_or(0, |p| {
+                p.flush(&self.shared.metrics.processors);
+                p.take_unsettled()
+            });
+            self.processor = FileProcessor::for_file(
+                self.shared.processors.for_source(&self.source),
+                &self.metadata,
+                &self.path,
+                &self.shared.node_name,
+            )
+            .map(|p| p.with_unsettled(unsettled));
+        }
+        self.ctx =
+            self.metadata
+                .file_context(&self.encoder, &self.path, self.identity, self.generation);
+        self.refresh_live_stamp(Timestamp::now());
     }
 
     /// A file whose pod turned out to be excluded: not read any more; the fd

@@ -441,6 +441,12 @@ impl Collector for Exporter {
         )?;
         atomic(
             e,
+            "logship_k8s_metadata_updates",
+            "Times a followed file's Kubernetes metadata were re-serialised because its pod or namespace changed (labels, annotations).",
+            &m.k8s_metadata_updates,
+        )?;
+        atomic(
+            e,
             "logship_k8s_lines_without_metadata",
             "Lines of pod log files shipped before their pod was known.",
             &m.k8s_lines_without_metadata,
