@@ -138,17 +138,20 @@ start() {
         >"$dir/logs/etcd.log" 2>&1 </dev/null &
     echo $! >"$dir/etcd.pid"
     wait_for "http://127.0.0.1:$etcd_port/health" || die "etcd did not start: $(tail -5 "$dir/logs/etcd.log")"
-    setsid "$apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
-        --cert-dir "$dir/certs" --token-auth-file "$dir/tokens.csv" \
-        --authorization-mode RBAC \
-        --service-account-key-file "$dir/certs/sa.pub" \
-        --service-account-signing-key-file "$dir/certs/sa.key" \
-        --service-account-issuer https://kubernetes.default.svc \
-        --service-cluster-ip-range 10.96.0.0/16 \
-        --endpoint-reconciler-type none \
-        ${LOGSHIP_KUBE_APISERVER_ARGS:-} \
-        >"$dir/logs/kube-apiserver.log" 2>&1 </dev/null &
+    local args=("$apiserver" --etcd-servers "http://127.0.0.1:$etcd_port"
+        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port"
+        --cert-dir "$dir/certs" --token-auth-file "$dir/tokens.csv"
+        --authorization-mode RBAC
+        --service-account-key-file "$dir/certs/sa.pub"
+        --service-account-signing-key-file "$dir/certs/sa.key"
+        --service-account-issuer https://kubernetes.default.svc
+        --service-cluster-ip-range 10.96.0.0/16
+        --endpoint-reconciler-type none)
+    # shellcheck disable=SC2206 # extra arguments are split on spaces on purpose
+    args+=(${LOGSHIP_KUBE_APISERVER_ARGS:-})
+    # One argument per line: a test restarts the server with the same ones.
+    printf '%s\n' "${args[@]}" >"$dir/kube-apiserver.cmdline"
+    setsid "${args[@]}" >"$dir/logs/kube-apiserver.log" 2>&1 </dev/null &
     echo $! >"$dir/kube-apiserver.pid"
     wait_for "https://127.0.0.1:$port/readyz" -k -H "Authorization: Bearer $token" \
         || die "kube-apiserver not ready: $(tail -5 "$dir/logs/kube-apiserver.log")"

@@ -16,7 +16,10 @@
 #   3. The test servers, downloaded once into $LOGSHIP_ES_CACHE (default
 #      /var/cache/logship-es) by scripts/elasticsearch.sh: Elasticsearch
 #      8.19.8 for every integration test, Elasticsearch 9.5.4 and OpenSearch
-#      2.19.6 for the compatibility matrix.
+#      2.19.6 for the compatibility matrix; and a real Kubernetes API server
+#      (kube-apiserver, etcd) and helm, built once from the Go module proxy
+#      into $LOGSHIP_K8S_CACHE (default /var/cache/logship-k8s) by
+#      scripts/kube-apiserver.sh fetch (about 10 minutes the first time).
 # Then it runs `cargo test "$@"` with ES_JAVA_HOME set (default: Java 17).
 #
 # LOGSHIP_DRY_RUN=1 only says what it would install, fetch and run.
@@ -43,12 +46,14 @@ scripts/packages.sh test
 if [[ -n "${LOGSHIP_DRY_RUN:-}" ]]; then
     say "would fetch those not yet in ${LOGSHIP_ES_CACHE:-/var/cache/logship-es}:" \
         "$(scripts/elasticsearch.sh matrix | paste -sd,)"
+    say "would build kube-apiserver, etcd and helm into ${LOGSHIP_K8S_CACHE:-/var/cache/logship-k8s} if missing"
     say "would run: cargo test $*"
     exit 0
 fi
 # Each fetch returns at once when its server is already unpacked.
 scripts/elasticsearch.sh fetch >/dev/null
 scripts/elasticsearch.sh fetch-matrix
+scripts/kube-apiserver.sh fetch >/dev/null
 
 # --- Tests ---------------------------------------------------------------------
 export ES_JAVA_HOME="${ES_JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}"

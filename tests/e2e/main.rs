@@ -14,6 +14,7 @@ mod formats;
 mod harness;
 mod journald;
 mod kubernetes;
+mod kubernetes_real;
 mod multiline;
 mod ops;
 mod processors;
