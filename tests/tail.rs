@@ -39,6 +39,8 @@ struct Received {
     id: String,
     /// `_index` of the action line.
     index: String,
+    /// The document line as sent (duplicate keys visible).
+    raw: String,
 }
 
 fn config(logs: &Path, data: &Path, read_from: ReadFrom, batch_max_bytes: usize) -> Config {
@@ -127,6 +129,7 @@ struct Options {
     registry: Option<Arc<FileRegistry>>,
     enricher: Option<Enricher>,
     multiline: Option<logship::decode::multiline::MultilineConfig>,
+    processors: Vec<logship::processors::ProcessorSpec>,
 }
 
 impl Default for Options {
@@ -143,6 +146,7 @@ impl Default for Options {
             registry: None,
             enricher: None,
             multiline: None,
+            processors: Vec::new(),
         }
     }
 }
@@ -165,8 +169,8 @@ fn documents_of(span: &EncodedSpan, generation: u32) -> Vec<Received> {
             let mut it = item.lines();
             let action: serde_json::Value =
                 serde_json::from_str(it.next().expect("action line")).expect("action is JSON");
-            let doc: serde_json::Value =
-                serde_json::from_str(it.next().expect("document line")).expect("document is JSON");
+            let raw = it.next().expect("document line").to_string();
+            let doc: serde_json::Value = serde_json::from_str(&raw).expect("document is JSON");
             let text = |v: &serde_json::Value, what: &str| {
                 v.as_str().unwrap_or_else(|| panic!("{what}")).to_string()
             };
@@ -177,6 +181,7 @@ fn documents_of(span: &EncodedSpan, generation: u32) -> Vec<Received> {
                 path: text(&doc["log"]["file"]["path"], "log.file.path"),
                 id: text(&action["create"]["_id"], "_id"),
                 index: text(&action["create"]["_index"], "_index"),
+                raw,
             }
         })
         .collect()
@@ -191,10 +196,16 @@ impl Pipeline {
         config.sources[0].include = vec![format!("{}/{}", logs.display(), opts.glob)];
         config.sources[0].format = opts.format;
         config.sources[0].multiline = opts.multiline;
+        config.sources[0].processors = opts.processors;
         config.sink.index = opts.index.into();
         let checkpointer = Arc::new(Checkpointer::open(data).unwrap());
         let metrics = Arc::new(Metrics::default());
         let mut server = FileServer::new(&config, checkpointer.clone(), metrics.clone()).unwrap();
+        if !config.sources[0].processors.is_empty() {
+            server = server.with_processors(
+                logship::processors::Chains::build(&config, &metrics.processors).unwrap(),
+            );
+        }
         if let Some(registry) = opts.registry {
             server = server.with_registry(registry);
         }
@@ -2161,4 +2172,313 @@ async fn a_stderr_trace_at_the_end_of_a_cri_file_rotated_while_running_is_shippe
     for t in &traces {
         assert!(got.contains(t), "missing {t:?}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Review of the Kubernetes metadata changes (cbe6cf8): metadata follow the pod.
+
+/// Pod `team/api-7d4` (uid `uid-9`) with `labels` and `annotations`.
+fn labelled_pod(labels: serde_json::Value, annotations: serde_json::Value) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "api-7d4", "namespace": "team", "uid": "uid-9",
+                     "labels": labels, "annotations": annotations},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app:1"}]}
+    }))
+    .unwrap()
+}
+
+/// Like [`enricher`], also returning the pod cache (to change the pod later).
+fn live_enricher(pod: Pod) -> (Enricher, Arc<PodCache>) {
+    use kube::runtime::watcher::Event;
+    let pods = Arc::new(PodCache::new(Duration::from_secs(60)));
+    let namespaces = Arc::new(NamespaceCache::new(Duration::from_secs(60)));
+    pods.apply(Event::Init);
+    pods.apply(Event::InitApply(pod));
+    pods.apply(Event::InitDone);
+    namespaces.apply(Event::Init);
+    namespaces.apply(Event::InitDone);
+    (
+        Enricher::Cache {
+            cache: pods.clone(),
+            namespaces,
+            wait: Duration::from_millis(10),
+            sync_wait: Duration::from_millis(10),
+            dedot: true,
+            namespace_labels: false,
+        },
+        pods,
+    )
+}
+
+fn processor_specs(yaml: &str) -> Vec<logship::processors::ProcessorSpec> {
+    serde_yaml_ng::with::singleton_map_recursive::deserialize(
+        serde_yaml_ng::Deserializer::from_str(yaml),
+    )
+    .expect("processors parse")
+}
+
+/// Baseline: plain lines read before and after a label change that changes
+/// the index, not acknowledged, read again after a restart: each keeps the
+/// index of its first copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_change_plain_lines_keep_their_first_index_across_a_label_change() {
+    let (_d, logs, data) = dirs();
+    let path = pod_log_dir(&logs, "uid-9").join("0.log");
+    append(&path, lines("before", 0..20));
+    let (enr, pods) = live_enricher(labelled_pod(
+        serde_json::json!({"tier": "a"}),
+        serde_json::json!({}),
+    ));
+    let opts = |enricher, ack| Options {
+        glob: "*/*/*.log",
+        index: "logs-{kubernetes.labels.tier:-none}",
+        enricher: Some(enricher),
+        ack,
+        ..Options::default()
+    };
+    let p = Pipeline::start(&logs, &data, opts(enr, false));
+    p.wait_for(20, Duration::from_secs(5)).await;
+    pods.apply(kube::runtime::watcher::Event::Apply(labelled_pod(
+        serde_json::json!({"tier": "b"}),
+        serde_json::json!({}),
+    )));
+    append(&path, lines("after", 0..20));
+    p.wait_for(40, Duration::from_secs(5)).await;
+    let (first, _) = p.stop().await;
+    let first_index: HashMap<String, String> = first
+        .iter()
+        .map(|r| (r.message.clone(), r.index.clone()))
+        .collect();
+    assert!(
+        first
+            .iter()
+            .filter(|r| r.message.starts_with("before"))
+            .all(|r| r.index == "logs-a")
+    );
+    assert!(
+        first
+            .iter()
+            .filter(|r| r.message.starts_with("after"))
+            .all(|r| r.index == "logs-b"),
+        "{first:?}"
+    );
+    let (enr, _) = live_enricher(labelled_pod(
+        serde_json::json!({"tier": "b"}),
+        serde_json::json!({}),
+    ));
+    let (again, _) = Pipeline::run(&logs, &data, opts(enr, true), 40, 700).await;
+    assert_eq!(again.len(), 40);
+    for r in &again {
+        assert_eq!(&r.index, &first_index[&r.message], "{}", r.message);
+    }
+}
+
+/// A trace shipped (flushed by its multiline timeout) into the index its pod
+/// gave it; the label the index is made from then changes (the pod is
+/// relabelled, the change followed); logship restarts before Elasticsearch
+/// acknowledged the trace. The re-read trace is again flushed by timeout,
+/// and must go with the re-read stamp's context, not the live one (it did:
+/// same `_id`, other `_index` -> the line indexed twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_change_a_timed_out_trace_read_again_keeps_its_first_index() {
+    let (_d, logs, data) = dirs();
+    let path = pod_log_dir(&logs, "uid-9").join("0.log");
+    append(&path, lines("before", 0..3));
+    append(&path, trace("Boom", 0..3));
+    let (enr, pods) = live_enricher(labelled_pod(
+        serde_json::json!({"tier": "a"}),
+        serde_json::json!({}),
+    ));
+    let opts = |enricher, ack| Options {
+        glob: "*/*/*.log",
+        index: "logs-{kubernetes.labels.tier:-none}",
+        enricher: Some(enricher),
+        ack,
+        ..java_multiline(Duration::from_millis(300))
+    };
+    let p = Pipeline::start(&logs, &data, opts(enr, false));
+    p.wait_for(4, Duration::from_secs(5)).await;
+    // The pod is relabelled while the trace is not acknowledged yet.
+    pods.apply(kube::runtime::watcher::Event::Apply(labelled_pod(
+        serde_json::json!({"tier": "b"}),
+        serde_json::json!({}),
+    )));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (first, _) = p.stop().await;
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert!(first.iter().all(|r| r.index == "logs-a"), "{first:?}");
+    let (enr, _) = live_enricher(labelled_pod(
+        serde_json::json!({"tier": "b"}),
+        serde_json::json!({}),
+    ));
+    let (again, _) = Pipeline::run(&logs, &data, opts(enr, true), 4, 1000).await;
+    assert_eq!(again.len(), 4, "{again:?}");
+    for r in &again {
+        assert_eq!(
+            r.index,
+            "logs-a",
+            "read again, {:?} (offset {}, _id {}) must land in the index of its first copy",
+            r.message.lines().next(),
+            r.offset,
+            r.id
+        );
+    }
+}
+
+/// `logship.io/format: json` added to a pod whose source has a processor
+/// writing under `json` (the default JSON target): the processor is not
+/// rebuilt (only a changed `logship.io/drop` rebuilds it), so its
+/// `json_top` still says "no JSON target" and the document gets two `json`
+/// members. Elasticsearch rejects a document with a duplicate field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_change_a_json_target_added_later_gives_no_duplicate_member() {
+    let (_d, logs, data) = dirs();
+    let path = pod_log_dir(&logs, "uid-9").join("0.log");
+    let line = |i: usize| format!("{{\"n\":{i}}}");
+    append(&path, (0..5).map(line));
+    let (enr, pods) = live_enricher(labelled_pod(serde_json::json!({}), serde_json::json!({})));
+    let p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            glob: "*/*/*.log",
+            enricher: Some(enr),
+            processors: processor_specs("- add_fields: {fields: {json.origin: proc}}"),
+            ..Options::default()
+        },
+    );
+    p.wait_for(5, Duration::from_secs(5)).await;
+    pods.apply(kube::runtime::watcher::Event::Apply(labelled_pod(
+        serde_json::json!({}),
+        serde_json::json!({"logship.io/format": "json"}),
+    )));
+    append(&path, (5..10).map(line));
+    p.wait_for(10, Duration::from_secs(5)).await;
+    let (got, _) = p.stop().await;
+    assert_eq!(got.len(), 10);
+    for r in &got {
+        let members = r.raw.matches("\"json\":").count();
+        assert!(members <= 1, "duplicate \"json\" member in {}", r.raw);
+    }
+    // For comparison: a file whose pod had the annotation from the start.
+    let fresh = FileMetadataProbe::json_from_start().await;
+    assert!(fresh.matches("\"json\":").count() <= 1, "{fresh}");
+}
+
+struct FileMetadataProbe;
+impl FileMetadataProbe {
+    async fn json_from_start() -> String {
+        let (_d, logs, data) = dirs();
+        let path = pod_log_dir(&logs, "uid-9").join("0.log");
+        append(&path, ["{\"n\":1}".to_string()]);
+        let (enr, _) = live_enricher(labelled_pod(
+            serde_json::json!({}),
+            serde_json::json!({"logship.io/format": "json"}),
+        ));
+        let (got, _) = Pipeline::run(
+            &logs,
+            &data,
+            Options {
+                glob: "*/*/*.log",
+                enricher: Some(enr),
+                processors: processor_specs("- add_fields: {fields: {json.origin: proc}}"),
+                ..Options::default()
+            },
+            1,
+            200,
+        )
+        .await;
+        got[0].raw.clone()
+    }
+}
+
+/// A `drop` step whose condition reads a pod label: the label changes and
+/// is followed (the documents carry the new value), but the condition was
+/// evaluated when the file was opened and is not evaluated again: lines
+/// whose documents say `tier: noisy` are shipped although the step drops
+/// `tier: noisy` (and would drop the same lines read again after a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_change_a_label_condition_follows_the_label_the_documents_carry() {
+    let (_d, logs, data) = dirs();
+    let path = pod_log_dir(&logs, "uid-9").join("0.log");
+    append(&path, lines("before", 0..5));
+    let (enr, pods) = live_enricher(labelled_pod(
+        serde_json::json!({"tier": "web"}),
+        serde_json::json!({}),
+    ));
+    let p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            glob: "*/*/*.log",
+            enricher: Some(enr),
+            processors: processor_specs(
+                "- drop: {when: {equals: {kubernetes.labels.tier: noisy}}}",
+            ),
+            ..Options::default()
+        },
+    );
+    p.wait_for(5, Duration::from_secs(5)).await;
+    pods.apply(kube::runtime::watcher::Event::Apply(labelled_pod(
+        serde_json::json!({"tier": "noisy"}),
+        serde_json::json!({}),
+    )));
+    append(&path, lines("after", 0..5));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (got, _) = p.stop().await;
+    let shipped_noisy: Vec<&Received> = got
+        .iter()
+        .filter(|r| r.raw.contains("\"tier\":\"noisy\""))
+        .collect();
+    assert!(
+        shipped_noisy.is_empty(),
+        "{} documents with kubernetes.labels.tier = noisy shipped past `drop when tier == noisy`, e.g. {}",
+        shipped_noisy.len(),
+        shipped_noisy
+            .first()
+            .map(|r| r.raw.as_str())
+            .unwrap_or_default()
+    );
+}
+
+/// The reverse: `logship.io/format: json` removed from the pod; the
+/// processor keeps the old `json_top` and leaves its own `json.*` fields out
+/// of every later document (silently; a file opened now would have them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_change_a_json_target_removed_later_keeps_the_processors_fields() {
+    let (_d, logs, data) = dirs();
+    let path = pod_log_dir(&logs, "uid-9").join("0.log");
+    append(&path, lines("before", 0..5));
+    let (enr, pods) = live_enricher(labelled_pod(
+        serde_json::json!({}),
+        serde_json::json!({"logship.io/format": "json"}),
+    ));
+    let p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            glob: "*/*/*.log",
+            enricher: Some(enr),
+            processors: processor_specs("- add_fields: {fields: {json.origin: proc}}"),
+            ..Options::default()
+        },
+    );
+    p.wait_for(5, Duration::from_secs(5)).await;
+    pods.apply(kube::runtime::watcher::Event::Apply(labelled_pod(
+        serde_json::json!({}),
+        serde_json::json!({}),
+    )));
+    append(&path, lines("after", 0..5));
+    p.wait_for(10, Duration::from_secs(5)).await;
+    let (got, _) = p.stop().await;
+    let missing: Vec<&Received> = got
+        .iter()
+        .filter(|r| r.message.starts_with("after") && !r.raw.contains("\"origin\":\"proc\""))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} documents without the processor's json.origin, e.g. {}",
+        missing.len(),
+        missing.first().map(|r| r.raw.as_str()).unwrap_or_default()
+    );
 }

@@ -434,17 +434,41 @@ impl Joiner {
         now: Option<tokio::time::Instant>,
         emit: &mut dyn FnMut(&DecodedLine<'_>),
     ) {
-        let timeout = self.rules.timeout;
-        let due =
-            |g: &Group| g.open && now.is_none_or(|now| g.last.is_none_or(|t| t + timeout <= now));
         // In file order, so the checkpoint moves as far as it can.
-        let mut order = [0usize, 1];
-        order.sort_by_key(|&i| self.groups[i].offset);
-        for i in order {
-            if due(&self.groups[i]) {
+        while self.flush_next(now, emit) {}
+    }
+
+    /// The first offset of the group [`Joiner::flush_next`] would hand out
+    /// (`now`: only groups that timed out; `None`: any open group).
+    pub fn next_due(&self, now: Option<tokio::time::Instant>) -> Option<u64> {
+        self.next_due_slot(now).map(|i| self.groups[i].offset)
+    }
+
+    /// Hands out the earliest (in file order) open group that is due;
+    /// `false` if none is. The caller may change the span (its stamp) for
+    /// each: groups of two streams can belong to different spans.
+    pub fn flush_next(
+        &mut self,
+        now: Option<tokio::time::Instant>,
+        emit: &mut dyn FnMut(&DecodedLine<'_>),
+    ) -> bool {
+        match self.next_due_slot(now) {
+            Some(i) => {
                 self.complete(i, emit);
+                true
             }
+            None => false,
         }
+    }
+
+    fn next_due_slot(&self, now: Option<tokio::time::Instant>) -> Option<usize> {
+        let timeout = self.rules.timeout;
+        (0..self.groups.len())
+            .filter(|&i| {
+                let g = &self.groups[i];
+                g.open && now.is_none_or(|now| g.last.is_none_or(|t| t + timeout <= now))
+            })
+            .min_by_key(|&i| self.groups[i].offset)
     }
 
     /// Forgets every open group (the reader starts over elsewhere).

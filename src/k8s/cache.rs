@@ -35,7 +35,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -101,6 +101,38 @@ impl Cached for NamespaceInfo {
     }
 }
 
+/// How long a watch that failed must go without another error to count as
+/// back in sync although no event came: more than the longest reconnect
+/// delay (8 s, up to twice that with jitter) plus a connect.
+pub const QUIET_AFTER_ERROR: Duration = Duration::from_secs(20);
+
+/// Whether a cache's watch is in sync (see the module doc).
+struct SyncState {
+    /// The first list completed.
+    listed: bool,
+    /// A re-list is in progress (between `Init` and `InitDone`).
+    relisting: bool,
+    /// The last error since the last event, if any.
+    failed_at: Option<Instant>,
+    /// When it last came (back) in sync.
+    synced_at: Instant,
+}
+
+impl SyncState {
+    fn synced_since(&self, now: Instant) -> Option<Instant> {
+        if !self.listed || self.relisting {
+            return None;
+        }
+        match self.failed_at {
+            None => Some(self.synced_at),
+            Some(failed) if now.saturating_duration_since(failed) >= QUIET_AFTER_ERROR => {
+                Some(failed + QUIET_AFTER_ERROR)
+            }
+            Some(_) => None,
+        }
+    }
+}
+
 struct Entry<T> {
     value: Arc<T>,
     deleted_at: Option<Instant>,
@@ -122,9 +154,7 @@ pub struct MetadataCache<T> {
     /// error, a dropped stream or a 410 Gone.
     lists: AtomicU64,
     /// Whether the watch is in sync (see the module doc).
-    synced: AtomicBool,
-    /// When it last came (back) in sync.
-    synced_at: std::sync::Mutex<Instant>,
+    sync: std::sync::Mutex<SyncState>,
     /// Bumped when an object's kept part changes (not on every event).
     changes: AtomicU64,
 }
@@ -144,23 +174,32 @@ impl<T: Cached> MetadataCache<T> {
             delete_grace,
             version: watch::Sender::new(0),
             lists: AtomicU64::new(0),
-            synced: AtomicBool::new(false),
-            synced_at: std::sync::Mutex::new(Instant::now()),
+            sync: std::sync::Mutex::new(SyncState {
+                listed: false,
+                relisting: false,
+                failed_at: None,
+                synced_at: Instant::now(),
+            }),
             changes: AtomicU64::new(0),
         }
     }
 
-    /// Whether the watch is in sync: listed, and neither failing nor
-    /// re-listing (see the module doc).
-    pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+    fn sync_state(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.sync.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The watch failed: not in sync until its next list or event.
+    /// Whether the watch is in sync: listed, not re-listing, and no error
+    /// since its last event (or none for [`QUIET_AFTER_ERROR`]).
+    pub fn is_synced(&self) -> bool {
+        self.synced_since().is_some()
+    }
+
+    /// The watch failed: not in sync until its next list or event, or until
+    /// it has been quiet for [`QUIET_AFTER_ERROR`] (kube-runtime re-watches
+    /// from the last resourceVersion without a word when it can).
     pub fn watch_failed(&self) {
-        if self.synced.swap(false, Ordering::AcqRel) {
-            self.version.send_modify(|v| *v += 1);
-        }
+        self.sync_state().failed_at = Some(Instant::now());
+        self.version.send_modify(|v| *v += 1);
     }
 
     /// Moves whenever an object's kept part changed (an added, changed or
@@ -171,15 +210,21 @@ impl<T: Cached> MetadataCache<T> {
 
     /// Since when the watch is in sync; `None` while it is not.
     pub fn synced_since(&self) -> Option<Instant> {
-        let at = *self.synced_at.lock().unwrap_or_else(|e| e.into_inner());
-        self.is_synced().then_some(at)
+        self.sync_state().synced_since(Instant::now())
     }
 
     fn mark_synced(&self, now: Instant) {
-        if !self.is_synced() {
-            *self.synced_at.lock().unwrap_or_else(|e| e.into_inner()) = now;
-            self.synced.store(true, Ordering::Release);
+        let mut sync = self.sync_state();
+        if sync.synced_since(now).is_none() || sync.failed_at.is_some() {
+            sync.synced_at = sync
+                .failed_at
+                .map(|t| t + QUIET_AFTER_ERROR)
+                .filter(|quiet| *quiet <= now)
+                .unwrap_or(now);
         }
+        sync.listed = true;
+        sync.relisting = false;
+        sync.failed_at = None;
     }
 
     /// Waits for the object from `start`: up to `wait` while the cache is
@@ -199,13 +244,25 @@ impl<T: Cached> MetadataCache<T> {
             if let Some(value) = self.get(key) {
                 return Some(value);
             }
-            let until = match self.synced_since() {
-                Some(at) => (start + wait).max(at + wait),
-                None => start + sync_wait.max(wait),
+            let now = Instant::now();
+            let (give_up, wake) = {
+                let sync = self.sync_state();
+                match sync.synced_since(now) {
+                    Some(at) => {
+                        let t = (start + wait).max(at + wait);
+                        (t, t)
+                    }
+                    None => {
+                        let t = start + sync_wait.max(wait);
+                        let resync = sync.failed_at.map(|f| f + QUIET_AFTER_ERROR);
+                        (t, resync.map_or(t, |r| r.min(t)))
+                    }
+                }
             };
-            if Instant::now() >= until {
+            if now >= give_up {
                 return None;
             }
+            let until = wake.max(now);
             // A change, or the deadline: look again (the sync state may
             // have changed which deadline applies).
             if let Ok(Err(_)) = tokio::time::timeout_at(until, changes.changed()).await {
@@ -273,7 +330,7 @@ impl<T: Cached> MetadataCache<T> {
             match event {
                 Event::Init => {
                     self.lists.fetch_add(1, Ordering::Relaxed);
-                    self.synced.store(false, Ordering::Release);
+                    self.sync_state().relisting = true;
                     entries.relisted = Some(HashSet::new());
                 }
                 Event::InitApply(object) => {
@@ -309,6 +366,7 @@ impl<T: Cached> MetadataCache<T> {
                         changed |= upsert(&mut entries, value, Some(now));
                     }
                     if entries.relisted.is_none() && self.lists.load(Ordering::Relaxed) > 0 {
+                        // An event after a failure: the watch is back.
                         self.mark_synced(now);
                     }
                 }
@@ -635,7 +693,7 @@ mod tests {
         cache.watch_failed();
         let c = cache.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
             c.apply(Event::Init);
             c.apply(Event::InitApply(pod("first")));
             c.apply(Event::InitDone);
@@ -647,7 +705,19 @@ mod tests {
                 .await
                 .is_none()
         );
-        assert_eq!(t.elapsed(), Duration::from_secs(35));
+        assert_eq!(t.elapsed(), Duration::from_secs(15));
+        // A failure, then nothing: the watcher re-watched without a word
+        // (a quiet node). In sync again QUIET_AFTER_ERROR after the error.
+        cache.watch_failed();
+        let t = Instant::now();
+        assert!(
+            cache
+                .wait_synced("never", t, wait, sync_wait)
+                .await
+                .is_none()
+        );
+        assert_eq!(t.elapsed(), QUIET_AFTER_ERROR + wait);
+        assert!(cache.is_synced());
     }
 
     #[tokio::test(start_paused = true)]

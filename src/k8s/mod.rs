@@ -143,6 +143,14 @@ pub fn multiline_annotation(pod: &PodInfo) -> Result<Option<MultilineAnnotation>
 }
 
 impl FileMetadata {
+    /// Whether documents made with `other` would carry the same fields and
+    /// go through the same processing (the cache objects may differ).
+    pub fn carries_same(&self, other: &FileMetadata) -> bool {
+        self.fragment == other.fragment
+            && self.json_target == other.json_target
+            && self.drop_regex == other.drop_regex
+    }
+
     /// The encoder's per-file context for these metadata.
     pub fn file_context(
         &self,
@@ -305,8 +313,13 @@ impl Enricher {
                     }
                     return Resolved::Missing(pod_ref);
                 };
+                // The namespace: `metadata_wait` (from the start, or from
+                // when the pod came if that was later), never the longer
+                // unsynced wait: a namespace watch that cannot list must not
+                // hold every file (its labels come later by `refresh`).
+                let found = tokio::time::Instant::now();
                 let namespace = namespaces
-                    .wait_synced(&pod.namespace, start, *wait, *sync_wait)
+                    .wait_until(&pod.namespace, (start + *wait).max(found + *wait))
                     .await;
                 if namespace.is_none() {
                     tracing::warn!(path = %path.display(), namespace = %pod.namespace, "namespace not in the metadata cache; its labels and exclusion annotation are not applied to this file");
@@ -802,5 +815,82 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(7));
         assert_eq!(doc["kubernetes"]["namespace"], "never");
         assert!(doc["kubernetes"].get("namespace_labels").is_none(), "{doc}");
+    }
+
+    /// The pod watch is in sync (and knows the pod); the namespace watch is
+    /// not (its ClusterRole rule is missing: 403 forever, or it is
+    /// re-listing). The namespace is waited for within metadata_wait only,
+    /// never metadata_sync_wait.
+    #[tokio::test(start_paused = true)]
+    async fn an_unsynced_namespace_watch_holds_a_file_for_metadata_wait_only() {
+        use kube::runtime::watcher::Event;
+        use serde_json::json;
+        let cache = Arc::new(PodCache::new(Duration::from_secs(60)));
+        let namespaces = Arc::new(NamespaceCache::new(Duration::from_secs(60)));
+        cache.apply(Event::Init);
+        cache.apply(Event::InitApply(pod_object("shop", "u1", json!({}))));
+        cache.apply(Event::InitDone);
+        // The namespace watch: denied, never listed.
+        namespaces.watch_failed();
+        let enricher = Enricher::Cache {
+            cache,
+            namespaces,
+            wait: Duration::from_secs(5),
+            sync_wait: Duration::from_secs(120),
+            dedot: true,
+            namespace_labels: true,
+        };
+        let start = tokio::time::Instant::now();
+        let resolved = enricher.resolve(&log_path("shop", "u1")).await;
+        assert!(matches!(resolved, Resolved::Metadata(_)));
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(5),
+            "a file whose pod is known waited {:?} for a namespace the namespace watch cannot see",
+            start.elapsed()
+        );
+    }
+
+    /// After a transient watch error the watcher re-watches from its last
+    /// resourceVersion (no Init: kube-runtime re-lists only after a 410 or
+    /// a failed list). On a quiet node no event follows: the cache is back
+    /// in sync `QUIET_AFTER_ERROR` after the error, and a file whose pod is
+    /// not in the cache then waits metadata_wait, not metadata_sync_wait.
+    #[tokio::test(start_paused = true)]
+    async fn after_a_transient_error_a_quiet_watch_comes_back_in_sync() {
+        let (enricher, cache, _namespaces) = enricher(false);
+        // One connection reset; the re-watch then succeeds (nothing to say).
+        cache.watch_failed();
+        assert!(!cache.is_synced());
+        tokio::time::advance(cache::QUIET_AFTER_ERROR).await;
+        assert!(cache.is_synced());
+        let start = tokio::time::Instant::now();
+        let resolved = enricher.resolve(&log_path("shop", "gone")).await;
+        assert!(matches!(resolved, Resolved::Missing(_)));
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    /// A namespace's label changes while `namespace_labels` is off: the
+    /// new metadata carry the same fields, so a follower keeps its span
+    /// (`carries_same`), only taking the new cache objects.
+    #[tokio::test(start_paused = true)]
+    async fn an_unused_namespace_change_changes_no_field() {
+        use kube::runtime::watcher::Event;
+        use serde_json::json;
+        let (enricher, cache, namespaces) = enricher(false);
+        namespaces.apply(Event::Apply(namespace_object("shop", json!({}))));
+        cache.apply(Event::Apply(pod_object("shop", "u1", json!({}))));
+        let path = log_path("shop", "u1");
+        let Resolved::Metadata(first) = enricher.resolve(&path).await else {
+            panic!("not resolved")
+        };
+        let mut ns = namespace_object("shop", json!({}));
+        ns.metadata.labels = Some([("team".to_owned(), "b".to_owned())].into());
+        namespaces.apply(Event::Apply(ns));
+        let fresh = enricher
+            .refresh(&path, &first)
+            .expect("the namespace object changed");
+        assert!(fresh.carries_same(&first), "namespace_labels is off");
+        assert_ne!(fresh.origin, first.origin);
     }
 }

@@ -667,7 +667,7 @@ impl Follower {
             }
             FileState::Truncated(fingerprint) => {
                 // The old generation's last groups are complete.
-                self.flush_groups(None);
+                self.flush_groups(None).await?;
                 self.send().await?;
                 self.truncated(fingerprint);
                 self.persist_identity().await;
@@ -724,10 +724,18 @@ impl Follower {
         let Some(fresh) = self.shared.enricher.refresh(&self.path, &self.metadata) else {
             return;
         };
+        if fresh.carries_same(&self.metadata) {
+            // Nothing the documents carry changed (a sibling container's
+            // status, a namespace label not shipped): remember the new
+            // objects, keep the span and its stamp.
+            self.metadata.origin = fresh.origin;
+            return;
+        }
         Metrics::add(&self.shared.metrics.k8s_metadata_updates, 1);
         tracing::info!(path = %self.path.display(), "pod or namespace changed; lines read from now on carry its new metadata");
-        let new_drop = fresh.drop_regex != self.metadata.drop_regex;
-        self.use_metadata(fresh, new_drop);
+        // The processors too: their conditions on pod fields and the JSON
+        // target's top-level field are computed per file.
+        self.use_metadata(fresh, true);
     }
 
     /// Takes `metadata` for the lines read from now on (the encoder's
@@ -806,7 +814,7 @@ impl Follower {
             _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
         };
         if timed_out {
-            self.flush_groups(Some(tokio::time::Instant::now()));
+            self.flush_groups(Some(tokio::time::Instant::now())).await?;
             self.send().await?;
         }
         Ok(())
@@ -849,7 +857,7 @@ impl Follower {
                 Some((Filled::Changed, _)) => {
                     // Truncated (and maybe refilled) since the last read:
                     // what was read belongs to the old generation.
-                    self.flush_groups(None);
+                    self.flush_groups(None).await?;
                     self.send().await?;
                     let fp = self.current_fingerprint().await;
                     self.truncated(fp);
@@ -1392,97 +1400,145 @@ impl Follower {
         self.send().await?;
         let now = Timestamp::now();
         self.refresh_live_stamp(now);
-        self.span_stamp = Some(self.live_stamp.clone());
-        let Follower {
-            reader,
-            decoder,
-            encoder,
-            ctx,
-            processor,
-            span,
-            span_end,
-            lines_read,
-            events,
-            invalid_utf8,
-            joiner,
-            ..
-        } = self;
-        let mut sink = |d: &DecodedLine<'_>| {
-            encode_line(
+        if let Some(line) = self.reader.take_rest() {
+            // Stamped like any line (read again after a restart: as first read).
+            self.stashed = Some(line);
+            while self.decode_until_full(now) {
+                self.send().await?;
+            }
+        }
+        // A held partial line: it starts at or after the first byte not yet
+        // shipped, so it goes with that byte's stamp.
+        let first_unsent = self
+            .joiner
+            .as_ref()
+            .and_then(Joiner::safe_offset)
+            .map_or(self.span_end, |held| held.min(self.span_end));
+        let (partial_now, ctx) = self.stamp_span_for(first_unsent, now).await?;
+        {
+            let Follower {
+                decoder,
                 encoder,
-                ctx,
+                ctx: live_ctx,
                 processor,
                 span,
                 span_end,
                 events,
                 invalid_utf8,
-                d,
-            )
-        };
-        {
+                joiner,
+                decoded_end,
+                ..
+            } = self;
+            let ctx = ctx.as_ref().unwrap_or(live_ctx);
+            let mut sink = |d: &DecodedLine<'_>| {
+                encode_line(
+                    encoder,
+                    ctx,
+                    processor,
+                    span,
+                    span_end,
+                    events,
+                    invalid_utf8,
+                    d,
+                )
+            };
             let mut to_joiner = |d: &DecodedLine<'_>| match joiner.as_mut() {
-                Some(j) => j.push(d, &mut sink),
+                Some(j) => {
+                    *decoded_end = d.end.max(*decoded_end);
+                    j.push(d, &mut sink)
+                }
                 None => sink(d),
             };
-            if let Some(line) = reader.take_rest() {
-                *lines_read += 1;
-                decode_line(decoder, reader.line(&line), &line, now, &mut to_joiner);
-            }
-            decoder.finish(now, &mut to_joiner);
+            decoder.finish(partial_now, &mut to_joiner);
         }
         // The file ends here: its last groups are complete.
-        if let Some(j) = joiner.as_mut() {
-            j.flush(&mut sink);
-            *span_end = reader.read_offset().max(*span_end);
+        self.flush_groups(None).await?;
+        if self.joiner.is_some() {
+            self.span_end = self.reader.read_offset().max(self.span_end);
         }
         self.flush_counters();
         self.send().await
     }
 
+    /// Makes the span ready for what starts at `offset`, read after a
+    /// restart or not: the stamp of the span it was first sent in (the
+    /// first [`Follower::reread`] record ending past it) or the live one;
+    /// the span is sent first if it has another. Returns the read time to
+    /// decode with (`now`, or the first read's) and the first read's
+    /// context (`None`: the live one).
+    async fn stamp_span_for(
+        &mut self,
+        offset: u64,
+        now: Timestamp,
+    ) -> Result<(Timestamp, Option<FileContext>), Stop> {
+        let (stamp, line_now, ctx) = match self.reread.iter().find(|(end, ..)| *end > offset) {
+            Some((_, stamp, ctx)) => (
+                stamp.clone(),
+                Timestamp {
+                    secs: stamp.secs,
+                    nanos: 0,
+                },
+                Some(ctx.clone()),
+            ),
+            None => (self.live_stamp.clone(), now, None),
+        };
+        if !self.span.is_empty()
+            && !self
+                .span_stamp
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, &stamp))
+        {
+            self.send().await?;
+        }
+        if self.span.is_empty() {
+            self.span_stamp = Some(stamp);
+        }
+        Ok((line_now, ctx))
+    }
+
     /// Hands out the open multiline groups (`due`: only those that timed
     /// out) into the span; they are shipped with the next send.
-    fn flush_groups(&mut self, due: Option<tokio::time::Instant>) {
-        let Follower {
-            encoder,
-            ctx,
-            span,
-            span_end,
-            events,
-            invalid_utf8,
-            joiner,
-            decoded_end,
-            span_stamp,
-            live_stamp,
-            processor,
-            ..
-        } = self;
-        let Some(j) = joiner.as_mut() else {
-            return;
-        };
-        if !j.holding() {
-            return;
-        }
-        if span.is_empty() {
-            *span_stamp = Some(live_stamp.clone());
-        }
-        let mut sink = |d: &DecodedLine<'_>| {
-            encode_line(
+    async fn flush_groups(&mut self, due: Option<tokio::time::Instant>) -> Result<(), Stop> {
+        while let Some(offset) = self.joiner.as_ref().and_then(|j| j.next_due(due)) {
+            // A group read again after a restart goes with the stamp and
+            // context of the span it was first sent in, like single lines
+            // (`decode_until_full`), so it lands in its first copy's index.
+            let (_, ctx) = self.stamp_span_for(offset, Timestamp::now()).await?;
+            let Follower {
                 encoder,
-                ctx,
-                processor,
+                ctx: live_ctx,
                 span,
                 span_end,
                 events,
                 invalid_utf8,
-                d,
-            )
-        };
-        match due {
-            Some(now) => j.flush_due(now, &mut sink),
-            None => j.flush(&mut sink),
+                joiner,
+                decoded_end,
+                processor,
+                ..
+            } = self;
+            let Some(j) = joiner.as_mut() else {
+                break;
+            };
+            let ctx = ctx.as_ref().unwrap_or(live_ctx);
+            let mut sink = |d: &DecodedLine<'_>| {
+                encode_line(
+                    encoder,
+                    ctx,
+                    processor,
+                    span,
+                    span_end,
+                    events,
+                    invalid_utf8,
+                    d,
+                )
+            };
+            j.flush_next(due, &mut sink);
+            // Never past a group still open (of the other stream): a send
+            // before the next group must not move the checkpoint over it.
+            *span_end = held_back(j, *decoded_end);
         }
-        *span_end = held_back(j, *decoded_end);
         self.flush_counters();
+        Ok(())
     }
 }
 

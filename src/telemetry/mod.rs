@@ -74,10 +74,10 @@ pub struct Metrics {
     /// Files rotated away while logship was stopped, found again (renamed
     /// or compressed) and read to their end after the restart.
     pub rotated_while_stopped: AtomicU64,
-    /// Pod log files whose pod was not in the metadata cache after `metadata_wait`.
     /// Times a followed file's metadata were re-serialised because its pod
     /// or namespace changed.
     pub k8s_metadata_updates: AtomicU64,
+    /// Pod log files whose pod was not in the metadata cache after `metadata_wait`.
     pub k8s_files_without_metadata: AtomicU64,
     /// Lines of such files shipped before their pod became known.
     pub k8s_lines_without_metadata: AtomicU64,

@@ -181,7 +181,25 @@ fn real_api_server_enriches_every_line_with_its_own_pod() {
     // A label added to web-0 while its file is followed.
     let before_label = web0.lines.clone();
     let patched = server.label_pod("shop", "web-0", json!({"release": "canary"}));
-    std::thread::sleep(Duration::from_secs(2));
+    // Marker lines until one arrives carrying the label (the watch event
+    // took effect); every line written after that must carry it too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let marker = web0.write("marker", 1);
+        std::thread::sleep(Duration::from_millis(300));
+        let labelled = es.search_all(&setup.index_pattern).iter().any(|d| {
+            d["message"] == marker[0].message.as_str()
+                && d["kubernetes"]["labels"]["release"] == "canary"
+        });
+        if labelled {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line carried the new label within 60 s:\n{}",
+            agent.stderr_tail(30)
+        );
+    }
     let after_label = web0.write("after-label", 30);
     // job-0 deleted: its last lines are still enriched within delete_grace.
     server.delete_pod("ops", "job-0");
@@ -197,6 +215,7 @@ fn real_api_server_enriches_every_line_with_its_own_pod() {
     for line in &before_label {
         assert_real_pod(doc_of(&docs, line), &web0.pod, &ns_labels("a"));
     }
+    // (The markers between carry either; each is matched once above.)
     for line in &after_label {
         assert_real_pod(doc_of(&docs, line), &patched, &ns_labels("a"));
         assert_eq!(
@@ -437,6 +456,13 @@ fn real_api_server_pods_elsewhere_cost_nothing() {
     assert_eq!(
         scrape_value(port, &mut agent, "logship_k8s_cache_pods"),
         200.0
+    );
+    // Nothing of them reaches the agent (the field selector): its memory
+    // stays where it was. 2 MiB is less than 2,000 cached pods would take
+    // (over 1 KiB each), and more than allocator noise.
+    assert!(
+        after < before + 2048,
+        "RSS grew from {before} to {after} KiB with pods on other nodes"
     );
     assert_eq!(server.request_count("LIST", "pods"), 1);
     assert_eq!(
