@@ -54,6 +54,7 @@
 //!   each) and serialises each file's pod metadata once.
 
 pub mod app;
+pub mod audit;
 pub mod buffer;
 pub mod config;
 pub mod decode;
