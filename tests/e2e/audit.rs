@@ -424,6 +424,18 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
         [125, 100, 0, 0, 25, 0, 0],
     );
 
+    // The text report of everything says so too, file by file.
+    let (code, text) = audit(&setup.config_path(), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("MISSING: 4 lines in 2 of 6 files are not in Elasticsearch"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("not yet shipped from byte {tail_from}")),
+        "{text}"
+    );
+
     // The text report of one named file says the same.
     let (code, text) = audit(
         &setup.config_path(),
@@ -452,4 +464,86 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
     std::fs::write(&broken, "sources: 7\n").expect("write");
     let (code, _) = audit(&broken, &[]);
     assert_eq!(code, 64);
+}
+
+/// The figures of `docs/testing.md`: an audit of a 1 GiB CRI file
+/// (`LOGSHIP_AUDIT_MIB`, default 1024) whose first 8 MiB were shipped by
+/// the agent and the rest written after it stopped, so every line is
+/// looked up: the shipped ones are found, the others are not yet shipped.
+/// Prints wall time, the audit process's CPU time, requests and ids/s.
+/// Build in release for figures that mean something:
+/// `cargo test --release --test e2e audit_1gib_long -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn audit_1gib_long() {
+    use std::io::Write as _;
+    let mib: u64 = std::env::var("LOGSHIP_AUDIT_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let (es, setup) = scenario("audit-long", Options::default());
+    let path = setup.log("big.log");
+    let line = |seq: u64| {
+        let m = format!(
+            "big seq={seq:010} INFO c.e.OrderService - order {} processed in {} ms for customer {}",
+            seq * 7919 % 1_000_000,
+            seq % 997,
+            seq * 31 % 100_000
+        );
+        cri_line(&timestamp(seq), "stdout", "F", m.as_bytes())
+    };
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(&path).expect("create big.log"),
+    );
+    let (mut seq, mut written) = (0u64, 0u64);
+    while written < 8 << 20 {
+        let l = line(seq);
+        out.write_all(&l).expect("write");
+        written += l.len() as u64;
+        seq += 1;
+    }
+    out.flush().expect("flush");
+    let shipped = seq;
+    let mut agent = setup.start();
+    let count = crate::expect::wait_for_delivery(es, &setup.index_pattern, shipped, &mut agent);
+    assert_eq!(count, shipped, "{}", agent.stderr_tail(30));
+    std::thread::sleep(Duration::from_millis(1500));
+    agent.sigterm(Duration::from_secs(30));
+    while written < mib << 20 {
+        let l = line(seq);
+        out.write_all(&l).expect("write");
+        written += l.len() as u64;
+        seq += 1;
+    }
+    out.flush().expect("flush");
+    drop(out);
+
+    let cpu = || {
+        // SAFETY: getrusage only writes into the zeroed struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        (secs(usage.ru_utime), secs(usage.ru_stime))
+    };
+    // Only the audit process ends (and is waited for) in between.
+    let (user0, sys0) = cpu();
+    let started = Instant::now();
+    let (code, report) = audit_json(&setup.config_path(), &[]);
+    let wall = started.elapsed().as_secs_f64();
+    let (user1, sys1) = cpu();
+    assert_eq!(code, 0, "{report:#}");
+    let f = file_report(&report, "big.log");
+    assert_counts(f, [seq, shipped, 0, 0, seq - shipped, 0, 0]);
+    assert_eq!(f["bytes"], written);
+    let requests = report["requests"].as_u64().expect("requests");
+    eprintln!(
+        "audit of {:.0} MiB, {seq} lines ({shipped} in the index): {wall:.1} s wall, \
+         CPU {:.1} s user + {:.1} s system, {requests} requests, {:.0} ids/s, {:.0} MiB/s",
+        written as f64 / 1048576.0,
+        user1 - user0,
+        sys1 - sys0,
+        seq as f64 / wall,
+        written as f64 / 1048576.0 / wall,
+    );
 }
