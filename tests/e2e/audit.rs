@@ -1,10 +1,11 @@
 //! `logship audit` against real Elasticsearch (issue 16).
 //!
-//! The agent ships six files: CRI (with a partial line and health checks a
+//! The agent ships seven files: CRI (with a partial line and health checks a
 //! processor drops), docker `json-file` (with a chunked line), plain text
 //! with Java traces (multiline), one whose lines go to a write-blocked
-//! index (dead-lettered), one that grows after the agent stopped, and one
-//! rewritten after it stopped. Then the audit must account for every line
+//! index (dead-lettered), one that grows after the agent stopped, one
+//! rewritten after it stopped, and one rotated and compressed (`.gz`)
+//! after it stopped. Then the audit must account for every line
 //! in the right bucket, per file, field by field in its JSON; after some
 //! documents are deleted by `_id`, it must name exactly those as missing,
 //! at their offsets, with their text, and exit 1.
@@ -217,13 +218,16 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
     cri_numbered("growing", 0..100, &mut growing);
     let mut rewritten = Written::default();
     cri_numbered("rewritten", 0..10, &mut rewritten);
-    let files: [(&str, &Written); 6] = [
+    let mut gz = Written::default();
+    cri_numbered("gz", 0..50, &mut gz);
+    let files: [(&str, &Written); 7] = [
         ("cri.log", &cri),
         ("docker.log", &docker),
         ("app.log", &app),
         ("dead.log", &dead),
         ("growing.log", &growing),
         ("rewritten.log", &rewritten),
+        ("gz.log", &gz),
     ];
     for (name, w) in files {
         std::fs::write(setup.log(name), &w.bytes).expect("write log");
@@ -258,7 +262,8 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
     assert_eq!(es.count(&setup.index_pattern), indexed, "exactly once");
 
     // While the agent is down: growing.log grows, docker.log is rotated
-    // (kubelet style), rewritten.log is truncated and written anew.
+    // (kubelet style), gz.log is rotated and compressed (logrotate style),
+    // rewritten.log is truncated and written anew.
     let tail_from = growing.bytes.len() as u64;
     let mut more = Written::default();
     cri_numbered("growing-late", 100..125, &mut more);
@@ -270,6 +275,16 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
         "new content, never read\nsecond\nthird\n",
     )
     .expect("rewrite");
+    {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(
+            std::fs::File::create(setup.log("gz.log.1.gz")).expect("create .gz"),
+            flate2::Compression::default(),
+        );
+        encoder.write_all(&gz.bytes).expect("compress");
+        encoder.finish().expect("finish .gz");
+        std::fs::remove_file(setup.log("gz.log")).expect("remove gz.log");
+    }
 
     // 1. Everything accounted for: exit 0.
     let (code, report) = audit_json(&setup.config_path(), &[]);
@@ -321,11 +336,15 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
             .is_some_and(|v| v.starts_with("UNKNOWN GENERATION")),
         "{f:#}"
     );
-    assert_eq!(report["totals"]["files"], 6, "{report:#}");
+    let f = file_report(&report, "gz.log.1.gz");
+    assert_counts(f, [50, 50, 0, 0, 0, 0, 0]);
+    assert_eq!(f["followed_as"].as_str(), setup.log("gz.log").to_str());
+    assert_eq!(f["bytes"], gz.bytes.len() as u64, "read decompressed");
+    assert_eq!(report["totals"]["files"], 7, "{report:#}");
     assert_eq!(report["totals"]["missing"], 0);
     assert_eq!(report["index_pattern"], "e2e-audit-*.*.*");
     // One search per file with a known generation (each under a batch).
-    assert_eq!(report["requests"], 5);
+    assert_eq!(report["requests"], 6);
     // The old content of rewritten.log is gone from disk.
     assert!(
         report["notes"].to_string().contains("no longer on disk"),
@@ -428,7 +447,7 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
     let (code, text) = audit(&setup.config_path(), &[]);
     assert_eq!(code, 1);
     assert!(
-        text.contains("MISSING: 4 lines in 2 of 6 files are not in Elasticsearch"),
+        text.contains("MISSING: 4 lines in 2 of 7 files are not in Elasticsearch"),
         "{text}"
     );
     assert!(
