@@ -180,7 +180,7 @@ impl FileReport {
                 self.counts.lines,
                 self.missing_offsets.first().copied().unwrap_or_default()
             )
-        } else if self.counts.unknown_generation > 0 {
+        } else if self.counts.unknown_generation > 0 || self.generation.is_none() {
             format!(
                 "UNKNOWN GENERATION: the checkpoints do not know this content; its {} lines were not looked up",
                 self.counts.unknown_generation
@@ -385,6 +385,7 @@ mod tests {
 
     fn file(statuses: &[(u64, LineStatus)]) -> FileReport {
         let mut f = FileReport::new("/var/log/a.log".into());
+        f.generation = Some(0);
         for &(offset, status) in statuses {
             f.add(offset, Some("id"), status);
         }
@@ -451,6 +452,13 @@ mod tests {
             unknown.verdict.starts_with("UNKNOWN GENERATION"),
             "{}",
             unknown.verdict
+        );
+        // A compressed file that is no known copy: no lines read, no generation.
+        let mut gz = FileReport::new("/var/log/a.log.3.gz".into());
+        gz.conclude();
+        assert_eq!(
+            gz.verdict,
+            "UNKNOWN GENERATION: the checkpoints do not know this content; its 0 lines were not looked up"
         );
         let missing = file(&[(0, LineStatus::Missing)]);
 
