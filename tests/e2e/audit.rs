@@ -1,11 +1,11 @@
 //! `logship audit` against real Elasticsearch (issue 16).
 //!
-//! The agent ships seven files: CRI (with a partial line and health checks a
+//! The agent ships eight files: CRI (with a partial line and health checks a
 //! processor drops), docker `json-file` (with a chunked line), plain text
 //! with Java traces (multiline), one whose lines go to a write-blocked
 //! index (dead-lettered), one that grows after the agent stopped, one
-//! rewritten after it stopped, and one rotated and compressed (`.gz`)
-//! after it stopped. Then the audit must account for every line
+//! rewritten after it stopped, one rotated and compressed (`.gz`) and one
+//! copied and truncated (copytruncate) after it stopped. Then the audit must account for every line
 //! in the right bucket, per file, field by field in its JSON; after some
 //! documents are deleted by `_id`, it must name exactly those as missing,
 //! at their offsets, with their text, and exit 1.
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::expect::DELIVERY_TIMEOUT;
 use crate::scenario;
 use crate::support::logship::{
-    LOGSHIP_BIN, Options, append, cri_line, cri_split, docker_line, timestamp,
+    LOGSHIP_BIN, Options, append, copytruncate, cri_line, cri_split, docker_line, timestamp,
 };
 
 /// The source's processors and multiline rule.
@@ -220,7 +220,9 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
     cri_numbered("rewritten", 0..10, &mut rewritten);
     let mut gz = Written::default();
     cri_numbered("gz", 0..50, &mut gz);
-    let files: [(&str, &Written); 7] = [
+    let mut ct = Written::default();
+    cri_numbered("ct", 0..40, &mut ct);
+    let files: [(&str, &Written); 8] = [
         ("cri.log", &cri),
         ("docker.log", &docker),
         ("app.log", &app),
@@ -228,6 +230,7 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
         ("growing.log", &growing),
         ("rewritten.log", &rewritten),
         ("gz.log", &gz),
+        ("ct.log", &ct),
     ];
     for (name, w) in files {
         std::fs::write(setup.log(name), &w.bytes).expect("write log");
@@ -263,7 +266,8 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
 
     // While the agent is down: growing.log grows, docker.log is rotated
     // (kubelet style), gz.log is rotated and compressed (logrotate style),
-    // rewritten.log is truncated and written anew.
+    // rewritten.log is truncated and written anew, ct.log is copied and
+    // truncated (logrotate's copytruncate) and written to again.
     let tail_from = growing.bytes.len() as u64;
     let mut more = Written::default();
     cri_numbered("growing-late", 100..125, &mut more);
@@ -285,6 +289,8 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
         encoder.finish().expect("finish .gz");
         std::fs::remove_file(setup.log("gz.log")).expect("remove gz.log");
     }
+    copytruncate(&setup.log("ct.log"), &setup.log("ct.log.1"));
+    append(&setup.log("ct.log"), b"after the copytruncate\nand more\n");
 
     // 1. Everything accounted for: exit 0.
     let (code, report) = audit_json(&setup.config_path(), &[]);
@@ -340,11 +346,18 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
     assert_counts(f, [50, 50, 0, 0, 0, 0, 0]);
     assert_eq!(f["followed_as"].as_str(), setup.log("gz.log").to_str());
     assert_eq!(f["bytes"], gz.bytes.len() as u64, "read decompressed");
-    assert_eq!(report["totals"]["files"], 7, "{report:#}");
+    // After copytruncate the copy holds the shipped generation (another
+    // inode: found by content); the file holds content of a generation the
+    // agent has not read yet.
+    let f = file_report(&report, "ct.log.1");
+    assert_counts(f, [40, 40, 0, 0, 0, 0, 0]);
+    assert_eq!(f["followed_as"].as_str(), setup.log("ct.log").to_str());
+    assert_counts(file_report(&report, "ct.log"), [2, 0, 0, 0, 0, 0, 2]);
+    assert_eq!(report["totals"]["files"], 9, "{report:#}");
     assert_eq!(report["totals"]["missing"], 0);
     assert_eq!(report["index_pattern"], "e2e-audit-*.*.*");
     // One search per file with a known generation (each under a batch).
-    assert_eq!(report["requests"], 6);
+    assert_eq!(report["requests"], 7);
     // The old content of rewritten.log is gone from disk.
     assert!(
         report["notes"].to_string().contains("no longer on disk"),
@@ -447,7 +460,7 @@ fn audit_accounts_for_every_line_and_names_exactly_the_deleted_ones() {
     let (code, text) = audit(&setup.config_path(), &[]);
     assert_eq!(code, 1);
     assert!(
-        text.contains("MISSING: 4 lines in 2 of 7 files are not in Elasticsearch"),
+        text.contains("MISSING: 4 lines in 2 of 9 files are not in Elasticsearch"),
         "{text}"
     );
     assert!(
