@@ -1240,6 +1240,40 @@ mod tests {
     }
 
     #[test]
+    fn read_only_sees_what_the_agent_wrote_and_never_touches_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_only(dir.path()), Ok(Vec::new()), "no store yet");
+        let path = dir.path().join("app.log");
+        let c = Checkpointer::open(dir.path()).unwrap();
+        follow(&c, 7, id(1), &path, 2, 100);
+        let span = c.issue(7, 2, 300);
+        c.delivered(&[span]);
+        c.persist().unwrap();
+        let stored = read_only(dir.path()).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].file.identity, id(1));
+        assert_eq!(stored[0].file.path, path);
+        assert_eq!(
+            stored[0].file.checkpoint,
+            Checkpoint {
+                generation: 2,
+                offset: 300
+            }
+        );
+        assert!(!stored[0].gone);
+        // A corrupt store is an error for the reader, and stays where it is
+        // (only the agent sets it aside).
+        fs::write(dir.path().join(FILE_NAME), b"{\"version\":1,\"checkp").unwrap();
+        let err = read_only(dir.path()).unwrap_err();
+        assert!(err.contains(FILE_NAME), "{err}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![FILE_NAME.to_string()]);
+    }
+
+    #[test]
     fn corrupt_file_is_set_aside_and_store_starts_empty() {
         for body in [
             &b"{\"version\":1,\"checkpoints\":[{\"bad\":"[..],
