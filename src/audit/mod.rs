@@ -559,7 +559,7 @@ impl Auditor<'_> {
             Resolved::Metadata(m) => m,
             Resolved::Missing(pod) => {
                 report.notes.push(format!(
-                    "pod {}/{} is not known to the API server any more: read with the source's multiline rule and processors (its annotations, if it had any, are unknown)",
+                    "pod {}/{} is not in the metadata cache (deleted, or the API server cannot be reached): read with the source's multiline rule and processors (its annotations, if it had any, are unknown)",
                     pod.namespace, pod.pod_name
                 ));
                 FileMetadata::default()
