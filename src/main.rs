@@ -78,7 +78,7 @@ enum Command {
     /// max_line_bytes, multiline rule and processors (one code path with
     /// the agent), its identity and generation taken from the checkpoint
     /// store in data_dir (read, never written or locked: safe beside a
-    /// running agent). The `_id`s are looked up in batches of 2,000, 4
+    /// running agent). The `_id`s are looked up in batches of 5,000, 4
     /// requests at a time, as `ids` searches over the index pattern of
     /// sink.elasticsearch.index, through the configured hosts, TLS and
     /// credentials. Nothing is written to Elasticsearch.
