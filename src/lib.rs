@@ -46,6 +46,11 @@
 //!   --output=export` child per journald source, entries encoded as ECS
 //!   documents with `_id`s from their seqnum, spans acknowledged like file
 //!   spans, the cursor of the ack watermark stored in `journald.json`.
+//! * [`audit`] (`logship audit`) reads a file through the same
+//!   [`tail::pipeline`] as its follower, computes every line's `_id` with
+//!   the identity and generation the checkpoint store (read only) knows,
+//!   and looks them up in Elasticsearch: present, missing, dropped, not
+//!   yet shipped, dead-lettered, or of an unknown generation.
 //! * [`app`] wires the stages and owns shutdown; [`config`] parses and
 //!   validates the YAML file; [`telemetry`] holds the counters, logging and
 //!   the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, `/api/v1/files`,
@@ -54,6 +59,7 @@
 //!   each) and serialises each file's pod metadata once.
 
 pub mod app;
+pub mod audit;
 pub mod buffer;
 pub mod config;
 pub mod decode;

@@ -98,6 +98,16 @@ impl JournalIdKey {
 pub struct DocumentId([u8; DOCUMENT_ID_LEN]);
 
 impl DocumentId {
+    /// The `_id` spelled by `text`, if it is one (22 URL-safe base64
+    /// characters): an `_id` read back from an encoded action line or a
+    /// dead-letter record.
+    pub fn parse(text: &[u8]) -> Option<DocumentId> {
+        let bytes: [u8; DOCUMENT_ID_LEN] = text.try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| BASE64URL.contains(b))
+            .then_some(DocumentId(bytes))
+    }
     pub fn as_bytes(&self) -> &[u8; DOCUMENT_ID_LEN] {
         &self.0
     }

@@ -224,6 +224,28 @@ struct Stored {
 /// How many earlier generations' heads an entry keeps (`Stored::old_heads`).
 const OLD_HEADS: usize = 32;
 
+impl From<StoredEntry> for Stored {
+    fn from(e: StoredEntry) -> Self {
+        Stored {
+            generation: e.generation,
+            offset: e.offset,
+            path: e.path,
+            last_seen: e.last_seen,
+            followers: 0,
+            tail: e.tail_hash,
+            read: e.read.max(e.offset),
+            read_tail: e.read_tail,
+            end: e.end,
+            source: e.source,
+            reread: e.reread,
+            head: e.head,
+            gone: e.gone,
+            not_head: e.not_head,
+            old_heads: e.old_heads,
+        }
+    }
+}
+
 impl Stored {
     fn new(generation: Generation, offset: u64, path: &Path, now: u64, followers: u32) -> Self {
         Stored {
@@ -285,6 +307,42 @@ impl Stored {
     fn complete(&self) -> bool {
         self.end.is_some_and(|end| self.offset >= end)
     }
+}
+
+/// One entry of the store as [`read_only`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredFile {
+    /// What the store knows of the file (its generation, acknowledged
+    /// offset, path, source, heads).
+    pub file: Unfinished,
+    /// A tombstone: the file is gone (lost, or replaced by other content).
+    pub gone: bool,
+    /// Where the file ended when it was closed (rotated away and drained,
+    /// excluded, given up), if it was.
+    pub end: Option<u64>,
+}
+
+/// The store in `data_dir` as it is on disk, for a reader that is not the
+/// agent (`logship audit`). It is only read: never written, locked or set
+/// aside (the agent replaces the file by a rename, so a read sees one whole
+/// version), and a running agent is not disturbed. No store yet: empty. A
+/// store that cannot be read or parsed is an error saying why.
+pub fn read_only(data_dir: &Path) -> Result<Vec<StoredFile>, String> {
+    let path = data_dir.join(FILE_NAME);
+    let entries = load(&path).map_err(|reason| format!("{}: {reason}", path.display()))?;
+    Ok(entries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            let identity = e.identity;
+            let stored = Stored::from(e);
+            StoredFile {
+                file: stored.unfinished(identity),
+                gone: stored.gone,
+                end: stored.end,
+            }
+        })
+        .collect())
 }
 
 /// A file the store knows that no follower of this run has claimed and that
@@ -385,26 +443,7 @@ impl Checkpointer {
             Ok(Some(entries)) => {
                 tracing::info!(path = %path.display(), files = entries.len(), "checkpoints loaded");
                 for e in entries {
-                    state.stored.insert(
-                        e.identity,
-                        Stored {
-                            generation: e.generation,
-                            offset: e.offset,
-                            path: e.path,
-                            last_seen: e.last_seen,
-                            followers: 0,
-                            tail: e.tail_hash,
-                            read: e.read.max(e.offset),
-                            read_tail: e.read_tail,
-                            end: e.end,
-                            source: e.source,
-                            reread: e.reread,
-                            head: e.head,
-                            gone: e.gone,
-                            not_head: e.not_head,
-                            old_heads: e.old_heads,
-                        },
-                    );
+                    state.stored.insert(e.identity, Stored::from(e));
                 }
             }
             Ok(None) => {}
@@ -1198,6 +1237,40 @@ mod tests {
         c.delivered(&[s]);
         c.persist().unwrap();
         assert!(file.exists());
+    }
+
+    #[test]
+    fn read_only_sees_what_the_agent_wrote_and_never_touches_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_only(dir.path()), Ok(Vec::new()), "no store yet");
+        let path = dir.path().join("app.log");
+        let c = Checkpointer::open(dir.path()).unwrap();
+        follow(&c, 7, id(1), &path, 2, 100);
+        let span = c.issue(7, 2, 300);
+        c.delivered(&[span]);
+        c.persist().unwrap();
+        let stored = read_only(dir.path()).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].file.identity, id(1));
+        assert_eq!(stored[0].file.path, path);
+        assert_eq!(
+            stored[0].file.checkpoint,
+            Checkpoint {
+                generation: 2,
+                offset: 300
+            }
+        );
+        assert!(!stored[0].gone);
+        // A corrupt store is an error for the reader, and stays where it is
+        // (only the agent sets it aside).
+        fs::write(dir.path().join(FILE_NAME), b"{\"version\":1,\"checkp").unwrap();
+        let err = read_only(dir.path()).unwrap_err();
+        assert!(err.contains(FILE_NAME), "{err}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![FILE_NAME.to_string()]);
     }
 
     #[test]

@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{Checkpoint, Checkpointer, Head};
 use super::identity::{self, HEAD_BYTES};
+use super::pipeline::{self, encode_line, held_back};
 use super::reader::{Filled, LineReader, RawLine};
 use super::registry::{FileStatus, FollowState};
 use super::watermark::SpanStamp;
@@ -137,27 +138,18 @@ impl Shared {
         source: Option<Arc<Rules>>,
         max_line_bytes: usize,
     ) -> Option<Arc<Rules>> {
-        use crate::decode::multiline::MultilineConfig;
-        use crate::k8s::MultilineAnnotation;
-        match metadata.multiline {
-            None => source,
-            Some(MultilineAnnotation::Off) => None,
-            Some(MultilineAnnotation::Rule(rule)) => {
-                let mut cache = self
-                    .annotated_rules
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(r) = cache.get(&(rule, max_line_bytes)) {
-                    return Some(r.clone());
-                }
-                // Built-in patterns always compile.
-                let r = MultilineConfig::builtin(rule, max_line_bytes)
-                    .compile()
-                    .ok()?;
-                cache.insert((rule, max_line_bytes), r.clone());
-                Some(r)
+        multiline_rule(metadata, source, |rule| {
+            let mut cache = self
+                .annotated_rules
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(r) = cache.get(&(rule, max_line_bytes)) {
+                return Some(r.clone());
             }
-        }
+            let r = compile_builtin(rule, max_line_bytes)?;
+            cache.insert((rule, max_line_bytes), r.clone());
+            Some(r)
+        })
     }
 
     pub fn span_limits(batch_max_bytes: usize, batch_max_events: usize) -> (usize, usize) {
@@ -166,6 +158,32 @@ impl Shared {
             (batch_max_events / 4).max(1),
         )
     }
+}
+
+/// The multiline rule of a file with `metadata`: its pod's
+/// `logship.io/multiline` annotation if it has one (`none` turns the
+/// source's rule off; `builtin` compiles a named rule), else the source's.
+pub fn multiline_rule(
+    metadata: &FileMetadata,
+    source: Option<Arc<Rules>>,
+    builtin: impl FnOnce(crate::decode::multiline::Builtin) -> Option<Arc<Rules>>,
+) -> Option<Arc<Rules>> {
+    use crate::k8s::MultilineAnnotation;
+    match metadata.multiline {
+        None => source,
+        Some(MultilineAnnotation::Off) => None,
+        Some(MultilineAnnotation::Rule(rule)) => builtin(rule),
+    }
+}
+
+/// A built-in multiline rule compiled (built-in patterns always compile).
+pub fn compile_builtin(
+    rule: crate::decode::multiline::Builtin,
+    max_line_bytes: usize,
+) -> Option<Arc<Rules>> {
+    crate::decode::multiline::MultilineConfig::builtin(rule, max_line_bytes)
+        .compile()
+        .ok()
 }
 
 /// Where a follower starts.
@@ -1060,17 +1078,19 @@ impl Follower {
                     events,
                     invalid_utf8,
                     d,
-                )
+                );
             };
-            match joiner {
-                None => decode_line(decoder, reader.line(&line), &line, line_now, &mut sink),
-                Some(j) => {
-                    decode_line(decoder, reader.line(&line), &line, line_now, &mut |d| {
-                        *decoded_end = d.end;
-                        j.push(d, &mut sink);
-                    });
-                    *span_end = held_back(j, *decoded_end);
-                }
+            pipeline::feed(
+                decoder,
+                joiner.as_mut(),
+                reader.line(&line),
+                &line,
+                line_now,
+                decoded_end,
+                &mut sink,
+            );
+            if let Some(j) = joiner {
+                *span_end = held_back(j, *decoded_end);
             }
             if span.body.len() >= shared.span_max_bytes
                 || span.items.len() >= shared.span_max_items
@@ -1440,7 +1460,7 @@ impl Follower {
                     events,
                     invalid_utf8,
                     d,
-                )
+                );
             };
             let mut to_joiner = |d: &DecodedLine<'_>| match joiner.as_mut() {
                 Some(j) => {
@@ -1530,7 +1550,7 @@ impl Follower {
                     events,
                     invalid_utf8,
                     d,
-                )
+                );
             };
             j.flush_next(due, &mut sink);
             // Never past a group still open (of the other stream): a send
@@ -1539,54 +1559,6 @@ impl Follower {
         }
         self.flush_counters();
         Ok(())
-    }
-}
-
-/// With a joiner: the checkpoint may move to the end of what the decoder
-/// handed out, but not past the first line of an open group.
-fn held_back(joiner: &Joiner, decoded_end: u64) -> u64 {
-    joiner
-        .safe_offset()
-        .map_or(decoded_end, |held| held.min(decoded_end))
-}
-
-fn decode_line(
-    decoder: &mut LineDecoder,
-    bytes: &[u8],
-    line: &RawLine,
-    now: Timestamp,
-    emit: &mut dyn FnMut(&DecodedLine<'_>),
-) {
-    decoder.decode(bytes, line.offset, line.next, line.cut, now, emit);
-}
-
-/// Encodes `line` into `span` (after the processors, which may drop it: it
-/// is then only passed, see `Follower::send`).
-#[allow(clippy::too_many_arguments)]
-fn encode_line(
-    encoder: &mut Encoder,
-    ctx: &FileContext,
-    processor: &mut Option<FileProcessor>,
-    span: &mut EncodedSpan,
-    span_end: &mut u64,
-    events: &mut u64,
-    invalid_utf8: &mut u64,
-    line: &DecodedLine<'_>,
-) {
-    let outcome = match processor {
-        None => encoder.encode(ctx, line, span),
-        Some(p) => match p.process(line) {
-            Some(processed) => encoder.encode_processed(ctx, line, &processed, span),
-            None => {
-                *span_end = line.end;
-                return;
-            }
-        },
-    };
-    *span_end = line.end;
-    *events += 1;
-    if outcome.invalid_utf8 {
-        *invalid_utf8 += 1;
     }
 }
 

@@ -75,6 +75,7 @@ pub mod checkpoint;
 pub mod discover;
 pub mod follower;
 pub mod identity;
+pub mod pipeline;
 pub mod reader;
 pub mod registry;
 pub mod rotated;

@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod audit;
 mod buffer;
 mod expect;
 mod files;

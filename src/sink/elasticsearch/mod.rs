@@ -43,6 +43,7 @@ mod client;
 pub mod dead_letter;
 mod delivery;
 mod hosts;
+pub mod lookup;
 pub mod replay;
 mod request;
 pub mod response;
