@@ -147,6 +147,33 @@ impl Drop for Target {
     }
 }
 
+impl Scratch {
+    /// A new directory of its own under the temp dir, mode 0700, never one
+    /// that already exists (a predictable name in a shared /tmp could be a
+    /// symlink planted elsewhere; decompressed logs must not be readable by
+    /// others).
+    fn create() -> Result<Scratch, (PathBuf, io::Error)> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::temp_dir();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut last = None;
+        for attempt in 0..100u32 {
+            let path = base.join(format!(
+                "logship-audit-{}-{nanos:x}-{attempt}",
+                std::process::id()
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(Scratch(path)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((path, e)),
+                Err(e) => return Err((path, e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| (base, io::Error::other("no free name"))))
+    }
+}
+
 /// A private directory for decompressed rotations, removed when dropped.
 struct Scratch(PathBuf);
 
@@ -182,12 +209,7 @@ pub async fn audit(config: &Config, options: &Options) -> Result<Report, AuditEr
     let (enricher, _pod_watch) = crate::k8s::start(&config.kubernetes, k8s_stop)
         .await
         .map_err(|e| AuditError::Kubernetes(e.to_string()))?;
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("logship-audit-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0).map_err(|source| AuditError::Io {
-        path: scratch.0.clone(),
-        source,
-    })?;
+    let scratch = Scratch::create().map_err(|(path, source)| AuditError::Io { path, source })?;
 
     let mut report = Report {
         index_pattern: pattern.to_string(),
@@ -272,12 +294,21 @@ fn default_targets(config: &Config, store: &[StoredFile], scratch: &Path) -> (Ve
         }
     }
     let mut gone = 0;
-    for e in store.iter().filter(|e| !e.gone) {
+    for e in store {
         if seen.contains(&e.file.identity) {
             continue;
         }
         let source = source_named(config, e.file.source.as_deref());
-        match rotated::locate(&e.file, &taken, scratch) {
+        // A tombstoned entry (the agent saw it truncated, replaced or
+        // deleted) is looked for only in copies: its path holds other content.
+        let located = if e.gone {
+            rotated::locate_elsewhere(&e.file, &taken, scratch)
+        } else {
+            rotated::locate(&e.file, &taken, scratch)
+        };
+        match located {
+            Located::AtPath if e.gone => {}
+            Located::Gone if e.gone => {}
             Located::AtPath => {
                 let mut t = target(&e.file.path, store, scratch);
                 t.source = source.or(t.source);
@@ -400,12 +431,12 @@ fn identify(
         fingerprint,
     };
     if let Some(e) = store.iter().find(|e| e.file.identity == id && !e.gone) {
-        if let Some(head) = e.file.head
-            && identity::head_hash(&file, head.len)? != Some(head.hash)
-        {
+        // What the agent checks before it resumes: the stored first bytes,
+        // and the bytes before the checkpoint (and before what it read).
+        if !rotated::still_holds(&file, &e.file) {
             let reason = format!(
-                "its first {} bytes are not those of generation {} that the checkpoints know (rewritten with the same first line after the agent last read it)",
-                head.len, e.file.checkpoint.generation
+                "its content is not that of generation {} that the checkpoints know (its first bytes or the bytes before the checkpoint differ: rewritten after the agent last read it)",
+                e.file.checkpoint.generation
             );
             return Ok((
                 Some(file),
@@ -441,10 +472,9 @@ fn copy_of(
 ) -> Option<(File, StoredFile, Option<PathBuf>)> {
     let dir = path.parent()?;
     let same = |a: &Path| std::fs::canonicalize(a).ok() == std::fs::canonicalize(path).ok();
-    for e in store
-        .iter()
-        .filter(|e| !e.gone && e.file.path.parent() == Some(dir))
-    {
+    // Tombstoned entries too: a copytruncate seen by a running agent marks
+    // the old identity gone, and its copy holds that generation.
+    for e in store.iter().filter(|e| e.file.path.parent() == Some(dir)) {
         match rotated::locate_elsewhere(&e.file, &HashSet::new(), scratch) {
             Located::Found(c) if same(&c.found_at) => return Some((c.file, e.clone(), c.copy)),
             Located::Found(c) => {
@@ -665,9 +695,8 @@ impl Auditor<'_> {
         tokio::spawn(async move {
             let ids: Vec<DocumentId> = batch
                 .iter()
-                .filter_map(|l| match l.shipped {
-                    Shipped::Document(id) => Some(id),
-                    Shipped::Dropped => None,
+                .map(|l| match l.shipped {
+                    Shipped::Document(id) | Shipped::Dropped(id) => id,
                 })
                 .collect();
             let counts = if known && !ids.is_empty() {
@@ -694,7 +723,18 @@ impl Auditor<'_> {
         let mut counts = counts.into_iter();
         for line in batch {
             match (line.shipped, acknowledged) {
-                (Shipped::Dropped, _) => report.add(line.offset, None, LineStatus::Dropped),
+                (Shipped::Dropped(_), None) => report.add(line.offset, None, LineStatus::Dropped),
+                (Shipped::Dropped(id), Some(_)) => {
+                    // Dropped by today's processors; found all the same: it
+                    // was shipped under another config.
+                    let copies = counts.next().unwrap_or_default();
+                    let status = if copies > 0 {
+                        LineStatus::Present { copies }
+                    } else {
+                        LineStatus::Dropped
+                    };
+                    report.add(line.offset, Some(id.as_str()), status);
+                }
                 (Shipped::Document(id), None) => report.add(
                     line.offset,
                     Some(id.as_str()),
@@ -724,4 +764,323 @@ fn line_at(file: &File, offset: u64) -> String {
     let line = &buf[..n];
     let line = memchr::memchr(b'\n', line).map_or(line, |nl| &line[..nl]);
     String::from_utf8_lossy(line).into_owned()
+}
+
+/// Hostile review of `logship audit`: reproductions of false answers. A
+/// mock Elasticsearch (`Mock`) answers the `ids` searches from a set of
+/// documents, honouring `size` as Elasticsearch does.
+#[cfg(test)]
+mod false_answers {
+    use super::*;
+    use crate::buffer::Acknowledger as _;
+    use crate::tail::Checkpoint;
+    use crate::tail::checkpoint::{Checkpointer, Head};
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    use std::sync::Mutex;
+
+    /// A one-node "Elasticsearch" holding `docs` (`_id` → copies) that
+    /// answers `POST <pattern>/_search` with at most `size` hits.
+    struct Mock {
+        url: String,
+        docs: Arc<Mutex<HashMap<String, u32>>>,
+    }
+
+    impl Mock {
+        fn start() -> Mock {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let docs: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+            let served = docs.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let docs = served.clone();
+                    std::thread::spawn(move || {
+                        while let Some(body) = read_request(&mut stream) {
+                            let req: serde_json::Value =
+                                serde_json::from_slice(&body).unwrap_or_default();
+                            let size = req["size"].as_u64().unwrap_or(10) as usize;
+                            let docs = docs.lock().unwrap();
+                            let mut hits = Vec::new();
+                            for id in req["query"]["ids"]["values"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                            {
+                                let id = id.as_str().unwrap_or_default();
+                                for _ in 0..docs.get(id).copied().unwrap_or(0) {
+                                    hits.push(serde_json::json!({"_id": id}));
+                                }
+                            }
+                            hits.truncate(size);
+                            let answer = serde_json::json!({
+                                "timed_out": false,
+                                "_shards": {"failed": 0},
+                                "hits": {"hits": hits},
+                            })
+                            .to_string();
+                            let _ = write!(
+                                stream,
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                                answer.len()
+                            );
+                        }
+                    });
+                }
+            });
+            Mock { url, docs }
+        }
+
+        fn put(&self, id: &DocumentId, copies: u32) {
+            self.docs.lock().unwrap().insert(id.to_string(), copies);
+        }
+    }
+
+    fn read_request(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).ok()? == 0 {
+                return None;
+            }
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).ok()?;
+        Some(body)
+    }
+
+    fn config(root: &Path, es: &str) -> Config {
+        config_glob(root, es, "*.log")
+    }
+
+    fn config_glob(root: &Path, es: &str, glob: &str) -> Config {
+        let yaml = format!(
+            "node_name: node-1\ndata_dir: {data}\n\
+             sources: [{{name: app, include: ['{logs}/{glob}']}}]\n\
+             sink: {{elasticsearch: {{hosts: ['{es}'], index: 'logs-%Y.%m.%d'}}}}\n",
+            data = root.join("data").display(),
+            logs = root.join("logs").display(),
+        );
+        crate::config::load_str(Path::new("t.yaml"), &yaml, |_| None).unwrap()
+    }
+
+    fn identity_of(path: &Path) -> FileIdentity {
+        identity::identify(&File::open(path).unwrap())
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The agent followed `path` (key 1, generation 0) and had everything
+    /// before `offset` acknowledged, head and tail hash recorded as the
+    /// follower records them.
+    fn shipped(c: &Checkpointer, path: &Path, offset: u64) -> FileIdentity {
+        let id = identity_of(path);
+        c.follow(
+            1,
+            id,
+            path,
+            "app",
+            Checkpoint {
+                generation: 0,
+                offset: 0,
+            },
+            true,
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let len = (offset).min(identity::HEAD_BYTES);
+        let head = Head {
+            len,
+            hash: identity::head_hash_of(&bytes[..len as usize]),
+        };
+        c.set_head(1, 0, head);
+        let tail = crate::tail::reader::hash_before(&File::open(path).unwrap(), offset);
+        let span = c.issue_with_tail(1, 0, offset, tail, None);
+        c.delivered(&[span]);
+        id
+    }
+
+    /// Offsets of the lines of `text`.
+    fn line_offsets(text: &[u8]) -> Vec<u64> {
+        let mut out = vec![0];
+        for (i, b) in text.iter().enumerate() {
+            if *b == b'\n' && i + 1 < text.len() {
+                out.push(i as u64 + 1);
+            }
+        }
+        out
+    }
+
+    async fn run(config: &Config, paths: Vec<PathBuf>) -> Report {
+        audit(
+            config,
+            &Options {
+                paths,
+                progress: false,
+            },
+        )
+        .await
+        .expect("audit runs")
+    }
+
+    fn lines(prefix: &str, n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| {
+                format!("{prefix} line {i:04} INFO something happened here\n").into_bytes()
+            })
+            .collect()
+    }
+
+    /// logrotate's copytruncate while the agent runs (the usual case): the
+    /// agent sees the truncation, gives the new content a new identity and
+    /// tombstones the old one (`gone`). The copy `app.log.1` holds exactly
+    /// the generation the tombstone names, and a line of it is not in
+    /// Elasticsearch: the audit must say MISSING (exit 1). It says
+    /// "UNKNOWN GENERATION" and exits 0 (named), and without a PATH the copy
+    /// is not audited at all, with no note.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn copy_of_a_file_copytruncated_under_a_running_agent_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&logs).unwrap();
+        let es = Mock::start();
+        let config = config(dir.path(), &es.url);
+        let live = logs.join("app.log");
+        let old = lines("old", 20);
+        std::fs::write(&live, &old).unwrap();
+        let c = Checkpointer::open(&data).unwrap();
+        let old_id = shipped(&c, &live, old.len() as u64);
+        // Every line of generation 0 is in Elasticsearch but the 4th.
+        let key = crate::encode::FileIdKey::new("node-1", old_id, 0);
+        for (i, off) in line_offsets(&old).into_iter().enumerate() {
+            if i != 3 {
+                es.put(&key.document_id(off), 1);
+            }
+        }
+        // copytruncate, seen by the running agent.
+        let copy = logs.join("app.log.1");
+        std::fs::copy(&live, &copy).unwrap();
+        std::fs::write(&live, b"new first line after the rotation\n").unwrap();
+        let new_id = identity_of(&live);
+        c.truncated(1, new_id, &live, 1, false);
+        c.persist().unwrap();
+        drop(c);
+        let store = checkpoint::read_only(&data).unwrap();
+        assert!(
+            store.iter().any(|e| e.file.identity == old_id && e.gone),
+            "the agent tombstoned the old identity: {store:?}"
+        );
+
+        // Named (source glob `*.log`: the copy matches no source), without
+        // a PATH, and with a glob that matches the copy (`*.log*`).
+        let named = run(&config, vec![copy.clone()]).await;
+        let all = run(&config, Vec::new()).await;
+        let wide = run(&config_glob(dir.path(), &es.url, "*.log*"), Vec::new()).await;
+        let of_copy = |r: &Report| {
+            r.files
+                .iter()
+                .find(|f| f.path == copy)
+                .map(|f| (f.generation, f.counts.missing))
+        };
+        let seen = [
+            (of_copy(&named), named.exit_code()),
+            (of_copy(&all), all.exit_code()),
+            (of_copy(&wide), wide.exit_code()),
+        ];
+        assert_eq!(
+            seen,
+            [((Some((Some(0), 1))), 1); 3],
+            "the copy's lost line is not reported:\n--- named\n{}--- default\n{}--- glob *.log*\n{}",
+            named.text(),
+            all.text(),
+            wide.text()
+        );
+    }
+
+    /// A file rewritten in place (truncated and written again, agent stopped)
+    /// whose first KiB is the same as the shipped generation's (a banner and
+    /// a start-up preamble), with lines of the same lengths: the agent, on
+    /// restart, sees the bytes before its checkpoint changed (tail hash) and
+    /// reads it as a new generation. The audit checks only the 1 KiB head,
+    /// takes the new content for generation 0, and calls its lines, which
+    /// were never shipped, "present" (the old lines at the same offsets are):
+    /// OK, exit 0.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rewrite_keeping_the_first_kib_is_not_taken_for_the_shipped_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&logs).unwrap();
+        let es = Mock::start();
+        let config = config(dir.path(), &es.url);
+        let live = logs.join("app.log");
+        let mut preamble = b"=== app 1.2.3 starting ===\n".to_vec();
+        preamble.extend(lines("config", 24)); // > 1 KiB, the same on every start
+        let mut before = preamble.clone();
+        before.extend(lines("run-1", 40));
+        std::fs::write(&live, &before).unwrap();
+        let c = Checkpointer::open(&data).unwrap();
+        let id = shipped(&c, &live, before.len() as u64);
+        c.persist().unwrap();
+        drop(c);
+        let key = crate::encode::FileIdKey::new("node-1", id, 0);
+        for off in line_offsets(&before) {
+            es.put(&key.document_id(off), 1);
+        }
+        // Rewritten in place, same inode, same first KiB, other lines after.
+        let mut after = preamble.clone();
+        after.extend(lines("run-2", 40));
+        assert_eq!(after.len(), before.len());
+        std::fs::write(&live, &after).unwrap();
+        assert_eq!(identity_of(&live), id);
+
+        let report = run(&config, vec![live.clone()]).await;
+        let f = &report.files[0];
+        assert!(
+            f.generation.is_none() && f.counts.present == 0,
+            "the rewritten content's lines, never shipped, are called present: {}",
+            report.text()
+        );
+    }
+
+    /// A line indexed three times (e.g. an index reindexed or restored
+    /// under a name the pattern also matches): the search's `size` is twice
+    /// the ids, so a batch where every id has three copies gets only two
+    /// thirds of the hits, and the ids whose hits were cut are counted 0:
+    /// "missing", exit 1, while every line is in Elasticsearch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lines_found_in_three_indices_are_present_not_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&logs).unwrap();
+        let es = Mock::start();
+        let config = config(dir.path(), &es.url);
+        let live = logs.join("app.log");
+        let text = lines("x", 30);
+        std::fs::write(&live, &text).unwrap();
+        let c = Checkpointer::open(&data).unwrap();
+        let id = shipped(&c, &live, text.len() as u64);
+        c.persist().unwrap();
+        drop(c);
+        let key = crate::encode::FileIdKey::new("node-1", id, 0);
+        for off in line_offsets(&text) {
+            es.put(&key.document_id(off), 3);
+        }
+        let report = run(&config, vec![live.clone()]).await;
+        assert_eq!(
+            (report.totals.counts.missing, report.exit_code()),
+            (0, 0),
+            "{}",
+            report.text()
+        );
+    }
 }

@@ -25,8 +25,10 @@ use crate::tail::reader::LineReader;
 pub enum Shipped {
     /// A document with this `_id`.
     Document(DocumentId),
-    /// Dropped by a processor (or the pod's `logship.io/drop`).
-    Dropped,
+    /// Dropped by a processor (or the pod's `logship.io/drop`) under
+    /// today's config, with the `_id` it has if it was shipped all the same
+    /// (under another config): it is looked up too.
+    Dropped(DocumentId),
 }
 
 /// One logical line: where it starts (its first physical line's first
@@ -82,7 +84,7 @@ pub fn read(file: &File, reading: Reading, mut each: impl FnMut(LineOutcome)) ->
         );
         let shipped = match encoded.then(|| encoded_id(&span.body)).flatten() {
             Some(id) => Shipped::Document(id),
-            None => Shipped::Dropped,
+            None => Shipped::Dropped(ctx.document_id(d.offset)),
         };
         each(LineOutcome {
             offset: d.offset,

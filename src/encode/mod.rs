@@ -98,6 +98,13 @@ pub struct FileContext {
 }
 
 impl FileContext {
+    /// The `_id` of the line of this file generation starting at `offset`
+    /// (what the encoder writes; `logship audit` needs it for lines a
+    /// processor drops, which are not encoded).
+    pub fn document_id(&self, offset: u64) -> DocumentId {
+        self.id_key.document_id(offset)
+    }
+
     /// The index templates resolved from this file's fields (for lines
     /// without a stream, stdout, stderr), if the index template has fields.
     pub fn index(&self) -> Option<&Arc<[IndexTemplate; 3]>> {

@@ -159,6 +159,19 @@ fn holds(file: &File, u: &Unfinished) -> bool {
     tail && read_ok && identity::begins_with(file, u.head) && !older(file, u)
 }
 
+/// Whether the live `file` still holds `u`'s generation as the agent
+/// checks it before resuming: its stored first bytes, and the bytes before
+/// the checkpoint and before what was read where their hashes are stored
+/// (`logship audit`, which must not take rewritten content for shipped).
+pub fn still_holds(file: &File, u: &Unfinished) -> bool {
+    let before = |offset: u64, want: Option<u64>| {
+        offset == 0 || want.is_none_or(|want| hash_before(file, offset) == Some(want))
+    };
+    identity::begins_with(file, u.head)
+        && before(u.checkpoint.offset, u.tail)
+        && (u.known_unread == 0 || before(u.checkpoint.offset + u.known_unread, u.read_tail))
+}
+
 /// Nothing of `u`'s generation shipped yet (no head of its own) and `file`
 /// begins like one of its earlier generations: that one's content. Copies
 /// are looked at newest first, and a copy of this generation can only have
