@@ -113,6 +113,7 @@ pub fn read(file: &File, reading: Reading, mut each: impl FnMut(LineOutcome)) ->
         joiner.as_mut(),
         rest.as_ref().map(|line| (reader.line(line), line)),
         now,
+        &mut decoded_end,
         &mut sink,
     );
     Ok(reader.read_offset())

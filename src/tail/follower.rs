@@ -1462,14 +1462,13 @@ impl Follower {
                     d,
                 );
             };
-            let mut to_joiner = |d: &DecodedLine<'_>| match joiner.as_mut() {
-                Some(j) => {
-                    *decoded_end = d.end.max(*decoded_end);
-                    j.push(d, &mut sink)
-                }
-                None => sink(d),
-            };
-            decoder.finish(partial_now, &mut to_joiner);
+            pipeline::finish_partial(
+                decoder,
+                joiner.as_mut(),
+                partial_now,
+                decoded_end,
+                &mut sink,
+            );
         }
         // The file ends here: its last groups are complete.
         self.flush_groups(None).await?;

@@ -44,26 +44,48 @@ pub fn feed(
 
 /// The file ends here (rotated or deleted and read to its end, or an audit
 /// at end of file): its last line without `\n` (`rest`), the partial line
-/// the decoder holds and the joiner's open groups go to `sink`.
+/// the decoder holds and the joiner's open groups go to `sink`. (The
+/// follower does the same in steps, to stamp each part as first read.)
 pub fn finish(
     decoder: &mut LineDecoder,
     mut joiner: Option<&mut Joiner>,
     rest: Option<(&[u8], &RawLine)>,
     now: Timestamp,
+    decoded_end: &mut u64,
     sink: &mut dyn FnMut(&DecodedLine<'_>),
 ) {
-    {
-        let mut to_joiner = |d: &DecodedLine<'_>| match joiner.as_deref_mut() {
-            Some(j) => j.push(d, &mut *sink),
-            None => sink(d),
-        };
-        if let Some((bytes, line)) = rest {
-            decode_line(decoder, bytes, line, now, &mut to_joiner);
-        }
-        decoder.finish(now, &mut to_joiner);
+    if let Some((bytes, line)) = rest {
+        feed(
+            decoder,
+            joiner.as_deref_mut(),
+            bytes,
+            line,
+            now,
+            decoded_end,
+            sink,
+        );
     }
+    finish_partial(decoder, joiner.as_deref_mut(), now, decoded_end, sink);
     if let Some(j) = joiner {
         j.flush(sink);
+    }
+}
+
+/// The partial line the decoder holds (a CRI `P` or docker chunk without
+/// its end: the file ended) through the joiner, if any, into `sink`.
+pub fn finish_partial(
+    decoder: &mut LineDecoder,
+    joiner: Option<&mut Joiner>,
+    now: Timestamp,
+    decoded_end: &mut u64,
+    sink: &mut dyn FnMut(&DecodedLine<'_>),
+) {
+    match joiner {
+        None => decoder.finish(now, sink),
+        Some(j) => decoder.finish(now, &mut |d| {
+            *decoded_end = d.end.max(*decoded_end);
+            j.push(d, sink);
+        }),
     }
 }
 
