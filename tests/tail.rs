@@ -1008,25 +1008,7 @@ fn pod_log_dir(logs: &Path, uid: &str) -> PathBuf {
 
 /// An enricher whose pod cache knows `pod` (if any).
 fn enricher(pod: Option<Pod>) -> Enricher {
-    use kube::runtime::watcher::Event;
-    let pods = Arc::new(PodCache::new(Duration::from_secs(60)));
-    let namespaces = Arc::new(NamespaceCache::new(Duration::from_secs(60)));
-    // Listed: in sync, so a missing pod is waited for `wait` only.
-    pods.apply(Event::Init);
-    if let Some(pod) = pod {
-        pods.apply(Event::InitApply(pod));
-    }
-    pods.apply(Event::InitDone);
-    namespaces.apply(Event::Init);
-    namespaces.apply(Event::InitDone);
-    Enricher::Cache {
-        cache: pods,
-        namespaces,
-        wait: Duration::from_millis(10),
-        sync_wait: Duration::from_millis(10),
-        dedot: true,
-        namespace_labels: false,
-    }
+    live_enricher(pod).0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2175,7 +2157,7 @@ async fn a_stderr_trace_at_the_end_of_a_cri_file_rotated_while_running_is_shippe
 }
 
 // ---------------------------------------------------------------------------
-// Review of the Kubernetes metadata changes (cbe6cf8): metadata follow the pod.
+// Metadata follow the pod: a pod changed while its file is followed.
 
 /// Pod `team/api-7d4` (uid `uid-9`) with `labels` and `annotations`.
 fn labelled_pod(labels: serde_json::Value, annotations: serde_json::Value) -> Pod {
@@ -2187,13 +2169,17 @@ fn labelled_pod(labels: serde_json::Value, annotations: serde_json::Value) -> Po
     .unwrap()
 }
 
-/// Like [`enricher`], also returning the pod cache (to change the pod later).
-fn live_enricher(pod: Pod) -> (Enricher, Arc<PodCache>) {
+/// An enricher whose pod cache (also returned, to change the pod later)
+/// has listed `pod` (if any): in sync, so a missing pod is waited for
+/// `wait` only.
+fn live_enricher(pod: impl Into<Option<Pod>>) -> (Enricher, Arc<PodCache>) {
     use kube::runtime::watcher::Event;
     let pods = Arc::new(PodCache::new(Duration::from_secs(60)));
     let namespaces = Arc::new(NamespaceCache::new(Duration::from_secs(60)));
     pods.apply(Event::Init);
-    pods.apply(Event::InitApply(pod));
+    if let Some(pod) = pod.into() {
+        pods.apply(Event::InitApply(pod));
+    }
     pods.apply(Event::InitDone);
     namespaces.apply(Event::Init);
     namespaces.apply(Event::InitDone);
@@ -2325,152 +2311,125 @@ async fn pod_change_a_timed_out_trace_read_again_keeps_its_first_index() {
     }
 }
 
-/// `logship.io/format: json` added to a pod whose source has a processor
-/// writing under `json` (the default JSON target): the processor is not
-/// rebuilt (only a changed `logship.io/drop` rebuilds it), so its
-/// `json_top` still says "no JSON target" and the document gets two `json`
-/// members. Elasticsearch rejects a document with a duplicate field.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pod_change_a_json_target_added_later_gives_no_duplicate_member() {
+/// Lines `first`, then the pod changes from `before` to `after` (the cache
+/// sees it, as from the watch), then lines `then`, through a source with
+/// `processors`; waits for `expect` documents and `settle` more for strays.
+async fn across_a_pod_change(
+    before: Pod,
+    after: Pod,
+    processors: &str,
+    first: Vec<String>,
+    then: Vec<String>,
+    expect: usize,
+    settle: Duration,
+) -> Vec<Received> {
     let (_d, logs, data) = dirs();
     let path = pod_log_dir(&logs, "uid-9").join("0.log");
-    let line = |i: usize| format!("{{\"n\":{i}}}");
-    append(&path, (0..5).map(line));
-    let (enr, pods) = live_enricher(labelled_pod(serde_json::json!({}), serde_json::json!({})));
+    let n = first.len();
+    append(&path, first);
+    let (enr, pods) = live_enricher(before);
     let p = Pipeline::start(
         &logs,
         &data,
         Options {
             glob: "*/*/*.log",
             enricher: Some(enr),
-            processors: processor_specs("- add_fields: {fields: {json.origin: proc}}"),
+            processors: processor_specs(processors),
             ..Options::default()
         },
     );
-    p.wait_for(5, Duration::from_secs(5)).await;
-    pods.apply(kube::runtime::watcher::Event::Apply(labelled_pod(
-        serde_json::json!({}),
-        serde_json::json!({"logship.io/format": "json"}),
-    )));
-    append(&path, (5..10).map(line));
-    p.wait_for(10, Duration::from_secs(5)).await;
-    let (got, _) = p.stop().await;
-    assert_eq!(got.len(), 10);
-    for r in &got {
-        let members = r.raw.matches("\"json\":").count();
-        assert!(members <= 1, "duplicate \"json\" member in {}", r.raw);
-    }
-    // For comparison: a file whose pod had the annotation from the start.
-    let fresh = FileMetadataProbe::json_from_start().await;
-    assert!(fresh.matches("\"json\":").count() <= 1, "{fresh}");
+    p.wait_for(n, Duration::from_secs(5)).await;
+    pods.apply(kube::runtime::watcher::Event::Apply(after));
+    append(&path, then);
+    p.wait_for(expect, Duration::from_secs(5)).await;
+    tokio::time::sleep(settle).await;
+    p.stop().await.0
 }
 
-struct FileMetadataProbe;
-impl FileMetadataProbe {
-    async fn json_from_start() -> String {
-        let (_d, logs, data) = dirs();
-        let path = pod_log_dir(&logs, "uid-9").join("0.log");
-        append(&path, ["{\"n\":1}".to_string()]);
-        let (enr, _) = live_enricher(labelled_pod(
+const ADD_JSON_ORIGIN: &str = "- add_fields: {fields: {json.origin: proc}}";
+
+/// `logship.io/format: json` added to a pod whose source has a processor
+/// writing under `json` (the default JSON target): the processor is rebuilt
+/// with the file's new metadata, so later documents have one `json` member,
+/// the parsed message (a processor's fields under the JSON target are left
+/// out, docs/processors.md); it was not rebuilt: two `json` members, which
+/// Elasticsearch rejects as a duplicate field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_change_a_json_target_added_later_gives_no_duplicate_member() {
+    let line = |i: usize| format!("{{\"n\":{i}}}");
+    let got = across_a_pod_change(
+        labelled_pod(serde_json::json!({}), serde_json::json!({})),
+        labelled_pod(
             serde_json::json!({}),
             serde_json::json!({"logship.io/format": "json"}),
-        ));
-        let (got, _) = Pipeline::run(
-            &logs,
-            &data,
-            Options {
-                glob: "*/*/*.log",
-                enricher: Some(enr),
-                processors: processor_specs("- add_fields: {fields: {json.origin: proc}}"),
-                ..Options::default()
-            },
+        ),
+        ADD_JSON_ORIGIN,
+        (0..5).map(line).collect(),
+        (5..10).map(line).collect(),
+        10,
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(got.len(), 10);
+    for r in &got {
+        assert_eq!(
+            r.raw.matches("\"json\":").count(),
             1,
-            200,
-        )
-        .await;
-        got[0].raw.clone()
+            "one \"json\" member in {}",
+            r.raw
+        );
+        let after = r.offset >= 40; // lines 5.. (8 bytes each)
+        let expected = if after {
+            format!("\"json\":{}", r.message)
+        } else {
+            "\"json\":{\"origin\":\"proc\"}".to_string()
+        };
+        assert!(r.raw.contains(&expected), "{expected} in {}", r.raw);
     }
 }
 
 /// A `drop` step whose condition reads a pod label: the label changes and
-/// is followed (the documents carry the new value), but the condition was
-/// evaluated when the file was opened and is not evaluated again: lines
-/// whose documents say `tier: noisy` are shipped although the step drops
-/// `tier: noisy` (and would drop the same lines read again after a restart).
+/// is followed, and the condition is evaluated again with it (it was
+/// evaluated once, when the file was opened: lines whose documents said
+/// `tier: noisy` were shipped past the step).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_change_a_label_condition_follows_the_label_the_documents_carry() {
-    let (_d, logs, data) = dirs();
-    let path = pod_log_dir(&logs, "uid-9").join("0.log");
-    append(&path, lines("before", 0..5));
-    let (enr, pods) = live_enricher(labelled_pod(
-        serde_json::json!({"tier": "web"}),
-        serde_json::json!({}),
-    ));
-    let p = Pipeline::start(
-        &logs,
-        &data,
-        Options {
-            glob: "*/*/*.log",
-            enricher: Some(enr),
-            processors: processor_specs(
-                "- drop: {when: {equals: {kubernetes.labels.tier: noisy}}}",
-            ),
-            ..Options::default()
-        },
-    );
-    p.wait_for(5, Duration::from_secs(5)).await;
-    pods.apply(kube::runtime::watcher::Event::Apply(labelled_pod(
-        serde_json::json!({"tier": "noisy"}),
-        serde_json::json!({}),
-    )));
-    append(&path, lines("after", 0..5));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let (got, _) = p.stop().await;
-    let shipped_noisy: Vec<&Received> = got
-        .iter()
-        .filter(|r| r.raw.contains("\"tier\":\"noisy\""))
-        .collect();
-    assert!(
-        shipped_noisy.is_empty(),
-        "{} documents with kubernetes.labels.tier = noisy shipped past `drop when tier == noisy`, e.g. {}",
-        shipped_noisy.len(),
-        shipped_noisy
-            .first()
-            .map(|r| r.raw.as_str())
-            .unwrap_or_default()
-    );
+    let before = lines("before", 0..5);
+    let got = across_a_pod_change(
+        labelled_pod(serde_json::json!({"tier": "web"}), serde_json::json!({})),
+        labelled_pod(serde_json::json!({"tier": "noisy"}), serde_json::json!({})),
+        "- drop: {when: {equals: {kubernetes.labels.tier: noisy}}}",
+        before.clone(),
+        lines("after", 0..5),
+        5,
+        Duration::from_millis(1000),
+    )
+    .await;
+    let messages: Vec<&str> = got.iter().map(|r| r.message.as_str()).collect();
+    assert_eq!(messages, before, "exactly the lines before the change");
+    assert!(got.iter().all(|r| r.raw.contains("\"tier\":\"web\"")));
 }
 
 /// The reverse: `logship.io/format: json` removed from the pod; the
-/// processor keeps the old `json_top` and leaves its own `json.*` fields out
-/// of every later document (silently; a file opened now would have them).
+/// processor is rebuilt too, so its own `json.*` fields are on every
+/// document after the change (with the old processor they were silently
+/// left out, as they are, by design, while the JSON target is set).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_change_a_json_target_removed_later_keeps_the_processors_fields() {
-    let (_d, logs, data) = dirs();
-    let path = pod_log_dir(&logs, "uid-9").join("0.log");
-    append(&path, lines("before", 0..5));
-    let (enr, pods) = live_enricher(labelled_pod(
-        serde_json::json!({}),
-        serde_json::json!({"logship.io/format": "json"}),
-    ));
-    let p = Pipeline::start(
-        &logs,
-        &data,
-        Options {
-            glob: "*/*/*.log",
-            enricher: Some(enr),
-            processors: processor_specs("- add_fields: {fields: {json.origin: proc}}"),
-            ..Options::default()
-        },
-    );
-    p.wait_for(5, Duration::from_secs(5)).await;
-    pods.apply(kube::runtime::watcher::Event::Apply(labelled_pod(
-        serde_json::json!({}),
-        serde_json::json!({}),
-    )));
-    append(&path, lines("after", 0..5));
-    p.wait_for(10, Duration::from_secs(5)).await;
-    let (got, _) = p.stop().await;
+    let got = across_a_pod_change(
+        labelled_pod(
+            serde_json::json!({}),
+            serde_json::json!({"logship.io/format": "json"}),
+        ),
+        labelled_pod(serde_json::json!({}), serde_json::json!({})),
+        ADD_JSON_ORIGIN,
+        lines("before", 0..5),
+        lines("after", 0..5),
+        10,
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(got.len(), 10);
     let missing: Vec<&Received> = got
         .iter()
         .filter(|r| r.message.starts_with("after") && !r.raw.contains("\"origin\":\"proc\""))
