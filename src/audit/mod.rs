@@ -930,6 +930,36 @@ mod false_answers {
         .expect("audit runs")
     }
 
+    /// A data_dir, a logs dir with `app.log` to come, the mock, a config.
+    struct World {
+        dir: tempfile::TempDir,
+        data: PathBuf,
+        logs: PathBuf,
+        es: Mock,
+        config: Config,
+        live: PathBuf,
+    }
+
+    impl World {
+        fn new() -> World {
+            let dir = tempfile::tempdir().unwrap();
+            let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::create_dir_all(&logs).unwrap();
+            let es = Mock::start();
+            let config = config(dir.path(), &es.url);
+            let live = logs.join("app.log");
+            World {
+                dir,
+                data,
+                logs,
+                es,
+                config,
+                live,
+            }
+        }
+    }
+
     fn lines(prefix: &str, n: usize) -> Vec<u8> {
         (0..n)
             .flat_map(|i| {
@@ -942,18 +972,19 @@ mod false_answers {
     /// agent sees the truncation, gives the new content a new identity and
     /// tombstones the old one (`gone`). The copy `app.log.1` holds exactly
     /// the generation the tombstone names, and a line of it is not in
-    /// Elasticsearch: the audit must say MISSING (exit 1). It says
-    /// "UNKNOWN GENERATION" and exits 0 (named), and without a PATH the copy
-    /// is not audited at all, with no note.
+    /// Elasticsearch: the audit says MISSING (exit 1), named or not, whatever
+    /// the glob (it said "UNKNOWN GENERATION" and exited 0 when named, and
+    /// without a PATH did not audit the copy at all, with no note).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn copy_of_a_file_copytruncated_under_a_running_agent_is_audited() {
-        let dir = tempfile::tempdir().unwrap();
-        let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::create_dir_all(&logs).unwrap();
-        let es = Mock::start();
-        let config = config(dir.path(), &es.url);
-        let live = logs.join("app.log");
+        let World {
+            dir,
+            data,
+            logs,
+            es,
+            config,
+            live,
+        } = World::new();
         let old = lines("old", 20);
         std::fs::write(&live, &old).unwrap();
         let c = Checkpointer::open(&data).unwrap();
@@ -1009,19 +1040,20 @@ mod false_answers {
     /// whose first KiB is the same as the shipped generation's (a banner and
     /// a start-up preamble), with lines of the same lengths: the agent, on
     /// restart, sees the bytes before its checkpoint changed (tail hash) and
-    /// reads it as a new generation. The audit checks only the 1 KiB head,
-    /// takes the new content for generation 0, and calls its lines, which
-    /// were never shipped, "present" (the old lines at the same offsets are):
-    /// OK, exit 0.
+    /// reads it as a new generation. So does the audit now: unknown
+    /// generation. (It checked only the 1 KiB head, took the new content for
+    /// generation 0 and called its lines, never shipped, "present" — the old
+    /// lines at the same offsets are: OK, exit 0.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rewrite_keeping_the_first_kib_is_not_taken_for_the_shipped_generation() {
-        let dir = tempfile::tempdir().unwrap();
-        let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::create_dir_all(&logs).unwrap();
-        let es = Mock::start();
-        let config = config(dir.path(), &es.url);
-        let live = logs.join("app.log");
+        let World {
+            dir: _dir,
+            data,
+            logs: _,
+            es,
+            config,
+            live,
+        } = World::new();
         let mut preamble = b"=== app 1.2.3 starting ===\n".to_vec();
         preamble.extend(lines("config", 24)); // > 1 KiB, the same on every start
         let mut before = preamble.clone();
@@ -1054,17 +1086,19 @@ mod false_answers {
     /// A line indexed three times (e.g. an index reindexed or restored
     /// under a name the pattern also matches): the search's `size` is twice
     /// the ids, so a batch where every id has three copies gets only two
-    /// thirds of the hits, and the ids whose hits were cut are counted 0:
-    /// "missing", exit 1, while every line is in Elasticsearch.
+    /// thirds of the hits; a full answer is asked again in halves, so every
+    /// line is present (the ids whose hits were cut were counted 0:
+    /// "missing", exit 1, while every line is in Elasticsearch).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn lines_found_in_three_indices_are_present_not_missing() {
-        let dir = tempfile::tempdir().unwrap();
-        let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::create_dir_all(&logs).unwrap();
-        let es = Mock::start();
-        let config = config(dir.path(), &es.url);
-        let live = logs.join("app.log");
+        let World {
+            dir: _dir,
+            data,
+            logs: _,
+            es,
+            config,
+            live,
+        } = World::new();
         let text = lines("x", 30);
         std::fs::write(&live, &text).unwrap();
         let c = Checkpointer::open(&data).unwrap();
