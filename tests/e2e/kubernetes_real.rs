@@ -53,6 +53,20 @@ struct PodLog {
 impl PodLog {
     fn new(setup: &Setup, pod: Value) -> PodLog {
         let path = pod_log(setup, &pod);
+        // The kubelet's other name for it, the one the DaemonSet's config
+        // follows: containers/<pod>_<namespace>_<container>-<id>.log.
+        let m = &pod["metadata"];
+        let link = setup.logs().join("containers").join(format!(
+            "{}_{}_{}-{}.log",
+            m["name"].as_str().expect("name"),
+            m["namespace"].as_str().expect("namespace"),
+            pod["spec"]["containers"][0]["name"]
+                .as_str()
+                .expect("container"),
+            m["uid"].as_str().expect("uid").replace('-', "")
+        ));
+        std::fs::create_dir_all(link.parent().expect("dir")).expect("mkdir containers");
+        std::os::unix::fs::symlink(&path, &link).expect("symlink");
         PodLog {
             pod,
             path,
@@ -114,10 +128,18 @@ fn scrape_value(port: u16, agent: &mut Agent, name: &str) -> f64 {
 /// shipped; a label added to a followed pod reaches the lines written after
 /// it (not those before); a deleted pod's lines still enriched within
 /// `delete_grace`. One list per resource, and the RBAC of
-/// `deploy/kubernetes/` was enough.
+/// `deploy/kubernetes/` was enough. Files followed as the DaemonSet does,
+/// through `containers/*.log` symlinks.
 #[test]
 fn real_api_server_enriches_every_line_with_its_own_pod() {
-    let (es, setup) = scenario("k8s-real-enrich", options());
+    // As the DaemonSet follows them: through the symlinks in containers/.
+    let (es, setup) = scenario(
+        "k8s-real-enrich",
+        crate::support::logship::Options {
+            include: "containers/*.log",
+            ..options()
+        },
+    );
     let server = real_api_server(&setup, &[], "  namespace_labels: true\n");
     let port = enable_http(&setup);
     let ns_labels = |team: &str| json!({"team": team});
