@@ -408,8 +408,12 @@ pub struct Checkpointer {
     dir: PathBuf,
     started: u64,
     state: Mutex<State>,
-    /// Serialises writers of the file (the periodic persister and the final write).
-    write_lock: Mutex<()>,
+    /// Serialises writers of the file (the periodic persister, followers
+    /// that need their identity on disk, the final write); holds the last
+    /// request a finished write covered (group commit, see `persist_at`).
+    write_lock: Mutex<u64>,
+    /// Requests to persist so far.
+    requested: std::sync::atomic::AtomicU64,
 }
 
 fn unix_now() -> u64 {
@@ -463,7 +467,8 @@ impl Checkpointer {
             dir: data_dir.to_path_buf(),
             started: now,
             state: Mutex::new(state),
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(0),
+            requested: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -883,8 +888,30 @@ impl Checkpointer {
     }
 
     /// [`Checkpointer::persist`] as if the time were `now` (Unix seconds).
+    ///
+    /// Group commit: a call made while another writes waits for it, then
+    /// returns at once if a write that began after the call finished in the
+    /// meantime (that write saw everything the call wanted on disk). With
+    /// 1,000 new files, each follower asking for its identity on disk made
+    /// 2,000 writes of the whole store in a row (issue 10: seconds of CPU).
     pub fn persist_at(&self, now: u64) -> Result<(), CheckpointError> {
-        let _writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        use std::sync::atomic::Ordering;
+        let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut covered = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if *covered >= ticket {
+            return Ok(());
+        }
+        // Every request up to here was made before the state is read below.
+        let covers = self.requested.load(Ordering::Acquire);
+        let result = self.write_state(now);
+        if result.is_ok() {
+            *covered = covers;
+        }
+        result
+    }
+
+    /// Writes the state if it changed (the caller holds `write_lock`).
+    fn write_state(&self, now: u64) -> Result<(), CheckpointError> {
         let entries = {
             let mut st = self.state();
             let retention = RETENTION.as_secs();
@@ -962,7 +989,12 @@ impl Checkpointer {
                     }
                 })
                 .collect();
-            entries.sort_by(|a, b| a.path.cmp(&b.path).then(a.identity.cmp(&b.identity)));
+            // By bytes: `Path`'s component-wise order cost more than the
+            // rest of the write with 1,000 files.
+            entries.sort_unstable_by(|a, b| {
+                (a.path.as_os_str().as_encoded_bytes(), a.identity)
+                    .cmp(&(b.path.as_os_str().as_encoded_bytes(), b.identity))
+            });
             entries
         };
         let result = self.write(&entries);
@@ -1218,6 +1250,45 @@ mod tests {
         c.delivered(&[sent]);
         c.persist().unwrap();
         assert_eq!(read_store(dir.path())["checkpoints"][0]["offset"], 9000);
+    }
+
+    /// Group commit: whichever write covers a call, the store on disk holds
+    /// what was acknowledged before the call, from many threads at once.
+    #[test]
+    fn concurrent_persists_each_return_with_their_change_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(Checkpointer::open(dir.path()).unwrap());
+        let threads = 8;
+        let rounds = 50u64;
+        for t in 0..threads {
+            follow(&c, t, id(t + 1), &dir.path().join(format!("{t}.log")), 0, 0);
+        }
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let c = c.clone();
+                let dir = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    for r in 1..=rounds {
+                        let s = c.issue(t, 0, r * 10);
+                        c.delivered(&[s]);
+                        c.persist().unwrap();
+                        let on_disk = read_store(&dir)["checkpoints"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .find(|e| e["path"].as_str().unwrap().ends_with(&format!("/{t}.log")))
+                            .map(|e| e["offset"].as_u64().unwrap());
+                        assert!(
+                            on_disk >= Some(r * 10),
+                            "thread {t} round {r}: {on_disk:?} on disk"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
     }
 
     #[test]

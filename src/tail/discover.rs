@@ -11,9 +11,7 @@
 //! (glob-free) directory of every pattern, every directory its directory
 //! components match (so new pod and container directories are noticed), and
 //! the directory of every resolved file (so writes to a symlink's target
-//! wake its follower). [`Watcher`] forwards `notify` events from those
-//! directories into a bounded channel without ever blocking notify's thread:
-//! on overflow it only raises a flag that asks for a rescan.
+//! wake its follower); [`watch`](super::watch) watches them.
 //!
 //! Scans are blocking (directory walks) and run on a blocking thread. This
 //! module opens no file for reading.
@@ -21,13 +19,8 @@
 use std::collections::{BTreeSet, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
-use notify::{RecursiveMode, Watcher as _};
-use tokio::sync::mpsc;
 
 use crate::config::SourceConfig;
 
@@ -214,117 +207,6 @@ fn canonical_dir(dir: &Path) -> PathBuf {
     std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
-/// What a filesystem event means for us.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Notice {
-    /// Something was created or renamed: run a scan now.
-    Rescan,
-    /// These paths changed: wake their followers.
-    Changed(Vec<PathBuf>),
-    /// Changed paths that were also renamed or removed: wake and rescan.
-    ChangedAndRescan(Vec<PathBuf>),
-}
-
-/// Maps a notify event to what the file server should do, if anything.
-pub fn classify(event: notify::Event) -> Option<Notice> {
-    if event.need_rescan() {
-        return Some(Notice::Rescan);
-    }
-    match event.kind {
-        EventKind::Create(_) => Some(Notice::Rescan),
-        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => {
-            Some(Notice::ChangedAndRescan(event.paths))
-        }
-        EventKind::Modify(_) | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
-            Some(Notice::Changed(event.paths))
-        }
-        // Opens and reads (including our own) mean nothing.
-        EventKind::Access(_) => None,
-        EventKind::Any | EventKind::Other => Some(Notice::Rescan),
-    }
-}
-
-/// inotify watches on directories, forwarding events into a bounded channel.
-pub struct Watcher {
-    inner: Option<notify::RecommendedWatcher>,
-    watched: BTreeSet<PathBuf>,
-}
-
-impl Watcher {
-    /// Starts the watcher; events go to `events`; when it is full (or notify
-    /// reports an error) `overflow` is raised instead. Without inotify (an
-    /// error here) discovery falls back to rescans and followers to polling.
-    pub fn new(
-        events: mpsc::Sender<Notice>,
-        overflow: Arc<AtomicBool>,
-        wake: Arc<tokio::sync::Notify>,
-    ) -> Self {
-        let handler = move |res: notify::Result<notify::Event>| {
-            let notice = match res {
-                // The kernel's queue overflowed: events are lost, so every
-                // follower looks at its file and everything is rescanned.
-                Ok(event) if event.need_rescan() => {
-                    overflow.store(true, Ordering::Release);
-                    wake.notify_one();
-                    return;
-                }
-                Ok(event) => match classify(event) {
-                    Some(n) => n,
-                    None => return,
-                },
-                Err(e) => {
-                    tracing::debug!(error = %e, "inotify error; rescanning");
-                    Notice::Rescan
-                }
-            };
-            if events.try_send(notice).is_err() {
-                overflow.store(true, Ordering::Release);
-                wake.notify_one();
-            }
-        };
-        let inner = match notify::RecommendedWatcher::new(handler, notify::Config::default()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "inotify unavailable: new lines are found by polling about once a second");
-                None
-            }
-        };
-        Watcher {
-            inner,
-            watched: BTreeSet::new(),
-        }
-    }
-
-    /// Watches exactly `dirs` (non-recursively) from now on. `true` if
-    /// every one of them is watched.
-    pub fn update(&mut self, dirs: &BTreeSet<PathBuf>) -> bool {
-        let Some(inner) = self.inner.as_mut() else {
-            return false;
-        };
-        for gone in self.watched.difference(dirs) {
-            // The directory may be gone already; inotify dropped the watch then.
-            let _ = inner.unwatch(gone);
-        }
-        let mut watched = BTreeSet::new();
-        for dir in dirs {
-            if self.watched.contains(dir) {
-                watched.insert(dir.clone());
-                continue;
-            }
-            match inner.watch(dir, RecursiveMode::NonRecursive) {
-                Ok(()) => {
-                    watched.insert(dir.clone());
-                }
-                Err(e) => {
-                    tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory")
-                }
-            }
-        }
-        self.watched = watched;
-        self.watched.len() == dirs.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,21 +302,5 @@ mod tests {
         let mut s = source(vec![format!("{}/*", root.display())], vec![]);
         s.include_compressed = true;
         assert_eq!(scan(&[SourceMatcher::new(&s)]).files.len(), 1);
-    }
-
-    #[test]
-    fn our_own_reads_do_not_wake_anyone() {
-        let open = notify::Event::new(EventKind::Access(AccessKind::Open(AccessMode::Read)));
-        assert_eq!(classify(open), None);
-        let create = notify::Event::new(EventKind::Create(notify::event::CreateKind::File));
-        assert_eq!(classify(create), Some(Notice::Rescan));
-        let write = notify::Event::new(EventKind::Modify(ModifyKind::Data(
-            notify::event::DataChange::Any,
-        )))
-        .add_path(PathBuf::from("/a"));
-        assert_eq!(
-            classify(write),
-            Some(Notice::Changed(vec![PathBuf::from("/a")]))
-        );
     }
 }
