@@ -9,16 +9,22 @@
 //!   first (drop health checks by regex, dissect access lines, add two
 //!   static fields; the dropped lines are not encoded). Throughput per line;
 //!   the difference is the chain's CPU per line.
-//! - `gzip/level1`: flate2 (the crate's configured backend, `zlib-rs`) at
-//!   level 1 over a ~4 MiB NDJSON bulk body made by the encoder, throughput
-//!   per byte of NDJSON.
+//! - `gzip/<corpus>/<method>`: a ~4 MiB NDJSON bulk body made by the
+//!   encoder, as the sink holds it (spans of 100 lines), compressed by
+//!   flate2 (its configured backend, `zlib-rs`) streaming over the spans at
+//!   levels 1 and 2 (`zlib-rs-N`; level 1 is what the sink does), and by
+//!   libdeflate (`libdeflater`) at levels 1–3 on a contiguous copy, the
+//!   copy included (`libdeflate-N`). Throughput per byte of NDJSON; each
+//!   method's ratio is printed. Corpora: `easy` (the messages above, one
+//!   file) and `realistic` (the `catch-up` scenario's generator,
+//!   `pipeline/scenarios/messages.rs`, 20 files taking turns).
 //!
 //! Times are the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not
 //! wall time, so figures are per core and stay meaningful on a machine shared
 //! with other work; elsewhere than 64-bit Linux, wall time.
 
 use std::hint::black_box;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,6 +33,12 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use logship::encode::Encoder;
 use logship::event::{DecodedLine, EncodedSpan, FileIdentity, LineFlags, Stream, Timestamp};
+
+// Only the generator's `new` and `message` are used here.
+#[allow(dead_code)]
+#[path = "pipeline/scenarios/messages.rs"]
+mod messages;
+use messages::MessageGen;
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn thread_cpu_time() -> Option<Duration> {
@@ -193,59 +205,120 @@ fn bench_encode(c: &mut Criterion) {
     );
 }
 
-fn bench_gzip(c: &mut Criterion) {
-    // ~4 MiB of NDJSON from the encoder.
+/// A bulk body as the sink holds it: spans of NDJSON (one per run of lines
+/// read from one file), about 4 MiB in all, `files` files taking turns
+/// every 100 lines; `next(file, out)` appends file `file`'s next message.
+fn bulk_body(files: usize, mut next: impl FnMut(usize, &mut String)) -> Vec<Vec<u8>> {
     let mut encoder = Encoder::new("node-1", "logs-%Y.%m.%d").expect("valid template");
-    let identity = FileIdentity {
-        dev: 64769,
-        ino: 1234,
-        fingerprint: 0xfeed,
-    };
-    let file = encoder.file_context(
-        Path::new("/var/log/pods/default_web-7d4b9_0f1e/app/0.log"),
-        identity,
-        0,
-    );
-    let mut body = EncodedSpan::default();
-    let messages = corpus(20_000);
-    encode_all(&mut encoder, &file, &messages, &mut body);
-    let items = body
-        .items
-        .iter()
-        .take_while(|&&start| start as usize <= 4 * 1024 * 1024)
-        .count();
-    let mut ndjson = std::mem::take(&mut body.body);
-    if let Some(&cut) = body.items.get(items) {
-        ndjson.truncate(cut as usize);
-    }
-
-    let gzip = |level: u32| {
-        let mut gz = GzEncoder::new(
-            Vec::with_capacity(ndjson.len() / 4),
-            Compression::new(level),
-        );
-        gz.write_all(&ndjson).expect("writing to a Vec");
-        gz.finish().expect("writing to a Vec")
-    };
-    let compressed = gzip(1).len();
-    eprintln!(
-        "gzip-1: {} NDJSON bytes -> {} ({:.1}% of input)",
-        ndjson.len(),
-        compressed,
-        100.0 * compressed as f64 / ndjson.len() as f64
-    );
-
-    let mut group = c.benchmark_group("gzip");
-    group.throughput(Throughput::Bytes(ndjson.len() as u64));
-    group.sample_size(20);
-    group.bench_function("level1", |b| {
-        b.iter_custom(|iters| {
-            cpu_timed(iters, || {
-                black_box(gzip(1));
-            })
+    let contexts: Vec<_> = (0..files)
+        .map(|f| {
+            let identity = FileIdentity {
+                dev: 64769,
+                ino: 1234 + f as u64,
+                fingerprint: 0xfeed,
+            };
+            let path = format!("/var/log/pods/default_web-7d4b9-{f}_0f1e/app/0.log");
+            encoder.file_context(Path::new(&path), identity, 0)
         })
-    });
-    group.finish();
+        .collect();
+    let mut spans = Vec::new();
+    let mut total = 0;
+    for f in (0..files).cycle() {
+        let mut span = EncodedSpan::default();
+        let messages: Vec<String> = (0..100)
+            .map(|_| {
+                let mut message = String::new();
+                next(f, &mut message);
+                message
+            })
+            .collect();
+        encode_all(&mut encoder, &contexts[f], &messages, &mut span);
+        total += span.body.len();
+        spans.push(std::mem::take(&mut span.body));
+        if total >= 4 << 20 {
+            return spans;
+        }
+    }
+    unreachable!("the cycle ends when the body is full")
+}
+
+/// gzip as the sink does it (`encode_body`): flate2 (zlib-rs) streaming
+/// over the spans, no copy.
+fn gzip_streaming(spans: &[Vec<u8>], level: u32) -> Vec<u8> {
+    let raw: usize = spans.iter().map(Vec::len).sum();
+    let mut gz = GzEncoder::new(Vec::with_capacity(raw / 4 + 64), Compression::new(level));
+    for span in spans {
+        gz.write_all(span).expect("writing to a Vec");
+    }
+    gz.finish().expect("writing to a Vec")
+}
+
+/// libdeflate, whole-buffer: the spans copied into one buffer first (the
+/// copy and every allocation are part of the cost).
+fn gzip_whole(spans: &[Vec<u8>], level: i32) -> Vec<u8> {
+    let raw: usize = spans.iter().map(Vec::len).sum();
+    let mut input = Vec::with_capacity(raw);
+    for span in spans {
+        input.extend_from_slice(span);
+    }
+    let mut compressor =
+        libdeflater::Compressor::new(libdeflater::CompressionLvl::new(level).expect("1-12"));
+    let mut out = vec![0; compressor.gzip_compress_bound(input.len())];
+    let len = compressor
+        .gzip_compress(&input, &mut out)
+        .expect("the bound is enough");
+    out.truncate(len);
+    out
+}
+
+fn gunzip(gz: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut out)
+        .expect("valid gzip");
+    out
+}
+
+fn bench_gzip(c: &mut Criterion) {
+    // The bench's first corpus (one file) and the catch-up scenario's.
+    let mut rng = fastrand::Rng::with_seed(42);
+    let easy = bulk_body(1, |_, out| out.push_str(&message(&mut rng)));
+    let mut generators: Vec<_> = (0..20).map(|f| MessageGen::new(1000 + f)).collect();
+    let realistic = bulk_body(20, |f, out| generators[f].message(out));
+
+    type Gzip = fn(&[Vec<u8>]) -> Vec<u8>;
+    let methods: [(&str, Gzip); 5] = [
+        ("zlib-rs-1", |s| gzip_streaming(s, 1)),
+        ("zlib-rs-2", |s| gzip_streaming(s, 2)),
+        ("libdeflate-1", |s| gzip_whole(s, 1)),
+        ("libdeflate-2", |s| gzip_whole(s, 2)),
+        ("libdeflate-3", |s| gzip_whole(s, 3)),
+    ];
+    for (corpus, spans) in [("easy", &easy), ("realistic", &realistic)] {
+        let ndjson = spans.concat();
+        let mut group = c.benchmark_group(format!("gzip/{corpus}"));
+        group.throughput(Throughput::Bytes(ndjson.len() as u64));
+        group.sample_size(20);
+        for (name, gzip) in methods {
+            let compressed = gzip(spans);
+            assert!(gunzip(&compressed) == ndjson, "{name} must round-trip");
+            eprintln!(
+                "gzip/{corpus}/{name}: {} NDJSON bytes in {} spans -> {} ({:.2}x)",
+                ndjson.len(),
+                spans.len(),
+                compressed.len(),
+                ndjson.len() as f64 / compressed.len() as f64
+            );
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    cpu_timed(iters, || {
+                        black_box(gzip(spans));
+                    })
+                })
+            });
+        }
+        group.finish();
+    }
 }
 
 const TYPICAL_CHAIN: &str = r#"

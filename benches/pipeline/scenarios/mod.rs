@@ -42,6 +42,7 @@ pub mod idle;
 pub mod latency;
 pub mod layout;
 pub mod measure;
+pub mod messages;
 pub mod node;
 pub mod outage;
 pub mod writers;

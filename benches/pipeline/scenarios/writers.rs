@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::corpus::{MessageGen, cri_time};
+use super::corpus::cri_time;
+use super::messages::MessageGen;
 
 /// Builds CRI lines carrying the ledger's marker.
 pub struct LineMaker {

@@ -496,6 +496,30 @@ mod tests {
         assert_eq!(decoded, expected(&["a", "c", "d", "e"]));
     }
 
+    #[test]
+    fn every_level_and_an_empty_body_gunzip_to_the_ndjson() {
+        let b = batch();
+        let refs = all_items(&b);
+        let ndjson = expected(&["a", "b", "c", "d", "e"]);
+        for level in 1..=9 {
+            for (items, want) in [(&refs[..], &ndjson[..]), (&[][..], &b""[..])] {
+                let body = encode_body(&b, items, level).unwrap();
+                assert!(body.gzip);
+                // One gzip member: a reader that stops after the first
+                // member (as some servers do) sees the whole body too.
+                let (mut single, mut multi) = (Vec::new(), Vec::new());
+                flate2::read::GzDecoder::new(&body.bytes[..])
+                    .read_to_end(&mut single)
+                    .unwrap();
+                flate2::read::MultiGzDecoder::new(&body.bytes[..])
+                    .read_to_end(&mut multi)
+                    .unwrap();
+                assert_eq!(single, want, "level {level}");
+                assert_eq!(multi, want, "level {level}");
+            }
+        }
+    }
+
     /// The transport failure of one POST of `body` to a server that
     /// handles its one connection with `serve` (`None`: nothing listens).
     async fn failure_kind<F, Fut>(body: usize, serve: Option<F>) -> TransportKind
