@@ -119,7 +119,8 @@ fn encode_body(batch: &Batch, items: &[ItemRef], gzip_level: u32) -> std::io::Re
             gzip: false,
         });
     }
-    // NDJSON logs compress ~8-10x at level 1; start at a quarter to rarely regrow.
+    // NDJSON logs compress ~3-5x at level 1 (the encode bench); start at a
+    // quarter: a harder body regrows once.
     let mut encoder = GzEncoder::new(
         Vec::with_capacity(raw_len / 4 + 64),
         Compression::new(gzip_level.min(9)),
