@@ -83,6 +83,25 @@ use crate::telemetry::status::Status;
 /// How often acknowledged progress is written to the checkpoint file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How often freed heap memory is handed back to the system (see
+/// [`trim_heap`]), on the checkpoint writer's blocking thread.
+const HEAP_TRIM_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Returns the free pages inside glibc's heaps to the system. `free` only
+/// returns the top of a heap; buffers freed in the middle (a follower's
+/// read buffer, spans, decoders, after a burst or the first read of 1,000
+/// files) stay resident: issue 10 measured 45 MiB RSS with 1,000 idle files,
+/// 32.7 MiB after one `malloc_trim(0)`. It takes the arenas' locks for a
+/// walk of the heap (well under a millisecond here), every
+/// [`HEAP_TRIM_INTERVAL`].
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Where a reload reads its config, and the requests to do so (SIGHUP).
 pub struct Reload {
     pub path: PathBuf,
@@ -352,6 +371,7 @@ async fn run_stages(
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next_trim = tokio::time::Instant::now() + HEAP_TRIM_INTERVAL;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -359,7 +379,14 @@ async fn run_stages(
                 }
                 let c = checkpointer.clone();
                 let j = journals.clone();
+                let trim = tokio::time::Instant::now() >= next_trim;
+                if trim {
+                    next_trim = tokio::time::Instant::now() + HEAP_TRIM_INTERVAL;
+                }
                 let written = tokio::task::spawn_blocking(move || {
+                    if trim {
+                        trim_heap();
+                    }
                     c.persist()?;
                     j.persist().map_err(|e| CheckpointError::Write {
                         path: e.path().to_owned(),

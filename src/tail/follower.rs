@@ -12,9 +12,11 @@
 //! channel: that is backpressure, the follower stops reading.
 //!
 //! At end of file the follower looks at the file (an `fstat` and a `stat`
-//! of its path), then waits for a wake-up (an inotify event routed by the
-//! file server, a fallback timer of [`WATCHED_RECHECK`] or [`IDLE_RECHECK`],
-//! or shutdown) and reads again. Every read checks, after reading, that the
+//! of its path; with inotify trusted, only the `stat` and only when told the
+//! path moved or on the recheck, see [`Wake`]), then waits for a wake-up (an
+//! inotify event routed by the file server, at most one per
+//! [`COALESCE`](super::watch::COALESCE), a fallback timer of
+//! [`WATCHED_RECHECK`] or [`IDLE_RECHECK`], or shutdown) and reads again. Every read checks, after reading, that the
 //! bytes before its offset, the first line, and (within them) the
 //! generation's stored first bytes are unchanged (`reader`), so content
 //! changes are seen by the read, shape changes by the look:
@@ -71,10 +73,12 @@ use crate::telemetry::Metrics;
 /// An idle follower re-checks its file this often even without an event
 /// when inotify does not cover it (polling).
 pub const IDLE_RECHECK: Duration = Duration::from_secs(1);
-/// ...and this often when it does: a safety net for a lost event, not the
-/// way lines are found (issue 10: 1,000 idle files each looked at every
-/// second cost 2.6 % of a core). Filebeat's `max_backoff` is 10 s too.
-pub const WATCHED_RECHECK: Duration = Duration::from_secs(10);
+/// ...and this often when it does: a safety net, not the way lines are
+/// found (issue 10: 1,000 idle files each looked at every second cost 2.6 %
+/// of a core, every 10 s ~0.3 %). inotify loses no event unnoticed (a full
+/// queue wakes every follower); what it does not report is a parent
+/// directory of the file renamed, seen here within this period.
+pub const WATCHED_RECHECK: Duration = Duration::from_secs(30);
 /// After a rotation or deletion, the old file is read to its end once more
 /// after this long, for writers that had it open.
 pub const ROTATION_GRACE: Duration = Duration::from_millis(500);
@@ -1706,23 +1710,13 @@ fn check_file(
 /// machines raise no inotify event.
 fn on_local_fs(file: &File) -> bool {
     use std::os::fd::AsRawFd;
-    const LOCAL: [i64; 8] = [
-        0xEF53,      // ext2/3/4
-        0x5846_5342, // XFS
-        0x9123_683E, // btrfs
-        0xF2F5_2010, // F2FS
-        0x2FC1_2FC1, // ZFS
-        0x0102_1994, // tmpfs
-        0x794C_7630, // overlayfs
-        0x8584_58F6, // ramfs
-    ];
     // SAFETY: `fstatfs` only writes into the zeroed struct it is given; the
     // descriptor stays open for as long as `file` is borrowed.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } == 0;
     #[allow(clippy::unnecessary_cast)]
     let kind = st.f_type as i64;
-    ok && LOCAL.contains(&kind)
+    ok && super::watch::local_fs_type(kind)
 }
 
 /// Where a follower starts, worked out on a blocking thread.

@@ -2,12 +2,18 @@
 //!
 //! [`FileServer`] owns the set of followed files. It scans the sources'
 //! globs ([`discover`]) at start, whenever inotify reports a created or
-//! renamed entry in a watched directory, and every `rescan_interval` as a
-//! safety net; it starts one [`follower::Follower`] task per new file and
-//! routes inotify write events to the follower of that path, so new lines are
-//! read within milliseconds while idle followers sleep (re-checking their
-//! file every 10 s when inotify watches every directory and the file is on a
-//! local filesystem, else every second: see `follower`).
+//! renamed entry in a watched directory (again [`watch::COALESCE`] after a
+//! scan that added watches: an entry made before its directory's watch
+//! raised no event), and as a safety net every `rescan_interval` — every
+//! 60 s when inotify watches every directory on a local filesystem, which
+//! then reports every new file. It starts one [`follower::Follower`] task per
+//! new file and routes inotify write events ([`watch`], coalesced: at most
+//! one wake-up per file per `COALESCE`) to the follower of that path, so new
+//! lines are read within ~250 ms while idle followers sleep (re-checking
+//! their file every 30 s when inotify watches every directory and the file
+//! is on a local filesystem, else every second: see `follower`). A follower
+//! whose path a scan finds naming another file is told to look (see
+//! `follower::Wake`): the rename's event may come after the scan.
 //!
 //! Files are identified by `(dev, ino)` within a run and by
 //! [`FileIdentity`](crate::event::FileIdentity) (with a first-line
@@ -107,7 +113,9 @@ use watch::{Notice, Watcher};
 
 /// Filesystem notices queued between notify's thread and the server.
 const NOTICE_QUEUE: usize = 1024;
-/// Rescan at least this often even if every source asks for less.
+/// Rescan at least this often even if every source asks for less; and
+/// this often when inotify watches every directory on a local filesystem
+/// (then it reports every new file: the scan is a safety net only).
 const MAX_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 /// Held rotated or deleted files are counted at least this often.
 const HELD_FILES_CHECK: Duration = Duration::from_secs(1);
@@ -272,8 +280,17 @@ impl FileServer {
         loop {
             if rescan {
                 rescan = false;
-                next_rescan = Instant::now() + self.rescan_interval;
-                state.scan(&mut watcher).await;
+                let coverage = state.scan(&mut watcher).await;
+                next_rescan = Instant::now()
+                    + if coverage.added > 0 {
+                        // An entry made in a new directory before its watch
+                        // was added raised no event: look once more.
+                        watch::COALESCE
+                    } else if coverage.complete {
+                        MAX_RESCAN_INTERVAL
+                    } else {
+                        self.rescan_interval
+                    };
                 next_held_check = Instant::now();
             }
             if Instant::now() >= next_held_check {
@@ -395,7 +412,7 @@ impl ServerState<'_> {
         }
     }
 
-    async fn scan(&mut self, watcher: &mut Watcher) {
+    async fn scan(&mut self, watcher: &mut Watcher) -> watch::Coverage {
         let matchers = self.server.matchers.clone();
         let active: HashSet<(u64, u64)> = self.active.keys().copied().collect();
         let checkpointer = self.server.shared.checkpointer.clone();
@@ -428,11 +445,17 @@ impl ServerState<'_> {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "file scan failed");
-                return;
+                return watch::Coverage {
+                    complete: false,
+                    added: 0,
+                };
             }
         };
-        let watched = watcher.update(&scan.dirs);
-        self.server.shared.watched.store(watched, Ordering::Relaxed);
+        let coverage = watcher.update(&scan.dirs);
+        self.server
+            .shared
+            .watched
+            .store(coverage.complete, Ordering::Relaxed);
         self.pending = pending.into_iter().collect();
         let seen: HashSet<(u64, u64)> = scan.files.iter().map(|f| (f.dev, f.ino)).collect();
         self.ended.retain(|id, _| seen.contains(&(id.dev, id.ino)));
@@ -454,6 +477,7 @@ impl ServerState<'_> {
             self.first_scan = false;
             self.find_rotated_while_stopped(claimed, rewritten).await;
         }
+        coverage
     }
 
     /// A restart is a rotation too: files the checkpoint store knows, that
@@ -759,8 +783,16 @@ impl ServerState<'_> {
         let give_up = CancellationToken::new();
         if !drain_only {
             // A drain-only follower's path names another (the live) file.
-            self.by_path
-                .insert(o.found.path.clone(), (key, wake.clone()));
+            if let Some((_, old)) = self
+                .by_path
+                .insert(o.found.path.clone(), (key, wake.clone()))
+            {
+                // The path names another file now: the old one was renamed
+                // or deleted, and a scan found the new one before the event
+                // was routed (which now wakes the new follower). Without
+                // this, the old follower learnt it on its recheck only.
+                old.moved();
+            }
         }
         let status = self
             .server

@@ -103,14 +103,61 @@ fn mask() -> WatchMask {
 struct Dirs {
     by_wd: HashMap<i32, PathBuf>,
     by_path: HashMap<PathBuf, WatchDescriptor>,
+    /// Watched directories off a local filesystem: writes made by other
+    /// machines raise no event there.
+    remote: HashSet<PathBuf>,
 }
 
 impl Dirs {
     fn forget_wd(&mut self, wd: i32) {
         if let Some(path) = self.by_wd.remove(&wd) {
             self.by_path.remove(&path);
+            self.remote.remove(&path);
         }
     }
+}
+
+/// What [`Watcher::update`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coverage {
+    /// Every directory asked for is watched, on a local filesystem: inotify
+    /// reports every new file and every write.
+    pub complete: bool,
+    /// Directories watched for the first time (an entry made in one before
+    /// its watch was added raised no event: scan again).
+    pub added: usize,
+}
+
+/// True for the local disk and memory filesystems (ext2/3/4, XFS, btrfs,
+/// F2FS, ZFS, tmpfs, overlayfs, ramfs), by `statfs` type: there inotify
+/// sees every change and a `stat` never waits for a network.
+pub fn local_fs_type(kind: i64) -> bool {
+    const LOCAL: [i64; 8] = [
+        0xEF53,      // ext2/3/4
+        0x5846_5342, // XFS
+        0x9123_683E, // btrfs
+        0xF2F5_2010, // F2FS
+        0x2FC1_2FC1, // ZFS
+        0x0102_1994, // tmpfs
+        0x794C_7630, // overlayfs
+        0x8584_58F6, // ramfs
+    ];
+    LOCAL.contains(&kind)
+}
+
+/// True if the directory `dir` is on a local filesystem ([`local_fs_type`]).
+fn dir_is_local(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `statfs` reads the NUL-terminated path and only writes into
+    // the zeroed struct it is given.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0;
+    #[allow(clippy::unnecessary_cast)]
+    let kind = st.f_type as i64;
+    ok && local_fs_type(kind)
 }
 
 /// inotify watches on directories; notices go into a bounded channel.
@@ -145,11 +192,13 @@ impl Watcher {
         }
     }
 
-    /// Watches exactly `dirs` (non-recursively) from now on. `true` if
-    /// every one of them is watched.
-    pub fn update(&mut self, dirs: &BTreeSet<PathBuf>) -> bool {
+    /// Watches exactly `dirs` (non-recursively) from now on.
+    pub fn update(&mut self, dirs: &BTreeSet<PathBuf>) -> Coverage {
         let Some(inner) = self.inner.as_mut() else {
-            return false;
+            return Coverage {
+                complete: false,
+                added: 0,
+            };
         };
         let mut watched = inner.dirs.lock().unwrap_or_else(PoisonError::into_inner);
         let gone: Vec<PathBuf> = watched
@@ -159,6 +208,7 @@ impl Watcher {
             .cloned()
             .collect();
         for path in gone {
+            watched.remote.remove(&path);
             if let Some(wd) = watched.by_path.remove(&path) {
                 watched.by_wd.remove(&wd.get_watch_descriptor_id());
                 // The directory may be gone already; the kernel dropped the
@@ -167,6 +217,7 @@ impl Watcher {
             }
         }
         let mut all = true;
+        let mut added = 0;
         for dir in dirs {
             if watched.by_path.contains_key(dir) {
                 continue;
@@ -174,10 +225,14 @@ impl Watcher {
             // Under the lock: an event for the new watch waits for its path.
             match inner.watches.add(dir, mask()) {
                 Ok(wd) => {
+                    added += 1;
                     watched
                         .by_wd
                         .insert(wd.get_watch_descriptor_id(), dir.clone());
                     watched.by_path.insert(dir.clone(), wd);
+                    if !dir_is_local(dir) {
+                        watched.remote.insert(dir.clone());
+                    }
                 }
                 Err(e) => {
                     all = false;
@@ -185,7 +240,10 @@ impl Watcher {
                 }
             }
         }
-        all
+        Coverage {
+            complete: all && watched.remote.is_empty(),
+            added,
+        }
     }
 }
 
@@ -445,7 +503,20 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         let overflow = Arc::new(AtomicBool::new(false));
         let mut w = Watcher::new(tx, overflow.clone(), Arc::new(tokio::sync::Notify::new()));
-        assert!(w.update(&BTreeSet::from([dir.clone()])));
+        assert_eq!(
+            w.update(&BTreeSet::from([dir.clone()])),
+            Coverage {
+                complete: true,
+                added: 1
+            }
+        );
+        assert_eq!(
+            w.update(&BTreeSet::from([dir.clone()])),
+            Coverage {
+                complete: true,
+                added: 0
+            }
+        );
         let mut files: Vec<std::fs::File> = (0..3)
             .map(|i| std::fs::File::create(dir.join(format!("{i}.log"))).expect("create"))
             .collect();
