@@ -120,6 +120,8 @@ struct Options {
     batch_max_bytes: usize,
     /// `buffer.max_open_files` (default: the config default).
     max_open_files: Option<u64>,
+    /// `buffer.read_memory` (default: the config default).
+    read_memory: Option<u64>,
     /// The source's include glob, relative to the logs directory.
     glob: &'static str,
     format: SourceFormat,
@@ -140,6 +142,7 @@ impl Default for Options {
             paused: false,
             batch_max_bytes: 5 * 1024 * 1024,
             max_open_files: None,
+            read_memory: None,
             glob: "*.log",
             format: SourceFormat::Plain,
             index: "logs-test",
@@ -191,7 +194,16 @@ impl Pipeline {
     fn start(logs: &Path, data: &Path, opts: Options) -> Pipeline {
         let mut config = config(logs, data, opts.read_from, opts.batch_max_bytes);
         if let Some(max_open_files) = opts.max_open_files {
-            config.buffer = logship::config::BufferConfig::Memory { max_open_files };
+            config.buffer = logship::config::BufferConfig::Memory {
+                max_open_files,
+                read_memory: config.buffer.read_memory(),
+            };
+        }
+        if let Some(read_memory) = opts.read_memory {
+            config.buffer = logship::config::BufferConfig::Memory {
+                max_open_files: config.buffer.max_open_files(),
+                read_memory,
+            };
         }
         config.sources[0].include = vec![format!("{}/{}", logs.display(), opts.glob)];
         config.sources[0].format = opts.format;
@@ -643,6 +655,53 @@ fn fd_links_to_deleted(name: &str) -> bool {
                 })
                 .unwrap_or(false)
         })
+}
+
+/// `buffer.read_memory` at its minimum: one file reads at a time. 40 files
+/// with a backlog, downstream stalled, some rotated and recreated meanwhile:
+/// each takes its turn (a turn not handed back would stall every other file
+/// for good), every line arrives once, every rotated file is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_take_turns_within_read_memory_and_lose_nothing() {
+    let (_d, logs, data) = dirs();
+    let mut expected = Vec::new();
+    for f in 0..40 {
+        let l = lines(&format!("f{f:02}"), 0..3_000);
+        log_file(&logs, &format!("{f:02}.log"), l.clone());
+        expected.extend(l);
+    }
+    let mut p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            paused: true,
+            batch_max_bytes: 64 * 1024,
+            read_memory: Some(512 * 1024),
+            ..Options::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Rotated while waiting for their turn (or for downstream): the old
+    // files are read to their end, the new ones from their start.
+    for f in 0..5 {
+        let path = logs.join(format!("{f:02}.log"));
+        std::fs::rename(&path, logs.join(format!("{f:02}.log.1"))).unwrap();
+        let l = lines(&format!("n{f:02}"), 0..500);
+        log_file(&logs, &format!("{f:02}.log"), l.clone());
+        expected.extend(l);
+    }
+    let _ = p.release.take().unwrap().send(());
+    let got = p.wait_for(expected.len(), Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (received, metrics) = p.stop().await;
+    let all: Vec<String> = received.into_iter().map(|r| r.message).collect();
+    assert!(got.len() <= all.len());
+    assert_exactly_once(&all, &expected);
+    assert_eq!(
+        Metrics::get(&metrics.files_closed),
+        5,
+        "rotated files closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

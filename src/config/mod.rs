@@ -202,6 +202,8 @@ pub enum BufferConfig {
     Memory {
         /// See [`BufferConfig::max_open_files`].
         max_open_files: u64,
+        /// See [`BufferConfig::read_memory`].
+        read_memory: u64,
     },
     /// A durable queue in `<data_dir>/buffer` (see `buffer::disk`).
     Disk(DiskBufferConfig),
@@ -211,6 +213,7 @@ impl Default for BufferConfig {
     fn default() -> Self {
         BufferConfig::Memory {
             max_open_files: raw::default_max_open_files(),
+            read_memory: raw::default_read_memory(),
         }
     }
 }
@@ -221,8 +224,17 @@ impl BufferConfig {
     /// lost (see `tail`).
     pub fn max_open_files(&self) -> u64 {
         match self {
-            BufferConfig::Memory { max_open_files } => *max_open_files,
+            BufferConfig::Memory { max_open_files, .. } => *max_open_files,
             BufferConfig::Disk(d) => d.max_open_files,
+        }
+    }
+
+    /// Memory the files being read may hold at once (read buffers and the
+    /// documents being encoded): files take turns past it (see `tail`).
+    pub fn read_memory(&self) -> u64 {
+        match self {
+            BufferConfig::Memory { read_memory, .. } => *read_memory,
+            BufferConfig::Disk(d) => d.read_memory,
         }
     }
 }
@@ -238,6 +250,8 @@ pub struct DiskBufferConfig {
     pub fsync_interval: Duration,
     /// See [`BufferConfig::max_open_files`].
     pub max_open_files: u64,
+    /// See [`BufferConfig::read_memory`].
+    pub read_memory: u64,
 }
 
 /// What a full disk buffer does with a new batch.
@@ -1314,7 +1328,8 @@ sink:
         assert_eq!(
             load_text(MINIMAL).unwrap().buffer,
             BufferConfig::Memory {
-                max_open_files: 1024
+                max_open_files: 1024,
+                read_memory: 32 << 20,
             }
         );
         let disk =
@@ -1327,6 +1342,7 @@ sink:
                 when_full: WhenFull::DropNewest,
                 fsync_interval: Duration::from_secs(1),
                 max_open_files: 1024,
+                read_memory: 32 << 20,
             })
         );
         let yaml = serde_yaml_ng::to_string(&c).unwrap();
@@ -1351,6 +1367,19 @@ sink:
         ));
         assert_eq!(err.key(), Some("buffer.max_open_files"), "{err}");
         assert!(err.to_string().contains("at least 1"), "{err}");
+        for kind in ["memory", "disk"] {
+            let c = load_text(&format!(
+                "{MINIMAL}buffer: {{type: {kind}, read_memory: 8MiB}}\n"
+            ))
+            .unwrap();
+            assert_eq!(c.buffer.read_memory(), 8 << 20, "{kind}");
+            let yaml = serde_yaml_ng::to_string(&c).unwrap();
+            let again = load_str(Path::new("effective.yaml"), &yaml, |_| None).unwrap();
+            assert_eq!(again.buffer, c.buffer, "{yaml}");
+        }
+        let err = load_err(&format!("{MINIMAL}buffer: {{read_memory: 100KiB}}\n"));
+        assert_eq!(err.key(), Some("buffer.read_memory"), "{err}");
+        assert!(err.to_string().contains("at least"), "{err}");
         let err = load_err(&format!(
             "{MINIMAL}buffer: {{type: disk, max_bytes: 1KiB}}\n"
         ));

@@ -347,6 +347,10 @@ pub struct RawBuffer {
     /// most (default [`default_max_open_files`]).
     #[serde(default)]
     pub max_open_files: Option<u64>,
+    /// Both types: memory the files being read may hold at once (default
+    /// [`default_read_memory`]).
+    #[serde(default, deserialize_with = "deserialize_opt_size")]
+    pub read_memory: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -381,6 +385,13 @@ pub fn default_fsync_interval() -> Duration {
 /// and below common `RLIMIT_NOFILE` hard limits.
 pub fn default_max_open_files() -> u64 {
     1024
+}
+
+/// 32 MiB: 64 files reading at once (512 KiB each: a read chunk and a
+/// span of documents), plenty for catch-up on both cores, and a ceiling on
+/// what an outage's backlog in 1,000 files costs when it drains.
+pub fn default_read_memory() -> u64 {
+    32 << 20
 }
 
 #[derive(Debug, Deserialize)]

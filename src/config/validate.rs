@@ -117,6 +117,10 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     })
 }
 
+/// Smallest accepted `buffer.read_memory`: one file reading at a time
+/// (`tail::READ_SLOT_BYTES`).
+pub const MIN_READ_MEMORY: u64 = 512 * 1024;
+
 /// Smallest accepted disk buffer.
 pub const MIN_DISK_BUFFER_BYTES: u64 = 1 << 20;
 
@@ -128,6 +132,17 @@ fn validate_buffer(b: RawBuffer) -> Result<BufferConfig, Invalid> {
         return Err(invalid(
             "buffer.max_open_files",
             "must be at least 1 (rotated or deleted files with unread data held open)",
+        ));
+    }
+    let read_memory = b
+        .read_memory
+        .unwrap_or_else(super::raw::default_read_memory);
+    if read_memory < MIN_READ_MEMORY {
+        return Err(invalid(
+            "buffer.read_memory",
+            format!(
+                "must be at least {MIN_READ_MEMORY} bytes (512KiB: one file reading at a time)"
+            ),
         ));
     }
     match b.kind {
@@ -145,7 +160,10 @@ fn validate_buffer(b: RawBuffer) -> Result<BufferConfig, Invalid> {
                     ));
                 }
             }
-            Ok(BufferConfig::Memory { max_open_files })
+            Ok(BufferConfig::Memory {
+                max_open_files,
+                read_memory,
+            })
         }
         BufferKind::Disk => {
             let max_bytes = b
@@ -164,6 +182,7 @@ fn validate_buffer(b: RawBuffer) -> Result<BufferConfig, Invalid> {
                     .fsync_interval
                     .unwrap_or_else(super::raw::default_fsync_interval),
                 max_open_files,
+                read_memory,
             }))
         }
     }

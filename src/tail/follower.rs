@@ -99,6 +99,11 @@ const SPAN_INITIAL_BYTES: usize = 16 * 1024;
 /// Room for one document's action line and fields besides its message.
 const SPAN_DOC_OVERHEAD: usize = 1024;
 const SPAN_INITIAL_ITEMS: usize = 64;
+/// What one follower reading at a time may hold: a read chunk, a full
+/// span and its slack (`buffer.read_memory` is divided by this).
+pub const READ_SLOT_BYTES: usize = 512 * 1024;
+const _: () = assert!(super::reader::CHUNK_BYTES + MAX_SPAN_BYTES + SPAN_SLACK <= READ_SLOT_BYTES);
+
 /// A read of at most this many new bytes at a file's live end runs on the
 /// follower's task, not on a blocking thread (see `Follower::fill`).
 const INLINE_READ_BYTES: u64 = 64 * 1024;
@@ -126,6 +131,11 @@ pub struct Shared {
     pub watched: std::sync::atomic::AtomicBool,
     /// Each source's processor chain (none: lines are encoded as read).
     pub processors: crate::processors::Chains,
+    /// Turns to read (`buffer.read_memory` / [`READ_SLOT_BYTES`]): a
+    /// follower holds one from its read to the send of what it read, so
+    /// the memory all followers hold at once is bounded whatever the number
+    /// of files; one waiting for a turn holds no read buffer.
+    pub read_slots: Arc<tokio::sync::Semaphore>,
     /// Built-in multiline rules compiled for `logship.io/multiline`
     /// annotations, by rule and `max_bytes` (compiled once, shared).
     pub annotated_rules: std::sync::Mutex<
@@ -701,8 +711,10 @@ impl Follower {
                 return Ok(true);
             }
         }
+        let slot = self.read_slot().await?;
         if !self.read_to_end().await? {
             self.send().await?;
+            drop(slot);
             self.idle().await?;
             return Ok(true);
         }
@@ -710,6 +722,7 @@ impl Follower {
         // rotation, or a file now shorter) before waiting; a rewrite is seen
         // by the next read, which checks before keeping any byte.
         self.send().await?;
+        drop(slot);
         if self.drain_only {
             tracing::info!(path = %self.path.display(), "rotated while logship was stopped; reading it to its end");
             self.status.set_state(FollowState::Draining);
@@ -876,6 +889,23 @@ impl Follower {
             self.send().await?;
         }
         Ok(())
+    }
+
+    /// A turn to read (see [`Shared::read_slots`]); while all are taken,
+    /// waits holding no read buffer.
+    async fn read_slot(&mut self) -> Result<tokio::sync::OwnedSemaphorePermit, Stop> {
+        if let Ok(slot) = self.shared.read_slots.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        self.release_buffers();
+        let state = self.status.state();
+        self.status.set_state(FollowState::Backpressured);
+        let slot = tokio::select! {
+            slot = self.shared.read_slots.clone().acquire_owned() => slot.map_err(|_| Stop::Closed),
+            _ = self.shutdown.cancelled() => Err(Stop::Shutdown),
+        };
+        self.status.set_state(state);
+        slot
     }
 
     fn release_buffers(&mut self) {
@@ -1468,12 +1498,15 @@ impl Follower {
     /// The file was rotated or deleted: read it to its end (twice, with a
     /// grace period for late writers), ship the rest, close it.
     async fn drain(&mut self) -> Result<(), Stop> {
+        let slot = self.read_slot().await?;
         self.read_to_end().await?;
         self.send().await?;
+        drop(slot);
         tokio::select! {
             _ = tokio::time::sleep(ROTATION_GRACE) => {}
             _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
         }
+        let _slot = self.read_slot().await?;
         self.read_to_end().await?;
         // The last (unterminated) line and a held partial, in a span of their own.
         self.send().await?;

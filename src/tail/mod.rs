@@ -213,6 +213,13 @@ impl FileServer {
                 watched: AtomicBool::new(false),
                 processors: Default::default(),
                 annotated_rules: Default::default(),
+                read_slots: Arc::new(tokio::sync::Semaphore::new(
+                    usize::try_from(config.buffer.read_memory())
+                        .unwrap_or(usize::MAX)
+                        .checked_div(follower::READ_SLOT_BYTES)
+                        .unwrap_or(1)
+                        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+                )),
             }),
             registry: Arc::new(FileRegistry::default()),
             max_open_files: usize::try_from(config.buffer.max_open_files()).unwrap_or(usize::MAX),
