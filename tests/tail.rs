@@ -122,6 +122,8 @@ struct Options {
     max_open_files: Option<u64>,
     /// `buffer.read_memory` (default: the config default).
     read_memory: Option<u64>,
+    /// The source's `rescan_interval` (default 10 s).
+    rescan_interval: Option<Duration>,
     /// The source's include glob, relative to the logs directory.
     glob: &'static str,
     format: SourceFormat,
@@ -143,6 +145,7 @@ impl Default for Options {
             batch_max_bytes: 5 * 1024 * 1024,
             max_open_files: None,
             read_memory: None,
+            rescan_interval: None,
             glob: "*.log",
             format: SourceFormat::Plain,
             index: "logs-test",
@@ -206,6 +209,9 @@ impl Pipeline {
             };
         }
         config.sources[0].include = vec![format!("{}/{}", logs.display(), opts.glob)];
+        if let Some(every) = opts.rescan_interval {
+            config.sources[0].rescan_interval = every;
+        }
         config.sources[0].format = opts.format;
         config.sources[0].multiline = opts.multiline;
         config.sources[0].processors = opts.processors;
@@ -655,6 +661,30 @@ fn fd_links_to_deleted(name: &str) -> bool {
                 })
                 .unwrap_or(false)
         })
+}
+
+/// A pattern whose directory does not exist yet is watched by nothing: the
+/// globs are then looked at every `rescan_interval` (not the 60 s kept for
+/// when inotify covers every directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_made_after_start_is_found_within_rescan_interval() {
+    let (_d, logs, data) = dirs();
+    let p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            glob: "later/*.log",
+            rescan_interval: Some(Duration::from_millis(500)),
+            ..Options::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::create_dir(logs.join("later")).unwrap();
+    let l = lines("a", 0..3);
+    log_file(&logs.join("later"), "a.log", l.clone());
+    let got = p.wait_for(3, Duration::from_secs(5)).await;
+    assert_eq!(got, l, "found by a rescan, not the 60 s safety net");
+    p.stop().await;
 }
 
 /// `buffer.read_memory` at its minimum: one file reads at a time. 40 files

@@ -107,6 +107,9 @@ pub struct Scan {
     pub files: Vec<Found>,
     /// Directories to watch.
     pub dirs: BTreeSet<PathBuf>,
+    /// A pattern's literal directory does not exist (yet): nothing watched
+    /// reports what will appear there, only rescans find it.
+    pub uncovered: bool,
 }
 
 /// Scans all sources (blocking).
@@ -115,7 +118,7 @@ pub fn scan(sources: &[SourceMatcher]) -> Scan {
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     for (index, source) in sources.iter().enumerate() {
         for pattern in &source.include {
-            watch_dirs_of_pattern(pattern, &mut out.dirs);
+            out.uncovered |= !watch_dirs_of_pattern(pattern, &mut out.dirs);
             let paths = match glob::glob(pattern) {
                 Ok(p) => p,
                 Err(e) => {
@@ -162,10 +165,13 @@ fn has_glob_chars(s: &str) -> bool {
 }
 
 /// The directories a pattern's matches can appear in: its literal prefix
-/// directory and every directory its directory components match.
-fn watch_dirs_of_pattern(pattern: &str, dirs: &mut BTreeSet<PathBuf>) {
+/// directory and every directory its directory components match. `false`
+/// if the literal prefix directory is missing (nothing to watch yet).
+fn watch_dirs_of_pattern(pattern: &str, dirs: &mut BTreeSet<PathBuf>) -> bool {
     let path = Path::new(pattern);
-    let Some(parent) = path.parent() else { return };
+    let Some(parent) = path.parent() else {
+        return true;
+    };
     let mut prefix = PathBuf::new();
     let mut components = parent.components().peekable();
     while let Some(c) = components.peek() {
@@ -179,17 +185,18 @@ fn watch_dirs_of_pattern(pattern: &str, dirs: &mut BTreeSet<PathBuf>) {
         prefix.push(c.as_os_str());
         components.next();
     }
-    if prefix.is_dir() {
-        dirs.insert(canonical_dir(&prefix));
+    if !prefix.is_dir() {
+        return false;
     }
+    dirs.insert(canonical_dir(&prefix));
     let mut level = prefix;
     for c in components {
         level.push(c.as_os_str());
         let Some(pattern) = level.to_str() else {
-            return;
+            return true;
         };
         let Ok(paths) = glob::glob(pattern) else {
-            return;
+            return true;
         };
         for p in paths.flatten() {
             if p.is_dir() {
@@ -197,6 +204,7 @@ fn watch_dirs_of_pattern(pattern: &str, dirs: &mut BTreeSet<PathBuf>) {
             }
         }
     }
+    true
 }
 
 /// A directory as inotify will name it in events: one watch per directory

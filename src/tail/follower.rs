@@ -417,6 +417,9 @@ pub struct Follower {
     wake: Arc<Wake>,
     /// The next end-of-file check also looks at the path (see [`Wake`]).
     look_at_path: bool,
+    /// This follower's turn to read (see [`Shared::read_slots`]), held
+    /// from a read until what it read is handed downstream.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The last read reached the size an `fstat` just gave.
     reached_size: bool,
     shutdown: CancellationToken,
@@ -611,6 +614,7 @@ impl Follower {
             spans,
             wake: spec.wake,
             look_at_path: true,
+            slot: None,
             reached_size: false,
             shutdown,
             give_up: spec.give_up,
@@ -711,10 +715,10 @@ impl Follower {
                 return Ok(true);
             }
         }
-        let slot = self.read_slot().await?;
+        self.slot = Some(self.read_slot().await?);
         if !self.read_to_end().await? {
             self.send().await?;
-            drop(slot);
+            self.slot = None;
             self.idle().await?;
             return Ok(true);
         }
@@ -722,7 +726,7 @@ impl Follower {
         // rotation, or a file now shorter) before waiting; a rewrite is seen
         // by the next read, which checks before keeping any byte.
         self.send().await?;
-        drop(slot);
+        self.slot = None;
         if self.drain_only {
             tracing::info!(path = %self.path.display(), "rotated while logship was stopped; reading it to its end");
             self.status.set_state(FollowState::Draining);
@@ -733,7 +737,8 @@ impl Follower {
         // `Wake`); otherwise look every time.
         let look = std::mem::take(&mut self.look_at_path) | self.wake.take_look() | !self.trusted();
         match self.check(look).await {
-            FileState::Grew => {}
+            // Grown before the path was looked at: look after the next read.
+            FileState::Grew => self.look_at_path |= look,
             FileState::Idle => {
                 // Woken (an event or the recheck timer): read. The read
                 // checks the bytes before its offset and the first line
@@ -891,6 +896,20 @@ impl Follower {
         Ok(())
     }
 
+    /// In a long read (catch-up), after each chunk: while every turn is
+    /// taken, hands what was read downstream and the turn back, and queues
+    /// for the next one (first come, first served), so files with a backlog
+    /// take turns chunk by chunk instead of one reading to its end first.
+    async fn yield_turn(&mut self) -> Result<(), Stop> {
+        if self.slot.is_none() || self.shared.read_slots.available_permits() > 0 {
+            return Ok(());
+        }
+        self.send().await?;
+        self.slot = None;
+        self.slot = Some(self.read_slot().await?);
+        Ok(())
+    }
+
     /// A turn to read (see [`Shared::read_slots`]); while all are taken,
     /// waits holding no read buffer.
     async fn read_slot(&mut self) -> Result<tokio::sync::OwnedSemaphorePermit, Stop> {
@@ -965,6 +984,7 @@ impl Follower {
             if at_end {
                 return Ok(true);
             }
+            self.yield_turn().await?;
         }
     }
 
@@ -1498,15 +1518,15 @@ impl Follower {
     /// The file was rotated or deleted: read it to its end (twice, with a
     /// grace period for late writers), ship the rest, close it.
     async fn drain(&mut self) -> Result<(), Stop> {
-        let slot = self.read_slot().await?;
+        self.slot = Some(self.read_slot().await?);
         self.read_to_end().await?;
         self.send().await?;
-        drop(slot);
+        self.slot = None;
         tokio::select! {
             _ = tokio::time::sleep(ROTATION_GRACE) => {}
             _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
         }
-        let _slot = self.read_slot().await?;
+        self.slot = Some(self.read_slot().await?);
         self.read_to_end().await?;
         // The last (unterminated) line and a held partial, in a span of their own.
         self.send().await?;

@@ -458,7 +458,8 @@ impl ServerState<'_> {
                 };
             }
         };
-        let coverage = watcher.update(&scan.dirs);
+        let mut coverage = watcher.update(&scan.dirs);
+        coverage.complete &= !scan.uncovered;
         self.server
             .shared
             .watched

@@ -1,8 +1,11 @@
 //! inotify watches on the directories a scan lists ([`discover`]), turned
-//! into [`Notice`]s for the file server, **coalesced**: one thread waits on
-//! the inotify descriptor, reads every event queued, sends one notice for
-//! them all (each changed path once), then sleeps [`COALESCE`] before
-//! looking again. A file written ten times a second wakes its follower at
+//! into [`Notice`]s for the file server. Two inotify instances watch each
+//! directory: one for names (entries created, renamed, deleted; the
+//! directory itself moved or deleted), forwarded at once, so a file created
+//! and renamed away quickly is still seen by a scan; one for writes,
+//! **coalesced**: the thread reads every queued write event, sends one
+//! notice naming each changed path once, and does not look at writes again
+//! for [`COALESCE`]. A file written ten times a second wakes its follower at
 //! most once per `COALESCE`, whatever the number of writes (issue 10: with
 //! 1,000 trickling files, one wake-up per write made the inotify thread
 //! alone cost ~9 % of a core, and each wake-up an `fstat`, reads, a `stat`
@@ -63,7 +66,8 @@ pub enum Meaning {
     Moved,
     /// Something new in the directory, or the directory itself went: rescan.
     Rescan,
-    /// Events were lost: rescan and wake every follower.
+    /// Events were lost, or a watched directory moved or was deleted:
+    /// rescan and have every follower look at its path.
     Overflow,
     /// Nothing for us.
     Nothing,
@@ -75,9 +79,11 @@ pub fn meaning(mask: EventMask) -> Meaning {
         Meaning::Overflow
     } else if mask.intersects(EventMask::MOVED_FROM | EventMask::MOVED_TO | EventMask::DELETE) {
         Meaning::Moved
-    } else if mask.intersects(
-        EventMask::CREATE | EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED,
-    ) {
+    } else if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
+        // A watched directory itself moved or went: the followers of the
+        // files under it are known by paths no event names any more.
+        Meaning::Overflow
+    } else if mask.intersects(EventMask::CREATE | EventMask::IGNORED) {
         Meaning::Rescan
     } else if mask.intersects(EventMask::MODIFY | EventMask::CLOSE_WRITE) {
         Meaning::Written
@@ -86,9 +92,18 @@ pub fn meaning(mask: EventMask) -> Meaning {
     }
 }
 
-fn mask() -> WatchMask {
-    WatchMask::MODIFY
-        | WatchMask::CREATE
+/// The two inotify instances: names (entries created, renamed, deleted; the
+/// directory itself moved or deleted), forwarded at once, since a file
+/// created and renamed away within a coalescing period would otherwise be
+/// renamed out of the globs before any scan saw it; and writes, coalesced.
+const NAMES: usize = 0;
+const WRITES: usize = 1;
+
+fn mask(kind: usize) -> WatchMask {
+    if kind == WRITES {
+        return WatchMask::MODIFY | WatchMask::ONLYDIR;
+    }
+    WatchMask::CREATE
         | WatchMask::DELETE
         | WatchMask::MOVED_FROM
         | WatchMask::MOVED_TO
@@ -101,17 +116,23 @@ fn mask() -> WatchMask {
 /// (for `update`).
 #[derive(Default)]
 struct Dirs {
-    by_wd: HashMap<i32, PathBuf>,
-    by_path: HashMap<PathBuf, WatchDescriptor>,
+    /// Per instance ([`NAMES`], [`WRITES`]).
+    by_wd: [HashMap<i32, PathBuf>; 2],
+    by_path: HashMap<PathBuf, [WatchDescriptor; 2]>,
     /// Watched directories off a local filesystem: writes made by other
     /// machines raise no event there.
     remote: HashSet<PathBuf>,
 }
 
 impl Dirs {
-    fn forget_wd(&mut self, wd: i32) {
-        if let Some(path) = self.by_wd.remove(&wd) {
-            self.by_path.remove(&path);
+    /// The kernel dropped a watch (its directory was deleted): forget the
+    /// directory (the other instance's watch goes with it).
+    fn forget_wd(&mut self, kind: usize, wd: i32) {
+        if let Some(path) = self.by_wd[kind].remove(&wd) {
+            if let Some(wds) = self.by_path.remove(&path) {
+                let other = 1 - kind;
+                self.by_wd[other].remove(&wds[other].get_watch_descriptor_id());
+            }
             self.remote.remove(&path);
         }
     }
@@ -166,7 +187,8 @@ pub struct Watcher {
 }
 
 struct Inner {
-    watches: Watches,
+    /// Per instance ([`NAMES`], [`WRITES`]).
+    watches: [Watches; 2],
     dirs: Arc<Mutex<Dirs>>,
     /// Written to stop the thread.
     stop: OwnedFd,
@@ -209,11 +231,13 @@ impl Watcher {
             .collect();
         for path in gone {
             watched.remote.remove(&path);
-            if let Some(wd) = watched.by_path.remove(&path) {
-                watched.by_wd.remove(&wd.get_watch_descriptor_id());
-                // The directory may be gone already; the kernel dropped the
-                // watch then.
-                let _ = inner.watches.remove(wd);
+            if let Some(wds) = watched.by_path.remove(&path) {
+                for (kind, wd) in wds.into_iter().enumerate() {
+                    watched.by_wd[kind].remove(&wd.get_watch_descriptor_id());
+                    // The directory may be gone already; the kernel dropped
+                    // the watch then.
+                    let _ = inner.watches[kind].remove(wd);
+                }
             }
         }
         let mut all = true;
@@ -223,20 +247,27 @@ impl Watcher {
                 continue;
             }
             // Under the lock: an event for the new watch waits for its path.
-            match inner.watches.add(dir, mask()) {
-                Ok(wd) => {
+            let names = inner.watches[NAMES].add(dir, mask(NAMES));
+            let writes = inner.watches[WRITES].add(dir, mask(WRITES));
+            match (names, writes) {
+                (Ok(n), Ok(w)) => {
                     added += 1;
-                    watched
-                        .by_wd
-                        .insert(wd.get_watch_descriptor_id(), dir.clone());
-                    watched.by_path.insert(dir.clone(), wd);
+                    watched.by_wd[NAMES].insert(n.get_watch_descriptor_id(), dir.clone());
+                    watched.by_wd[WRITES].insert(w.get_watch_descriptor_id(), dir.clone());
+                    watched.by_path.insert(dir.clone(), [n, w]);
                     if !dir_is_local(dir) {
                         watched.remote.insert(dir.clone());
                     }
                 }
-                Err(e) => {
+                (names, writes) => {
                     all = false;
-                    tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory");
+                    if let Ok(n) = names {
+                        let _ = inner.watches[NAMES].remove(n);
+                    }
+                    if let Ok(w) = writes {
+                        let _ = inner.watches[WRITES].remove(w);
+                    }
+                    tracing::debug!(dir = %dir.display(), "cannot watch directory");
                 }
             }
         }
@@ -253,8 +284,9 @@ impl Inner {
         overflow: Arc<AtomicBool>,
         wake: Arc<tokio::sync::Notify>,
     ) -> std::io::Result<Inner> {
-        let inotify = Inotify::init()?;
-        let watches = inotify.watches();
+        let names = Inotify::init()?;
+        let writes = Inotify::init()?;
+        let watches = [names.watches(), writes.watches()];
         // SAFETY: eventfd takes no pointer; a non-negative result is a new
         // descriptor that nothing else owns.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -271,7 +303,7 @@ impl Inner {
                 let stop = stop.as_raw_fd();
                 move || {
                     run(
-                        inotify,
+                        [names, writes],
                         stop,
                         &dirs,
                         &Forward {
@@ -324,69 +356,99 @@ impl Forward {
     }
 }
 
-/// Waits until `fd` is readable or `stop` is, or `timeout` passed (`None`:
-/// no timeout). `Err(())` once `stop` was written.
-fn wait(fd: Option<RawFd>, stop: RawFd, timeout: Option<Duration>) -> Result<(), ()> {
-    let mut fds = [
-        libc::pollfd {
-            fd: stop,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: fd.unwrap_or(-1),
-            events: libc::POLLIN,
-            revents: 0,
-        },
+/// Waits until one of `fds` is readable or `stop` is, or `timeout` passed
+/// (`None`: no timeout). `Err(())` once `stop` was written.
+fn wait(fds: [Option<RawFd>; 2], stop: RawFd, timeout: Option<Duration>) -> Result<(), ()> {
+    let poll = |fd: RawFd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut polled = [
+        poll(stop),
+        poll(fds[0].unwrap_or(-1)),
+        poll(fds[1].unwrap_or(-1)),
     ];
-    let ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
+    let ms = timeout.map_or(-1, |t| {
+        i32::try_from(t.as_millis().max(1)).unwrap_or(i32::MAX)
+    });
     loop {
-        // SAFETY: `fds` is a live array of two pollfd (a negative fd is
-        // ignored by poll).
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        // SAFETY: `polled` is a live array of three pollfd (a negative fd
+        // is ignored by poll).
+        let r = unsafe { libc::poll(polled.as_mut_ptr(), 3, ms) };
         if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;
         }
-        if fds[0].revents != 0 {
+        if polled[0].revents != 0 {
             return Err(());
         }
         return Ok(());
     }
 }
 
-/// The watcher thread: read everything queued, send one notice, sleep.
-fn run(mut inotify: Inotify, stop: RawFd, dirs: &Mutex<Dirs>, forward: &Forward) {
-    let mut buf = vec![0u8; EVENT_BUFFER];
-    let mut batch = Batch::default();
+/// Reads every event queued on one instance into `batch`; `true` if any.
+fn read_all(
+    inotify: &mut Inotify,
+    kind: usize,
+    buf: &mut [u8],
+    dirs: &Mutex<Dirs>,
+    batch: &mut Batch,
+) -> bool {
+    let mut read = false;
     loop {
-        if wait(Some(inotify.as_raw_fd()), stop, None).is_err() {
-            return;
-        }
-        loop {
-            let events = match inotify.read_events(&mut buf) {
-                Ok(events) => events,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "inotify read failed; rescanning");
-                    batch.rescan = true;
-                    break;
-                }
-            };
-            let mut any = false;
-            let mut dirs = dirs.lock().unwrap_or_else(PoisonError::into_inner);
-            for event in events {
-                any = true;
-                let wd = event.wd.get_watch_descriptor_id();
-                let m = meaning(event.mask);
-                if event.mask.contains(EventMask::IGNORED) {
-                    // The watch is gone (its directory was deleted).
-                    dirs.forget_wd(wd);
-                }
-                batch.add(m, dirs.by_wd.get(&wd), event.name);
-            }
-            if !any {
+        let events = match inotify.read_events(buf) {
+            Ok(events) => events,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "inotify read failed; rescanning");
+                batch.rescan = true;
                 break;
             }
+        };
+        let mut any = false;
+        let mut dirs = dirs.lock().unwrap_or_else(PoisonError::into_inner);
+        for event in events {
+            any = true;
+            let wd = event.wd.get_watch_descriptor_id();
+            let m = meaning(event.mask);
+            if event.mask.contains(EventMask::IGNORED) {
+                // The watch is gone (its directory was deleted).
+                dirs.forget_wd(kind, wd);
+            }
+            batch.add(m, dirs.by_wd[kind].get(&wd), event.name);
+        }
+        if !any {
+            break;
+        }
+        read = true;
+    }
+    read
+}
+
+/// The watcher thread: names are forwarded as soon as they come; writes
+/// are read at most once per [`COALESCE`] (the descriptor is not even
+/// polled in between, so a burst of writes costs one wake-up).
+fn run(mut inotify: [Inotify; 2], stop: RawFd, dirs: &Mutex<Dirs>, forward: &Forward) {
+    let mut buf = vec![0u8; EVENT_BUFFER];
+    let mut batch = Batch::default();
+    let mut writes_after = std::time::Instant::now();
+    loop {
+        let now = std::time::Instant::now();
+        let writes_due = now >= writes_after;
+        let fds = [
+            Some(inotify[NAMES].as_raw_fd()),
+            writes_due.then(|| inotify[WRITES].as_raw_fd()),
+        ];
+        let timeout = (!writes_due).then(|| writes_after - now);
+        if wait(fds, stop, timeout).is_err() {
+            return;
+        }
+        read_all(&mut inotify[NAMES], NAMES, &mut buf, dirs, &mut batch);
+        if std::time::Instant::now() >= writes_after
+            && read_all(&mut inotify[WRITES], WRITES, &mut buf, dirs, &mut batch)
+        {
+            // Whatever is written meanwhile is read in one go.
+            writes_after = std::time::Instant::now() + COALESCE;
         }
         if batch.overflow {
             forward.overflowed();
@@ -395,10 +457,6 @@ fn run(mut inotify: Inotify, stop: RawFd, dirs: &Mutex<Dirs>, forward: &Forward)
             && forward.notices.try_send(notice).is_err()
         {
             forward.overflowed();
-        }
-        // Coalesce: whatever is written meanwhile is read in one go.
-        if wait(None, stop, Some(COALESCE)).is_err() {
-            return;
         }
     }
 }
@@ -454,6 +512,7 @@ mod tests {
         assert_eq!(meaning(EventMask::MOVED_FROM), Meaning::Moved);
         assert_eq!(meaning(EventMask::DELETE), Meaning::Moved);
         assert_eq!(meaning(EventMask::Q_OVERFLOW), Meaning::Overflow);
+        assert_eq!(meaning(EventMask::MOVE_SELF), Meaning::Overflow);
     }
 
     #[test]
