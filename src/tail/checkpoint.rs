@@ -895,8 +895,27 @@ impl Checkpointer {
     /// 1,000 new files, each follower asking for its identity on disk made
     /// 2,000 writes of the whole store in a row (issue 10: seconds of CPU).
     pub fn persist_at(&self, now: u64) -> Result<(), CheckpointError> {
+        self.persist_ticket(self.request_persist(), now)
+    }
+
+    /// A request to have the store on disk as it is now: a ticket for
+    /// [`Checkpointer::persist_ticket`] and [`Checkpointer::covered`].
+    pub fn request_persist(&self) -> u64 {
+        self.requested
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1
+    }
+
+    /// The last ticket a finished write covered (waits for a write in
+    /// progress).
+    pub fn covered(&self) -> u64 {
+        *self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns once a write that began after `ticket` was requested has
+    /// finished (this call's, or one that covered it meanwhile).
+    pub fn persist_ticket(&self, ticket: u64, now: u64) -> Result<(), CheckpointError> {
         use std::sync::atomic::Ordering;
-        let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
         let mut covered = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         if *covered >= ticket {
             return Ok(());

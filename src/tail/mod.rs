@@ -213,6 +213,7 @@ impl FileServer {
                 watched: AtomicBool::new(false),
                 processors: Default::default(),
                 annotated_rules: Default::default(),
+                commit_lock: Default::default(),
                 read_slots: Arc::new(tokio::sync::Semaphore::new(
                     usize::try_from(config.buffer.read_memory())
                         .unwrap_or(usize::MAX)
