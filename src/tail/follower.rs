@@ -129,9 +129,12 @@ pub struct Shared {
     pub span_max_items: usize,
     /// Kubernetes metadata for each file (`Enricher::Off` in host mode).
     pub enricher: Enricher,
-    /// inotify watches every directory of the followed files (the server
-    /// keeps this up to date): an idle follower then re-checks its file
-    /// only every [`WATCHED_RECHECK`], else every [`IDLE_RECHECK`].
+    /// inotify watches every directory of the followed files, each on a
+    /// local filesystem, and every pattern's directory exists
+    /// (`watch::Coverage::complete`, kept up to date by the server): an
+    /// idle follower then re-checks its file only every
+    /// [`WATCHED_RECHECK`], else every [`IDLE_RECHECK`], and looks at its
+    /// path only when told (see [`Wake`]).
     pub watched: std::sync::atomic::AtomicBool,
     /// Each source's processor chain (none: lines are encoded as read).
     pub processors: crate::processors::Chains,
