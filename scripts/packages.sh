@@ -4,7 +4,11 @@
 #
 #   scripts/packages.sh              what the tests need (scripts/test.sh)
 #   scripts/packages.sh quickstart   what the quick start needs (scripts/quickstart.sh)
+#   scripts/packages.sh build        what building logship needs (also part of the two above)
 #
+# Building needs a C compiler and make (for ring and ISA-L), and nasm,
+# autoconf, automake and libtool: the isal-sys crate builds Intel ISA-L (the
+# gzip of bulk bodies, src/sink/elasticsearch/gzip.rs) from source.
 # The quick start needs Java 17 (Elasticsearch 8), Maven and unzip (fetch
 # it), curl and util-linux (setsid, setpriv, flock: scripts/elasticsearch.sh).
 # The tests need those plus kubectl (renders deploy/kubernetes), nginx and
@@ -20,13 +24,21 @@ missing=()
 need_command() { command -v "$1" >/dev/null || missing+=("$2"); }
 need_file() { [[ -x "$1" ]] || missing+=("$2"); }
 
-need_file /usr/lib/jvm/java-17-openjdk-amd64/bin/java openjdk-17-jdk-headless
-need_command mvn maven
-need_command unzip unzip
-need_command curl curl
-for tool in setsid setpriv flock; do need_command "$tool" util-linux; done
+need_command cc gcc
+need_command make make
+need_command nasm nasm
+need_command autoreconf autoconf
+need_command automake automake
+need_command libtoolize libtool
+if [[ "${1:-test}" != build ]]; then
+    need_file /usr/lib/jvm/java-17-openjdk-amd64/bin/java openjdk-17-jdk-headless
+    need_command mvn maven
+    need_command unzip unzip
+    need_command curl curl
+    for tool in setsid setpriv flock; do need_command "$tool" util-linux; done
+fi
 case "${1:-test}" in
-    quickstart) ;;
+    build | quickstart) ;;
     test)
         need_command kubectl kubernetes-client # Debian 12: kubectl 1.20
         need_file /usr/sbin/nginx nginx-light  # the path tests/support/nginx.rs runs
@@ -34,7 +46,7 @@ case "${1:-test}" in
         need_command journalctl systemd
         need_file /lib/systemd/systemd-journal-remote systemd-journal-remote
         ;;
-    *) die "usage: $0 [test | quickstart]" ;;
+    *) die "usage: $0 [test | quickstart | build]" ;;
 esac
 ((${#missing[@]})) || exit 0
 

@@ -42,6 +42,7 @@
 mod client;
 pub mod dead_letter;
 mod delivery;
+mod gzip;
 mod hosts;
 pub mod lookup;
 pub mod replay;

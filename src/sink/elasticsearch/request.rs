@@ -2,7 +2,7 @@
 //!
 //! A request carries a subset of a batch's items, named by [`ItemRef`]s (the
 //! whole batch at first; after item-level retries or a 413 split, fewer).
-//! The body is gzip'd (unless level 0) straight from the spans' bodies —
+//! The body is gzip'd (unless level 0; [`super::gzip`]) straight from the spans' bodies —
 //! contiguous items are written as one slice, nothing is concatenated first —
 //! on the blocking pool, so concurrent batches compress on all cores.
 //!
@@ -21,14 +21,11 @@
 //! what a server or proxy does to a body it finds too large.
 //! [`BulkRequester::probe`] asks a host whether it answers at all (`HEAD /`).
 
-use std::io::Write;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
@@ -119,17 +116,8 @@ fn encode_body(batch: &Batch, items: &[ItemRef], gzip_level: u32) -> std::io::Re
             gzip: false,
         });
     }
-    // NDJSON logs compress ~3-5x at level 1 (the encode bench); start at a
-    // quarter: a harder body regrows once.
-    let mut encoder = GzEncoder::new(
-        Vec::with_capacity(raw_len / 4 + 64),
-        Compression::new(gzip_level.min(9)),
-    );
-    for slice in body_slices(batch, items) {
-        encoder.write_all(slice)?;
-    }
     Ok(BulkBody {
-        bytes: encoder.finish()?.into(),
+        bytes: super::gzip::gzip(body_slices(batch, items), raw_len, gzip_level)?.into(),
         gzip: true,
     })
 }
