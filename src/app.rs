@@ -95,6 +95,9 @@ const HEAP_TRIM_INTERVAL: Duration = Duration::from_secs(10);
 /// walk of the heap (well under a millisecond here), every
 /// [`HEAP_TRIM_INTERVAL`].
 fn trim_heap() {
+    // Pools unused for a whole interval go first, so their memory is free.
+    crate::event::span_pool::release_if_unused();
+    crate::sink::elasticsearch::release_idle_compressors();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointer and only releases free memory.
     unsafe {

@@ -25,6 +25,21 @@ pub struct Batch {
     pub body_bytes: usize,
     /// Number of bulk items.
     pub events: usize,
+    /// Set by the sink while a request for the whole batch is in flight:
+    /// the spans' bodies are then freed and kept only as that request's
+    /// (gzip'd) body, to be restored from it if items must be sent apart or
+    /// dead-lettered (`sink::elasticsearch::request::{pack, unpack}`).
+    pub packed: Option<PackedBodies>,
+}
+
+/// The bodies of a batch's spans, as one (gzip'd) bulk request body.
+#[derive(Debug)]
+pub struct PackedBodies {
+    /// All the spans' bodies, concatenated in order (gzip'd if `gzip`).
+    pub bytes: bytes::Bytes,
+    pub gzip: bool,
+    /// Each span's body length.
+    pub lens: Vec<usize>,
 }
 
 impl Batch {

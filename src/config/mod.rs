@@ -853,7 +853,7 @@ sink:
         assert_eq!(s.rescan_interval, Duration::from_secs(5));
         let es = &c.sink;
         assert_eq!(es.index, "logs-%Y.%m.%d");
-        assert_eq!(es.batch.max_bytes, 5 * 1024 * 1024);
+        assert_eq!(es.batch.max_bytes, 3 * 1024 * 1024);
         assert_eq!(es.batch.max_events, 5000);
         assert_eq!(es.batch.timeout, Duration::from_secs(1));
         assert_eq!((es.gzip_level, es.concurrency), (1, 2));
@@ -1329,7 +1329,7 @@ sink:
             load_text(MINIMAL).unwrap().buffer,
             BufferConfig::Memory {
                 max_open_files: 1024,
-                read_memory: 32 << 20,
+                read_memory: 16 << 20,
             }
         );
         let disk =
@@ -1342,7 +1342,7 @@ sink:
                 when_full: WhenFull::DropNewest,
                 fsync_interval: Duration::from_secs(1),
                 max_open_files: 1024,
-                read_memory: 32 << 20,
+                read_memory: 16 << 20,
             })
         );
         let yaml = serde_yaml_ng::to_string(&c).unwrap();

@@ -391,7 +391,7 @@ pub fn default_max_open_files() -> u64 {
 /// span of documents), plenty for catch-up on both cores, and a ceiling on
 /// what an outage's backlog in 1,000 files costs when it drains.
 pub fn default_read_memory() -> u64 {
-    32 << 20
+    16 << 20
 }
 
 #[derive(Debug, Deserialize)]
@@ -470,7 +470,7 @@ pub fn default_index() -> String {
     "logs-%Y.%m.%d".to_owned()
 }
 pub fn default_batch_max_bytes() -> u64 {
-    5 << 20
+    3 << 20
 }
 pub fn default_batch_max_events() -> u64 {
     5000

@@ -324,7 +324,7 @@ impl Delivery {
     /// "Panics"). Returns once every item is delivered, dead-lettered or
     /// given up; the caller then acknowledges the batch. Dropping the future
     /// (aborting the task) drops the delivery at once.
-    pub async fn deliver_until_settled(&self, batch: &Arc<Batch>) {
+    pub async fn deliver_until_settled(&self, batch: &mut Arc<Batch>) {
         let mut failing = Failing::default();
         let mut last_panic = String::new();
         let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
@@ -341,8 +341,10 @@ impl Delivery {
             });
             let attempt = async {
                 match job {
-                    Some((given_up, reason)) => self.give_up_batch(batch, given_up, reason).await,
-                    None => self.deliver(batch).await,
+                    Some((given_up, reason)) => {
+                        self.give_up_batch(&mut *batch, given_up, reason).await
+                    }
+                    None => self.deliver(&mut *batch).await,
                 }
             };
             let Err(panic) = CatchUnwind(Box::pin(attempt)).await else {
@@ -374,7 +376,7 @@ impl Delivery {
 
     /// Returns once every item of `batch` is delivered, durably
     /// dead-lettered, or given up (which is dead-lettered too).
-    pub async fn deliver(&self, batch: &Arc<Batch>) {
+    pub async fn deliver(&self, batch: &mut Arc<Batch>) {
         let all = request::all_items(batch);
         if all.is_empty() {
             return;
@@ -387,16 +389,16 @@ impl Delivery {
         }]);
         let mut rejected = Vec::new();
         while let Some(group) = groups.pop_front() {
-            self.send_group(batch, group, &mut backoff, &mut groups, &mut rejected)
+            self.send_group(&mut *batch, group, &mut backoff, &mut groups, &mut rejected)
                 .await;
         }
         if !rejected.is_empty() {
-            self.dead_letter(batch, &rejected, &mut backoff).await;
+            self.dead_letter(&mut *batch, &rejected, &mut backoff).await;
         }
     }
 
     /// Dead-letters every item of `batch` as given up for `reason`.
-    async fn give_up_batch(&self, batch: &Arc<Batch>, given_up: GivenUp, reason: String) {
+    async fn give_up_batch(&self, batch: &mut Arc<Batch>, given_up: GivenUp, reason: String) {
         let error = ItemError {
             kind: Some("delivery_panicked".into()),
             reason: Some(self.given_up_reason(&given_up, &reason)),
@@ -413,7 +415,7 @@ impl Delivery {
             .collect();
         if !rejected.is_empty() {
             let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
-            self.dead_letter(batch, &rejected, &mut backoff).await;
+            self.dead_letter(&mut *batch, &rejected, &mut backoff).await;
         }
     }
 
@@ -461,7 +463,7 @@ impl Delivery {
     /// the front of `groups`.
     async fn send_group(
         &self,
-        batch: &Arc<Batch>,
+        batch: &mut Arc<Batch>,
         group: Group,
         backoff: &mut Backoff,
         groups: &mut VecDeque<Group>,
@@ -476,11 +478,26 @@ impl Delivery {
         let mut body: Option<BulkBody> = None;
         loop {
             let sent_at = Instant::now();
-            let current = match &body {
-                Some(b) => b.clone(),
-                None => {
+            let whole = items.len() == batch.events;
+            let current = match (&body, &batch.packed) {
+                (Some(b), _) => b.clone(),
+                // The whole batch again (after a panicked delivery): its body
+                // is the packed one.
+                (None, Some(packed)) if whole => body
+                    .insert(BulkBody {
+                        bytes: packed.bytes.clone(),
+                        gzip: packed.gzip,
+                    })
+                    .clone(),
+                (None, _) => {
+                    unpack(batch);
                     match request::build_body(batch.clone(), items.clone(), self.gzip_level).await {
-                        Ok(b) => body.insert(b).clone(),
+                        Ok(b) => {
+                            if whole && let Some(only) = Arc::get_mut(batch) {
+                                request::pack(only, &b);
+                            }
+                            body.insert(b).clone()
+                        }
                         Err(e) => {
                             error!(error = %e, "cannot build bulk request body; retrying");
                             if failing.record(sent_at, true, self.give_up_after) {
@@ -606,6 +623,7 @@ impl Delivery {
                             split(&items, CUTS_BEFORE_SPLIT - 1, &failing, groups);
                             return;
                         }
+                        unpack(batch);
                         let document_bytes = request::item_bytes(batch, items[0]).len();
                         if let Some(suppressed) = self.request_log.check() {
                             error!(
@@ -707,7 +725,13 @@ impl Delivery {
     }
 
     /// Writes `rejected` to the dead-letter file and waits until it is durable.
-    async fn dead_letter(&self, batch: &Arc<Batch>, rejected: &[Rejected], backoff: &mut Backoff) {
+    async fn dead_letter(
+        &self,
+        batch: &mut Arc<Batch>,
+        rejected: &[Rejected],
+        backoff: &mut Backoff,
+    ) {
+        unpack(batch);
         let mut records = Vec::new();
         // (given up, status, type) → (count, first reason), for the summary lines.
         let mut why: BTreeMap<(bool, u16, &str), (usize, &str)> = BTreeMap::new();
@@ -803,6 +827,23 @@ impl<F: Future> Future for CatchUnwind<F> {
 
 /// Pushes the two halves of `items` to the front of `groups`, in order;
 /// both inherit `failing`.
+/// Restores the spans' bodies of `batch` if [`request::pack`] freed them.
+///
+/// Panics (caught by [`Delivery::deliver_until_settled`], which delivers the
+/// batch again) if the batch is shared or its packed body does not gunzip to
+/// its spans: neither happens unless a bug made it so.
+fn unpack(batch: &mut Arc<Batch>) {
+    if batch.packed.is_none() {
+        return;
+    }
+    let Some(only) = Arc::get_mut(batch) else {
+        panic!("a packed batch is shared while its delivery needs its items");
+    };
+    if let Err(e) = request::unpack(only) {
+        panic!("cannot restore a packed batch's items: {e}");
+    }
+}
+
 fn split(items: &[ItemRef], cuts: u32, failing: &Failing, groups: &mut VecDeque<Group>) {
     let (front, back) = items.split_at(items.len() / 2);
     groups.push_front(Group {

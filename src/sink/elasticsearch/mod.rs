@@ -43,6 +43,7 @@ mod client;
 pub mod dead_letter;
 mod delivery;
 mod gzip;
+pub use gzip::release_if_unused as release_idle_compressors;
 mod hosts;
 pub mod lookup;
 pub mod replay;
@@ -182,8 +183,8 @@ impl ElasticsearchSink {
             let delivery = self.delivery.clone();
             let acks = acks.clone();
             in_flight.spawn(async move {
-                let batch = Arc::new(batch);
-                delivery.deliver_until_settled(&batch).await;
+                let mut batch = Arc::new(batch);
+                delivery.deliver_until_settled(&mut batch).await;
                 acks.delivered(&batch.origins());
                 drop(slot);
             });

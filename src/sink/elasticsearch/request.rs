@@ -31,7 +31,8 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
 use super::hosts::Hosts;
 use super::response::{self, BulkItem, ItemError, NotBulkResponse};
-use crate::buffer::Batch;
+use crate::buffer::{Batch, PackedBodies};
+use crate::event::span_pool;
 
 /// Largest 2xx response body accepted (a response to a huge batch with an
 /// error on every item stays far below this).
@@ -120,6 +121,71 @@ fn encode_body(batch: &Batch, items: &[ItemRef], gzip_level: u32) -> std::io::Re
         bytes: super::gzip::gzip(body_slices(batch, items), raw_len, gzip_level)?.into(),
         gzip: true,
     })
+}
+
+/// Frees the spans' bodies of `batch`, keeping `whole` (the body of every
+/// item of the batch, as [`build_body`] made it) to restore them from.
+///
+/// An in-flight batch then costs its compressed body (~4x smaller) instead
+/// of both: with `concurrency` 2 and 5 MiB batches that is ~8 MiB less at
+/// the peak of a catch-up, and during an outage. Items are rarely sent
+/// apart (a 413 split, item-level retries) or dead-lettered; those paths
+/// [`unpack`] first. Does nothing unless `whole` covers every byte.
+pub fn pack(batch: &mut Batch, whole: &BulkBody) {
+    let covers = batch.packed.is_none()
+        && batch.spans.iter().all(|s| s.items.first() == Some(&0))
+        && batch.spans.iter().map(|s| s.body.len()).sum::<usize>() == batch.body_bytes;
+    if !covers {
+        return;
+    }
+    let lens = batch
+        .spans
+        .iter_mut()
+        .map(|span| {
+            let len = span.body.len();
+            span_pool::give(std::mem::take(&mut span.body));
+            len
+        })
+        .collect();
+    batch.packed = Some(PackedBodies {
+        bytes: whole.bytes.clone(),
+        gzip: whole.gzip,
+        lens,
+    });
+}
+
+/// Restores the spans' bodies that [`pack`] freed (gunzip of ~5 MiB: a few
+/// milliseconds, on the calling thread).
+pub fn unpack(batch: &mut Batch) -> std::io::Result<()> {
+    let Some(packed) = &batch.packed else {
+        return Ok(());
+    };
+    let total: usize = packed.lens.iter().sum();
+    let raw = if packed.gzip {
+        let mut raw = Vec::with_capacity(total);
+        let mut decoder = flate2::read::GzDecoder::new(&packed.bytes[..]);
+        std::io::Read::read_to_end(&mut decoder, &mut raw)?;
+        raw
+    } else {
+        packed.bytes.to_vec()
+    };
+    if raw.len() != total {
+        return Err(std::io::Error::other(format!(
+            "a packed batch body holds {} bytes, its spans {total}",
+            raw.len()
+        )));
+    }
+    let Some(packed) = batch.packed.take() else {
+        return Ok(());
+    };
+    let mut at = 0;
+    for (span, &len) in batch.spans.iter_mut().zip(&packed.lens) {
+        let mut body = span_pool::take(len);
+        body.extend_from_slice(&raw[at..at + len]);
+        span.body = body;
+        at += len;
+    }
+    Ok(())
 }
 
 /// The outcome of one request.
@@ -464,6 +530,53 @@ mod tests {
                 format!("{{\"create\":{{\"_id\":\"{id}\"}}}}\n{{\"m\":\"{id}\"}}\n").into_bytes()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_packed_batch_frees_its_bodies_and_restores_every_item() {
+        for level in [0, 1, 6] {
+            let mut b = batch();
+            let refs = all_items(&b);
+            let whole = encode_body(&b, &refs, level).unwrap();
+            pack(&mut b, &whole);
+            assert!(
+                b.spans.iter().all(|s| s.body.capacity() == 0),
+                "level {level}"
+            );
+            assert_eq!(
+                b.packed.as_ref().map(|p| p.bytes.len()),
+                Some(whole.bytes.len())
+            );
+            unpack(&mut b).unwrap();
+            assert!(b.packed.is_none());
+            let ids = ["a", "b", "c", "d", "e"];
+            for (r, id) in refs.iter().zip(ids) {
+                assert_eq!(item_bytes(&b, *r), &expected(&[id])[..], "level {level}");
+            }
+            // A subset is built from the restored bodies as before.
+            let again = encode_body(&b, &refs[1..3], 0).unwrap();
+            assert_eq!(&again.bytes[..], &expected(&["b", "c"])[..]);
+        }
+    }
+
+    #[test]
+    fn a_body_of_some_items_is_not_packed_and_a_bad_one_not_unpacked() {
+        let mut b = batch();
+        let refs = all_items(&b);
+        let some = encode_body(&b, &refs[..4], 1).unwrap();
+        // pack trusts its caller to give the whole body; it checks that
+        // the spans are whole, and unpack checks the length.
+        pack(&mut b, &some);
+        let err = unpack(&mut b).unwrap_err();
+        assert!(err.to_string().contains("holds"), "{err}");
+        // Still packed: nothing restored from a wrong body.
+        assert!(b.packed.is_some());
+
+        let mut b = batch();
+        b.spans[1].items[0] = 3; // bytes before the first item: not whole
+        let whole = encode_body(&b, &all_items(&b), 1).unwrap();
+        pack(&mut b, &whole);
+        assert!(b.packed.is_none());
     }
 
     #[test]
