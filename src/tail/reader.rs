@@ -35,7 +35,7 @@ use std::os::unix::fs::FileExt;
 use super::checkpoint::Head;
 
 /// Bytes read per call.
-pub const CHUNK_BYTES: usize = 64 * 1024;
+pub const CHUNK_BYTES: usize = 256 * 1024;
 /// The smallest read (see `LineReader::read_chunk`).
 const MIN_READ: usize = 4096;
 
