@@ -42,7 +42,7 @@
 mod client;
 pub mod dead_letter;
 mod delivery;
-mod gzip;
+pub mod gzip;
 pub use gzip::release_if_unused as release_idle_compressors;
 mod hosts;
 pub mod lookup;

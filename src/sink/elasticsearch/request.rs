@@ -127,10 +127,12 @@ fn encode_body(batch: &Batch, items: &[ItemRef], gzip_level: u32) -> std::io::Re
 /// item of the batch, as [`build_body`] made it) to restore them from.
 ///
 /// An in-flight batch then costs its compressed body (~4x smaller) instead
-/// of both: with `concurrency` 2 and 5 MiB batches that is ~8 MiB less at
-/// the peak of a catch-up, and during an outage. Items are rarely sent
-/// apart (a 413 split, item-level retries) or dead-lettered; those paths
-/// [`unpack`] first. Does nothing unless `whole` covers every byte.
+/// of both: with `concurrency` 2 and 3 MiB batches, ~5 MiB less during an
+/// outage (the `outage` bench: 38.9 → 33.6 MiB flat). The freed bodies go
+/// to the span pool, for the followers' next spans. Items sent apart (a
+/// 413 split, item-level retries) or dead-lettered need the bodies: those
+/// paths [`unpack`] first, once per batch. Does nothing unless `whole`
+/// covers every byte.
 pub fn pack(batch: &mut Batch, whole: &BulkBody) {
     let covers = batch.packed.is_none()
         && batch.spans.iter().all(|s| s.items.first() == Some(&0))
@@ -154,36 +156,55 @@ pub fn pack(batch: &mut Batch, whole: &BulkBody) {
     });
 }
 
-/// Restores the spans' bodies that [`pack`] freed (gunzip of ~5 MiB: a few
-/// milliseconds, on the calling thread).
+/// Restores the spans' bodies that [`pack`] freed, decoding straight into
+/// each (a gunzip of ~3 MiB: a few milliseconds, on the calling thread).
+/// On error the batch is left packed, its spans without bodies.
 pub fn unpack(batch: &mut Batch) -> std::io::Result<()> {
-    let Some(packed) = &batch.packed else {
-        return Ok(());
-    };
-    let total: usize = packed.lens.iter().sum();
-    let raw = if packed.gzip {
-        let mut raw = Vec::with_capacity(total);
-        let mut decoder = flate2::read::GzDecoder::new(&packed.bytes[..]);
-        std::io::Read::read_to_end(&mut decoder, &mut raw)?;
-        raw
-    } else {
-        packed.bytes.to_vec()
-    };
-    if raw.len() != total {
-        return Err(std::io::Error::other(format!(
-            "a packed batch body holds {} bytes, its spans {total}",
-            raw.len()
-        )));
-    }
+    use std::io::Read;
     let Some(packed) = batch.packed.take() else {
         return Ok(());
     };
-    let mut at = 0;
-    for (span, &len) in batch.spans.iter_mut().zip(&packed.lens) {
-        let mut body = span_pool::take(len);
-        body.extend_from_slice(&raw[at..at + len]);
+    let mut input: Box<dyn Read + '_> = if packed.gzip {
+        Box::new(flate2::read::GzDecoder::new(&packed.bytes[..]))
+    } else {
+        Box::new(&packed.bytes[..])
+    };
+    let mut bodies = Vec::with_capacity(packed.lens.len());
+    let mut result = Ok(());
+    for &len in &packed.lens {
+        let mut body = Vec::with_capacity(len);
+        match input.by_ref().take(len as u64).read_to_end(&mut body) {
+            Ok(n) if n == len => bodies.push(body),
+            Ok(n) => {
+                result = Err(std::io::Error::other(format!(
+                    "a packed batch body ends {} bytes short of its spans",
+                    len - n
+                )));
+                break;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        let mut rest = [0u8; 1];
+        result = match input.read(&mut rest) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(std::io::Error::other(
+                "a packed batch body holds more bytes than its spans",
+            )),
+            Err(e) => Err(e),
+        };
+    }
+    drop(input);
+    if let Err(e) = result {
+        batch.packed = Some(packed);
+        return Err(e);
+    }
+    for (span, body) in batch.spans.iter_mut().zip(bodies) {
         span.body = body;
-        at += len;
     }
     Ok(())
 }
@@ -568,8 +589,21 @@ mod tests {
         // the spans are whole, and unpack checks the length.
         pack(&mut b, &some);
         let err = unpack(&mut b).unwrap_err();
-        assert!(err.to_string().contains("holds"), "{err}");
+        assert!(err.to_string().contains("short"), "{err}");
         // Still packed: nothing restored from a wrong body.
+        assert!(b.packed.is_some());
+        assert!(b.spans.iter().all(|s| s.body.is_empty()));
+        // A body longer than the spans is refused too.
+        let mut b = batch();
+        let whole = encode_body(&b, &all_items(&b), 0).unwrap();
+        pack(&mut b, &whole);
+        if let Some(p) = b.packed.as_mut() {
+            let mut longer = p.bytes.to_vec();
+            longer.extend_from_slice(b"extra");
+            p.bytes = longer.into();
+        }
+        let err = unpack(&mut b).unwrap_err();
+        assert!(err.to_string().contains("more bytes"), "{err}");
         assert!(b.packed.is_some());
 
         let mut b = batch();
