@@ -687,6 +687,43 @@ async fn a_directory_made_after_start_is_found_within_rescan_interval() {
     p.stop().await;
 }
 
+/// The kubelet makes `containers/<name>.log` before the runtime makes the
+/// file it points to (CI caught the e2e Kubernetes test waiting for the
+/// 60 s safety-net rescan): the link is dangling at the scan its creation
+/// starts, and the file's creation must still be noticed. `rescan_interval`
+/// is 30 s here, so only inotify can find the file in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_made_before_its_file_is_followed_once_the_file_appears() {
+    let (_d, logs, data) = dirs();
+    std::fs::create_dir_all(logs.join("containers")).unwrap();
+    std::fs::create_dir_all(logs.join("pods")).unwrap();
+    let p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            glob: "containers/*.log",
+            rescan_interval: Some(Duration::from_secs(30)),
+            ..Options::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = logs.join("pods/ns_web-1_uid/app");
+    std::os::unix::fs::symlink(
+        dir.join("0.log"),
+        logs.join("containers/web-1_ns_app-1.log"),
+    )
+    .unwrap();
+    // Past the scan the link's creation started (and the one after it).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    std::fs::create_dir_all(&dir).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let l = lines("a", 0..3);
+    log_file(&dir, "0.log", l.clone());
+    let got = p.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(got, l, "found through inotify, not a rescan");
+    p.stop().await;
+}
+
 /// `buffer.read_memory` at its minimum: one file reads at a time. 40 files
 /// with a backlog, downstream stalled, some rotated and recreated meanwhile:
 /// each takes its turn (a turn not handed back would stall every other file

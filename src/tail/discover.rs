@@ -133,6 +133,7 @@ pub fn scan(sources: &[SourceMatcher]) -> Scan {
                 }
                 // Resolve symlinks; a dangling link or a vanished file is skipped.
                 let Ok(resolved) = std::fs::canonicalize(&path) else {
+                    watch_dangling_target(&path, &mut out.dirs);
                     continue;
                 };
                 if resolved != path && !source.accepts(&resolved) {
@@ -205,6 +206,31 @@ fn watch_dirs_of_pattern(pattern: &str, dirs: &mut BTreeSet<PathBuf>) -> bool {
         }
     }
     true
+}
+
+/// A dangling symlink: the kubelet makes `containers/<name>.log` when it
+/// creates the container, before the runtime makes the log file it points
+/// to. Nothing watched would report the target's creation (its directory
+/// is watched once a scan finds the file), so the nearest existing
+/// directory on the target's path is watched: what is made there next
+/// (the pod's directory, the container's, the file) raises an event and a
+/// scan, which watches one level deeper, until the file is found.
+fn watch_dangling_target(link: &Path, dirs: &mut BTreeSet<PathBuf>) {
+    let Ok(target) = std::fs::read_link(link) else {
+        return;
+    };
+    let target = match link.parent() {
+        Some(dir) if target.is_relative() => dir.join(target),
+        _ => target,
+    };
+    let mut dir = target.parent();
+    while let Some(d) = dir {
+        if d.is_dir() {
+            dirs.insert(canonical_dir(d));
+            return;
+        }
+        dir = d.parent();
+    }
 }
 
 /// A directory as inotify will name it in events: one watch per directory
@@ -300,6 +326,51 @@ mod tests {
                 scan.dirs
             );
         }
+    }
+
+    // CI: the kubelet's symlink made before the file it points to was
+    // skipped, and nothing watched reported the file's creation: its lines
+    // waited for the 60 s safety-net rescan.
+    #[test]
+    fn a_dangling_link_has_the_nearest_existing_directory_of_its_target_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let containers = root.join("containers");
+        std::fs::create_dir_all(&containers).unwrap();
+        std::fs::create_dir_all(root.join("pods")).unwrap();
+        let target = root.join("pods/ns_pod_uid/app/0.log");
+        std::os::unix::fs::symlink(&target, containers.join("pod_ns_app-1.log")).unwrap();
+        // A relative link whose target's directory exists.
+        std::fs::create_dir_all(root.join("pods/other/app")).unwrap();
+        std::os::unix::fs::symlink("../pods/other/app/0.log", containers.join("other.log"))
+            .unwrap();
+        let pattern = format!("{}/*.log", containers.display());
+        let source = SourceMatcher::new(&source(vec![pattern.clone()], vec![]));
+        let s = scan(std::slice::from_ref(&source));
+        assert!(s.files.is_empty());
+        assert!(s.dirs.contains(&root.join("pods")), "{:?}", s.dirs);
+        assert!(
+            s.dirs.contains(&root.join("pods/other/app")),
+            "{:?}",
+            s.dirs
+        );
+        // One level deeper once the pod's directory exists, then found.
+        std::fs::create_dir_all(root.join("pods/ns_pod_uid")).unwrap();
+        let s = scan(std::slice::from_ref(&source));
+        assert!(
+            s.dirs.contains(&root.join("pods/ns_pod_uid")),
+            "{:?}",
+            s.dirs
+        );
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, "a\n").unwrap();
+        let s = scan(std::slice::from_ref(&source));
+        assert_eq!(s.files.len(), 1);
+        assert!(
+            s.dirs.contains(&root.join("pods/ns_pod_uid/app")),
+            "{:?}",
+            s.dirs
+        );
     }
 
     #[test]
