@@ -174,30 +174,21 @@ impl Drop for EncodedSpan {
 /// twice the live set. Bodies of dropped spans are kept here (at most
 /// [`span_pool::MAX_POOLED`]) and handed to the next span instead.
 pub mod span_pool {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use crate::pool::Pool;
 
     /// Bodies kept for reuse at most; beyond that they are freed.
     pub const MAX_POOLED: usize = 32;
-    static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-    /// Whether a body was taken since the last [`release_if_unused`].
-    static USED: AtomicBool = AtomicBool::new(false);
+    static POOL: Pool<Vec<u8>> = Pool::new(MAX_POOLED);
 
     /// Frees the pooled bodies if none was taken since the last call (an
     /// idle agent holds no pool); called with the periodic heap trim.
     pub fn release_if_unused() {
-        if !USED.swap(false, Ordering::Relaxed)
-            && let Ok(mut p) = POOL.lock()
-        {
-            p.clear();
-        }
+        POOL.release_if_unused();
     }
 
     /// A cleared buffer with at least `capacity` bytes of room.
     pub fn take(capacity: usize) -> Vec<u8> {
-        USED.store(true, Ordering::Relaxed);
-        let pooled = POOL.lock().ok().and_then(|mut p| p.pop());
-        match pooled {
+        match POOL.take() {
             Some(mut v) => {
                 v.reserve_exact(capacity);
                 v
@@ -212,11 +203,7 @@ pub mod span_pool {
             return;
         }
         body.clear();
-        if let Ok(mut p) = POOL.lock()
-            && p.len() < MAX_POOLED
-        {
-            p.push(body);
-        }
+        POOL.give(body);
     }
 }
 

@@ -67,6 +67,7 @@ pub mod encode;
 pub mod event;
 pub mod journald;
 pub mod k8s;
+pub mod pool;
 pub mod processors;
 pub mod sink;
 pub mod tail;

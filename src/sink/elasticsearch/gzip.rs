@@ -53,10 +53,9 @@ pub fn release_if_unused() {
 
 #[cfg(feature = "isal")]
 mod isal {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     use isal_sys::igzip_lib as ffi;
+
+    use crate::pool::Pool;
 
     /// igzip's highest level.
     pub const MAX_LEVEL: u32 = 3;
@@ -67,16 +66,10 @@ mod isal {
     /// lengths are `u32`).
     const MAX_CHUNK: usize = 1 << 30;
 
-    static POOL: Mutex<Vec<Compressor>> = Mutex::new(Vec::new());
-    /// Whether a compressor was taken since the last `release_if_unused`.
-    static USED: AtomicBool = AtomicBool::new(false);
+    static POOL: Pool<Compressor> = Pool::new(POOL_MAX);
 
     pub fn release_if_unused() {
-        if !USED.swap(false, Ordering::Relaxed)
-            && let Ok(mut pool) = POOL.lock()
-        {
-            pool.clear();
-        }
+        POOL.release_if_unused();
     }
 
     /// One igzip stream and its level buffer. The stream is boxed: it is
@@ -120,18 +113,10 @@ mod isal {
         level: u32,
         mut out: Vec<u8>,
     ) -> std::io::Result<Vec<u8>> {
-        USED.store(true, Ordering::Relaxed);
-        let mut compressor = POOL
-            .lock()
-            .ok()
-            .and_then(|mut pool| pool.pop())
-            .unwrap_or_else(Compressor::new);
+        let mut compressor = POOL.take().unwrap_or_else(Compressor::new);
         let result = compress(&mut compressor, slices, level, &mut out);
-        if result.is_ok()
-            && let Ok(mut pool) = POOL.lock()
-            && pool.len() < POOL_MAX
-        {
-            pool.push(compressor);
+        if result.is_ok() {
+            POOL.give(compressor);
         }
         result.map(|()| out)
     }
