@@ -724,6 +724,55 @@ async fn a_link_made_before_its_file_is_followed_once_the_file_appears() {
     p.stop().await;
 }
 
+/// A file created empty, then written and at once renamed away (the kubelet
+/// rotating a fast writer's file while the machine is loaded; CI lost a
+/// whole 603-line generation this way): the scan its creation started saw
+/// no first line, and the write's event (coalesced, up to 250 ms late) came
+/// after the rename, when no matched path named it any more. Its descriptor
+/// is held from that first scan, so it is read to its end, with the lines
+/// the runtime wrote after the rename. `rescan_interval` is 30 s here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_renamed_away_before_a_scan_saw_its_first_line_is_read() {
+    let (_d, logs, data) = dirs();
+    let p = Pipeline::start(
+        &logs,
+        &data,
+        Options {
+            rescan_interval: Some(Duration::from_secs(30)),
+            ..Options::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let path = logs.join("0.log");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    // Past the scan the creation started: it found the file empty.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut expected = lines("a", 0..200);
+    let mut text = String::new();
+    for l in &expected {
+        text.push_str(l);
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes()).unwrap();
+    std::fs::rename(&path, logs.join("0.log.20261129-061500")).unwrap();
+    // The runtime still writes to the renamed file until it reopens.
+    for l in lines("b", 0..3) {
+        writeln!(file, "{l}").unwrap();
+        expected.push(l);
+    }
+    drop(file);
+    expected.extend(appended(&path, lines("c", 0..3)));
+    let got = p.wait_for(expected.len(), Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (received, _) = p.stop().await;
+    assert!(got.len() <= received.len());
+    assert_exactly_once(&msgs(&received), &expected);
+}
+
 /// `buffer.read_memory` at its minimum: one file reads at a time. 40 files
 /// with a backlog, downstream stalled, some rotated and recreated meanwhile:
 /// each takes its turn (a turn not handed back would stall every other file

@@ -166,6 +166,37 @@ struct Opened {
     /// before it (truncated or rewritten while logship was down): what the
     /// store knew of it, to look for its old content elsewhere.
     rewritten: Option<checkpoint::Unfinished>,
+    /// No scan found it at a matched path any more: a file held since it
+    /// had no first line ([`Pending`]) and renamed or deleted meanwhile.
+    away: bool,
+}
+
+/// A file a scan found at a matched path before it had a first line (so no
+/// identity, see [`identity`]): its descriptor is held, and each scan looks
+/// at it again through that descriptor, wherever its path went. A file
+/// created, written and renamed away between two scans (the kubelet rotating
+/// a fast writer; under load the write event that would have started the
+/// next scan comes up to a `COALESCE` late) is then still read: renamed
+/// away, it is followed from its start and drained like any rotated file.
+struct Pending {
+    found: Found,
+    file: File,
+    /// When a scan first did not find it at a matched path.
+    away_since: Option<std::time::Instant>,
+}
+
+/// A pending file no scan finds at a matched path is looked at this long
+/// (a scan every [`follower::ROTATION_GRACE`]) for a first line written
+/// after its rename, then let go.
+const PENDING_AWAY_GRACE: Duration = Duration::from_secs(2);
+
+/// What opening a file a scan found gave.
+enum Open {
+    Opened(Opened),
+    /// No first line yet: held until it has one.
+    NoFirstLine(File),
+    /// The path named another file by the time it was opened.
+    Replaced,
 }
 
 impl FileServer {
@@ -277,7 +308,8 @@ impl FileServer {
             active: HashMap::new(),
             by_path: HashMap::new(),
             ended: HashMap::new(),
-            pending: HashSet::new(),
+            pending: HashMap::new(),
+            pending_paths: HashSet::new(),
             next_key: 0,
             first_scan: true,
             over_limit_by_renamed: false,
@@ -294,6 +326,10 @@ impl FileServer {
                         // An entry made in a new directory before its watch
                         // was added raised no event: look once more.
                         watch::COALESCE
+                    } else if state.pending.values().any(|p| p.away_since.is_some()) {
+                        // A held file renamed away before its first line:
+                        // no event names it any more.
+                        follower::ROTATION_GRACE
                     } else if coverage.complete {
                         MAX_RESCAN_INTERVAL
                     } else {
@@ -366,8 +402,11 @@ struct ServerState<'a> {
     by_path: HashMap<PathBuf, (FileKey, Arc<Wake>)>,
     /// Where followers of closed files stopped, for a file a glob matches again.
     ended: HashMap<FileIdentity, Checkpoint>,
-    /// Paths of files without a first line yet: a write to them asks for a rescan.
-    pending: HashSet<PathBuf>,
+    /// Files found without a first line yet, held open (see [`Pending`]).
+    pending: HashMap<(u64, u64), Pending>,
+    /// Their paths, and paths that named another file when opened: a write
+    /// to them asks for a rescan.
+    pending_paths: HashSet<PathBuf>,
     next_key: FileKey,
     first_scan: bool,
     /// More files are held than `max_open_files`, all renamed (logged once).
@@ -389,7 +428,7 @@ impl ServerState<'_> {
         }
         // A written path may also name a new file that had no first line at
         // the last scan (the old one still draining).
-        notice.rescan || notice.written.iter().any(|p| self.pending.contains(p))
+        notice.rescan || notice.written.iter().any(|p| self.pending_paths.contains(p))
     }
 
     async fn on_exit(&mut self, exit: FollowerExit) {
@@ -425,31 +464,73 @@ impl ServerState<'_> {
         let active: HashSet<(u64, u64)> = self.active.keys().copied().collect();
         let checkpointer = self.server.shared.checkpointer.clone();
         let first_scan = self.first_scan;
+        let held = std::mem::take(&mut self.pending);
         let result = tokio::task::spawn_blocking(move || {
             let scan = discover::scan(&matchers);
             let mut opened = Vec::new();
-            let mut pending = Vec::new();
+            let mut pending = HashMap::new();
+            let mut replaced = Vec::new();
+            // Files held without a first line: looked at through their
+            // descriptor first, wherever their path went.
+            for (dev_ino, mut p) in held {
+                match scan.files.iter().find(|f| (f.dev, f.ino) == dev_ino) {
+                    Some(found) => {
+                        p.found = found.clone();
+                        p.away_since = None;
+                    }
+                    None => {
+                        p.away_since.get_or_insert_with(std::time::Instant::now);
+                    }
+                }
+                let path = p.found.path.clone();
+                match recheck(p) {
+                    Ok(Recheck::Opened(o)) => opened.push(o),
+                    Ok(Recheck::Pending(p)) => {
+                        pending.insert(dev_ino, p);
+                    }
+                    Ok(Recheck::LetGo) => {}
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot read file")
+                    }
+                }
+            }
+            let taken: HashSet<(u64, u64)> = opened
+                .iter()
+                .map(|o: &Opened| (o.found.dev, o.found.ino))
+                .chain(pending.keys().copied())
+                .collect();
             for found in &scan.files {
-                if active.contains(&(found.dev, found.ino)) {
+                let dev_ino = (found.dev, found.ino);
+                if active.contains(&dev_ino) || taken.contains(&dev_ino) {
                     continue;
                 }
                 match open(found) {
-                    Ok(Some(mut o)) => {
+                    Ok(Open::Opened(mut o)) => {
                         if first_scan {
                             o.rewritten = rewritten_while_away(&o, &checkpointer);
                         }
                         opened.push(o)
                     }
-                    Ok(None) => pending.push(found.path.clone()),
+                    Ok(Open::NoFirstLine(file)) => {
+                        pending.insert(
+                            dev_ino,
+                            Pending {
+                                found: found.clone(),
+                                file,
+                                away_since: None,
+                            },
+                        );
+                    }
+                    Ok(Open::Replaced) => replaced.push(found.path.clone()),
                     Err(e) => {
                         tracing::warn!(path = %found.path.display(), error = %e, "cannot open file")
                     }
                 }
             }
-            (scan, opened, pending)
+            (scan, opened, pending, replaced)
         })
         .await;
-        let (scan, opened, pending) = match result {
+        let (scan, opened, pending, replaced) = match result {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "file scan failed");
@@ -465,7 +546,13 @@ impl ServerState<'_> {
             .shared
             .watched
             .store(coverage.complete, Ordering::Relaxed);
-        self.pending = pending.into_iter().collect();
+        self.pending_paths = pending
+            .values()
+            .filter(|p| p.away_since.is_none())
+            .map(|p| p.found.path.clone())
+            .chain(replaced)
+            .collect();
+        self.pending = pending;
         let seen: HashSet<(u64, u64)> = scan.files.iter().map(|f| (f.dev, f.ino)).collect();
         self.ended.retain(|id, _| seen.contains(&(id.dev, id.ino)));
         let claimed: HashSet<FileIdentity> = opened.iter().map(|o| o.identity).collect();
@@ -669,6 +756,7 @@ impl ServerState<'_> {
                 identity,
                 size: meta.len(),
                 rewritten: None,
+                away: false,
             },
             start,
             true,
@@ -790,7 +878,11 @@ impl ServerState<'_> {
         self.next_key += 1;
         let wake = Arc::new(Wake::default());
         let give_up = CancellationToken::new();
-        if !drain_only {
+        if o.away {
+            // Its path names another file (or none): not routed there; it
+            // looks at its path at its first end of file and drains.
+            wake.moved();
+        } else if !drain_only {
             // A drain-only follower's path names another (the live) file.
             if let Some((_, old)) = self
                 .by_path
@@ -938,17 +1030,52 @@ fn rewritten_while_away(o: &Opened, checkpointer: &Checkpointer) -> Option<check
 
 /// Opens a found file and identifies it; `None` if it has no identity yet
 /// (or it was replaced between the scan and the open).
-fn open(found: &Found) -> std::io::Result<Option<Opened>> {
+fn open(found: &Found) -> std::io::Result<Open> {
     use std::os::unix::fs::MetadataExt;
     let file = open_for_reading(&found.path)?;
     let meta = file.metadata()?;
     if (meta.dev(), meta.ino()) != (found.dev, found.ino) {
-        return Ok(None);
+        return Ok(Open::Replaced);
     }
-    Ok(identity::identify(&file)?.map(|identity| Opened {
-        found: found.clone(),
-        size: meta.len(),
-        file,
+    Ok(match identity::identify(&file)? {
+        Some(identity) => Open::Opened(Opened {
+            found: found.clone(),
+            size: meta.len(),
+            file,
+            identity,
+            rewritten: None,
+            away: false,
+        }),
+        None => Open::NoFirstLine(file),
+    })
+}
+
+/// What looking at a held file without a first line again gave.
+enum Recheck {
+    /// It has one now.
+    Opened(Opened),
+    /// Not yet: still held.
+    Pending(Pending),
+    /// Away from every matched path for [`PENDING_AWAY_GRACE`] and still
+    /// without a first line: let go.
+    LetGo,
+}
+
+/// Looks at a held file without a first line again, through its
+/// descriptor (blocking).
+fn recheck(p: Pending) -> std::io::Result<Recheck> {
+    let Some(identity) = identity::identify(&p.file)? else {
+        if p.away_since.is_some_and(|t| t.elapsed() >= PENDING_AWAY_GRACE) {
+            tracing::debug!(path = %p.found.path.display(), "file renamed or deleted before it had a first line; let go");
+            return Ok(Recheck::LetGo);
+        }
+        return Ok(Recheck::Pending(p));
+    };
+    Ok(Recheck::Opened(Opened {
+        size: p.file.metadata()?.len(),
+        away: p.away_since.is_some(),
+        found: p.found,
+        file: p.file,
         identity,
         rewritten: None,
     }))
