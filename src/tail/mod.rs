@@ -15,6 +15,11 @@
 //! whose path a scan finds naming another file is told to look (see
 //! `follower::Wake`): the rename's event may come after the scan.
 //!
+//! A file found before it has a first line (so no identity yet) is held
+//! open ([`Pending`]) and looked at again through its descriptor by each
+//! later scan: renamed away before a scan saw a line of it, it is still read
+//! to its end.
+//!
 //! Files are identified by `(dev, ino)` within a run and by
 //! [`FileIdentity`](crate::event::FileIdentity) (with a first-line
 //! fingerprint) across restarts ([`identity`]). Where a new follower starts:
@@ -192,7 +197,7 @@ const PENDING_AWAY_GRACE: Duration = Duration::from_secs(2);
 
 /// What opening a file a scan found gave.
 enum Open {
-    Opened(Opened),
+    Opened(Box<Opened>),
     /// No first line yet: held until it has one.
     NoFirstLine(File),
     /// The path named another file by the time it was opened.
@@ -428,7 +433,11 @@ impl ServerState<'_> {
         }
         // A written path may also name a new file that had no first line at
         // the last scan (the old one still draining).
-        notice.rescan || notice.written.iter().any(|p| self.pending_paths.contains(p))
+        notice.rescan
+            || notice
+                .written
+                .iter()
+                .any(|p| self.pending_paths.contains(p))
     }
 
     async fn on_exit(&mut self, exit: FollowerExit) {
@@ -484,7 +493,7 @@ impl ServerState<'_> {
                 }
                 let path = p.found.path.clone();
                 match recheck(p) {
-                    Ok(Recheck::Opened(o)) => opened.push(o),
+                    Ok(Recheck::Opened(o)) => opened.push(*o),
                     Ok(Recheck::Pending(p)) => {
                         pending.insert(dev_ino, p);
                     }
@@ -509,7 +518,7 @@ impl ServerState<'_> {
                         if first_scan {
                             o.rewritten = rewritten_while_away(&o, &checkpointer);
                         }
-                        opened.push(o)
+                        opened.push(*o)
                     }
                     Ok(Open::NoFirstLine(file)) => {
                         pending.insert(
@@ -1038,14 +1047,14 @@ fn open(found: &Found) -> std::io::Result<Open> {
         return Ok(Open::Replaced);
     }
     Ok(match identity::identify(&file)? {
-        Some(identity) => Open::Opened(Opened {
+        Some(identity) => Open::Opened(Box::new(Opened {
             found: found.clone(),
             size: meta.len(),
             file,
             identity,
             rewritten: None,
             away: false,
-        }),
+        })),
         None => Open::NoFirstLine(file),
     })
 }
@@ -1053,7 +1062,7 @@ fn open(found: &Found) -> std::io::Result<Open> {
 /// What looking at a held file without a first line again gave.
 enum Recheck {
     /// It has one now.
-    Opened(Opened),
+    Opened(Box<Opened>),
     /// Not yet: still held.
     Pending(Pending),
     /// Away from every matched path for [`PENDING_AWAY_GRACE`] and still
@@ -1065,20 +1074,22 @@ enum Recheck {
 /// descriptor (blocking).
 fn recheck(p: Pending) -> std::io::Result<Recheck> {
     let Some(identity) = identity::identify(&p.file)? else {
-        if p.away_since.is_some_and(|t| t.elapsed() >= PENDING_AWAY_GRACE) {
+        if p.away_since
+            .is_some_and(|t| t.elapsed() >= PENDING_AWAY_GRACE)
+        {
             tracing::debug!(path = %p.found.path.display(), "file renamed or deleted before it had a first line; let go");
             return Ok(Recheck::LetGo);
         }
         return Ok(Recheck::Pending(p));
     };
-    Ok(Recheck::Opened(Opened {
+    Ok(Recheck::Opened(Box::new(Opened {
         size: p.file.metadata()?.len(),
         away: p.away_since.is_some(),
         found: p.found,
         file: p.file,
         identity,
         rewritten: None,
-    }))
+    })))
 }
 
 /// Opens a log file to read it, without updating its access time where
