@@ -789,6 +789,87 @@ async fn a_file_renamed_away_before_a_scan_saw_its_first_line_is_read() {
     assert_exactly_once(&msgs(&received), &expected);
 }
 
+/// Descriptors this process holds on files under `dir`.
+fn fds_under(dir: &Path) -> usize {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|t| t.to_string_lossy().starts_with(&dir))
+        .count()
+}
+
+/// Hostile review of the held files without a first line: empty files
+/// (containers that never log, empty host logs) cost no descriptor once
+/// they are old, and at most `MAX_PENDING_HELD` while they are new; a file
+/// with lines among them is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_files_hold_a_bounded_number_of_descriptors() {
+    let (_d, logs, data) = dirs();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for i in 0..150 {
+        File::create(logs.join(format!("old{i:04}.log")))
+            .and_then(|f| f.set_modified(old))
+            .unwrap();
+    }
+    for i in 0..300 {
+        File::create(logs.join(format!("new{i:04}.log"))).unwrap();
+    }
+    let p = Pipeline::start(&logs, &data, Options::default());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let held = fds_under(&logs);
+    let l = appended(&logs.join("real.log"), lines("r", 0..3));
+    assert_eq!(p.wait_for(3, Duration::from_secs(5)).await, l);
+    let (_, _) = p.stop().await;
+    assert!(
+        held <= logship::tail::MAX_PENDING_HELD,
+        "{held} descriptors held on 450 empty files"
+    );
+    assert!(held > 0, "new empty files are held");
+}
+
+/// A file created, found empty, then deleted without ever being written:
+/// its descriptor is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_file_deleted_is_let_go() {
+    let (_d, logs, data) = dirs();
+    let p = Pipeline::start(&logs, &data, Options::default());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let path = logs.join("gone.log");
+    File::create(&path).unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(fds_under(&logs), 1, "the empty file is held");
+    std::fs::remove_file(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fd_links_to_deleted("gone.log") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held = fd_links_to_deleted("gone.log");
+    let _ = p.stop().await;
+    assert!(!held, "deleted empty file still held after 5 s");
+}
+
+/// A followed file truncated to nothing and then deleted before a new
+/// first line: its follower, waiting for that line, still looks at its
+/// path and closes it (it never did: found by the hostile review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_file_truncated_then_deleted_is_let_go() {
+    let (_d, logs, data) = dirs();
+    let (p, path) = started_on(&logs, &data, Options::default(), "t.log", lines("t", 0..5)).await;
+    truncate(&path);
+    p.wait_truncations(1).await;
+    std::fs::remove_file(&path).unwrap();
+    p.wait_files_closed(1).await;
+    let held = fd_links_to_deleted("t.log");
+    let closed = Metrics::get(&p.metrics.files_closed);
+    let _ = p.stop().await;
+    assert!(
+        !held && closed == 1,
+        "deleted t.log held: {held}, files closed: {closed}"
+    );
+}
+
 /// `buffer.read_memory` at its minimum: one file reads at a time. 40 files
 /// with a backlog, downstream stalled, some rotated and recreated meanwhile:
 /// each takes its turn (a turn not handed back would stall every other file

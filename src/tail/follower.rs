@@ -721,6 +721,18 @@ impl Follower {
         if self.identity_pending {
             self.try_reidentify().await;
             if self.identity_pending {
+                // Nothing to read before a first line, but the file may have
+                // been rotated away or deleted meanwhile: then it is read to
+                // its end and closed (a deleted file's space released).
+                let look = std::mem::take(&mut self.look_at_path)
+                    | self.wake.take_look()
+                    | !self.trusted();
+                if look && let Some(rotated) = self.path_moved().await {
+                    tracing::info!(path = %self.path.display(), rotated, "file rotated or deleted before its first line; reading it to its end");
+                    self.status.set_state(FollowState::Draining);
+                    self.drain().await?;
+                    return Ok(false);
+                }
                 self.idle().await?;
                 return Ok(true);
             }
@@ -1418,6 +1430,21 @@ impl Follower {
         })
         .await
         .unwrap_or(FileState::Idle)
+    }
+
+    /// `Some(rotated)` if the path no longer names the open file: another
+    /// file is there (`true`) or none (`false`).
+    async fn path_moved(&self) -> Option<bool> {
+        let (path, dev_ino) = (self.path.clone(), (self.dev, self.ino));
+        let look = move || match std::fs::metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(false),
+            Ok(m) if (m.dev(), m.ino()) != dev_ino => Some(true),
+            _ => None,
+        };
+        if self.local {
+            return look();
+        }
+        tokio::task::spawn_blocking(look).await.ok().flatten()
     }
 
     /// True if inotify reports this file's writes and renames (a local

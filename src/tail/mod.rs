@@ -195,6 +195,14 @@ struct Pending {
 /// after its rename, then let go.
 const PENDING_AWAY_GRACE: Duration = Duration::from_secs(2);
 
+/// Files without a first line held at most: past that (a directory of empty
+/// logs), only their paths are watched, as before holding them.
+pub const MAX_PENDING_HELD: usize = 128;
+
+/// An empty file not written for this long is not held (a container that
+/// never logs: its path is watched, and a write to it starts a scan).
+const PENDING_HOLD_AGE: Duration = MAX_RESCAN_INTERVAL;
+
 /// What opening a file a scan found gave.
 enum Open {
     Opened(Box<Opened>),
@@ -478,28 +486,41 @@ impl ServerState<'_> {
             let scan = discover::scan(&matchers);
             let mut opened = Vec::new();
             let mut pending = HashMap::new();
-            let mut replaced = Vec::new();
+            let mut watch_paths = Vec::new();
+            let by_inode: HashMap<(u64, u64), &Found> =
+                scan.files.iter().map(|f| ((f.dev, f.ino), f)).collect();
             // Files held without a first line: looked at through their
             // descriptor first, wherever their path went.
             for (dev_ino, mut p) in held {
-                match scan.files.iter().find(|f| (f.dev, f.ino) == dev_ino) {
+                match by_inode.get(&dev_ino) {
                     Some(found) => {
-                        p.found = found.clone();
+                        p.found = (*found).clone();
                         p.away_since = None;
                     }
                     None => {
                         p.away_since.get_or_insert_with(std::time::Instant::now);
                     }
                 }
-                let path = p.found.path.clone();
-                match recheck(p) {
-                    Ok(Recheck::Opened(o)) => opened.push(*o),
-                    Ok(Recheck::Pending(p)) => {
+                match recheck(&p) {
+                    Ok(Recheck::Identified(identity, size)) => opened.push(Opened {
+                        away: p.away_since.is_some(),
+                        found: p.found,
+                        file: p.file,
+                        identity,
+                        size,
+                        rewritten: None,
+                    }),
+                    Ok(Recheck::Pending) => {
                         pending.insert(dev_ino, p);
                     }
+                    // Still empty and not written for long: its path alone
+                    // is watched again, like any file too many to hold.
+                    Ok(Recheck::Stale) => watch_paths.push(p.found.path),
                     Ok(Recheck::LetGo) => {}
                     Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "cannot read file")
+                        // Kept: looked at again by the next scan.
+                        tracing::debug!(path = %p.found.path.display(), error = %e, "cannot read held file");
+                        pending.insert(dev_ino, p);
                     }
                 }
             }
@@ -520,7 +541,9 @@ impl ServerState<'_> {
                         }
                         opened.push(*o)
                     }
-                    Ok(Open::NoFirstLine(file)) => {
+                    Ok(Open::NoFirstLine(file))
+                        if pending.len() < MAX_PENDING_HELD && recently_written(&file) =>
+                    {
                         pending.insert(
                             dev_ino,
                             Pending {
@@ -530,16 +553,19 @@ impl ServerState<'_> {
                             },
                         );
                     }
-                    Ok(Open::Replaced) => replaced.push(found.path.clone()),
+                    // Not held (an old empty file, or too many): a write to
+                    // its path asks for a rescan.
+                    Ok(Open::NoFirstLine(_)) => watch_paths.push(found.path.clone()),
+                    Ok(Open::Replaced) => watch_paths.push(found.path.clone()),
                     Err(e) => {
                         tracing::warn!(path = %found.path.display(), error = %e, "cannot open file")
                     }
                 }
             }
-            (scan, opened, pending, replaced)
+            (scan, opened, pending, watch_paths)
         })
         .await;
-        let (scan, opened, pending, replaced) = match result {
+        let (scan, opened, pending, watch_paths) = match result {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "file scan failed");
@@ -559,7 +585,7 @@ impl ServerState<'_> {
             .values()
             .filter(|p| p.away_since.is_none())
             .map(|p| p.found.path.clone())
-            .chain(replaced)
+            .chain(watch_paths)
             .collect();
         self.pending = pending;
         let seen: HashSet<(u64, u64)> = scan.files.iter().map(|f| (f.dev, f.ino)).collect();
@@ -577,6 +603,16 @@ impl ServerState<'_> {
                 });
             }
             self.start(o);
+        }
+        // A follower found at its own path without a route there (one started
+        // away from its path that found its file back): writes wake it.
+        for f in &scan.files {
+            if let Some(a) = self.active.get(&(f.dev, f.ino))
+                && a.path == f.path
+                && !self.by_path.contains_key(&f.path)
+            {
+                self.by_path.insert(f.path.clone(), (a.key, a.wake.clone()));
+            }
         }
         if self.first_scan {
             self.first_scan = false;
@@ -987,8 +1023,9 @@ fn files_to_give_up(held: &[HeldFile], limit: usize) -> Vec<FileKey> {
     deleted.iter().take(excess).map(|h| h.key).collect()
 }
 
-/// Descriptors besides held files: live files, sockets, buffer, logs.
-const FD_HEADROOM: u64 = 256;
+/// Descriptors besides held files: live files, sockets, buffer, logs, and
+/// up to [`MAX_PENDING_HELD`] files without a first line yet.
+const FD_HEADROOM: u64 = 256 + MAX_PENDING_HELD as u64;
 
 /// Warns when the process may run out of file descriptors before holding
 /// `max_open_files` rotated or deleted files (systemd's and containerd 2's
@@ -1038,7 +1075,7 @@ fn rewritten_while_away(o: &Opened, checkpointer: &Checkpointer) -> Option<check
 }
 
 /// Opens a found file and identifies it; `None` if it has no identity yet
-/// (or it was replaced between the scan and the open).
+/// (or it was watch_paths between the scan and the open).
 fn open(found: &Found) -> std::io::Result<Open> {
     use std::os::unix::fs::MetadataExt;
     let file = open_for_reading(&found.path)?;
@@ -1061,10 +1098,13 @@ fn open(found: &Found) -> std::io::Result<Open> {
 
 /// What looking at a held file without a first line again gave.
 enum Recheck {
-    /// It has one now.
-    Opened(Box<Opened>),
+    /// It has one now: its identity and size.
+    Identified(FileIdentity, u64),
     /// Not yet: still held.
-    Pending(Pending),
+    Pending,
+    /// At its path, still without a first line, and not written for
+    /// [`PENDING_HOLD_AGE`]: no longer held (a container that never logs).
+    Stale,
     /// Away from every matched path for [`PENDING_AWAY_GRACE`] and still
     /// without a first line: let go.
     LetGo,
@@ -1072,24 +1112,28 @@ enum Recheck {
 
 /// Looks at a held file without a first line again, through its
 /// descriptor (blocking).
-fn recheck(p: Pending) -> std::io::Result<Recheck> {
+fn recheck(p: &Pending) -> std::io::Result<Recheck> {
     let Some(identity) = identity::identify(&p.file)? else {
-        if p.away_since
-            .is_some_and(|t| t.elapsed() >= PENDING_AWAY_GRACE)
-        {
-            tracing::debug!(path = %p.found.path.display(), "file renamed or deleted before it had a first line; let go");
-            return Ok(Recheck::LetGo);
-        }
-        return Ok(Recheck::Pending(p));
+        return Ok(match p.away_since {
+            Some(t) if t.elapsed() >= PENDING_AWAY_GRACE => {
+                tracing::debug!(path = %p.found.path.display(), "file renamed or deleted before it had a first line; let go");
+                Recheck::LetGo
+            }
+            Some(_) => Recheck::Pending,
+            None if !recently_written(&p.file) => Recheck::Stale,
+            None => Recheck::Pending,
+        });
     };
-    Ok(Recheck::Opened(Box::new(Opened {
-        size: p.file.metadata()?.len(),
-        away: p.away_since.is_some(),
-        found: p.found,
-        file: p.file,
-        identity,
-        rewritten: None,
-    })))
+    Ok(Recheck::Identified(identity, p.file.metadata()?.len()))
+}
+
+/// Modified within [`PENDING_HOLD_AGE`] (or its time unknown).
+fn recently_written(file: &File) -> bool {
+    file.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age < PENDING_HOLD_AGE)
 }
 
 /// Opens a log file to read it, without updating its access time where
