@@ -55,6 +55,42 @@ impl Batch {
     pub fn origins(&self) -> Vec<SpanOrigin> {
         self.spans.iter().filter_map(|s| s.origin).collect()
     }
+
+    /// Makes the whole batch's bulk body now (gzip'd at `level`, as is at
+    /// 0) and keeps only it: the spans' bodies go back to the span pool
+    /// ([`PackedBodies`]; the sink sends the body as it is and restores the
+    /// spans only if items must go apart). Blocking (a gzip of a few MiB).
+    /// Does nothing if already packed or if the spans' bodies hold bytes
+    /// outside their items.
+    pub fn pack(&mut self, level: u32) -> std::io::Result<()> {
+        let covers = self.packed.is_none()
+            && self.spans.iter().all(|s| s.items.first() == Some(&0))
+            && self.spans.iter().map(|s| s.body.len()).sum::<usize>() == self.body_bytes;
+        if !covers {
+            return Ok(());
+        }
+        let bodies = self.spans.iter().map(|s| s.body.as_slice());
+        let bytes = if level == 0 {
+            bodies.collect::<Vec<&[u8]>>().concat()
+        } else {
+            crate::sink::elasticsearch::gzip::gzip(bodies, self.body_bytes, level)?
+        };
+        let lens = self
+            .spans
+            .iter_mut()
+            .map(|span| {
+                let len = span.body.len();
+                crate::event::span_pool::give(std::mem::take(&mut span.body));
+                len
+            })
+            .collect();
+        self.packed = Some(PackedBodies {
+            bytes: bytes.into(),
+            gzip: level > 0,
+            lens,
+        });
+        Ok(())
+    }
 }
 
 /// Told when spans are durably owned downstream: every item in them was
