@@ -62,4 +62,13 @@ impl Batch {
 /// file. Implemented by the checkpoint store.
 pub trait Acknowledger: Send + Sync {
     fn delivered(&self, spans: &[SpanOrigin]);
+
+    /// Told when spans are given up neither delivered nor dead-lettered,
+    /// because their documents could not be restored (a disk buffer
+    /// record whose stored body does not decompress: a bug). The caller
+    /// has logged it; an owner that counts losses counts them. They are
+    /// settled all the same: by default, as [`delivered`](Self::delivered).
+    fn lost(&self, spans: &[SpanOrigin]) {
+        self.delivered(spans);
+    }
 }

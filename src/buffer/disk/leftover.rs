@@ -228,6 +228,17 @@ impl Acknowledger for SplitAcks {
             self.files.delivered(&files);
         }
     }
+
+    fn lost(&self, spans: &[SpanOrigin]) {
+        let (records, files): (Vec<SpanOrigin>, Vec<SpanOrigin>) =
+            spans.iter().partition(|s| s.file == DISK_ORIGIN_FILE);
+        if !records.is_empty() {
+            self.queue.lost(&records);
+        }
+        if !files.is_empty() {
+            self.files.lost(&files);
+        }
+    }
 }
 
 /// A leftover queue has no writer, so no file spans wait for its fsync.

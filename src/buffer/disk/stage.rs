@@ -408,6 +408,14 @@ impl Acknowledger for DiskAcks {
         }
         self.shared.space.notify_one();
     }
+
+    /// A record whose documents the sink could not restore (logged there):
+    /// counted in `lost_records`, and acknowledged so that the queue moves on.
+    fn lost(&self, spans: &[SpanOrigin]) {
+        let records = spans.iter().filter(|s| s.file == DISK_ORIGIN_FILE).count();
+        add(&self.shared.stats.lost_records, records as u64);
+        self.delivered(spans);
+    }
 }
 
 /// Serialises a batch as one record payload (cleared first): the head
