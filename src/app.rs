@@ -363,6 +363,7 @@ async fn run_stages(
                 file_acks.clone(),
                 d.when_full,
                 d.fsync_interval,
+                config.sink.gzip_level,
             ));
             let (sink_tx, sink_rx) = mpsc::channel(1);
             let reader = tokio::spawn(disk.clone().run_reader(sink_tx, reader_stop.clone()));

@@ -25,10 +25,13 @@ pub struct Batch {
     pub body_bytes: usize,
     /// Number of bulk items.
     pub events: usize,
-    /// Set by the sink while a request for the whole batch is in flight:
-    /// the spans' bodies are then freed and kept only as that request's
-    /// (gzip'd) body, to be restored from it if items must be sent apart or
-    /// dead-lettered (`sink::elasticsearch::request::{pack, unpack}`).
+    /// Set by the sink while a request for the whole batch is in flight,
+    /// and by the disk buffer's reader for a record stored gzip'd
+    /// (`disk::stage`): the spans' bodies are then empty and kept only as
+    /// the whole batch's (gzip'd) bulk body, sent as it is, and restored from
+    /// it if items must be sent apart or dead-lettered
+    /// (`sink::elasticsearch::request::{pack, unpack}`). `body_bytes` and
+    /// the spans' `items` stay those of the restored bodies.
     pub packed: Option<PackedBodies>,
 }
 
@@ -98,4 +101,13 @@ impl Batch {
 /// file. Implemented by the checkpoint store.
 pub trait Acknowledger: Send + Sync {
     fn delivered(&self, spans: &[SpanOrigin]);
+
+    /// Told when spans are given up neither delivered nor dead-lettered,
+    /// because their documents could not be restored (a disk buffer
+    /// record whose stored body does not decompress: a bug). The caller
+    /// has logged it; an owner that counts losses counts them. They are
+    /// settled all the same: by default, as [`delivered`](Self::delivered).
+    fn lost(&self, spans: &[SpanOrigin]) {
+        self.delivered(spans);
+    }
 }

@@ -228,6 +228,17 @@ impl Acknowledger for SplitAcks {
             self.files.delivered(&files);
         }
     }
+
+    fn lost(&self, spans: &[SpanOrigin]) {
+        let (records, files): (Vec<SpanOrigin>, Vec<SpanOrigin>) =
+            spans.iter().partition(|s| s.file == DISK_ORIGIN_FILE);
+        if !records.is_empty() {
+            self.queue.lost(&records);
+        }
+        if !files.is_empty() {
+            self.files.lost(&files);
+        }
+    }
 }
 
 /// A leftover queue has no writer, so no file spans wait for its fsync.
@@ -243,12 +254,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::buffer::disk::stage::encode_batch;
+    use crate::buffer::disk::stage::{encode_batch, encode_batch_v1};
     use crate::buffer::disk::{Options, Queue};
     use crate::event::EncodedSpan;
 
     /// A queue in `dir` holding records `0..n`, each a batch of one item
-    /// `{"n":<id>}`, none acknowledged.
+    /// `{"n":<id>}`, none acknowledged: even ids in the version-1 payload
+    /// (an older logship's), odd ones in version 2, gzip'd.
     fn leave_queue(dir: &Path, n: u64) {
         let mut q = Queue::open(dir, Options::new(64 << 20), Arc::default()).unwrap();
         let mut payload = Vec::new();
@@ -259,7 +271,11 @@ mod tests {
                 .extend_from_slice(format!("{{\"create\":{{}}}}\n{{\"n\":{i}}}\n").as_bytes());
             let mut b = Batch::default();
             b.push(span);
-            encode_batch(&b, &mut payload);
+            if i % 2 == 0 {
+                encode_batch_v1(&b, &mut payload);
+            } else {
+                encode_batch(&b, 1, &mut payload);
+            }
             q.push(&payload).unwrap();
         }
         q.flush().unwrap();
@@ -274,11 +290,24 @@ mod tests {
         }
     }
 
+    /// The batch's NDJSON, gunzip'd if it is packed.
     fn body(b: &Batch) -> String {
-        b.spans
-            .iter()
-            .map(|s| String::from_utf8_lossy(&s.body).into_owned())
-            .collect()
+        use std::io::Read;
+        match &b.packed {
+            Some(p) => {
+                assert!(p.gzip);
+                let mut out = String::new();
+                flate2::read::GzDecoder::new(&p.bytes[..])
+                    .read_to_string(&mut out)
+                    .unwrap();
+                out
+            }
+            None => b
+                .spans
+                .iter()
+                .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+                .collect(),
+        }
     }
 
     #[tokio::test]

@@ -30,6 +30,16 @@
 //! watermark (every id below it is acknowledged) and the ranges acknowledged
 //! out of order above it, CRC-protected, replaced atomically.
 //!
+//! A payload is one batch, in a format versioned on its own (see [`stage`],
+//! "Record payload"): version 2 (a head of item offsets, then the bulk body
+//! gzip'd at the sink's level) is written; version 1 (the head, then the
+//! raw NDJSON body), written by earlier versions, is still read, so a
+//! buffer left by an upgrade is delivered. The segment, record and ledger
+//! framing above did not change. A downgrade to a version that only reads
+//! payload version 1 skips every version-2 record as "not a batch"
+//! (counted lost; the files' checkpoints are past their lines): drain the
+//! buffer before downgrading.
+//!
 //! # Life of a record
 //! [`Queue::push`] appends to the newest segment (a new segment starts when
 //! it passes `segment_bytes`); [`Queue::flush`] fsyncs it and writes the

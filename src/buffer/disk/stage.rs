@@ -12,11 +12,51 @@
 //! and hands them to the checkpoint store only after the fsync that made
 //! their record durable; from then on the queue owns delivery.
 //!
-//! The record payload is one batch: `n: u32 LE`, `n` item offsets (`u32
-//! LE`, ascending, into the body), then the NDJSON body. The reader gives
-//! the sink a batch of one span whose origin is `{file: DISK_ORIGIN_FILE,
-//! seq: record id}`; the sink's acks (`Acknowledger::delivered`) are routed
-//! to [`Queue::ack`] by [`DiskAcks`].
+//! The reader gives the sink batches whose first span's origin is `{file:
+//! DISK_ORIGIN_FILE, seq: record id}`; the sink's acks
+//! (`Acknowledger::delivered`) are routed to [`Queue::ack`] by
+//! [`DiskAcks`].
+//!
+//! # Record payload
+//! One record is one batch. The writer writes version 2; the reader reads
+//! both versions ([`decode_batch`]), so a buffer written before the upgrade
+//! is still delivered. All integers are `u32` LE.
+//!
+//! ```text
+//! version 2 (this version writes it)
+//! offset   size  field
+//! 0        4     marker  u32::MAX (V2_MARKER)
+//! 4        4     flags   bit 0: the body is gzip'd (FLAG_GZIP); other bits 0
+//! 8        4     n       items, >= 1
+//! 12       4     raw     length of the uncompressed NDJSON body
+//! 16       4n    offsets item starts in the uncompressed body: the first
+//!                        0, strictly ascending, each < raw
+//! 16+4n    ..    body    the NDJSON body, one gzip member if FLAG_GZIP
+//!                        (sent as the bulk request's body as it is), else
+//!                        the raw bytes (exactly `raw` of them)
+//!
+//! version 1 (written by earlier versions; read, never written)
+//! 0        4     n       items, >= 1
+//! 4        4n    offsets item starts in the body: the first 0, ascending,
+//!                        each < the body's length
+//! 4+4n     ..    body    the NDJSON body
+//! ```
+//!
+//! A version-1 payload never starts with `u32::MAX`: `n` offsets of 4
+//! bytes would not fit in a record ([`super::record::MAX_RECORD_BYTES`]).
+//! The writer compresses at the sink's `compression: {gzip: N}` level (0:
+//! the raw body, flag clear), once per batch, on the blocking pool; the
+//! record then holds ~4x fewer bytes to write, CRC, read back and copy. The
+//! reader does not decompress: a version-2 record becomes a *packed*
+//! [`Batch`] (spans without bodies, their lengths and the body in
+//! `Batch::packed`), whose body the sink sends as it is when the whole
+//! batch goes in one request, and gunzips into the spans only when items
+//! must go apart (a 413 split, item retries, dead letters). A record whose
+//! body then does not gunzip (which the CRC makes a bug) is logged, counted
+//! in `lost_records` and acknowledged (`Acknowledger::lost`), never a crash
+//! loop. An older logship cannot read version-2 records: it skips each as
+//! "not a batch" (counted lost, and their lines are not read again), so
+//! the buffer must be drained before a downgrade.
 //!
 //! Full queue: `when_full: block` waits for acks to free segments (the
 //! batcher's channel fills, the tailers stop reading); `drop_newest` drops
@@ -40,7 +80,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{OpenError, Options, PushError, Queue, Stats, add};
-use crate::buffer::{Acknowledger, Batch};
+use crate::buffer::{Acknowledger, Batch, PackedBodies};
 use crate::config::WhenFull;
 use crate::event::{EncodedSpan, FileKey, SpanOrigin, span_pool};
 
@@ -217,13 +257,15 @@ impl DiskBuffer {
     }
 
     /// Moves batches from the batcher into the queue until `batches` closes;
-    /// then flushes one last time.
+    /// then flushes one last time. Each batch's body is stored gzip'd at
+    /// `gzip_level` (the sink's; 0: as it is), see the module doc.
     pub async fn run_writer(
         self,
         mut batches: mpsc::Receiver<Batch>,
         checkpoints: Arc<dyn Acknowledger>,
         when_full: WhenFull,
         fsync_interval: Duration,
+        gzip_level: u32,
     ) {
         let period = if fsync_interval.is_zero() {
             Duration::from_secs(1)
@@ -232,7 +274,7 @@ impl DiskBuffer {
         };
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut payload = Vec::new();
+        let mut head = Vec::new();
         loop {
             let batch = tokio::select! {
                 b = batches.recv() => b,
@@ -245,11 +287,8 @@ impl DiskBuffer {
             if batch.is_empty() {
                 continue;
             }
-            encode_batch_head(&batch, &mut payload);
-            let origins = batch.origins();
-            let events = batch.events as u64;
-            payload = self
-                .push(payload, batch, origins, events, &*checkpoints, when_full)
+            head = self
+                .push(head, batch, gzip_level, &*checkpoints, when_full)
                 .await;
             if fsync_interval.is_zero() {
                 self.flush(&*checkpoints).await;
@@ -260,29 +299,30 @@ impl DiskBuffer {
         self.shared.data.notify_one();
     }
 
-    /// Pushes one record (`head`, then the bodies of `batch`'s spans),
-    /// waiting (or dropping) while full; returns the head buffer for reuse.
+    /// Pushes `batch` as one record, waiting (or dropping) while full;
+    /// returns the head buffer for reuse. The record is encoded (and its
+    /// body compressed) once, on the first attempt; retries write the same
+    /// bytes.
     async fn push(
         &self,
-        mut payload: Vec<u8>,
-        mut batch: Batch,
-        origins: Vec<SpanOrigin>,
-        events: u64,
+        mut head: Vec<u8>,
+        batch: Batch,
+        gzip_level: u32,
         checkpoints: &dyn Acknowledger,
         when_full: WhenFull,
     ) -> Vec<u8> {
+        let events = batch.events as u64;
+        let mut origins = Some(batch.origins());
+        // `Err` until the first attempt encodes it.
+        let mut record: Result<Record, Batch> = Err(batch);
         let mut failing = false;
-        let mut origins = Some(origins);
         loop {
             let shared = self.shared.clone();
-            let (buf, b, res) = match tokio::task::spawn_blocking(move || {
-                let res = {
-                    let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.spans.len() + 1);
-                    parts.push(&payload);
-                    parts.extend(batch.spans.iter().map(|s| s.body.as_slice()));
-                    shared.lock().queue.push_parts(&parts)
-                };
-                (payload, batch, res)
+            let (buf, r, res) = match tokio::task::spawn_blocking(move || {
+                let record =
+                    record.unwrap_or_else(|batch| Record::encode(batch, gzip_level, &mut head));
+                let res = shared.lock().queue.push_parts(&record.parts(&head));
+                (head, record, res)
             })
             .await
             {
@@ -292,8 +332,8 @@ impl DiskBuffer {
                     return Vec::new();
                 }
             };
-            payload = buf;
-            batch = b;
+            head = buf;
+            record = Ok(r);
             match res {
                 Ok(_) => {
                     if failing {
@@ -302,7 +342,7 @@ impl DiskBuffer {
                     let origins = origins.take().unwrap_or_default();
                     self.shared.lock().pending.extend(origins);
                     self.shared.data.notify_one();
-                    return payload;
+                    return head;
                 }
                 Err(PushError::Full) if when_full == WhenFull::DropNewest => {
                     add(&self.shared.stats.dropped_events, events);
@@ -312,7 +352,7 @@ impl DiskBuffer {
                     );
                     // Given up: let the files' checkpoints move past these lines.
                     checkpoints.delivered(&origins.take().unwrap_or_default());
-                    return payload;
+                    return head;
                 }
                 Err(PushError::Full) => {
                     // Durable progress must go on while blocked.
@@ -408,23 +448,122 @@ impl Acknowledger for DiskAcks {
         }
         self.shared.space.notify_one();
     }
+
+    /// A record whose documents the sink could not restore (logged there):
+    /// counted in `lost_records`, and acknowledged so that the queue moves on.
+    fn lost(&self, spans: &[SpanOrigin]) {
+        let records = spans.iter().filter(|s| s.file == DISK_ORIGIN_FILE).count();
+        add(&self.shared.stats.lost_records, records as u64);
+        self.delivered(spans);
+    }
 }
 
-/// Serialises a batch as one record payload (cleared first): the head
-/// ([`encode_batch_head`]) followed by the span bodies. The writer does not
-/// call it: it writes the head and the bodies as they are.
-pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
-    encode_batch_head(batch, out);
+/// First `u32` of a version-2 payload (module doc, "Record payload").
+pub const V2_MARKER: u32 = u32::MAX;
+/// Version-2 flag: the body is gzip'd.
+pub const FLAG_GZIP: u32 = 1;
+/// Bytes of a version-2 head before the item offsets.
+const V2_FIXED_HEAD: usize = 16;
+
+/// A batch's record payload after its head, as [`DiskBuffer::push`]
+/// writes it.
+enum Record {
+    /// The head says "raw": the spans' bodies are the body, written as
+    /// they are.
+    Raw(Batch),
+    /// The head says "gzip": this is the body. The batch is gone (its
+    /// spans' bodies went back to the pool).
+    Gzip(Vec<u8>),
+}
+
+impl Record {
+    /// Compresses `batch`'s body at `gzip_level` (0: not) and writes the
+    /// matching version-2 head into `head`. A failed compression (none is
+    /// expected from in-memory buffers) is logged and stores the body raw.
+    fn encode(batch: Batch, gzip_level: u32, head: &mut Vec<u8>) -> Record {
+        let gz = gzip_body(&batch, gzip_level);
+        encode_batch_head(&batch, gz.is_some(), head);
+        match gz {
+            Some(gz) => Record::Gzip(gz),
+            None => Record::Raw(batch),
+        }
+    }
+
+    /// The whole payload, `head` first, as the slices to write.
+    fn parts<'a>(&'a self, head: &'a [u8]) -> Vec<&'a [u8]> {
+        match self {
+            Record::Raw(batch) => {
+                let mut parts = Vec::with_capacity(batch.spans.len() + 1);
+                parts.push(head);
+                parts.extend(batch.spans.iter().map(|s| s.body.as_slice()));
+                parts
+            }
+            Record::Gzip(body) => vec![head, body],
+        }
+    }
+}
+
+/// The gzip of `batch`'s body at `level`, or `None` at level 0 or if it
+/// failed (logged).
+fn gzip_body(batch: &Batch, level: u32) -> Option<Vec<u8>> {
+    if level == 0 {
+        return None;
+    }
+    let bodies = batch.spans.iter().map(|s| s.body.as_slice());
+    match crate::sink::elasticsearch::gzip::gzip(bodies, batch.body_bytes, level) {
+        Ok(gz) => Some(gz),
+        Err(e) => {
+            tracing::warn!(error = %e, "disk buffer: cannot gzip a batch; it is stored uncompressed");
+            None
+        }
+    }
+}
+
+/// Serialises `batch` as one version-2 record payload (cleared first),
+/// its body gzip'd at `gzip_level` (0: raw), as the writer stores it (the
+/// writer writes the head and the body without joining them).
+pub fn encode_batch(batch: &Batch, gzip_level: u32, out: &mut Vec<u8>) {
+    match gzip_body(batch, gzip_level) {
+        Some(gz) => {
+            encode_batch_head(batch, true, out);
+            out.extend_from_slice(&gz);
+        }
+        None => {
+            encode_batch_head(batch, false, out);
+            for span in &batch.spans {
+                out.extend_from_slice(&span.body);
+            }
+        }
+    }
+}
+
+/// The version-2 head of a batch's record payload (cleared first): marker,
+/// flags (`gzip`: the body that follows is gzip'd), item count, raw body
+/// length, item offsets.
+pub fn encode_batch_head(batch: &Batch, gzip: bool, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&V2_MARKER.to_le_bytes());
+    let flags = if gzip { FLAG_GZIP } else { 0 };
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&(batch.events as u32).to_le_bytes());
+    out.extend_from_slice(&(batch.body_bytes as u32).to_le_bytes());
+    encode_offsets(batch, out);
+}
+
+/// Test seam: `batch` as a version-1 record payload (cleared first), as
+/// logship wrote them before version 2, to test that they are still read.
+#[doc(hidden)]
+pub fn encode_batch_v1(batch: &Batch, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&(batch.events as u32).to_le_bytes());
+    encode_offsets(batch, out);
     for span in &batch.spans {
         out.extend_from_slice(&span.body);
     }
 }
 
-/// The part of a batch's record payload before the bodies: the item count
-/// and the item offsets (cleared first).
-pub fn encode_batch_head(batch: &Batch, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(&(batch.events as u32).to_le_bytes());
+/// Appends the offset of every item of `batch` in its concatenated body.
+fn encode_offsets(batch: &Batch, out: &mut Vec<u8>) {
     let mut base = 0u32;
     for span in &batch.spans {
         for &off in &span.items {
@@ -439,36 +578,139 @@ pub fn encode_batch_head(batch: &Batch, out: &mut Vec<u8>) {
 /// `span_pool` stay small (a pooled 5 MiB batch body would pin memory).
 const READ_SPAN_BYTES: usize = 192 * 1024;
 
-/// The batch stored in record `id`, or `None` if the payload is not one.
-/// The first span carries the origin the sink acknowledges (`seq` = `id`).
+/// The batch stored in record `id` (either version), or `None` if the
+/// payload is not one. The first span carries the origin the sink
+/// acknowledges (`seq` = `id`). A version-2 record gives a packed batch
+/// (module doc): its spans have no bodies; `packed` holds the body as
+/// stored, and the lengths of the spans' bodies once restored.
 pub fn decode_batch(id: u64, payload: &[u8]) -> Option<Batch> {
-    let n = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?) as usize;
-    let body_at = n.checked_mul(4)?.checked_add(4)?;
-    let body = payload.get(body_at..)?;
-    if n == 0 {
+    if u32_at(payload, 0)? == V2_MARKER {
+        decode_v2(id, payload)
+    } else {
+        decode_v1(id, payload)
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn decode_v1(id: u64, payload: &[u8]) -> Option<Batch> {
+    let n = u32_at(payload, 0)? as usize;
+    let offsets = Offsets::read(payload, 4, n)?;
+    let body = payload.get(offsets.end()..)?;
+    offsets.check(body.len(), false)?;
+    Some(split_into_spans(id, &offsets, body.len(), |range| {
+        let mut b = span_pool::take(range.len());
+        b.extend_from_slice(&body[range]);
+        b
+    }))
+}
+
+fn decode_v2(id: u64, payload: &[u8]) -> Option<Batch> {
+    let flags = u32_at(payload, 4)?;
+    if flags & !FLAG_GZIP != 0 {
         return None;
     }
-    let offset = |i: usize| -> usize {
-        let b = &payload[4 + 4 * i..8 + 4 * i];
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    let gzip = flags & FLAG_GZIP != 0;
+    let n = u32_at(payload, 8)? as usize;
+    let raw_len = u32_at(payload, 12)? as usize;
+    let offsets = Offsets::read(payload, V2_FIXED_HEAD, n)?;
+    let body = payload.get(offsets.end()..)?;
+    offsets.check(raw_len, true)?;
+    let plausible = if gzip {
+        body.starts_with(&[0x1f, 0x8b])
+    } else {
+        body.len() == raw_len
     };
-    let mut prev = 0usize;
-    for i in 0..n {
-        let off = offset(i);
-        if off < prev || off >= body.len() || (i == 0 && off != 0) {
+    if !plausible {
+        return None;
+    }
+    let mut lens = Vec::new();
+    let mut batch = split_into_spans(id, &offsets, raw_len, |range| {
+        lens.push(range.len());
+        Vec::new()
+    });
+    batch.body_bytes = raw_len;
+    batch.packed = Some(PackedBodies {
+        bytes: bytes::Bytes::copy_from_slice(body),
+        gzip,
+        lens,
+    });
+    Some(batch)
+}
+
+/// The item offsets of a record's head.
+struct Offsets<'a> {
+    /// `4 * n` bytes.
+    bytes: &'a [u8],
+    /// Where they start in the payload.
+    at: usize,
+}
+
+impl<'a> Offsets<'a> {
+    /// `n` (at least one) offsets at `at` in `payload`.
+    fn read(payload: &'a [u8], at: usize, n: usize) -> Option<Self> {
+        if n == 0 {
             return None;
         }
-        prev = off;
+        let end = n.checked_mul(4)?.checked_add(at)?;
+        Some(Offsets {
+            bytes: payload.get(at..end)?,
+            at,
+        })
     }
+
+    fn len(&self) -> usize {
+        self.bytes.len() / 4
+    }
+
+    /// Where the body starts in the payload.
+    fn end(&self) -> usize {
+        self.at + self.bytes.len()
+    }
+
+    fn get(&self, i: usize) -> usize {
+        let b = &self.bytes[4 * i..4 * i + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    }
+
+    /// `Some` if the first is 0, each is below `body_len` and they ascend
+    /// (`strictly`: no empty item).
+    fn check(&self, body_len: usize, strictly: bool) -> Option<()> {
+        let mut prev = 0usize;
+        for i in 0..self.len() {
+            let off = self.get(i);
+            let descends = off < prev || (strictly && i > 0 && off == prev);
+            if descends || off >= body_len || (i == 0 && off != 0) {
+                return None;
+            }
+            prev = off;
+        }
+        Some(())
+    }
+}
+
+/// The batch of the checked `offsets` into a body of `body_len` bytes:
+/// spans of consecutive items up to [`READ_SPAN_BYTES`] each, whose bodies
+/// `body_of` makes from their byte ranges.
+fn split_into_spans(
+    id: u64,
+    offsets: &Offsets,
+    body_len: usize,
+    mut body_of: impl FnMut(std::ops::Range<usize>) -> Vec<u8>,
+) -> Batch {
+    let n = offsets.len();
     let mut batch = Batch::default();
     let mut i = 0;
     while i < n {
-        let start = offset(i);
+        let start = offsets.get(i);
         let mut j = i + 1;
-        while j < n && offset(j) - start < READ_SPAN_BYTES {
+        while j < n && offsets.get(j) - start < READ_SPAN_BYTES {
             j += 1;
         }
-        let end = if j < n { offset(j) } else { body.len() };
+        let end = if j < n { offsets.get(j) } else { body_len };
         let mut span = EncodedSpan::default();
         if batch.spans.is_empty() {
             span.origin = Some(SpanOrigin {
@@ -478,13 +720,12 @@ pub fn decode_batch(id: u64, payload: &[u8]) -> Option<Batch> {
                 end: 0,
             });
         }
-        span.body = span_pool::take(end - start);
-        span.body.extend_from_slice(&body[start..end]);
-        span.items = (i..j).map(|k| (offset(k) - start) as u32).collect();
+        span.body = body_of(start..end);
+        span.items = (i..j).map(|k| (offsets.get(k) - start) as u32).collect();
         batch.push(span);
         i = j;
     }
-    Some(batch)
+    batch
 }
 
 #[cfg(test)]
@@ -532,13 +773,15 @@ mod tests {
             let disk = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
             let rec = Arc::new(Recorder::default());
             let (tx, rx) = mpsc::channel(1);
+            // Stored raw (gzip level 0): 300 KiB batches into a 1 MiB
+            // buffer with no reader: three fit.
             let writer = tokio::spawn(disk.clone().run_writer(
                 rx,
                 rec.clone(),
                 when_full,
                 Duration::from_millis(20),
+                0,
             ));
-            // 300 KiB batches into a 1 MiB buffer with no reader: three fit.
             let mut sent = 0;
             for seq in 0..6 {
                 let r = tokio::time::timeout(
@@ -586,7 +829,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(
             disk.clone()
-                .run_writer(rx, rec.clone(), WhenFull::Block, Duration::ZERO),
+                .run_writer(rx, rec.clone(), WhenFull::Block, Duration::ZERO, 1),
         );
         disk.inject_write_error(Some(std::io::ErrorKind::StorageFull));
         tx.send(batch(0, 100)).await.unwrap();
@@ -600,33 +843,73 @@ mod tests {
         wait_for(|| rec.0.lock().unwrap().as_slice() == [0]).await;
     }
 
-    #[test]
-    fn batch_round_trip() {
+    /// A batch of `spans` spans of `items` items each, items numbered
+    /// from `first`.
+    fn ndjson_batch(spans: usize, items: usize, first: usize) -> Batch {
         let mut b = Batch::default();
-        for k in 0..3 {
+        for k in 0..spans {
             let mut s = EncodedSpan::default();
-            for j in 0..2 {
+            for j in 0..items {
+                let n = first + k * items + j;
                 s.items.push(s.body.len() as u32);
-                s.body
-                    .extend_from_slice(format!("{{\"a\":{k}}}\n{{\"d\":{j}}}\n").as_bytes());
+                s.body.extend_from_slice(
+                    format!("{{\"create\":{{\"_id\":\"{n}\"}}}}\n{{\"m\":\"line {n}\"}}\n")
+                        .as_bytes(),
+                );
             }
             b.push(s);
         }
+        b
+    }
+
+    /// Every item's bytes, in order (a batch with its bodies).
+    fn items_of(b: &Batch) -> Vec<Vec<u8>> {
+        assert!(b.packed.is_none());
+        b.spans
+            .iter()
+            .flat_map(|s| (0..s.len()).map(move |i| s.item(i).to_vec()))
+            .collect()
+    }
+
+    /// Every item's bytes, in order, of a packed batch: its body gunzip'd
+    /// (if it is gzip) and cut by the spans' lengths and item offsets.
+    fn unpacked_items(b: &Batch) -> Vec<Vec<u8>> {
+        use std::io::Read;
+        let packed = b.packed.as_ref().expect("a packed batch");
+        assert!(b.spans.iter().all(|s| s.body.is_empty()));
+        let mut body = Vec::new();
+        if packed.gzip {
+            flate2::read::GzDecoder::new(&packed.bytes[..])
+                .read_to_end(&mut body)
+                .unwrap();
+        } else {
+            body = packed.bytes.to_vec();
+        }
+        assert_eq!(body.len(), b.body_bytes);
+        assert_eq!(packed.lens.iter().sum::<usize>(), b.body_bytes);
+        assert_eq!(packed.lens.len(), b.spans.len());
+        let mut items = Vec::new();
+        let mut at = 0;
+        for (span, &len) in b.spans.iter().zip(&packed.lens) {
+            let span_body = &body[at..at + len];
+            for (i, &start) in span.items.iter().enumerate() {
+                let end = span.items.get(i + 1).map_or(len, |&e| e as usize);
+                items.push(span_body[start as usize..end].to_vec());
+            }
+            at += len;
+        }
+        items
+    }
+
+    #[test]
+    fn version_1_records_are_still_read() {
+        let b = ndjson_batch(3, 2, 0);
         let mut p = Vec::new();
-        encode_batch(&b, &mut p);
+        encode_batch_v1(&b, &mut p);
         let back = decode_batch(9, &p).unwrap();
+        assert!(back.packed.is_none(), "a version-1 record has its bodies");
         assert_eq!(back.events, 6);
-        let got: Vec<&[u8]> = back
-            .spans
-            .iter()
-            .flat_map(|s| (0..s.len()).map(move |i| s.item(i)))
-            .collect();
-        let want: Vec<&[u8]> = b
-            .spans
-            .iter()
-            .flat_map(|s| (0..s.len()).map(move |i| s.item(i)))
-            .collect();
-        assert_eq!(got, want);
+        assert_eq!(items_of(&back), items_of(&b));
         assert_eq!(back.origins().len(), 1, "one ack per record");
         assert_eq!(back.origins()[0].seq, 9);
         // A large record comes back as several pool-sized spans.
@@ -639,7 +922,7 @@ mod tests {
             }
             big.push(s);
         }
-        encode_batch(&big, &mut p);
+        encode_batch_v1(&big, &mut p);
         let back = decode_batch(1, &p).unwrap();
         assert_eq!((back.events, back.body_bytes), (80, 80 * 50_000));
         assert!(back.spans.len() > 1);
@@ -651,5 +934,152 @@ mod tests {
         assert_eq!(back.origins().len(), 1);
         assert!(decode_batch(1, &p[..3]).is_none());
         assert!(decode_batch(1, &[0, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn version_2_records_come_back_packed_gzip_or_raw() {
+        // ~50 bytes an item: 8,000 items span two READ_SPAN_BYTES.
+        for (spans, items) in [(1, 1), (3, 2), (40, 200)] {
+            let b = ndjson_batch(spans, items, 0);
+            for level in [0, 1, 6] {
+                let what = format!("{spans}x{items} items, level {level}");
+                let mut p = Vec::new();
+                encode_batch(&b, level, &mut p);
+                assert_eq!(u32_at(&p, 0), Some(V2_MARKER));
+                let back = decode_batch(7, &p).unwrap();
+                let packed = back.packed.as_ref().expect(&what);
+                assert_eq!(packed.gzip, level > 0, "{what}");
+                if level > 0 && b.events > 100 {
+                    assert!(packed.bytes.len() < b.body_bytes / 3, "{what}");
+                }
+                assert_eq!((back.events, back.body_bytes), (b.events, b.body_bytes));
+                assert_eq!(unpacked_items(&back), items_of(&b), "{what}");
+                assert!(
+                    back.spans
+                        .iter()
+                        .zip(&packed.lens)
+                        .all(|(s, &len)| s.items[0] == 0 && len <= READ_SPAN_BYTES + 200),
+                    "{what}"
+                );
+                assert_eq!(back.spans.len() > 1, spans * items > 1_000, "{what}");
+                assert_eq!(back.origins().len(), 1, "one ack per record");
+                assert_eq!(back.origins()[0].file, DISK_ORIGIN_FILE);
+                assert_eq!(back.origins()[0].seq, 7);
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_version_2_heads_are_not_batches() {
+        let b = ndjson_batch(2, 3, 0);
+        let (mut gz, mut raw) = (Vec::new(), Vec::new());
+        encode_batch(&b, 1, &mut gz);
+        encode_batch(&b, 0, &mut raw);
+        assert!(decode_batch(0, &gz).is_some() && decode_batch(0, &raw).is_some());
+        let set = |p: &[u8], at: usize, v: u32| {
+            let mut p = p.to_vec();
+            p[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            p
+        };
+        let second_offset = u32_at(&raw, 20).unwrap();
+        let raw_len = b.body_bytes as u32;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("unknown flag", set(&gz, 4, FLAG_GZIP | 2)),
+            ("no items", set(&raw, 8, 0)),
+            ("more items than the head holds", set(&raw, 8, u32::MAX / 4)),
+            ("first offset not 0", set(&raw, 16, 1)),
+            ("an empty item", set(&raw, 20, 0)),
+            ("descending", set(&raw, 24, second_offset - 1)),
+            ("an offset past the body", set(&raw, 36, raw_len)),
+            ("a raw body shorter than said", set(&raw, 12, raw_len + 1)),
+            ("a raw body longer than said", set(&raw, 12, raw_len - 1)),
+            ("gzip flag on a raw body", set(&raw, 4, FLAG_GZIP)),
+            (
+                "an offset past the gzip'd body's raw length",
+                set(&gz, 12, second_offset),
+            ),
+            ("marker only", gz[..4].to_vec()),
+            ("head cut in the offsets", gz[..18].to_vec()),
+            ("gzip'd body missing", gz[..16 + 4 * 6].to_vec()),
+        ];
+        for (what, p) in cases {
+            assert!(decode_batch(0, &p).is_none(), "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_stores_gzip_once_and_the_reader_gives_packed_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskBuffer::open(dir.path(), 1 << 30).unwrap();
+        let rec = Arc::new(Recorder::default());
+        let (tx, rx) = mpsc::channel(1);
+        let writer = tokio::spawn(disk.clone().run_writer(
+            rx,
+            rec.clone(),
+            WhenFull::Block,
+            Duration::ZERO,
+            1,
+        ));
+        // The first push fails and is retried: the record written is the
+        // same batch, whole.
+        disk.inject_write_error(Some(std::io::ErrorKind::StorageFull));
+        let inputs: Vec<Batch> = (0..3).map(|i| ndjson_batch(10, 100, i * 1000)).collect();
+        let want: Vec<Vec<Vec<u8>>> = inputs.iter().map(items_of).collect();
+        let raw: usize = inputs.iter().map(|b| b.body_bytes).sum();
+        let mut inputs = inputs.into_iter();
+        tx.send(inputs.next().unwrap()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        disk.inject_write_error(None);
+        for b in inputs {
+            tx.send(b).await.unwrap();
+        }
+        drop(tx);
+        writer.await.unwrap();
+        let stats = disk.stats();
+        assert_eq!(stats.records_written.load(Ordering::Relaxed), 3);
+        assert!(stats.write_errors.load(Ordering::Relaxed) >= 1);
+        let on_disk = stats.disk_bytes.load(Ordering::Relaxed) as usize;
+        assert!(
+            on_disk < raw / 3,
+            "{on_disk} bytes on disk for {raw} of NDJSON"
+        );
+
+        let (otx, mut orx) = mpsc::channel(1);
+        let reader = tokio::spawn(disk.clone().run_reader(otx, CancellationToken::new()));
+        let acks = disk.acknowledger();
+        let mut got = Vec::new();
+        while let Some(b) = orx.recv().await {
+            assert!(b.packed.as_ref().is_some_and(|p| p.gzip));
+            got.push(unpacked_items(&b));
+            acks.delivered(&b.origins());
+        }
+        reader.await.unwrap();
+        assert_eq!(got, want);
+        assert!(!disk.has_unacked());
+        assert_eq!(stats.lost_records.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_record_given_up_as_lost_is_counted_and_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskBuffer::open(dir.path(), 1 << 30).unwrap();
+        {
+            let mut st = disk.shared.lock();
+            let mut p = Vec::new();
+            encode_batch(&ndjson_batch(1, 2, 0), 1, &mut p);
+            st.queue.push(&p).unwrap();
+            st.queue.push(&p).unwrap();
+        }
+        let acks = disk.acknowledger();
+        let origin = |seq| SpanOrigin {
+            file: DISK_ORIGIN_FILE,
+            generation: 0,
+            seq,
+            end: 0,
+        };
+        acks.lost(&[origin(0)]);
+        acks.delivered(&[origin(1)]);
+        assert!(!disk.has_unacked());
+        assert_eq!(disk.stats().lost_records.load(Ordering::Relaxed), 1);
     }
 }

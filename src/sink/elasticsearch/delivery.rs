@@ -110,6 +110,14 @@
 //! durably, before [`Delivery::deliver`] returns; the caller then
 //! acknowledges the batch. Aborting the task stops a delivery, and then
 //! nothing of the batch is acknowledged.
+//!
+//! A packed batch (its bodies kept only as one gzip'd bulk body) is
+//! restored before any item is sent apart or dead-lettered. If that fails
+//! (a bug), a batch of the disk buffer is given up as [`Unrestorable`]
+//! (logged with its record id; the caller acknowledges it as lost, and the
+//! buffer counts it), since after a restart the same record would fail
+//! again; any other batch makes the process exit (70) and its lines are
+//! read again from the files ([`unpack`]).
 
 use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
@@ -131,6 +139,7 @@ use super::request::{self, Attempt, BulkBody, BulkRequester, ItemRef, RequestFai
 use super::response::{self, BulkItemOutcome, ItemError};
 use super::retry::{Backoff, LogLimiter};
 use crate::buffer::Batch;
+use crate::buffer::disk::stage::DISK_ORIGIN_FILE;
 use crate::telemetry::Metrics;
 
 /// At most one retry warning of each kind per this interval.
@@ -322,9 +331,11 @@ impl Delivery {
     /// Delivers `batch` until it is settled: a panic of the delivery is
     /// caught and logged and the batch delivered again (module doc,
     /// "Panics"). Returns once every item is delivered, dead-lettered or
-    /// given up; the caller then acknowledges the batch. Dropping the future
-    /// (aborting the task) drops the delivery at once.
-    pub async fn deliver_until_settled(&self, batch: &mut Arc<Batch>) {
+    /// given up; the caller then acknowledges the batch. `Err`: a disk
+    /// buffer batch whose documents could not be restored ([`unpack`]); the
+    /// caller acknowledges it as lost. Dropping the future (aborting the
+    /// task) drops the delivery at once.
+    pub async fn deliver_until_settled(&self, batch: &mut Arc<Batch>) -> Result<(), Unrestorable> {
         let mut failing = Failing::default();
         let mut last_panic = String::new();
         let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
@@ -347,8 +358,9 @@ impl Delivery {
                     None => self.deliver(&mut *batch).await,
                 }
             };
-            let Err(panic) = CatchUnwind(Box::pin(attempt)).await else {
-                return;
+            let panic = match CatchUnwind(Box::pin(attempt)).await {
+                Ok(settled) => return settled,
+                Err(panic) => panic,
             };
             last_panic = panic
                 .downcast_ref::<&str>()
@@ -375,11 +387,12 @@ impl Delivery {
     }
 
     /// Returns once every item of `batch` is delivered, durably
-    /// dead-lettered, or given up (which is dead-lettered too).
-    pub async fn deliver(&self, batch: &mut Arc<Batch>) {
+    /// dead-lettered, or given up (which is dead-lettered too); or at once
+    /// if the batch is found [`Unrestorable`].
+    pub async fn deliver(&self, batch: &mut Arc<Batch>) -> Result<(), Unrestorable> {
         let all = request::all_items(batch);
         if all.is_empty() {
-            return;
+            return Ok(());
         }
         let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
         let mut groups = VecDeque::from([Group {
@@ -390,15 +403,22 @@ impl Delivery {
         let mut rejected = Vec::new();
         while let Some(group) = groups.pop_front() {
             self.send_group(&mut *batch, group, &mut backoff, &mut groups, &mut rejected)
-                .await;
+                .await?;
         }
         if !rejected.is_empty() {
-            self.dead_letter(&mut *batch, &rejected, &mut backoff).await;
+            self.dead_letter(&mut *batch, &rejected, &mut backoff)
+                .await?;
         }
+        Ok(())
     }
 
     /// Dead-letters every item of `batch` as given up for `reason`.
-    async fn give_up_batch(&self, batch: &mut Arc<Batch>, given_up: GivenUp, reason: String) {
+    async fn give_up_batch(
+        &self,
+        batch: &mut Arc<Batch>,
+        given_up: GivenUp,
+        reason: String,
+    ) -> Result<(), Unrestorable> {
         let error = ItemError {
             kind: Some("delivery_panicked".into()),
             reason: Some(self.given_up_reason(&given_up, &reason)),
@@ -415,8 +435,10 @@ impl Delivery {
             .collect();
         if !rejected.is_empty() {
             let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
-            self.dead_letter(&mut *batch, &rejected, &mut backoff).await;
+            self.dead_letter(&mut *batch, &rejected, &mut backoff)
+                .await?;
         }
+        Ok(())
     }
 
     /// The dead letter's `error.reason` for an item given up after `last`.
@@ -468,7 +490,7 @@ impl Delivery {
         backoff: &mut Backoff,
         groups: &mut VecDeque<Group>,
         rejected: &mut Vec<Rejected>,
-    ) {
+    ) -> Result<(), Unrestorable> {
         let Group {
             items,
             mut cuts,
@@ -481,8 +503,9 @@ impl Delivery {
             let whole = items.len() == batch.events;
             let current = match (&body, &batch.packed) {
                 (Some(b), _) => b.clone(),
-                // The whole batch again (after a panicked delivery): its body
-                // is the packed one.
+                // The whole of a packed batch (read gzip'd from the disk
+                // buffer, or again after a panicked delivery): its body is
+                // the packed one, sent as it is.
                 (None, Some(packed)) if whole => body
                     .insert(BulkBody {
                         bytes: packed.bytes.clone(),
@@ -490,7 +513,7 @@ impl Delivery {
                     })
                     .clone(),
                 (None, _) => {
-                    unpack(batch);
+                    unpack(batch)?;
                     match request::build_body(batch.clone(), items.clone(), self.gzip_level).await {
                         Ok(b) => {
                             if whole && let Some(only) = Arc::get_mut(batch) {
@@ -507,7 +530,7 @@ impl Delivery {
                                     format!("cannot build the bulk request body: {e}"),
                                 );
                                 self.give_up(&items, &failing, last, rejected);
-                                return;
+                                return Ok(());
                             }
                             tokio::time::sleep(backoff.next_delay()).await;
                             continue;
@@ -539,7 +562,7 @@ impl Delivery {
                         backoff.reset();
                     }
                     if retry.is_empty() {
-                        return;
+                        return Ok(());
                     }
                     let counts = self.accepted_since(failing.window_start(sent_at));
                     if failing.record(sent_at, counts, self.give_up_after) {
@@ -559,7 +582,7 @@ impl Delivery {
                             };
                             self.give_up(&[r.item], &failing, last, rejected);
                         }
-                        return;
+                        return Ok(());
                     }
                     Metrics::add(&self.metrics.items_retried, retry.len() as u64);
                     tokio::time::sleep(backoff.next_delay()).await;
@@ -583,7 +606,7 @@ impl Delivery {
                             },
                             given_up: None,
                         });
-                        return;
+                        return Ok(());
                     }
                     if let Some(suppressed) = self.request_log.check() {
                         warn!(
@@ -596,7 +619,7 @@ impl Delivery {
                         );
                     }
                     split(&items, 0, &failing, groups);
-                    return;
+                    return Ok(());
                 }
                 Attempt::Failed(failure) => {
                     Metrics::add(&self.metrics.requests_failed, 1);
@@ -621,9 +644,9 @@ impl Delivery {
                             }
                             failing.record(sent_at, true, self.give_up_after);
                             split(&items, CUTS_BEFORE_SPLIT - 1, &failing, groups);
-                            return;
+                            return Ok(());
                         }
-                        unpack(batch);
+                        unpack(batch)?;
                         let document_bytes = request::item_bytes(batch, items[0]).len();
                         if let Some(suppressed) = self.request_log.check() {
                             error!(
@@ -653,7 +676,7 @@ impl Delivery {
                         && let Some(last) = specific
                     {
                         self.give_up(&items, &failing, last, rejected);
-                        return;
+                        return Ok(());
                     }
                     let delay = backoff.next_delay();
                     if let Some(suppressed) = self.request_log.check() {
@@ -730,8 +753,8 @@ impl Delivery {
         batch: &mut Arc<Batch>,
         rejected: &[Rejected],
         backoff: &mut Backoff,
-    ) {
-        unpack(batch);
+    ) -> Result<(), Unrestorable> {
+        unpack(batch)?;
         let mut records = Vec::new();
         // (given up, status, type) → (count, first reason), for the summary lines.
         let mut why: BTreeMap<(bool, u16, &str), (usize, &str)> = BTreeMap::new();
@@ -803,6 +826,7 @@ impl Delivery {
                 summary(true)
             );
         }
+        Ok(())
     }
 }
 
@@ -825,30 +849,61 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
-/// Restores the spans' bodies of `batch` if [`request::pack`] freed them
-/// (a gunzip of one batch body, ~3 ms, on the calling task).
+/// A batch from the disk buffer whose documents cannot be restored from
+/// its stored body ([`unpack`]): its delivery ends, and the sink
+/// acknowledges it as lost (`Acknowledger::lost`).
+#[derive(Debug)]
+pub struct Unrestorable;
+
+/// Restores the spans' bodies of `batch` if they are packed: by
+/// [`request::pack`], or as read from the disk buffer (a gunzip of one
+/// batch body, ~3 ms, on the calling task).
 ///
 /// If that fails (the batch is shared, or its packed body does not gunzip
 /// to its spans; neither happens unless a bug made it so), the batch's items
 /// exist nowhere else in memory: a panic would be caught and the delivery
-/// retried forever (and dead-lettering needs the items too). The process
-/// exits instead (70, internal error): the batch was not acknowledged, so
-/// its lines are read again after the restart, as after a `kill -9`.
-fn unpack(batch: &mut Arc<Batch>) {
+/// retried forever (and dead-lettering needs the items too).
+///
+/// - A batch of the disk buffer (its origin is a record) is given up:
+///   logged with its record id, `Err` (the caller acknowledges it as lost,
+///   counted in the buffer's lost records). Exiting would not help: after
+///   the restart the same record would be read, and fail, again.
+/// - Any other batch: the process exits (70, internal error). The batch was
+///   not acknowledged, so its lines are read again from the files after the
+///   restart, as after a `kill -9`.
+fn unpack(batch: &mut Arc<Batch>) -> Result<(), Unrestorable> {
     if batch.packed.is_none() {
-        return;
+        return Ok(());
     }
     let result = match Arc::get_mut(batch) {
         Some(only) => request::unpack(only),
         None => Err(std::io::Error::other("the batch is shared")),
     };
-    if let Err(e) = result {
+    let Err(e) = result else {
+        return Ok(());
+    };
+    let record = batch
+        .origins()
+        .into_iter()
+        .find(|o| o.file == DISK_ORIGIN_FILE)
+        .map(|o| o.seq);
+    if let Some(record) = record {
         error!(
+            record,
+            events = batch.events,
             error = %e,
-            "cannot restore a batch's documents from its compressed request body (a bug);              exiting: its lines are read again from the files after the restart"
+            "cannot restore the documents of a disk buffer record from its stored body (a bug); \
+             the record is given up (counted in logship_buffer_lost_records_total) and acknowledged: \
+             its documents not yet delivered are lost"
         );
-        std::process::exit(70);
+        return Err(Unrestorable);
     }
+    error!(
+        error = %e,
+        "cannot restore a batch's documents from its compressed request body (a bug); \
+         exiting: its lines are read again from the files after the restart"
+    );
+    std::process::exit(70);
 }
 
 /// Pushes the two halves of `items` to the front of `groups`, in order;

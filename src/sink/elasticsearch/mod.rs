@@ -184,8 +184,10 @@ impl ElasticsearchSink {
             let acks = acks.clone();
             in_flight.spawn(async move {
                 let mut batch = Arc::new(batch);
-                delivery.deliver_until_settled(&mut batch).await;
-                acks.delivered(&batch.origins());
+                match delivery.deliver_until_settled(&mut batch).await {
+                    Ok(()) => acks.delivered(&batch.origins()),
+                    Err(delivery::Unrestorable) => acks.lost(&batch.origins()),
+                }
                 drop(slot);
             });
         }
