@@ -322,12 +322,9 @@ async fn run_stages(
     let tail_stop = CancellationToken::new();
     let journal_readers = tokio::spawn(journals.clone().run(span_tx.clone(), tail_stop.clone()));
     let tailers = tokio::spawn(server.run(span_tx, tail_stop.clone()));
-    let mut batcher = Batcher::new(&config.sink.batch);
-    if matches!(config.buffer, BufferConfig::Memory { .. }) {
-        // The sink sends each batch's body as made here (the disk writer
-        // stores the spans as they are).
-        batcher = batcher.packing(config.sink.gzip_level);
-    }
+    // Each batch's bulk body is made (gzip'd) as it leaves the batcher: the
+    // sink sends it as it is, the disk buffer stores it as it is.
+    let batcher = Batcher::new(&config.sink.batch).packing(config.sink.gzip_level);
     let batcher = tokio::spawn(batcher.run(span_rx, batch_tx));
     // File spans to the checkpoints, journald spans to their cursors.
     let file_acks: Arc<dyn Acknowledger> = Arc::new(AckRouter {

@@ -471,20 +471,26 @@ enum Record {
     /// The head says "raw": the spans' bodies are the body, written as
     /// they are.
     Raw(Batch),
-    /// The head says "gzip": this is the body. The batch is gone (its
-    /// spans' bodies went back to the pool).
-    Gzip(Vec<u8>),
+    /// This is the body (gzip'd if the head says so). The batch is gone
+    /// (its spans' bodies went back to the pool).
+    Body(bytes::Bytes),
 }
 
 impl Record {
     /// Compresses `batch`'s body at `gzip_level` (0: not) and writes the
     /// matching version-2 head into `head`. A failed compression (none is
     /// expected from in-memory buffers) is logged and stores the body raw.
+    /// A batch the batcher packed already ([`Batch::pack`]) is stored as
+    /// packed (the batcher compresses at the same level).
     fn encode(batch: Batch, gzip_level: u32, head: &mut Vec<u8>) -> Record {
+        if let Some(packed) = &batch.packed {
+            encode_batch_head(&batch, packed.gzip, head);
+            return Record::Body(packed.bytes.clone());
+        }
         let gz = gzip_body(&batch, gzip_level);
         encode_batch_head(&batch, gz.is_some(), head);
         match gz {
-            Some(gz) => Record::Gzip(gz),
+            Some(gz) => Record::Body(gz.into()),
             None => Record::Raw(batch),
         }
     }
@@ -498,7 +504,7 @@ impl Record {
                 parts.extend(batch.spans.iter().map(|s| s.body.as_slice()));
                 parts
             }
-            Record::Gzip(body) => vec![head, body],
+            Record::Body(body) => vec![head, &body[..]],
         }
     }
 }
@@ -565,11 +571,16 @@ pub fn encode_batch_v1(batch: &Batch, out: &mut Vec<u8>) {
 /// Appends the offset of every item of `batch` in its concatenated body.
 fn encode_offsets(batch: &Batch, out: &mut Vec<u8>) {
     let mut base = 0u32;
-    for span in &batch.spans {
+    for (i, span) in batch.spans.iter().enumerate() {
         for &off in &span.items {
             out.extend_from_slice(&(base + off).to_le_bytes());
         }
-        base += span.body.len() as u32;
+        // A packed batch's spans keep their lengths apart from their bodies.
+        let len = match &batch.packed {
+            Some(p) => p.lens.get(i).copied().unwrap_or_default(),
+            None => span.body.len(),
+        };
+        base += len as u32;
     }
 }
 
@@ -1008,7 +1019,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_writer_stores_gzip_once_and_the_reader_gives_packed_batches() {
+    async fn the_writer_stores_gzip_once_or_as_packed_and_the_reader_gives_packed_batches() {
         let dir = tempfile::tempdir().unwrap();
         let disk = DiskBuffer::open(dir.path(), 1 << 30).unwrap();
         let rec = Arc::new(Recorder::default());
@@ -1023,9 +1034,12 @@ mod tests {
         // The first push fails and is retried: the record written is the
         // same batch, whole.
         disk.inject_write_error(Some(std::io::ErrorKind::StorageFull));
-        let inputs: Vec<Batch> = (0..3).map(|i| ndjson_batch(10, 100, i * 1000)).collect();
+        let mut inputs: Vec<Batch> = (0..3).map(|i| ndjson_batch(10, 100, i * 1000)).collect();
         let want: Vec<Vec<Vec<u8>>> = inputs.iter().map(items_of).collect();
         let raw: usize = inputs.iter().map(|b| b.body_bytes).sum();
+        // The batcher packs them (`Batch::pack`): stored as they come.
+        inputs[1].pack(1).unwrap();
+        assert!(inputs[1].packed.is_some());
         let mut inputs = inputs.into_iter();
         tx.send(inputs.next().unwrap()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
