@@ -6,15 +6,16 @@
 //! tailers keep spans far below the limits). A non-empty batch is sent at the
 //! latest `timeout` after its first span arrived.
 //!
-//! What blocks: a finished batch is handed on (compressed, then sent into
-//! the sink's bounded channel) by a task of its own while the next one fills;
-//! when that next one is full too and the one before still waits for room,
+//! What blocks: finished batches are handed on (compressed, then sent into
+//! the sink's bounded channel, in order) by tasks of their own while the
+//! next one fills; when `ahead` of them are out and the next one is full,
 //! `run` waits and does not receive spans, so the tailers' bounded sends
 //! block in turn.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Batch;
@@ -28,6 +29,9 @@ pub struct Batcher {
     /// Compress each finished batch at this gzip level before handing it
     /// on ([`Batch::pack`]).
     pack_level: Option<u32>,
+    /// Finished batches being compressed or waiting to be handed on, at
+    /// most (they compress in parallel and are handed on in order).
+    ahead: usize,
 }
 
 impl Batcher {
@@ -37,6 +41,7 @@ impl Batcher {
             max_events: cfg.max_events.max(1),
             timeout: cfg.timeout,
             pack_level: None,
+            ahead: 1,
         }
     }
 
@@ -44,9 +49,13 @@ impl Batcher {
     /// the body the sink sends, before it waits for the sink: the waiting
     /// batch costs its gzip'd size (~4x less), and the sink, when a request
     /// slot frees, sends at once while the next batch compresses beside the
-    /// requests in flight.
-    pub fn packing(mut self, gzip_level: u32) -> Self {
-        self.pack_level = Some(gzip_level);
+    /// requests in flight. Up to `ahead` finished batches compress at once
+    /// (the sink's `concurrency`: as many gzips in parallel as when the
+    /// sink compressed each request). Level 0 (no compression) packs
+    /// nothing: the bodies stay in the spans.
+    pub fn packing(mut self, gzip_level: u32, ahead: usize) -> Self {
+        self.pack_level = (gzip_level > 0).then_some(gzip_level);
+        self.ahead = ahead.max(1);
         self
     }
 
@@ -67,13 +76,17 @@ impl Batcher {
     /// [`packing`](Self::packing), then sent when the sink's channel has
     /// room) while the next one fills: gathering spans never waits for a
     /// gzip or for the sink, so the tailers keep both cores busy during a
-    /// catch-up. The next batch is handed on only once the one before is in
-    /// the channel (order kept): besides the sink's `concurrency` batches
-    /// and the one in the channel, at most one waits to be handed on and
-    /// one fills here.
+    /// catch-up. Batches are handed on in order. Memory: besides the sink's
+    /// `concurrency` batches and the one in its channel, up to `ahead`
+    /// batches are being compressed or wait (gzip'd) to be sent, and one
+    /// fills here (when `ahead` are out, it waits full, and `run` receives
+    /// no spans: the tailers' bounded sends block in turn).
     pub async fn run(self, mut spans: mpsc::Receiver<EncodedSpan>, out: mpsc::Sender<Batch>) {
         let mut carried: Option<EncodedSpan> = None;
-        let mut handing: Option<tokio::task::JoinHandle<bool>> = None;
+        // One permit per batch being handed on: at most `ahead`.
+        let ahead = Arc::new(Semaphore::new(self.ahead));
+        // Told when the batch before the next one is in the channel.
+        let mut before: Option<oneshot::Receiver<()>> = None;
         loop {
             let first = match carried.take() {
                 Some(span) => span,
@@ -107,34 +120,57 @@ impl Batcher {
                     }
                 }
             }
-            if let Some(previous) = handing.take()
-                && !previous.await.unwrap_or(false)
-            {
-                // The sink is gone (or the runtime stops).
+            let Ok(permit) = ahead.clone().acquire_owned().await else {
+                return;
+            };
+            if out.is_closed() {
+                // The sink is gone.
                 return;
             }
-            handing = Some(tokio::spawn(hand_on(batch, self.pack_level, out.clone())));
+            let (sent, next) = oneshot::channel();
+            tokio::spawn(hand_on(
+                batch,
+                self.pack_level,
+                before.replace(next),
+                sent,
+                out.clone(),
+                permit,
+            ));
             if closed {
                 break;
             }
         }
-        if let Some(last) = handing {
-            let _ = last.await;
-        }
+        // Every batch handed on (or given up) before `out` goes.
+        let _ = ahead.acquire_many(self.ahead as u32).await;
     }
 }
 
-/// Compresses `batch` (if `pack_level`) and sends it; false if the sink is
-/// gone.
-async fn hand_on(batch: Batch, pack_level: Option<u32>, out: mpsc::Sender<Batch>) -> bool {
+/// Compresses `batch` (if `pack_level`), waits until the batch before it is
+/// in the channel (`before`), sends it and says so (`sent`). If the batch
+/// before was not sent (the sink is gone), neither is this one.
+async fn hand_on(
+    batch: Batch,
+    pack_level: Option<u32>,
+    before: Option<oneshot::Receiver<()>>,
+    sent: oneshot::Sender<()>,
+    out: mpsc::Sender<Batch>,
+    _permit: OwnedSemaphorePermit,
+) {
     let batch = match pack_level {
         Some(level) => match pack(batch, level).await {
             Some(packed) => packed,
-            None => return false,
+            None => return,
         },
         None => batch,
     };
-    out.send(batch).await.is_ok()
+    if let Some(before) = before
+        && before.await.is_err()
+    {
+        return;
+    }
+    if out.send(batch).await.is_ok() {
+        let _ = sent.send(());
+    }
 }
 
 /// [`Batch::pack`] on the blocking pool. A failure (or a panic while
@@ -218,7 +254,7 @@ mod tests {
         };
         let (stx, srx) = mpsc::channel(16);
         let (btx, mut brx) = mpsc::channel(1);
-        tokio::spawn(Batcher::new(&cfg).packing(1).run(srx, btx));
+        tokio::spawn(Batcher::new(&cfg).packing(1, 2).run(srx, btx));
         let mut sent = Vec::new();
         for i in 0..9u8 {
             let mut s = span(3, 100);

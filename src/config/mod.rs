@@ -198,7 +198,8 @@ pub struct HttpConfig {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BufferConfig {
-    /// At most `concurrency + 1` batches in memory; the files hold the backlog.
+    /// At most `concurrency + 3` batches in memory (most of them gzip'd);
+    /// the files hold the backlog.
     Memory {
         /// See [`BufferConfig::max_open_files`].
         max_open_files: u64,

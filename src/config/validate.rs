@@ -156,7 +156,7 @@ fn validate_buffer(b: RawBuffer) -> Result<BufferConfig, Invalid> {
                     return Err(invalid(
                         key,
                         "only applies to `type: disk`; the memory buffer holds at most \
-                         `concurrency + 1` batches and always blocks when full",
+                         `concurrency + 3` batches and always blocks when full",
                     ));
                 }
             }

@@ -16,11 +16,10 @@
 //! [`merge`] feeds one sink from both, so they share its `concurrency`
 //! slots (in-flight requests stay bounded; one dead-letter file, one
 //! template install) and take turns while both have batches. Its own task
-//! rather than a second sender on the batcher's channel: the batcher
-//! reserves that channel's one slot while it waits for lines, which would
-//! starve the reader whenever the files are quiet. Memory: the two
-//! one-batch channels in front of `merge` hold one batch more than the
-//! memory pipeline alone (`concurrency + 2`).
+//! rather than a second sender on the batcher's channel: the reader would
+//! then queue behind every batch the batcher hands on, and shutdown would
+//! wait for both to drop their senders. Memory: the two one-batch channels
+//! in front of `merge` hold one batch more than the memory pipeline alone.
 //! Acknowledgements are made durable as in the disk pipeline: the ledger
 //! is written by [`Leftover::close`] at shutdown and before the directory
 //! goes.

@@ -875,9 +875,11 @@ fn unpack(batch: &mut Arc<Batch>) -> Result<(), Unrestorable> {
     if batch.packed.is_none() {
         return Ok(());
     }
-    let result = match Arc::get_mut(batch) {
-        Some(only) => request::unpack(only),
-        None => Err(std::io::Error::other("the batch is shared")),
+    // A shared batch is a bug here that a restart does not repeat: exit
+    // (below) even for a disk record, which is then read again.
+    let (result, shared) = match Arc::get_mut(batch) {
+        Some(only) => (request::unpack(only), false),
+        None => (Err(std::io::Error::other("the batch is shared")), true),
     };
     let Err(e) = result else {
         return Ok(());
@@ -885,7 +887,7 @@ fn unpack(batch: &mut Arc<Batch>) -> Result<(), Unrestorable> {
     let record = batch
         .origins()
         .into_iter()
-        .find(|o| o.file == DISK_ORIGIN_FILE)
+        .find(|o| o.file == DISK_ORIGIN_FILE && !shared)
         .map(|o| o.seq);
     if let Some(record) = record {
         error!(
@@ -901,7 +903,7 @@ fn unpack(batch: &mut Arc<Batch>) -> Result<(), Unrestorable> {
     error!(
         error = %e,
         "cannot restore a batch's documents from its compressed request body (a bug); \
-         exiting: its lines are read again from the files after the restart"
+         exiting: its lines are read again after the restart (from the files, or the disk buffer)"
     );
     std::process::exit(70);
 }
