@@ -588,11 +588,13 @@ mod tests {
         // Let the coalescing period after it pass, then write 100 times to
         // each within much less than a period.
         tokio::time::sleep(COALESCE * 2).await;
+        let burst = std::time::Instant::now();
         for _ in 0..100 {
             for f in &mut files {
                 f.write_all(b"line\n").expect("write");
             }
         }
+        let burst = burst.elapsed();
         let mut seen: Vec<PathBuf> = Vec::new();
         let mut notices = 0;
         while seen.len() < 3 {
@@ -605,18 +607,31 @@ mod tests {
             seen.extend(notice.written);
         }
         // 300 writes, at most two notices (a period may begin mid-burst),
-        // each file named once per notice.
-        assert!(notices <= 2, "{notices} notices for one burst");
+        // each file named once per notice. A burst that took most of a
+        // period (the test thread descheduled on a loaded machine) may
+        // span one more.
+        let most = if burst < COALESCE / 2 { 2 } else { 3 };
+        assert!(
+            notices <= most,
+            "{notices} notices for one burst of {burst:?}"
+        );
         assert!(seen.len() <= 3 * notices, "{seen:?}");
         std::fs::rename(dir.join("0.log"), dir.join("0.log.1")).expect("rename");
-        let notice = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("a notice")
-            .expect("open channel");
-        let mut moved = notice.moved;
+        // Both names of the rename, with a rescan (the kernel may hand the
+        // two events over in two reads).
+        let mut moved = Vec::new();
+        let mut rescan = false;
+        while moved.len() < 2 {
+            let notice = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a notice")
+                .expect("open channel");
+            rescan |= notice.rescan;
+            moved.extend(notice.moved);
+        }
         moved.sort();
         assert_eq!(moved, [dir.join("0.log"), dir.join("0.log.1")]);
-        assert!(notice.rescan);
+        assert!(rescan);
         assert!(!overflow.load(Ordering::Acquire));
         drop(w);
         // The thread stopped: the sender it held is gone.
