@@ -66,10 +66,7 @@ impl Batch {
     /// Does nothing if already packed or if the spans' bodies hold bytes
     /// outside their items.
     pub fn pack(&mut self, level: u32) -> std::io::Result<()> {
-        let covers = self.packed.is_none()
-            && self.spans.iter().all(|s| s.items.first() == Some(&0))
-            && self.spans.iter().map(|s| s.body.len()).sum::<usize>() == self.body_bytes;
-        if !covers {
+        if !self.can_pack() {
             return Ok(());
         }
         let bodies = self.spans.iter().map(|s| s.body.as_slice());
@@ -78,6 +75,22 @@ impl Batch {
         } else {
             crate::sink::elasticsearch::gzip::gzip(bodies, self.body_bytes, level)?
         };
+        self.keep_packed(bytes.into(), level > 0);
+        Ok(())
+    }
+
+    /// Not packed yet, and the spans' bodies hold their items and nothing
+    /// else (so a body of every item is the whole of them).
+    pub fn can_pack(&self) -> bool {
+        self.packed.is_none()
+            && self.spans.iter().all(|s| s.items.first() == Some(&0))
+            && self.spans.iter().map(|s| s.body.len()).sum::<usize>() == self.body_bytes
+    }
+
+    /// Frees the spans' bodies (to the span pool), keeping `bytes`, the
+    /// bulk body of every item (gzip'd if `gzip`), to restore them from.
+    /// The caller checked [`can_pack`](Self::can_pack).
+    pub fn keep_packed(&mut self, bytes: bytes::Bytes, gzip: bool) {
         let lens = self
             .spans
             .iter_mut()
@@ -87,12 +100,7 @@ impl Batch {
                 len
             })
             .collect();
-        self.packed = Some(PackedBodies {
-            bytes: bytes.into(),
-            gzip: level > 0,
-            lens,
-        });
-        Ok(())
+        self.packed = Some(PackedBodies { bytes, gzip, lens });
     }
 }
 

@@ -31,8 +31,7 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
 use super::hosts::Hosts;
 use super::response::{self, BulkItem, ItemError, NotBulkResponse};
-use crate::buffer::{Batch, PackedBodies};
-use crate::event::span_pool;
+use crate::buffer::Batch;
 
 /// Largest 2xx response body accepted (a response to a huge batch with an
 /// error on every item stays far below this).
@@ -134,26 +133,9 @@ fn encode_body(batch: &Batch, items: &[ItemRef], gzip_level: u32) -> std::io::Re
 /// paths [`unpack`] first, once per batch. Does nothing unless `whole`
 /// covers every byte.
 pub fn pack(batch: &mut Batch, whole: &BulkBody) {
-    let covers = batch.packed.is_none()
-        && batch.spans.iter().all(|s| s.items.first() == Some(&0))
-        && batch.spans.iter().map(|s| s.body.len()).sum::<usize>() == batch.body_bytes;
-    if !covers {
-        return;
+    if batch.can_pack() {
+        batch.keep_packed(whole.bytes.clone(), whole.gzip);
     }
-    let lens = batch
-        .spans
-        .iter_mut()
-        .map(|span| {
-            let len = span.body.len();
-            span_pool::give(std::mem::take(&mut span.body));
-            len
-        })
-        .collect();
-    batch.packed = Some(PackedBodies {
-        bytes: whole.bytes.clone(),
-        gzip: whole.gzip,
-        lens,
-    });
 }
 
 /// Restores the spans' bodies that [`pack`] freed, decoding straight into
