@@ -666,17 +666,19 @@ async fn truncated_and_refilled_past_the_old_offset_is_noticed() {
 }
 
 fn fd_links_to_deleted(name: &str) -> bool {
+    fd_targets()
+        .iter()
+        .any(|t| t.contains(name) && t.ends_with("(deleted)"))
+}
+
+/// What this process's descriptors point to.
+fn fd_targets() -> Vec<String> {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .flatten()
-        .any(|e| {
-            std::fs::read_link(e.path())
-                .map(|t| {
-                    let t = t.to_string_lossy();
-                    t.contains(name) && t.ends_with("(deleted)")
-                })
-                .unwrap_or(false)
-        })
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect()
 }
 
 /// A pattern whose directory does not exist yet is watched by nothing: the
@@ -792,12 +794,7 @@ async fn a_file_renamed_away_before_a_scan_saw_its_first_line_is_read() {
 /// Descriptors this process holds on files under `dir`.
 fn fds_under(dir: &Path) -> usize {
     let dir = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter(|t| t.to_string_lossy().starts_with(&dir))
-        .count()
+    fd_targets().iter().filter(|t| t.starts_with(&dir)).count()
 }
 
 /// Hostile review of the held files without a first line: empty files
